@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs the system packages Kawa needs, when missing, on Debian/Ubuntu.
+#   scripts/deps.sh run    what `kawa serve` needs (FFmpeg)
+#   scripts/deps.sh test   what the test suite needs as well (Redis, ...)
+set -euo pipefail
+
+want=(ffmpeg:ffmpeg ffprobe:ffmpeg)
+if [ "${1:-run}" = test ]; then
+  want+=(redis-server:redis-server)
+fi
+
+missing=()
+for pair in "${want[@]}"; do
+  cmd=${pair%%:*} pkg=${pair#*:}
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  # Deduplicate, keep order.
+  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | awk '!seen[$0]++')
+  echo "installing: ${missing[*]}" >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "error: Rust (cargo) is required: https://rustup.rs" >&2
+  exit 1
+fi

@@ -1,0 +1,343 @@
+//! Settings: `config/default.toml` (built in), an optional file, then `KAWA_*` variables.
+//!
+//! The environment names are a contract with operators' scripts: section and key joined by
+//! a double underscore (`KAWA_HTTP__ADDR`). Anything invalid becomes one [`ConfigError`] that
+//! names the setting; `main` prints it and exits with code 2.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::Deserialize;
+
+/// The documented defaults, compiled in so the binary and the reference cannot disagree.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+const ENV_PREFIX: &str = "KAWA_";
+/// Settings whose values are secrets: read verbatim, never echoed.
+const SECRET_KEYS: &[&str] = &["admin_token", "store.redis_url"];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub admin_token: Secret,
+    pub log: LogSettings,
+    pub http: HttpSettings,
+    pub rtmp: RtmpSettings,
+    pub grpc: GrpcSettings,
+    pub store: StoreSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    pub addr: SocketAddr,
+    pub public_url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RtmpSettings {
+    pub addr: SocketAddr,
+    pub app: String,
+    pub public_url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcSettings {
+    pub addr: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    /// A Redis URL may carry a password, so it is a secret too.
+    pub redis_url: Secret,
+    pub timeout_ms: u64,
+}
+
+/// A string that must never reach a log line or an error message.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "<empty>"
+        } else {
+            "<redacted>"
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("invalid setting `{key}` ({env}): {reason}")]
+    Invalid {
+        key: String,
+        env: String,
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(key: &str, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            key: key.to_owned(),
+            env: env_name(key),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// `http.addr` -> `KAWA_HTTP__ADDR`.
+pub fn env_name(key: &str) -> String {
+    format!("{ENV_PREFIX}{}", key.replace('.', "__").to_uppercase())
+}
+
+impl Settings {
+    /// Loads the layered settings from the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(path) = file {
+            // figment skips missing files silently; an operator who names one wants it read.
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            })?;
+            figment = figment.merge(Toml::string(&text));
+        }
+        // figment parses variable values ("123" becomes a number, "0123" loses its zero);
+        // secrets are taken verbatim instead.
+        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__").ignore(SECRET_KEYS));
+        for key in SECRET_KEYS {
+            if let Some(value) = std::env::var_os(env_name(key)) {
+                let value = value.into_string().map_err(|_| {
+                    ConfigError::invalid(key, "not valid UTF-8")
+                })?;
+                figment = figment.merge(Serialized::default(key, value));
+            }
+        }
+        let settings: Settings = figment.extract().map_err(from_figment)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::invalid("data_dir", "must not be empty"));
+        }
+        let app = &self.rtmp.app;
+        if app.is_empty()
+            || !app
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-".contains(c))
+        {
+            return Err(ConfigError::invalid(
+                "rtmp.app",
+                "must be a non-empty name of letters, digits, '_' or '-'",
+            ));
+        }
+        for (key, value, schemes) in [
+            (
+                "http.public_url",
+                &self.http.public_url,
+                &["http", "https"][..],
+            ),
+            (
+                "rtmp.public_url",
+                &self.rtmp.public_url,
+                &["rtmp", "rtmps"][..],
+            ),
+        ] {
+            if !value.is_empty() {
+                check_url(key, value, schemes)?;
+            }
+        }
+        if !self.store.redis_url.is_empty() {
+            // The URL may hold a password: the error names the setting, never the value.
+            check_url(
+                "store.redis_url",
+                self.store.redis_url.expose(),
+                &["redis", "rediss", "redis+unix", "unix"],
+            )?;
+        }
+        if self.store.timeout_ms == 0 {
+            return Err(ConfigError::invalid(
+                "store.timeout_ms",
+                "must be at least 1",
+            ));
+        }
+        let level_ok = tracing_subscriber::EnvFilter::try_new(&self.log.level).is_ok();
+        if !level_ok {
+            return Err(ConfigError::invalid("log.level", "not a valid log filter"));
+        }
+        Ok(())
+    }
+}
+
+fn check_url(key: &str, value: &str, schemes: &[&str]) -> Result<(), ConfigError> {
+    match url::Url::parse(value) {
+        Ok(url) if schemes.contains(&url.scheme()) => Ok(()),
+        Ok(url) => Err(ConfigError::invalid(
+            key,
+            format!(
+                "scheme `{}` is not one of {}",
+                url.scheme(),
+                schemes.join(", ")
+            ),
+        )),
+        Err(e) => Err(ConfigError::invalid(key, format!("not a URL ({e})"))),
+    }
+}
+
+fn from_figment(err: figment::Error) -> ConfigError {
+    use figment::error::Kind;
+    let key = if err.path.is_empty() {
+        match &err.kind {
+            Kind::UnknownField(field, _) => field.clone(),
+            _ => "(file)".to_owned(),
+        }
+    } else {
+        let mut path = err.path.join(".");
+        if let Kind::UnknownField(field, _) = &err.kind {
+            path = format!("{path}.{field}");
+        }
+        path
+    };
+    let reason = match &err.kind {
+        Kind::UnknownField(..) => {
+            "unknown setting (check the spelling; see config/default.toml)".to_owned()
+        }
+        // A type error on a secret would echo its value; none of the secrets is typed,
+        // but say nothing about the value to be sure.
+        _ if key == "admin_token" || key.starts_with("store.redis_url") => {
+            "invalid value".to_owned()
+        }
+        other => other.to_string(),
+    };
+    ConfigError::invalid(&key, reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Loads settings inside a figment jail: a private environment and working directory,
+    /// so tests running in parallel never see each other's variables.
+    #[allow(clippy::result_large_err)] // figment's Jail closure type, not ours
+    fn load(file: Option<&str>, env: &[(&str, &str)]) -> Result<Settings, String> {
+        let mut result = Err(String::new());
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            for (k, v) in env {
+                jail.set_env(k, v);
+            }
+            let path = file.map(|text| {
+                jail.create_file("kawa.toml", text).expect("write config");
+                PathBuf::from("kawa.toml")
+            });
+            result = Settings::load(path.as_deref()).map_err(|e| e.to_string());
+            Ok(())
+        });
+        result
+    }
+
+    #[test]
+    fn defaults_match_the_documented_contract() {
+        let s = load(None, &[]).unwrap();
+        assert_eq!(s.data_dir, PathBuf::from("./data"));
+        assert_eq!(s.http.addr.to_string(), "0.0.0.0:8888");
+        assert_eq!(s.rtmp.addr.to_string(), "0.0.0.0:1935");
+        assert_eq!(s.rtmp.app, "live");
+        assert_eq!(s.grpc.addr.to_string(), "0.0.0.0:50051");
+        assert!(s.store.redis_url.is_empty());
+        assert!(s.admin_token.is_empty());
+    }
+
+    #[test]
+    fn environment_overrides_file_overrides_defaults() {
+        let file = "data_dir = \"/srv/kawa\"\n[http]\naddr = \"127.0.0.1:9000\"\n";
+        let s = load(Some(file), &[("KAWA_HTTP__ADDR", "127.0.0.1:9100")]).unwrap();
+        assert_eq!(s.data_dir, PathBuf::from("/srv/kawa"));
+        assert_eq!(s.http.addr.to_string(), "127.0.0.1:9100");
+    }
+
+    #[test]
+    fn invalid_address_names_the_setting_and_variable() {
+        let err = load(None, &[("KAWA_RTMP__ADDR", "not-an-addr")]).unwrap_err();
+        assert!(
+            err.contains("`rtmp.addr`") && err.contains("KAWA_RTMP__ADDR"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_setting_is_refused() {
+        let err = load(None, &[("KAWA_HTTP__ADRR", "x")]).unwrap_err();
+        assert!(err.contains("http.adrr"), "{err}");
+    }
+
+    #[test]
+    fn bad_redis_url_does_not_echo_the_password() {
+        let err = load(None, &[("KAWA_STORE__REDIS_URL", "redis//:hunter2@host")]).unwrap_err();
+        assert!(
+            err.contains("store.redis_url") && !err.contains("hunter2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug_output() {
+        let s = load(None, &[("KAWA_ADMIN_TOKEN", "tok-s3cr3t")]).unwrap();
+        assert_eq!(s.admin_token.expose(), "tok-s3cr3t");
+        assert!(!format!("{s:?}").contains("tok-s3cr3t"));
+    }
+
+    #[test]
+    fn numeric_looking_secrets_stay_strings() {
+        let s = load(None, &[("KAWA_ADMIN_TOKEN", "123456"), ("KAWA_RTMP__APP", "live2")]).unwrap();
+        assert_eq!(s.admin_token.expose(), "123456");
+    }
+
+    #[test]
+    fn missing_config_file_is_an_error() {
+        let err = Settings::load(Some(Path::new("/nonexistent/kawa.toml"))).unwrap_err();
+        assert!(matches!(err, ConfigError::File { .. }));
+    }
+}

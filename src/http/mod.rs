@@ -1,0 +1,164 @@
+//! Kawa's HTTP side (actix-web): the REST API under `/api/v1`, health checks, and (in
+//! later modules) HLS and metrics.
+
+pub mod auth;
+pub mod error;
+pub mod health;
+pub mod streams;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use utoipa::OpenApi;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+
+use crate::config::Settings;
+use crate::keys::{KeyManager, PublishPath};
+use auth::AdminToken;
+use error::ApiError;
+
+/// Largest JSON body the API accepts; requests are a path and a label.
+const MAX_JSON_BYTES: usize = 16 * 1024;
+
+/// Shared by every HTTP worker.
+pub struct AppState {
+    pub keys: KeyManager,
+    pub admin_token: AdminToken,
+    pub public: PublicUrls,
+}
+
+/// The configured public URLs; empty parts are filled from each request.
+#[derive(Clone, Debug)]
+pub struct PublicUrls {
+    http_base: String,
+    http_port: u16,
+    rtmp_url: String,
+    rtmp_port: u16,
+    rtmp_app: String,
+}
+
+impl PublicUrls {
+    pub fn from_settings(s: &Settings) -> Self {
+        Self {
+            http_base: s.http.public_url.trim_end_matches('/').to_owned(),
+            http_port: s.http.addr.port(),
+            rtmp_url: s.rtmp.public_url.trim_end_matches('/').to_owned(),
+            rtmp_port: s.rtmp.addr.port(),
+            rtmp_app: s.rtmp.app.clone(),
+        }
+    }
+}
+
+/// The URLs a response shows for one request.
+pub struct Urls {
+    pub rtmp: String,
+    http_base: String,
+}
+
+impl Urls {
+    pub fn playback(&self, path: &PublishPath) -> String {
+        format!("{}/hls/{path}/master.m3u8", self.http_base)
+    }
+}
+
+impl AppState {
+    pub fn urls(&self, req: &HttpRequest) -> Urls {
+        let p = &self.public;
+        let host = request_host(req);
+        let rtmp = if p.rtmp_url.is_empty() {
+            format!("rtmp://{host}:{}/{}", p.rtmp_port, p.rtmp_app)
+        } else {
+            p.rtmp_url.clone()
+        };
+        let http_base = if p.http_base.is_empty() {
+            format!("http://{host}:{}", p.http_port)
+        } else {
+            p.http_base.clone()
+        };
+        Urls { rtmp, http_base }
+    }
+}
+
+/// The host name the client used to reach us, without its port.
+fn request_host(req: &HttpRequest) -> String {
+    let info = req.connection_info();
+    url::Url::parse(&format!("http://{}", info.host()))
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Kawa API", description = "Stream keys and live status for the Kawa streaming server."),
+    paths(
+        streams::create_stream,
+        streams::list_streams,
+        streams::get_stream,
+        streams::rotate_key,
+        streams::delete_stream,
+        health::healthz,
+        health::readyz,
+    ),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "admin_token",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+async fn openapi_json() -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
+}
+
+async fn api_not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound("no such API route".to_owned()))
+}
+
+fn json_error(err: actix_web::error::JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
+    use actix_web::error::JsonPayloadError as E;
+    let message = match &err {
+        E::ContentType => "expected Content-Type: application/json".to_owned(),
+        E::Overflow { .. } | E::OverflowKnownLength { .. } => {
+            format!("body larger than {MAX_JSON_BYTES} bytes")
+        }
+        other => other.to_string(),
+    };
+    ApiError::BadRequest("invalid_json", message).into()
+}
+
+fn path_error(err: actix_web::error::PathError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::BadRequest("invalid_path", err.to_string()).into()
+}
+
+/// Registers every route; `main` and tests share it.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(
+        web::JsonConfig::default()
+            .limit(MAX_JSON_BYTES)
+            .error_handler(json_error),
+    )
+    .app_data(web::PathConfig::default().error_handler(path_error))
+    .route("/healthz", web::get().to(health::healthz))
+    .route("/readyz", web::get().to(health::readyz))
+    .service(
+        web::scope("/api/v1")
+            .route("/openapi.json", web::get().to(openapi_json))
+            .route("/streams", web::post().to(streams::create_stream))
+            .route("/streams", web::get().to(streams::list_streams))
+            .route("/streams/{path}", web::get().to(streams::get_stream))
+            .route("/streams/{path}", web::delete().to(streams::delete_stream))
+            .route(
+                "/streams/{path}/rotate",
+                web::post().to(streams::rotate_key),
+            )
+            .default_service(web::to(api_not_found)),
+    );
+}

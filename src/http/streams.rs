@@ -1,0 +1,242 @@
+//! `/api/v1/streams`: create, list, show, rotate and delete stream keys.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::auth::Admin;
+use super::error::{ApiError, ErrorBody};
+use crate::keys::{PublishPath, StreamKey, StreamRecord};
+
+/// Labels are for people; a cap keeps a careless client from storing megabytes.
+const MAX_LABEL_CHARS: usize = 200;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateStream {
+    /// The name the stream is published and played under: `[a-z0-9][a-z0-9_-]{0,63}`.
+    #[schema(example = "alice")]
+    pub publish_path: String,
+    /// Free text for operators.
+    pub label: Option<String>,
+}
+
+/// What OBS asks for under Settings → Stream (Service: Custom).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ObsSettings {
+    /// OBS "Server".
+    pub server: String,
+    /// OBS "Stream Key".
+    pub stream_key: String,
+}
+
+/// A stream with its key: returned only by create and rotate.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StreamWithKey {
+    pub publish_path: String,
+    pub stream_key: String,
+    /// The RTMP URL to publish to (without the key).
+    pub rtmp_url: String,
+    pub obs: ObsSettings,
+    pub playback_url: String,
+    /// RFC 3339.
+    pub created_at: String,
+    pub label: Option<String>,
+}
+
+/// A stream as listed: never the key.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StreamInfo {
+    pub publish_path: String,
+    pub label: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339; null when the key was never rotated.
+    pub key_rotated_at: Option<String>,
+    pub rtmp_url: String,
+    pub playback_url: String,
+    /// Whether a publisher is live on this path now.
+    pub live: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StreamList {
+    pub streams: Vec<StreamInfo>,
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+fn parse_path(text: &str) -> Result<PublishPath, ApiError> {
+    PublishPath::parse(text).map_err(|e| ApiError::BadRequest("invalid_path", e.to_string()))
+}
+
+fn info(state: &AppState, req: &HttpRequest, record: StreamRecord) -> StreamInfo {
+    let urls = state.urls(req);
+    StreamInfo {
+        rtmp_url: urls.rtmp.clone(),
+        playback_url: urls.playback(&record.publish_path),
+        publish_path: record.publish_path.to_string(),
+        label: record.label,
+        created_at: rfc3339(record.created_at),
+        key_rotated_at: record.key_rotated_at.map(rfc3339),
+        live: false,
+    }
+}
+
+fn with_key(
+    state: &AppState,
+    req: &HttpRequest,
+    record: StreamRecord,
+    key: StreamKey,
+) -> StreamWithKey {
+    let urls = state.urls(req);
+    StreamWithKey {
+        playback_url: urls.playback(&record.publish_path),
+        obs: ObsSettings {
+            server: urls.rtmp.clone(),
+            stream_key: key.expose().to_owned(),
+        },
+        rtmp_url: urls.rtmp,
+        publish_path: record.publish_path.to_string(),
+        stream_key: key.expose().to_owned(),
+        created_at: rfc3339(record.created_at),
+        label: record.label,
+    }
+}
+
+/// Create a stream and its first key.
+#[utoipa::path(
+    post, path = "/api/v1/streams", tag = "streams",
+    request_body = CreateStream,
+    responses(
+        (status = 201, description = "Created; the key is shown only now", body = StreamWithKey),
+        (status = 400, description = "Malformed JSON, invalid path or label", body = ErrorBody),
+        (status = 401, description = "Missing or wrong admin token", body = ErrorBody),
+        (status = 409, description = "Publish path taken", body = ErrorBody),
+        (status = 503, description = "Key store unavailable", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn create_stream(
+    _: Admin,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<CreateStream>,
+) -> Result<HttpResponse, ApiError> {
+    let CreateStream {
+        publish_path,
+        label,
+    } = body.into_inner();
+    let path = parse_path(&publish_path)?;
+    if label
+        .as_ref()
+        .is_some_and(|l| l.chars().count() > MAX_LABEL_CHARS)
+    {
+        return Err(ApiError::BadRequest(
+            "invalid_label",
+            format!("label must be at most {MAX_LABEL_CHARS} characters"),
+        ));
+    }
+    let (record, key) = state.keys.create(path, label).await?;
+    tracing::info!(publish_path = %record.publish_path, "stream created");
+    Ok(HttpResponse::Created().json(with_key(&state, &req, record, key)))
+}
+
+/// List every stream (never the keys).
+#[utoipa::path(
+    get, path = "/api/v1/streams", tag = "streams",
+    responses(
+        (status = 200, body = StreamList),
+        (status = 401, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn list_streams(
+    _: Admin,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<web::Json<StreamList>, ApiError> {
+    let records = state.keys.list().await?;
+    let streams = records.into_iter().map(|r| info(&state, &req, r)).collect();
+    Ok(web::Json(StreamList { streams }))
+}
+
+/// Show one stream (never the key).
+#[utoipa::path(
+    get, path = "/api/v1/streams/{path}", tag = "streams",
+    params(("path" = String, Path, description = "Publish path")),
+    responses(
+        (status = 200, body = StreamInfo),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn get_stream(
+    _: Admin,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<web::Json<StreamInfo>, ApiError> {
+    let path = parse_path(&path)?;
+    match state.keys.get(&path).await? {
+        Some(record) => Ok(web::Json(info(&state, &req, record))),
+        None => Err(ApiError::NotFound(format!("no stream `{path}`"))),
+    }
+}
+
+/// Issue a new key; the old one stops working at once.
+#[utoipa::path(
+    post, path = "/api/v1/streams/{path}/rotate", tag = "streams",
+    params(("path" = String, Path, description = "Publish path")),
+    responses(
+        (status = 200, description = "The new key, shown only now", body = StreamWithKey),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn rotate_key(
+    _: Admin,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<web::Json<StreamWithKey>, ApiError> {
+    let path = parse_path(&path)?;
+    let (record, key) = state.keys.rotate(&path).await?;
+    tracing::info!(publish_path = %record.publish_path, "stream key rotated");
+    Ok(web::Json(with_key(&state, &req, record, key)))
+}
+
+/// Delete a stream; its key stops working at once.
+#[utoipa::path(
+    delete, path = "/api/v1/streams/{path}", tag = "streams",
+    params(("path" = String, Path, description = "Publish path")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn delete_stream(
+    _: Admin,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let path = parse_path(&path)?;
+    state.keys.delete(&path).await?;
+    tracing::info!(publish_path = %path, "stream deleted");
+    Ok(HttpResponse::NoContent().finish())
+}

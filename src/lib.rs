@@ -1,0 +1,19 @@
+//! Kawa (川, "river"): a live-streaming backend. Encoders publish RTMP, Kawa checks the
+//! stream key, and viewers watch an HLS ladder.
+//!
+//! Module map:
+//! - [`config`]: layered settings (`config/default.toml`, `--config`, `KAWA_*`).
+//! - [`keys`]: stream keys and their stores (embedded redb, Redis).
+//! - [`http`]: the REST API, health checks (actix-web).
+//! - [`grpc`]: the internal gRPC API (tonic).
+//! - [`media`]: the pure media core (FLV, H.264, AAC, MPEG-TS).
+//! - [`server`]: `kawa serve`, wiring it all together.
+//! - [`telemetry`]: logging set-up.
+
+pub mod config;
+pub mod grpc;
+pub mod http;
+pub mod keys;
+pub mod media;
+pub mod server;
+pub mod telemetry;

@@ -1,0 +1,20 @@
+//! The pure media core: bytes in, typed values or bytes out, `Result` on anything
+//! malformed. No sockets, no actors, no async.
+//!
+//! - [`flv`]: FLV tag bodies (what RTMP video/audio messages carry) and FLV files.
+//! - [`avc`]: AVCDecoderConfigurationRecord, SPS facts, AVCC -> Annex B.
+//! - [`aac`]: AudioSpecificConfig and ADTS headers.
+//! - [`time`]: RTMP millisecond timestamps -> unwrapped 90 kHz.
+//! - [`frame`]: the typed frames and configs actors pass around.
+//! - [`demux`]: payloads -> frames, the path shared by ingest and `kawa tools remux`.
+//! - [`ts`]: the MPEG-TS muxer FFmpeg is fed with.
+//! - [`remux`]: FLV file -> MPEG-TS, for `kawa tools remux` and the benchmark.
+
+pub mod aac;
+pub mod avc;
+pub mod demux;
+pub mod flv;
+pub mod frame;
+pub mod remux;
+pub mod time;
+pub mod ts;
