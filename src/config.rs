@@ -147,9 +147,9 @@ impl Settings {
         figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__").ignore(SECRET_KEYS));
         for key in SECRET_KEYS {
             if let Some(value) = std::env::var_os(env_name(key)) {
-                let value = value.into_string().map_err(|_| {
-                    ConfigError::invalid(key, "not valid UTF-8")
-                })?;
+                let value = value
+                    .into_string()
+                    .map_err(|_| ConfigError::invalid(key, "not valid UTF-8"))?;
                 figment = figment.merge(Serialized::default(key, value));
             }
         }
@@ -331,7 +331,11 @@ mod tests {
 
     #[test]
     fn numeric_looking_secrets_stay_strings() {
-        let s = load(None, &[("KAWA_ADMIN_TOKEN", "123456"), ("KAWA_RTMP__APP", "live2")]).unwrap();
+        let s = load(
+            None,
+            &[("KAWA_ADMIN_TOKEN", "123456"), ("KAWA_RTMP__APP", "live2")],
+        )
+        .unwrap();
         assert_eq!(s.admin_token.expose(), "123456");
     }
 

@@ -1,0 +1,206 @@
+//! Property tests over every parser of network bytes: no input makes them panic, and
+//! what they accept obeys their invariants. Inputs are random bytes and real ffmpeg
+//! fixtures with random damage (the likeliest shape of a broken publisher).
+//!
+//! CI runs proptest's default number of cases; `PROPTEST_CASES=1000000 cargo test
+//! --release --test parsers_proptest` is the long run.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use bytes::Bytes;
+use kawa::media::aac::AudioSpecificConfig;
+use kawa::media::avc::{AvcDecoderConfig, avcc_to_annexb, parse_sps};
+use kawa::media::demux::FlvDemuxer;
+use kawa::media::flv::{AudioTag, FlvFileReader, TagKind, VideoTag};
+use kawa::media::frame::{AudioFrame, VideoFrame};
+use kawa::media::remux::remux_flv_to_ts;
+use kawa::media::time::TimestampUnwrapper;
+use kawa::media::ts::TsMuxer;
+use proptest::prelude::*;
+
+static FIXTURES: LazyLock<Vec<Vec<u8>>> = LazyLock::new(|| {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    [
+        "baseline_aac44k_stereo.flv",
+        "high_bframes_aac48k_mono.flv",
+        "video_only.flv",
+        "audio_only.flv",
+    ]
+    .iter()
+    .map(|name| std::fs::read(format!("{dir}/{name}")).unwrap())
+    .collect()
+});
+
+/// The AVCDecoderConfigurationRecord of the High-profile fixture.
+static AVC_RECORD: LazyLock<Vec<u8>> = LazyLock::new(|| {
+    for tag in FlvFileReader::new(&FIXTURES[1]).unwrap() {
+        let tag = tag.unwrap();
+        if let (TagKind::Video, Ok(VideoTag::SequenceHeader(r))) =
+            (tag.kind, VideoTag::parse(tag.body))
+        {
+            return r.to_vec();
+        }
+    }
+    panic!("fixture has no AVC sequence header")
+});
+
+/// A real byte string with up to 16 bytes overwritten and maybe cut short.
+fn damaged(original: Vec<u8>) -> impl Strategy<Value = Vec<u8>> {
+    let len = original.len().max(1);
+    (
+        prop::collection::vec((0..len, any::<u8>()), 0..16),
+        prop::option::of(0..len),
+    )
+        .prop_map(move |(edits, cut)| {
+            let mut data = original.clone();
+            for (at, byte) in edits {
+                if let Some(b) = data.get_mut(at) {
+                    *b = byte;
+                }
+            }
+            if let Some(cut) = cut {
+                data.truncate(cut);
+            }
+            data
+        })
+}
+
+fn damaged_fixture() -> impl Strategy<Value = Vec<u8>> {
+    (0..FIXTURES.len()).prop_flat_map(|i| damaged(FIXTURES[i].clone()))
+}
+
+proptest! {
+    #[test]
+    fn video_tag_never_panics(data in prop::collection::vec(any::<u8>(), 0..64)) {
+        if let Ok(VideoTag::Nalus { data: body, .. }) = VideoTag::parse(&data) {
+            prop_assert_eq!(body, &data[5..]);
+        }
+    }
+
+    #[test]
+    fn audio_tag_never_panics(data in prop::collection::vec(any::<u8>(), 0..64)) {
+        let _ = AudioTag::parse(&data);
+    }
+
+    #[test]
+    fn avc_record_from_random_bytes(data in prop::collection::vec(any::<u8>(), 0..128)) {
+        if let Ok(cfg) = AvcDecoderConfig::parse(&data) {
+            prop_assert_eq!(AvcDecoderConfig::parse(&cfg.to_bytes()).unwrap(), cfg);
+        }
+    }
+
+    #[test]
+    fn avc_record_damaged(data in damaged(AVC_RECORD.clone())) {
+        if let Ok(cfg) = AvcDecoderConfig::parse(&data) {
+            prop_assert!([1, 2, 4].contains(&cfg.nal_length_size));
+            prop_assert!(!cfg.sps.is_empty() && !cfg.pps.is_empty());
+        }
+    }
+
+    #[test]
+    fn sps_never_panics(body in prop::collection::vec(any::<u8>(), 0..64)) {
+        let mut nal = vec![0x67];
+        nal.extend_from_slice(&body);
+        let _ = parse_sps(&nal);
+    }
+
+    #[test]
+    fn audio_specific_config_and_adts(
+        asc in prop::collection::vec(any::<u8>(), 0..8),
+        raw in prop::collection::vec(any::<u8>(), 1..2048),
+    ) {
+        if let Ok(adts) = AudioSpecificConfig::parse(&asc).and_then(|a| a.adts()) {
+            let mut out = Vec::new();
+            adts.write_frame(&raw, &mut out).unwrap();
+            let len = ((out[3] as usize & 3) << 11) | ((out[4] as usize) << 3) | (out[5] as usize >> 5);
+            prop_assert_eq!(len, out.len());
+            prop_assert_eq!(&out[7..], &raw[..]);
+            prop_assert_eq!(out[0], 0xFF);
+            prop_assert_eq!(out[1] & 0xF6, 0xF0);
+        }
+    }
+
+    #[test]
+    fn avcc_to_annexb_never_panics(
+        length_size in prop::sample::select(vec![1u8, 2, 4]),
+        data in prop::collection::vec(any::<u8>(), 0..256),
+    ) {
+        let mut cfg = AvcDecoderConfig::parse(&AVC_RECORD).unwrap();
+        cfg.nal_length_size = length_size;
+        if let Ok((out, _)) = avcc_to_annexb(&data, &cfg) {
+            prop_assert_eq!(&out[..6], &[0, 0, 0, 1, 9, 0xF0]);
+        }
+    }
+
+    #[test]
+    fn flv_reader_and_demuxer_on_damaged_files(data in damaged_fixture()) {
+        let Ok(reader) = FlvFileReader::new(&data) else { return Ok(()) };
+        let mut demuxer = FlvDemuxer::new();
+        for tag in reader {
+            let Ok(tag) = tag else { break };
+            let _ = match tag.kind {
+                TagKind::Video => demuxer.video(tag.timestamp_ms, tag.body),
+                TagKind::Audio => demuxer.audio(tag.timestamp_ms, tag.body),
+                TagKind::Script => continue,
+            };
+        }
+    }
+
+    #[test]
+    fn remux_of_damaged_files_is_valid_ts_or_an_error(data in damaged_fixture()) {
+        let mut out = Vec::new();
+        if remux_flv_to_ts(&data, &mut out).is_ok() {
+            prop_assert_eq!(out.len() % 188, 0);
+            prop_assert!(out.chunks(188).all(|p| p[0] == 0x47));
+        }
+    }
+
+    #[test]
+    fn ts_muxer_keeps_packets_whole_and_counters_continuous(
+        frames in prop::collection::vec(
+            (any::<bool>(), any::<bool>(), -1_000_000i64..1_000_000, 0i64..9000, 0usize..2000),
+            1..40,
+        ),
+    ) {
+        let mut mux = TsMuxer::new(true, true);
+        let mut out = Vec::new();
+        for (video, key, dts, cts, len) in frames {
+            let data = Bytes::from(vec![0xAB; len]);
+            if video {
+                mux.write_video(&VideoFrame { dts, pts: dts + cts, keyframe: key, data }, &mut out).unwrap();
+            } else {
+                mux.write_audio(&AudioFrame { pts: dts, data }, &mut out).unwrap();
+            }
+        }
+        prop_assert_eq!(out.len() % 188, 0);
+        let mut counters: HashMap<u16, u8> = HashMap::new();
+        for p in out.chunks(188) {
+            prop_assert_eq!(p[0], 0x47);
+            let pid = u16::from_be_bytes([p[1] & 0x1F, p[2]]);
+            let cc = p[3] & 0x0F;
+            if let Some(prev) = counters.insert(pid, cc) {
+                prop_assert_eq!(cc, (prev + 1) & 0x0F, "PID {:#x}", pid);
+            }
+            if p[3] & 0x20 != 0 {
+                prop_assert!((p[4] as usize) <= 183, "adaptation field fits");
+            }
+        }
+    }
+
+    #[test]
+    fn unwrapped_time_is_the_sum_of_steps(
+        start in any::<u32>(),
+        steps in prop::collection::vec(-100_000i32..1_000_000, 0..200),
+    ) {
+        let mut clock = TimestampUnwrapper::new();
+        let mut expected = i64::from(start);
+        let mut raw = start;
+        prop_assert_eq!(clock.unwrap_ms(raw), expected);
+        for step in steps {
+            raw = raw.wrapping_add_signed(step);
+            expected += i64::from(step);
+            prop_assert_eq!(clock.unwrap_ms(raw), expected);
+        }
+    }
+}
