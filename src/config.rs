@@ -27,6 +27,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub http: HttpSettings,
     pub rtmp: RtmpSettings,
+    pub hls: HlsSettings,
     pub grpc: GrpcSettings,
     pub store: StoreSettings,
 }
@@ -58,6 +59,41 @@ pub struct RtmpSettings {
     pub addr: SocketAddr,
     pub app: String,
     pub public_url: String,
+    pub takeover: bool,
+    pub max_connections: usize,
+    pub handshake_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub key_service_url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HlsSettings {
+    pub segment_seconds: u32,
+    pub playlist_segments: usize,
+    pub preset: LadderPreset,
+    pub retention_seconds: u64,
+    pub ffmpeg_path: PathBuf,
+    pub x264_preset: String,
+    pub restart_max: usize,
+    pub restart_window_seconds: u64,
+    pub rungs: Vec<RungSettings>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LadderPreset {
+    Ladder,
+    Passthrough,
+}
+
+/// One scaled rendition of the ladder.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RungSettings {
+    pub name: String,
+    pub height: u32,
+    pub video_kbps: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -196,6 +232,61 @@ impl Settings {
                 self.store.redis_url.expose(),
                 &["redis", "rediss", "redis+unix", "unix"],
             )?;
+        }
+        if !self.rtmp.key_service_url.is_empty() {
+            check_url(
+                "rtmp.key_service_url",
+                &self.rtmp.key_service_url,
+                &["http", "https"],
+            )?;
+        }
+        for (key, value) in [
+            ("rtmp.max_connections", self.rtmp.max_connections as u64),
+            ("rtmp.handshake_timeout_ms", self.rtmp.handshake_timeout_ms),
+            ("rtmp.idle_timeout_ms", self.rtmp.idle_timeout_ms),
+            ("hls.segment_seconds", u64::from(self.hls.segment_seconds)),
+            ("hls.restart_max", self.hls.restart_max as u64),
+            (
+                "hls.restart_window_seconds",
+                self.hls.restart_window_seconds,
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must be at least 1"));
+            }
+        }
+        if self.hls.playlist_segments < 6 {
+            return Err(ConfigError::invalid(
+                "hls.playlist_segments",
+                "must be at least 6 (Apple's HLS authoring rules)",
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for rung in &self.hls.rungs {
+            let name_ok = !rung.name.is_empty()
+                && rung.name != "source"
+                && rung.name.len() <= 32
+                && rung.name.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                });
+            if !name_ok || !names.insert(rung.name.as_str()) {
+                return Err(ConfigError::invalid(
+                    "hls.rungs",
+                    format!(
+                        "rung name `{}` must be unique, not `source`, and match [a-z0-9_-]{{1,32}}",
+                        rung.name
+                    ),
+                ));
+            }
+            if rung.height < 16 || rung.height % 2 != 0 || rung.video_kbps == 0 {
+                return Err(ConfigError::invalid(
+                    "hls.rungs",
+                    format!(
+                        "rung `{}` needs an even height of at least 16 and a bitrate",
+                        rung.name
+                    ),
+                ));
+            }
         }
         if self.store.timeout_ms == 0 {
             return Err(ConfigError::invalid(

@@ -12,8 +12,10 @@
 
 pub mod config;
 pub mod grpc;
+pub mod hls;
 pub mod http;
 pub mod keys;
 pub mod media;
 pub mod server;
 pub mod telemetry;
+pub mod transcode;

@@ -196,6 +196,16 @@ pub fn parse_sps(nal: &[u8]) -> Result<SpsInfo, AvcError> {
     })
 }
 
+/// RFC 6381 codec string from an SPS NAL unit (profile, constraint flags, level).
+pub fn codec_string_of_sps(nal: &[u8]) -> Option<String> {
+    match nal {
+        [header, profile, flags, level, ..] if header & 0x1F == nal_type::SPS => {
+            Some(format!("avc1.{profile:02x}{flags:02x}{level:02x}"))
+        }
+        _ => None,
+    }
+}
+
 /// Iterates over the NAL units of a length-prefixed (AVCC) access unit.
 pub struct AvccNals<'a> {
     data: &'a [u8],
@@ -247,14 +257,15 @@ impl<'a> Iterator for AvccNals<'a> {
     }
 }
 
-/// Converts one AVCC access unit to Annex B, ready for a TS: an AUD first, and on an IDR
-/// the SPS and PPS before the first slice, so that every segment decodes on its own.
-/// Empty NAL units are dropped. Returns the bytes and whether the unit holds an IDR.
+/// Converts one AVCC access unit to Annex B, ready for a TS: an AUD first (the
+/// encoder's own AUDs are dropped, so there is exactly one), and on an IDR the SPS and PPS
+/// before the first slice, so that every segment decodes on its own. Empty NAL units are
+/// dropped. Returns the bytes and whether the unit holds an IDR.
 pub fn avcc_to_annexb(data: &[u8], config: &AvcDecoderConfig) -> Result<(Vec<u8>, bool), AvcError> {
     // One pass to validate and learn what is there, so the output is sized exactly once.
     let mut count = 0usize;
     let mut payload = 0usize;
-    let (mut has_idr, mut has_aud, mut has_sps, mut has_pps) = (false, false, false, false);
+    let (mut has_idr, mut has_sps, mut has_pps) = (false, false, false);
     for nal in AvccNals::new(data, config.nal_length_size) {
         let nal = nal?;
         if nal.is_empty() {
@@ -267,7 +278,6 @@ pub fn avcc_to_annexb(data: &[u8], config: &AvcDecoderConfig) -> Result<(Vec<u8>
         payload += START_CODE.len() + nal.len();
         match nal[0] & 0x1F {
             nal_type::IDR => has_idr = true,
-            nal_type::AUD => has_aud = true,
             nal_type::SPS => has_sps = true,
             nal_type::PPS => has_pps = true,
             _ => {}
@@ -289,16 +299,15 @@ pub fn avcc_to_annexb(data: &[u8], config: &AvcDecoderConfig) -> Result<(Vec<u8>
         out.extend_from_slice(&START_CODE);
         out.extend_from_slice(nal);
     };
-    if !has_aud {
-        emit(&mut out, &AUD_NAL);
-    }
+    emit(&mut out, &AUD_NAL);
     let mut params_done = !insert_params;
     for nal in AvccNals::new(data, config.nal_length_size) {
         let nal = nal?;
-        if nal.is_empty() {
+        let Some(&header) = nal.first() else { continue };
+        let kind = header & 0x1F;
+        if kind == nal_type::AUD {
             continue;
         }
-        let kind = nal[0] & 0x1F;
         // Parameter sets go right before the first slice (after AUD and SEI).
         if !params_done && (nal_type::SLICE..=nal_type::IDR).contains(&kind) {
             for ps in config.sps.iter().chain(&config.pps) {
@@ -440,10 +449,11 @@ mod tests {
     fn one_byte_lengths_and_existing_aud_and_params_are_not_doubled() {
         let cfg = AvcDecoderConfig::parse(&record(1, &[SPS_320X240_HIGH], &[PPS])).unwrap();
         let idr: &[u8] = &[0x65, 0x01];
-        let input = avcc(1, &[&AUD_NAL, SPS_320X240_HIGH, PPS, idr]);
+        let input = avcc(1, &[SPS_320X240_HIGH, PPS, &AUD_NAL, idr]);
         let (out, _) = avcc_to_annexb(&input, &cfg).unwrap();
         let starts = out.windows(4).filter(|w| *w == [0, 0, 0, 1]).count();
-        assert_eq!(starts, 4);
+        assert_eq!(starts, 4, "one AUD (first), SPS, PPS, IDR");
+        assert_eq!(&out[..6], &[0, 0, 0, 1, 0x09, 0xF0]);
     }
 
     #[test]

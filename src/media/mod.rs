@@ -8,6 +8,7 @@
 //! - [`frame`]: the typed frames and configs actors pass around.
 //! - [`demux`]: payloads -> frames, the path shared by ingest and `kawa tools remux`.
 //! - [`ts`]: the MPEG-TS muxer FFmpeg is fed with.
+//! - [`ts_probe`]: facts read back out of a TS segment (its SPS).
 //! - [`remux`]: FLV file -> MPEG-TS, for `kawa tools remux` and the benchmark.
 
 pub mod aac;
@@ -18,3 +19,4 @@ pub mod frame;
 pub mod remux;
 pub mod time;
 pub mod ts;
+pub mod ts_probe;

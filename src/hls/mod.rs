@@ -1,0 +1,6 @@
+//! HLS as Kawa publishes it: typed playlists with one writer ([`playlist`]) and the
+//! packager that turns FFmpeg's segments into Kawa's canonical playlists ([`packager`]).
+//! Both are pure: the session actor performs the writes they ask for.
+
+pub mod packager;
+pub mod playlist;

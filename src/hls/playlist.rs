@@ -1,0 +1,194 @@
+//! Playlists as typed values, rendered by one writer (RFC 8216 §4).
+//!
+//! Written here rather than with m3u8-rs's writer, which leaves out
+//! `EXT-X-MEDIA-SEQUENCE:0` and `EXT-X-DISCONTINUITY-SEQUENCE:0` and prints FRAME-RATE
+//! unrounded; m3u8-rs is used to parse (FFmpeg's playlists, and ours in tests).
+
+use std::fmt::Write;
+
+use time::macros::format_description;
+use time::{OffsetDateTime, UtcOffset};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MediaSegment {
+    pub uri: String,
+    /// Seconds.
+    pub duration: f64,
+    /// `EXT-X-DISCONTINUITY` before this segment: the encoding restarted here.
+    pub discontinuity: bool,
+    /// Ingest wall-clock time of the segment's first frame.
+    pub program_date_time: Option<OffsetDateTime>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MediaPlaylist {
+    pub target_duration: u64,
+    pub media_sequence: u64,
+    pub discontinuity_sequence: u64,
+    pub segments: Vec<MediaSegment>,
+    pub ended: bool,
+}
+
+impl MediaPlaylist {
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(128 + self.segments.len() * 96);
+        // Infallible: writing to a String.
+        let _ = writeln!(
+            out,
+            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-INDEPENDENT-SEGMENTS"
+        );
+        let _ = writeln!(out, "#EXT-X-TARGETDURATION:{}", self.target_duration);
+        let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{}", self.media_sequence);
+        let _ = writeln!(
+            out,
+            "#EXT-X-DISCONTINUITY-SEQUENCE:{}",
+            self.discontinuity_sequence
+        );
+        for segment in &self.segments {
+            if segment.discontinuity {
+                out.push_str("#EXT-X-DISCONTINUITY\n");
+            }
+            if let Some(pdt) = segment.program_date_time {
+                // ISO 8601 in UTC with milliseconds, as players expect.
+                let format = format_description!(
+                    "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+                );
+                if let Ok(text) = pdt.to_offset(UtcOffset::UTC).format(&format) {
+                    let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{text}");
+                }
+            }
+            let _ = writeln!(out, "#EXTINF:{:.3},\n{}", segment.duration, segment.uri);
+        }
+        if self.ended {
+            out.push_str("#EXT-X-ENDLIST\n");
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Variant {
+    pub uri: String,
+    /// Peak segment bitrate, bits per second.
+    pub bandwidth: u64,
+    pub average_bandwidth: Option<u64>,
+    pub codecs: String,
+    pub resolution: Option<(u32, u32)>,
+    pub frame_rate: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MasterPlaylist {
+    pub variants: Vec<Variant>,
+}
+
+impl MasterPlaylist {
+    pub fn render(&self) -> String {
+        let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-INDEPENDENT-SEGMENTS\n");
+        for v in &self.variants {
+            let _ = write!(out, "#EXT-X-STREAM-INF:BANDWIDTH={}", v.bandwidth);
+            if let Some(avg) = v.average_bandwidth {
+                let _ = write!(out, ",AVERAGE-BANDWIDTH={avg}");
+            }
+            let _ = write!(out, ",CODECS=\"{}\"", v.codecs);
+            if let Some((w, h)) = v.resolution {
+                let _ = write!(out, ",RESOLUTION={w}x{h}");
+            }
+            if let Some(fps) = v.frame_rate {
+                let _ = write!(out, ",FRAME-RATE={fps:.3}");
+            }
+            let _ = writeln!(out, "\n{}", v.uri);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use m3u8_rs::Playlist;
+
+    #[test]
+    fn media_playlist_round_trips_through_a_parser() {
+        let pdt = time::macros::datetime!(2026-11-27 12:00:00.123456 UTC);
+        let playlist = MediaPlaylist {
+            target_duration: 2,
+            media_sequence: 41,
+            discontinuity_sequence: 3,
+            segments: vec![
+                MediaSegment {
+                    uri: "1_41.ts".into(),
+                    duration: 2.0,
+                    discontinuity: false,
+                    program_date_time: Some(pdt),
+                },
+                MediaSegment {
+                    uri: "1_42.ts".into(),
+                    duration: 1.96,
+                    discontinuity: true,
+                    program_date_time: Some(pdt + time::Duration::seconds(2)),
+                },
+            ],
+            ended: true,
+        };
+        let text = playlist.render();
+        assert!(
+            text.contains("#EXT-X-PROGRAM-DATE-TIME:2026-11-27T12:00:00.123Z\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME"),
+            "{text}"
+        );
+        let Ok((_, Playlist::MediaPlaylist(parsed))) = m3u8_rs::parse_playlist(text.as_bytes())
+        else {
+            panic!("not a media playlist:\n{text}")
+        };
+        assert_eq!(parsed.target_duration, 2);
+        assert_eq!(parsed.media_sequence, 41);
+        assert_eq!(parsed.discontinuity_sequence, 3);
+        assert!(parsed.end_list && parsed.independent_segments);
+        assert_eq!(parsed.segments.len(), 2);
+        assert!(parsed.segments[1].discontinuity);
+        assert!((parsed.segments[1].duration - 1.96).abs() < 1e-6);
+    }
+
+    #[test]
+    fn zero_sequences_are_written_out() {
+        let text = MediaPlaylist {
+            target_duration: 4,
+            media_sequence: 0,
+            discontinuity_sequence: 0,
+            segments: vec![],
+            ended: false,
+        }
+        .render();
+        assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-DISCONTINUITY-SEQUENCE:0\n"));
+        assert!(!text.contains("ENDLIST"));
+    }
+
+    #[test]
+    fn master_playlist_round_trips_through_a_parser() {
+        let master = MasterPlaylist {
+            variants: vec![Variant {
+                uri: "source/index.m3u8".into(),
+                bandwidth: 950_000,
+                average_bandwidth: Some(800_000),
+                codecs: "avc1.64001f,mp4a.40.2".into(),
+                resolution: Some((1280, 720)),
+                frame_rate: Some(29.97002997),
+            }],
+        };
+        let text = master.render();
+        assert!(text.contains("FRAME-RATE=29.970"), "{text}");
+        let Ok((_, Playlist::MasterPlaylist(parsed))) = m3u8_rs::parse_playlist(text.as_bytes())
+        else {
+            panic!("not a master playlist:\n{text}")
+        };
+        let v = &parsed.variants[0];
+        assert_eq!(v.bandwidth, 950_000);
+        assert_eq!(v.average_bandwidth, Some(800_000));
+        assert_eq!(v.codecs.as_deref(), Some("avc1.64001f,mp4a.40.2"));
+        assert_eq!(v.resolution.map(|r| (r.width, r.height)), Some((1280, 720)));
+    }
+}
