@@ -60,6 +60,7 @@ pub struct RtmpSettings {
     pub app: String,
     pub public_url: String,
     pub takeover: bool,
+    pub reconnect_grace_ms: u64,
     pub max_connections: usize,
     pub handshake_timeout_ms: u64,
     pub idle_timeout_ms: u64,

@@ -10,10 +10,13 @@
 //! - [`server`]: `kawa serve`, wiring it all together.
 //! - [`telemetry`]: logging set-up.
 
+pub mod actors;
 pub mod config;
+pub mod delivery;
 pub mod grpc;
 pub mod hls;
 pub mod http;
+pub mod ingest;
 pub mod keys;
 pub mod media;
 pub mod server;

@@ -10,9 +10,18 @@ use std::time::Duration;
 use actix_web::{App, HttpServer, middleware, web};
 use base64::Engine;
 
+use actix::Actor;
+
+use crate::actors::registry::StreamRegistry;
+use crate::actors::rtmp_conn::IngestContext;
+use crate::actors::rtmp_listener::RtmpListener;
+use crate::actors::session::SessionContext;
 use crate::config::Settings;
 use crate::grpc;
+use crate::http::ffmpeg_sink::{self, FfmpegUploads};
+use crate::http::hls::HlsRoot;
 use crate::http::{self, AppState, PublicUrls, auth::AdminToken};
+use crate::keys::authorizer::PublishAuthorizer;
 use crate::keys::{KeyManager, KeyStore, embedded::EmbeddedStore, redis::RedisStore};
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +38,8 @@ pub enum ServeError {
         addr: std::net::SocketAddr,
         source: io::Error,
     },
+    #[error("rtmp.key_service_url: {0}")]
+    KeyService(#[from] crate::keys::authorizer::AuthorizeError),
     #[error("{what} server failed: {reason}")]
     Server { what: &'static str, reason: String },
 }
@@ -123,23 +134,101 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         }
     }
     let store = open_store(&settings)?;
-    let keys = KeyManager::new(store, Duration::from_millis(settings.store.timeout_ms));
+    let store_timeout = Duration::from_millis(settings.store.timeout_ms);
+    let keys = KeyManager::new(store, store_timeout);
+    let settings = Arc::new(settings);
+
+    // HLS output of an earlier run is stale (no session survives a restart).
+    let hls_root = settings.data_dir.join("hls");
+    let _ = std::fs::remove_dir_all(&hls_root);
+    std::fs::create_dir_all(&hls_root).map_err(|source| ServeError::DataDir {
+        path: hls_root.clone(),
+        source,
+    })?;
+
+    // FFmpeg PUTs its output to a listener on loopback only, on a port the OS picks.
+    let uploads = FfmpegUploads::default();
+    let uploads_data = web::Data::new(uploads.clone());
+    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let upload_server = HttpServer::new(move || {
+        App::new()
+            .app_data(uploads_data.clone())
+            .configure(ffmpeg_sink::configure)
+    })
+    .disable_signals()
+    .workers(1)
+    .bind(loopback)
+    .map_err(|source| ServeError::Bind {
+        what: "FFmpeg upload",
+        addr: loopback,
+        source,
+    })?;
+    let upload_addr = upload_server.addrs()[0];
+    let upload_server = upload_server.run();
+    let upload_handle = upload_server.handle();
+    tokio::spawn(upload_server);
+
+    let session_context = Arc::new(SessionContext {
+        settings: Arc::clone(&settings),
+        uploads,
+        upload_base: format!("http://{upload_addr}/ff"),
+        hls_root: hls_root.clone(),
+    });
+    let registry = StreamRegistry::new(
+        settings.rtmp.takeover,
+        Duration::from_millis(settings.rtmp.reconnect_grace_ms),
+        session_context,
+    )
+    .start();
+    let authorizer = if settings.rtmp.key_service_url.is_empty() {
+        PublishAuthorizer::local(keys.clone(), settings.rtmp.app.clone())
+    } else {
+        tracing::info!("stream keys: checked by the key manager over gRPC");
+        PublishAuthorizer::remote(&settings.rtmp.key_service_url, store_timeout)?
+    };
+    let rtmp_addr = settings.rtmp.addr;
+    let rtmp_listener = tokio::net::TcpListener::bind(rtmp_addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            what: "RTMP",
+            addr: rtmp_addr,
+            source,
+        })?;
+    // With port 0 the OS picks; everything below shows the real address.
+    let rtmp_addr = rtmp_listener.local_addr().unwrap_or(rtmp_addr);
+    let ingest_context = Arc::new(IngestContext {
+        settings: Arc::clone(&settings),
+        authorizer,
+        registry: registry.clone(),
+    });
+    RtmpListener::new(rtmp_listener, ingest_context).start();
+
+    let http_addr = settings.http.addr;
+    let http_listener =
+        std::net::TcpListener::bind(http_addr).map_err(|source| ServeError::Bind {
+            what: "HTTP",
+            addr: http_addr,
+            source,
+        })?;
+    let http_addr = http_listener.local_addr().unwrap_or(http_addr);
     let state = web::Data::new(AppState {
         keys: keys.clone(),
         admin_token: AdminToken::new(&token),
-        public: PublicUrls::from_settings(&settings),
+        public: PublicUrls::new(&settings, http_addr.port(), rtmp_addr.port()),
+        registry,
     });
+    let hls_root = web::Data::new(HlsRoot(hls_root));
 
-    let http_addr = settings.http.addr;
     let http_server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .app_data(hls_root.clone())
             .wrap(middleware::Compress::default())
             .configure(http::configure)
     })
     .disable_signals()
     .shutdown_timeout(5)
-    .bind(http_addr)
+    .listen(http_listener)
     .map_err(|source| ServeError::Bind {
         what: "HTTP",
         addr: http_addr,
@@ -156,6 +245,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
             source,
         }
     })?;
+    let grpc_addr = incoming.local_addr().unwrap_or(grpc_addr);
     let (grpc_stop, grpc_stopped) = tokio::sync::oneshot::channel::<()>();
     let grpc_server = tokio::spawn(grpc::serve(
         incoming,
@@ -165,7 +255,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
             let _ = grpc_stopped.await;
         },
     ));
-    tracing::info!(http = %http_addr, grpc = %grpc_addr, "kawa is up");
+    tracing::info!(http = %http_addr, rtmp = %rtmp_addr, grpc = %grpc_addr, "kawa is up");
 
     let http_task = tokio::spawn(http_server);
     tokio::pin!(http_task, grpc_server);
@@ -185,6 +275,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     }
     let _ = grpc_stop.send(());
     http_handle.stop(true).await;
+    upload_handle.stop(false).await;
     let _ = grpc_server.await;
     tracing::info!("stopped");
     Ok(())

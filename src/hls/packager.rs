@@ -387,7 +387,7 @@ impl Packager {
             });
         }
         // Players start with the first variant: the highest bitrate goes first.
-        variants.sort_by(|a, b| b.bandwidth.cmp(&a.bandwidth));
+        variants.sort_by_key(|v| std::cmp::Reverse(v.bandwidth));
         Some(MasterPlaylist { variants })
     }
 }

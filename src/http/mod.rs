@@ -3,7 +3,9 @@
 
 pub mod auth;
 pub mod error;
+pub mod ffmpeg_sink;
 pub mod health;
+pub mod hls;
 pub mod streams;
 
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -21,6 +23,7 @@ const MAX_JSON_BYTES: usize = 16 * 1024;
 /// Shared by every HTTP worker.
 pub struct AppState {
     pub keys: KeyManager,
+    pub registry: actix::Addr<crate::actors::registry::StreamRegistry>,
     pub admin_token: AdminToken,
     pub public: PublicUrls,
 }
@@ -36,12 +39,13 @@ pub struct PublicUrls {
 }
 
 impl PublicUrls {
-    pub fn from_settings(s: &Settings) -> Self {
+    /// `http_port` and `rtmp_port` are the bound ports (the OS picks them for port 0).
+    pub fn new(s: &Settings, http_port: u16, rtmp_port: u16) -> Self {
         Self {
             http_base: s.http.public_url.trim_end_matches('/').to_owned(),
-            http_port: s.http.addr.port(),
+            http_port,
             rtmp_url: s.rtmp.public_url.trim_end_matches('/').to_owned(),
-            rtmp_port: s.rtmp.addr.port(),
+            rtmp_port,
             rtmp_app: s.rtmp.app.clone(),
         }
     }
@@ -95,6 +99,7 @@ fn request_host(req: &HttpRequest) -> String {
         streams::get_stream,
         streams::rotate_key,
         streams::delete_stream,
+        streams::kick,
         health::healthz,
         health::readyz,
     ),
@@ -148,6 +153,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .app_data(web::PathConfig::default().error_handler(path_error))
     .route("/healthz", web::get().to(health::healthz))
     .route("/readyz", web::get().to(health::readyz))
+    .configure(hls::configure)
     .service(
         web::scope("/api/v1")
             .route("/openapi.json", web::get().to(openapi_json))
@@ -159,6 +165,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 "/streams/{path}/rotate",
                 web::post().to(streams::rotate_key),
             )
+            .route("/streams/{path}/kick", web::post().to(streams::kick))
             .default_service(web::to(api_not_found)),
     );
 }

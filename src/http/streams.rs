@@ -7,6 +7,8 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::auth::Admin;
 use super::error::{ApiError, ErrorBody};
+use crate::actors::registry::{GetLive, Kick, LivePaths};
+use crate::actors::session::LiveStatus;
 use crate::keys::{PublishPath, StreamKey, StreamRecord};
 
 /// Labels are for people; a cap keeps a careless client from storing megabytes.
@@ -58,6 +60,8 @@ pub struct StreamInfo {
     pub playback_url: String,
     /// Whether a publisher is live on this path now.
     pub live: bool,
+    /// Details of the live stream (only on `GET /api/v1/streams/{path}` while live).
+    pub live_status: Option<LiveStatus>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -74,7 +78,7 @@ fn parse_path(text: &str) -> Result<PublishPath, ApiError> {
     PublishPath::parse(text).map_err(|e| ApiError::BadRequest("invalid_path", e.to_string()))
 }
 
-fn info(state: &AppState, req: &HttpRequest, record: StreamRecord) -> StreamInfo {
+fn info(state: &AppState, req: &HttpRequest, record: StreamRecord, live: bool) -> StreamInfo {
     let urls = state.urls(req);
     StreamInfo {
         rtmp_url: urls.rtmp.clone(),
@@ -83,7 +87,8 @@ fn info(state: &AppState, req: &HttpRequest, record: StreamRecord) -> StreamInfo
         label: record.label,
         created_at: rfc3339(record.created_at),
         key_rotated_at: record.key_rotated_at.map(rfc3339),
-        live: false,
+        live,
+        live_status: None,
     }
 }
 
@@ -162,7 +167,14 @@ pub async fn list_streams(
     req: HttpRequest,
 ) -> Result<web::Json<StreamList>, ApiError> {
     let records = state.keys.list().await?;
-    let streams = records.into_iter().map(|r| info(&state, &req, r)).collect();
+    let live = state.registry.send(LivePaths).await.unwrap_or_default();
+    let streams = records
+        .into_iter()
+        .map(|r| {
+            let is_live = live.contains(&r.publish_path);
+            info(&state, &req, r, is_live)
+        })
+        .collect();
     Ok(web::Json(StreamList { streams }))
 }
 
@@ -186,10 +198,13 @@ pub async fn get_stream(
     path: web::Path<String>,
 ) -> Result<web::Json<StreamInfo>, ApiError> {
     let path = parse_path(&path)?;
-    match state.keys.get(&path).await? {
-        Some(record) => Ok(web::Json(info(&state, &req, record))),
-        None => Err(ApiError::NotFound(format!("no stream `{path}`"))),
-    }
+    let Some(record) = state.keys.get(&path).await? else {
+        return Err(ApiError::NotFound(format!("no stream `{path}`")));
+    };
+    let status = state.registry.send(GetLive { path }).await.ok().flatten();
+    let mut shown = info(&state, &req, record, status.is_some());
+    shown.live_status = status;
+    Ok(web::Json(shown))
 }
 
 /// Issue a new key; the old one stops working at once.
@@ -214,6 +229,11 @@ pub async fn rotate_key(
     let path = parse_path(&path)?;
     let (record, key) = state.keys.rotate(&path).await?;
     tracing::info!(publish_path = %record.publish_path, "stream key rotated");
+    // A leaked key is why keys get rotated: whoever publishes with it now goes too.
+    state.registry.do_send(Kick {
+        path: path.clone(),
+        reason: "stream key rotated",
+    });
     Ok(web::Json(with_key(&state, &req, record, key)))
 }
 
@@ -238,5 +258,43 @@ pub async fn delete_stream(
     let path = parse_path(&path)?;
     state.keys.delete(&path).await?;
     tracing::info!(publish_path = %path, "stream deleted");
+    state.registry.do_send(Kick {
+        path,
+        reason: "stream deleted",
+    });
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// Disconnect the stream's publisher now.
+#[utoipa::path(
+    post, path = "/api/v1/streams/{path}/kick", tag = "streams",
+    params(("path" = String, Path, description = "Publish path")),
+    responses(
+        (status = 204, description = "The publisher was disconnected"),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, description = "Nobody publishes to this path", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn kick(
+    _: Admin,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let path = parse_path(&path)?;
+    let kicked = state
+        .registry
+        .send(Kick {
+            path: path.clone(),
+            reason: "kicked by an operator",
+        })
+        .await
+        .unwrap_or(false);
+    if kicked {
+        tracing::info!(publish_path = %path, "publisher kicked");
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(ApiError::NotFound(format!("nobody publishes to `{path}`")))
+    }
 }

@@ -5,6 +5,7 @@
 //! secret bytes. [`KeyManager`] puts the policy (generation, time limits) in front of a
 //! [`KeyStore`] backend: [`embedded::EmbeddedStore`] (redb) or [`redis::RedisStore`].
 
+pub mod authorizer;
 pub mod embedded;
 pub mod redis;
 

@@ -46,7 +46,7 @@ impl TranscodePlan {
                 .iter()
                 .filter(|r| r.height < source_height)
                 .collect();
-            rungs.sort_by(|a, b| b.height.cmp(&a.height));
+            rungs.sort_by_key(|r| std::cmp::Reverse(r.height));
             renditions.extend(rungs.into_iter().map(|r| Rendition {
                 name: r.name.clone(),
                 kind: RenditionKind::Scaled {

@@ -100,6 +100,7 @@ pub struct Kawa {
     pub rtmp: SocketAddr,
     pub data_dir: PathBuf,
     log_path: PathBuf,
+    config_file: Option<PathBuf>,
     child: Option<Child>,
     env: Vec<(String, String)>,
     _dir: Option<tempfile::TempDir>,
@@ -109,6 +110,7 @@ pub struct KawaBuilder {
     env: Vec<(String, String)>,
     data_dir: Option<PathBuf>,
     admin_token: Option<String>,
+    config: Option<String>,
 }
 
 impl KawaBuilder {
@@ -123,6 +125,12 @@ impl KawaBuilder {
 
     pub fn data_dir(mut self, dir: &Path) -> Self {
         self.data_dir = Some(dir.to_owned());
+        self
+    }
+
+    /// A config file (TOML) layered over the defaults.
+    pub fn config(mut self, toml: &str) -> Self {
+        self.config = Some(toml.to_owned());
         self
     }
 
@@ -141,19 +149,28 @@ impl KawaBuilder {
                 (Some(dir), path)
             }
         };
-        let ip = [127, 0, 0, 1];
+        // Port 0 everywhere: Kawa binds what the OS gives it and logs the addresses, so
+        // tests running in parallel can never race for a port.
+        let unbound = SocketAddr::from(([127, 0, 0, 1], 0));
         let mut kawa = Kawa {
-            http: SocketAddr::from((ip, free_port())),
-            grpc: SocketAddr::from((ip, free_port())),
-            rtmp: SocketAddr::from((ip, free_port())),
-            log_path: data_dir.join(format!("kawa-{}.log", free_port())),
+            http: unbound,
+            grpc: unbound,
+            rtmp: unbound,
+            log_path: data_dir.join("kawa.log"),
             data_dir,
+            config_file: None,
             child: None,
             env: self.env,
             _dir: dir,
         };
         if let Some(token) = self.admin_token {
             kawa.env.push(("KAWA_ADMIN_TOKEN".into(), token));
+        }
+        if let Some(config) = self.config {
+            std::fs::create_dir_all(&kawa.data_dir).unwrap();
+            let path = kawa.data_dir.join("kawa-test.toml");
+            std::fs::write(&path, config).unwrap();
+            kawa.config_file = Some(path);
         }
         kawa.launch();
         kawa
@@ -166,6 +183,7 @@ impl Kawa {
             env: Vec::new(),
             data_dir: None,
             admin_token: Some(ADMIN_TOKEN.to_owned()),
+            config: None,
         }
     }
 
@@ -181,33 +199,84 @@ impl Kawa {
             .open(&self.log_path)
             .unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_kawa"));
-        cmd.arg("serve")
-            .env_clear()
+        cmd.arg("serve");
+        if let Some(config) = &self.config_file {
+            cmd.arg("--config").arg(config);
+        }
+        cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("RUST_LOG", "debug")
             .env("KAWA_DATA_DIR", &self.data_dir)
-            .env("KAWA_HTTP__ADDR", self.http.to_string())
-            .env("KAWA_GRPC__ADDR", self.grpc.to_string())
-            .env("KAWA_RTMP__ADDR", self.rtmp.to_string())
+            .env("KAWA_HTTP__ADDR", "127.0.0.1:0")
+            .env("KAWA_GRPC__ADDR", "127.0.0.1:0")
+            .env("KAWA_RTMP__ADDR", "127.0.0.1:0")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
+        // The log survives restarts: wait for this start's line, not an earlier one.
+        let started_at = self.logs().matches("kawa is up").count();
         self.child = Some(cmd.spawn().expect("spawn kawa"));
         let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect_timeout(&self.http, Duration::from_millis(200)).is_err()
-        {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("kawa exited during start-up ({status}):\n{}", self.logs());
+        let line = loop {
+            let logs = self.logs();
+            if let Some(line) = logs
+                .lines()
+                .filter(|l| l.contains("kawa is up"))
+                .nth(started_at)
+            {
+                break line.to_owned();
             }
-            assert!(
-                Instant::now() < deadline,
-                "kawa did not start:\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(50));
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("kawa exited during start-up ({status}):\n{logs}");
+            }
+            assert!(Instant::now() < deadline, "kawa did not start:\n{logs}");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let addr = |name: &str| -> SocketAddr {
+            let prefix = format!("{name}=");
+            let field = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(prefix.as_str()));
+            field
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} address in: {line}"))
+        };
+        self.http = addr("http");
+        self.grpc = addr("grpc");
+        self.rtmp = addr("rtmp");
+        wait_for_port(self.http, "kawa HTTP");
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("kawa is running").id()
+    }
+
+    /// PIDs of the FFmpeg children Kawa runs now.
+    pub fn ffmpeg_children(&self) -> Vec<u32> {
+        let me = self.pid();
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // pid (comm) state ppid ...
+            let Some((comm_part, rest)) = stat.rsplit_once(") ") else {
+                continue;
+            };
+            let ppid = rest.split(' ').nth(1).and_then(|p| p.parse::<u32>().ok());
+            if ppid == Some(me) && comm_part.ends_with("(ffmpeg") {
+                pids.push(pid);
+            }
         }
-        wait_for_port(self.grpc, "kawa gRPC");
+        pids
+    }
+
+    pub fn rtmp_url(&self, key: &str) -> String {
+        format!("rtmp://{}/live/{key}", self.rtmp)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -270,4 +339,110 @@ pub fn admin_client() -> reqwest::Client {
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap()
+}
+
+/// Creates a stream over the API and returns its key.
+pub async fn create_stream(kawa: &Kawa, path: &str) -> String {
+    let created: serde_json::Value = admin_client()
+        .post(kawa.url("/api/v1/streams"))
+        .json(&serde_json::json!({ "publish_path": path }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    created["stream_key"].as_str().expect("a key").to_owned()
+}
+
+/// An ffmpeg publisher sending `seconds` of testsrc2 + sine in real time (-re), like
+/// OBS: 320x240, 25 fps, a keyframe every second, AAC 44.1 kHz stereo.
+pub struct Publisher {
+    child: Child,
+    pub stderr_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Publisher {
+    pub fn start(url: &str, seconds: u32) -> Self {
+        Self::start_sized(url, seconds, "320x240")
+    }
+
+    pub fn start_sized(url: &str, seconds: u32, size: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let stderr_path = dir.path().join("publisher.log");
+        let stderr = std::fs::File::create(&stderr_path).unwrap();
+        let child = Command::new("ffmpeg")
+            .args(["-hide_banner", "-nostdin", "-v", "error", "-re"])
+            .args([
+                "-f",
+                "lavfi",
+                "-i",
+                &format!("testsrc2=size={size}:rate=25"),
+            ])
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
+            .args(["-t", &seconds.to_string()])
+            .args([
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-tune",
+                "zerolatency",
+                "-g",
+                "25",
+                "-pix_fmt",
+                "yuv420p",
+            ])
+            .args(["-c:a", "aac", "-ac", "2", "-b:a", "64k", "-f", "flv", url])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("ffmpeg must be installed (scripts/test.sh installs it)");
+        Self {
+            child,
+            stderr_path,
+            _dir: dir,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Still running?
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Waits up to `limit` for the publisher to exit by itself.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// SIGKILL: a crashed encoder or a pulled network cable.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

@@ -1,0 +1,277 @@
+//! The StreamRegistry: which StreamSession is live for each publish path, and who
+//! publishes to it. One publisher per path; a second one with a valid key takes over
+//! (OBS reconnecting before the server noticed the old connection died), unless the
+//! takeover setting is off.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use super::session::{
+    LiveStatus, PublisherChanged, PublisherLost, SessionContext, StreamSession, Superseded,
+    Unpublished,
+};
+use crate::keys::PublishPath;
+
+/// Tells a connection to close.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Disconnect {
+    pub reason: &'static str,
+}
+
+/// A connection with a valid key wants to publish to `path`.
+#[derive(Message)]
+#[rtype(result = "Result<Addr<StreamSession>, PublishRefused>")]
+pub struct Publish {
+    pub path: PublishPath,
+    pub conn_id: u64,
+    pub disconnect: Recipient<Disconnect>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PublishRefused {
+    #[error("the stream is already being published")]
+    AlreadyPublishing,
+}
+
+/// The publisher of `path` went away (or was disconnected).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Unpublish {
+    pub path: PublishPath,
+    pub conn_id: u64,
+    pub reason: &'static str,
+    /// The encoder said goodbye (deleteStream), or an operator ended it: end the stream
+    /// now. Otherwise the connection just dropped, and the stream waits for a reconnect.
+    pub clean: bool,
+}
+
+/// A session finished its stream (ENDLIST written); a new publish gets a new session.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SessionEnded {
+    pub path: PublishPath,
+    pub session_id: u64,
+}
+
+/// Live status of one path (`None` when nobody publishes).
+#[derive(Message)]
+#[rtype(result = "Option<LiveStatus>")]
+pub struct GetLive {
+    pub path: PublishPath,
+}
+
+/// The paths with a publisher now.
+#[derive(Message)]
+#[rtype(result = "Vec<PublishPath>")]
+pub struct LivePaths;
+
+/// Disconnect the publisher of `path`; answers whether there was one.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct Kick {
+    pub path: PublishPath,
+    pub reason: &'static str,
+}
+
+struct Publisher {
+    conn_id: u64,
+    disconnect: Recipient<Disconnect>,
+}
+
+struct Entry {
+    session: Addr<StreamSession>,
+    session_id: u64,
+    publisher: Option<Publisher>,
+    /// Lost its publisher without a goodbye; a reconnect continues the stream.
+    awaiting_reconnect: bool,
+}
+
+pub struct StreamRegistry {
+    takeover: bool,
+    reconnect_grace: Duration,
+    context: Arc<SessionContext>,
+    entries: HashMap<PublishPath, Entry>,
+    next_session_id: u64,
+}
+
+impl StreamRegistry {
+    pub fn new(takeover: bool, reconnect_grace: Duration, context: Arc<SessionContext>) -> Self {
+        Self {
+            takeover,
+            reconnect_grace,
+            context,
+            entries: HashMap::new(),
+            next_session_id: 1,
+        }
+    }
+}
+
+impl Actor for StreamRegistry {
+    type Context = Context<Self>;
+}
+
+impl Handler<Publish> for StreamRegistry {
+    type Result = Result<Addr<StreamSession>, PublishRefused>;
+
+    fn handle(&mut self, msg: Publish, ctx: &mut Context<Self>) -> Self::Result {
+        let publisher = Publisher {
+            conn_id: msg.conn_id,
+            disconnect: msg.disconnect,
+        };
+        if let Some(entry) = self.entries.get_mut(&msg.path)
+            && entry.session.connected()
+        {
+            if entry.awaiting_reconnect {
+                tracing::info!(publish_path = %msg.path, conn = msg.conn_id, "publisher reconnected");
+                entry.awaiting_reconnect = false;
+                entry.session.do_send(PublisherChanged {
+                    conn_id: msg.conn_id,
+                });
+                entry.publisher = Some(publisher);
+                return Ok(entry.session.clone());
+            }
+            if let Some(old) = &entry.publisher {
+                if !self.takeover {
+                    return Err(PublishRefused::AlreadyPublishing);
+                }
+                tracing::info!(
+                    publish_path = %msg.path,
+                    old_conn = old.conn_id,
+                    new_conn = msg.conn_id,
+                    "publisher taken over"
+                );
+                old.disconnect.do_send(Disconnect {
+                    reason: "taken over by a new publisher with the same key",
+                });
+                entry.session.do_send(PublisherChanged {
+                    conn_id: msg.conn_id,
+                });
+                entry.publisher = Some(publisher);
+                return Ok(entry.session.clone());
+            }
+            // The stream is ending (no publisher): let it finish; a new session
+            // takes the path over.
+            entry.session.do_send(Superseded);
+        }
+        let session_id = self.next_session_id;
+        self.next_session_id += 1;
+        let session = StreamSession::new(
+            session_id,
+            msg.path.clone(),
+            msg.conn_id,
+            Arc::clone(&self.context),
+            ctx.address(),
+        )
+        .start();
+        self.entries.insert(
+            msg.path,
+            Entry {
+                session: session.clone(),
+                session_id,
+                publisher: Some(publisher),
+                awaiting_reconnect: false,
+            },
+        );
+        Ok(session)
+    }
+}
+
+impl Handler<Unpublish> for StreamRegistry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Unpublish, ctx: &mut Context<Self>) {
+        let Some(entry) = self.entries.get_mut(&msg.path) else {
+            return;
+        };
+        // A connection that lost a takeover says goodbye late: not ours to end.
+        if entry.publisher.as_ref().map(|p| p.conn_id) != Some(msg.conn_id) {
+            return;
+        }
+        entry.publisher = None;
+        if msg.clean {
+            entry.session.do_send(Unpublished { reason: msg.reason });
+            return;
+        }
+        // The grace timer lives here, not in the session, so that a reconnect and the
+        // end of the grace can never cross.
+        entry.awaiting_reconnect = true;
+        entry.session.do_send(PublisherLost);
+        let session_id = entry.session_id;
+        let reason = msg.reason;
+        ctx.run_later(self.reconnect_grace, move |this, _| {
+            let Some(entry) = this.entries.get_mut(&msg.path) else {
+                return;
+            };
+            if entry.session_id == session_id && entry.awaiting_reconnect {
+                entry.awaiting_reconnect = false;
+                entry.session.do_send(Unpublished { reason });
+            }
+        });
+    }
+}
+
+impl Handler<SessionEnded> for StreamRegistry {
+    type Result = ();
+
+    fn handle(&mut self, msg: SessionEnded, _: &mut Context<Self>) {
+        if self
+            .entries
+            .get(&msg.path)
+            .is_some_and(|e| e.session_id == msg.session_id)
+        {
+            self.entries.remove(&msg.path);
+        }
+    }
+}
+
+impl Handler<GetLive> for StreamRegistry {
+    type Result = ResponseFuture<Option<LiveStatus>>;
+
+    fn handle(&mut self, msg: GetLive, _: &mut Context<Self>) -> Self::Result {
+        let session = self
+            .entries
+            .get(&msg.path)
+            .filter(|e| e.publisher.is_some())
+            .map(|e| e.session.clone());
+        Box::pin(async move {
+            match session {
+                Some(s) => s.send(super::session::GetStatus).await.ok(),
+                None => None,
+            }
+        })
+    }
+}
+
+impl Handler<LivePaths> for StreamRegistry {
+    type Result = Vec<PublishPath>;
+
+    fn handle(&mut self, _: LivePaths, _: &mut Context<Self>) -> Vec<PublishPath> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| e.publisher.is_some())
+            .map(|(p, _)| p.clone())
+            .collect()
+    }
+}
+
+impl Handler<Kick> for StreamRegistry {
+    type Result = bool;
+
+    fn handle(&mut self, msg: Kick, _: &mut Context<Self>) -> bool {
+        match self
+            .entries
+            .get(&msg.path)
+            .and_then(|e| e.publisher.as_ref())
+        {
+            Some(p) => {
+                p.disconnect.do_send(Disconnect { reason: msg.reason });
+                true
+            }
+            None => false,
+        }
+    }
+}

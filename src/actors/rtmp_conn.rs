@@ -1,0 +1,382 @@
+//! One RTMP connection: reads the socket, drives the sans-IO [`RtmpProtocol`], asks
+//! whether the publish may go ahead, and sends typed frames to the stream's session.
+//! Not supervised: a dead socket cannot be brought back.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio_util::codec::{BytesCodec, FramedRead};
+
+use super::backpressure::DropToKeyframe;
+use super::registry::{Disconnect, Publish, StreamRegistry, Unpublish};
+use super::session::{Ingest, IngestInput, StreamSession};
+use crate::config::Settings;
+use crate::ingest::{IngestError, IngestEvent, RtmpProtocol};
+use crate::keys::PublishPath;
+use crate::keys::authorizer::{Decision, PublishAuthorizer};
+use crate::media::demux::MediaEvent;
+
+/// What every connection needs.
+pub struct IngestContext {
+    pub settings: Arc<Settings>,
+    pub authorizer: PublishAuthorizer,
+    pub registry: Addr<StreamRegistry>,
+}
+
+/// Bytes queued for the socket. A publisher gets little back (acknowledgements and
+/// command results), so a full queue means the peer stopped reading.
+const OUTBOUND_QUEUE: usize = 256;
+/// Time for the refusal to reach the encoder before the socket closes.
+const LINGER_AFTER_REFUSAL: Duration = Duration::from_millis(200);
+
+enum State {
+    Connecting,
+    Connected,
+    Authorizing,
+    Publishing {
+        path: PublishPath,
+        session: Addr<StreamSession>,
+    },
+    Closing,
+}
+
+pub struct RtmpConnection {
+    id: u64,
+    peer: SocketAddr,
+    context: Arc<IngestContext>,
+    protocol: RtmpProtocol,
+    stream: Option<TcpStream>,
+    outbound: Option<mpsc::Sender<Bytes>>,
+    state: State,
+    last_input: Instant,
+    policy: DropToKeyframe,
+    media_errors: u64,
+    _permit: OwnedSemaphorePermit,
+    span: tracing::Span,
+}
+
+impl RtmpConnection {
+    pub fn new(
+        id: u64,
+        stream: TcpStream,
+        peer: SocketAddr,
+        context: Arc<IngestContext>,
+        permit: OwnedSemaphorePermit,
+    ) -> Self {
+        Self {
+            id,
+            peer,
+            context,
+            protocol: RtmpProtocol::new(),
+            stream: Some(stream),
+            outbound: None,
+            state: State::Connecting,
+            last_input: Instant::now(),
+            policy: DropToKeyframe::default(),
+            media_errors: 0,
+            _permit: permit,
+            span: tracing::info_span!("rtmp", conn = id, peer = %peer),
+        }
+    }
+
+    fn send(&mut self, bytes: Bytes, ctx: &mut Context<Self>) {
+        let Some(out) = &self.outbound else { return };
+        if out.try_send(bytes).is_err() {
+            tracing::warn!(parent: &self.span, "peer is not reading; closing");
+            ctx.stop();
+        }
+    }
+
+    fn fail(&mut self, error: IngestError, ctx: &mut Context<Self>) {
+        match &error {
+            IngestError::Panicked(_) => {
+                tracing::error!(parent: &self.span, %error, "closing connection")
+            }
+            _ => tracing::info!(parent: &self.span, %error, "closing connection"),
+        }
+        ctx.stop();
+    }
+
+    fn handle_events(&mut self, events: Vec<IngestEvent>, ctx: &mut Context<Self>) {
+        for event in events {
+            match event {
+                IngestEvent::Send(bytes) => self.send(bytes, ctx),
+                IngestEvent::ConnectRequested { request_id, app } => {
+                    self.on_connect(request_id, app, ctx)
+                }
+                IngestEvent::PublishRequested {
+                    request_id,
+                    app,
+                    stream_key,
+                } => self.on_publish(request_id, app, stream_key, ctx),
+                IngestEvent::PlayRequested { request_id } => {
+                    self.refuse(
+                        request_id,
+                        "NetStream.Play.Failed",
+                        "this server delivers HLS, not RTMP playback",
+                        ctx,
+                    );
+                }
+                IngestEvent::Media(media) => self.on_media(media),
+                IngestEvent::MediaError(error) => {
+                    // One bad payload is dropped; the stream goes on.
+                    self.media_errors += 1;
+                    if self.media_errors <= 5 || self.media_errors.is_power_of_two() {
+                        tracing::warn!(parent: &self.span, %error, count = self.media_errors, "media payload dropped");
+                    }
+                }
+                IngestEvent::Metadata {
+                    has_video,
+                    has_audio,
+                } => {
+                    self.send_to_session(IngestInput::Metadata {
+                        has_video,
+                        has_audio,
+                    });
+                }
+                IngestEvent::PublishFinished => {
+                    self.unpublish("publisher finished", true);
+                    self.state = State::Closing;
+                    ctx.stop();
+                }
+            }
+        }
+    }
+
+    fn on_connect(&mut self, request_id: u32, app: String, ctx: &mut Context<Self>) {
+        if app != self.context.settings.rtmp.app {
+            tracing::info!(parent: &self.span, app, "connect refused: unknown app");
+            self.refuse(
+                request_id,
+                "NetConnection.Connect.Rejected",
+                "unknown application",
+                ctx,
+            );
+            return;
+        }
+        match self.protocol.accept(request_id) {
+            Ok(events) => {
+                self.state = State::Connected;
+                self.handle_events(events, ctx);
+            }
+            Err(e) => self.fail(e, ctx),
+        }
+    }
+
+    fn on_publish(
+        &mut self,
+        request_id: u32,
+        app: String,
+        stream_key: String,
+        ctx: &mut Context<Self>,
+    ) {
+        if !matches!(self.state, State::Connected) {
+            self.refuse(
+                request_id,
+                "NetStream.Publish.BadName",
+                "one publish per connection",
+                ctx,
+            );
+            return;
+        }
+        self.state = State::Authorizing;
+        let authorizer = self.context.authorizer.clone();
+        let peer = self.peer.to_string();
+        let check = async move { authorizer.authorize(&app, &stream_key, &peer).await };
+        ctx.wait(check.into_actor(self).map(move |decision, this, ctx| match decision {
+            Ok(Decision::Allowed(path)) => this.register_publisher(request_id, path, ctx),
+            Ok(Decision::Refused(refusal)) => {
+                tracing::info!(parent: &this.span, reason = refusal.as_str(), "publish refused");
+                this.refuse(request_id, "NetStream.Publish.BadName", "stream key refused", ctx);
+            }
+            Err(error) => {
+                tracing::warn!(parent: &this.span, %error, "publish refused: cannot check the key");
+                this.refuse(request_id, "NetStream.Publish.Failed", "cannot check the stream key now; try again", ctx);
+            }
+        }));
+    }
+
+    /// The key is good: claim the path in the registry (which may take it over from an
+    /// older connection), then accept the publish.
+    fn register_publisher(&mut self, request_id: u32, path: PublishPath, ctx: &mut Context<Self>) {
+        let publish = Publish {
+            path: path.clone(),
+            conn_id: self.id,
+            disconnect: ctx.address().recipient(),
+        };
+        let registered = self.context.registry.send(publish).into_actor(self);
+        ctx.wait(registered.map(move |result, this, ctx| match result {
+            Ok(Ok(session)) => match this.protocol.accept(request_id) {
+                Ok(events) => {
+                    tracing::info!(parent: &this.span, publish_path = %path, "publish accepted");
+                    this.state = State::Publishing { path, session };
+                    this.handle_events(events, ctx);
+                }
+                Err(e) => this.fail(e, ctx),
+            },
+            Ok(Err(refused)) => {
+                tracing::info!(parent: &this.span, publish_path = %path, reason = %refused, "publish refused");
+                this.refuse(request_id, "NetStream.Publish.BadName", "the stream is already being published", ctx);
+            }
+            Err(_) => this.fail(IngestError::Closed, ctx),
+        }));
+    }
+
+    /// Sends an RTMP error for the request, then closes the connection shortly after.
+    fn refuse(&mut self, request_id: u32, code: &str, description: &str, ctx: &mut Context<Self>) {
+        match self.protocol.reject(request_id, code, description) {
+            Ok(events) => {
+                for e in events {
+                    if let IngestEvent::Send(bytes) = e {
+                        self.send(bytes, ctx);
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(parent: &self.span, error = %e, "could not send refusal"),
+        }
+        self.state = State::Closing;
+        ctx.run_later(LINGER_AFTER_REFUSAL, |_, ctx| ctx.stop());
+    }
+
+    fn on_media(&mut self, media: MediaEvent) {
+        match media {
+            MediaEvent::Config(config) => {
+                self.send_to_session(IngestInput::Config(config));
+            }
+            MediaEvent::Frame(frame) => {
+                let State::Publishing { session, .. } = &self.state else {
+                    return;
+                };
+                let has_room = session.connected();
+                if !self.policy.admit(&frame, has_room) {
+                    return;
+                }
+                let msg = Ingest {
+                    conn_id: self.id,
+                    input: IngestInput::Frame(frame),
+                };
+                if let Err(SendError::Full(Ingest {
+                    input: IngestInput::Frame(f),
+                    ..
+                })) = session.try_send(msg)
+                {
+                    self.policy.rejected(&f);
+                }
+            }
+            MediaEvent::Nothing => {}
+        }
+    }
+
+    /// Configs and metadata must not be dropped: they go even into a full mailbox.
+    fn send_to_session(&mut self, input: IngestInput) {
+        if let State::Publishing { session, .. } = &self.state {
+            session.do_send(Ingest {
+                conn_id: self.id,
+                input,
+            });
+        }
+    }
+
+    /// Tells the registry this connection stopped publishing (once).
+    fn unpublish(&mut self, reason: &'static str, clean: bool) {
+        if let State::Publishing { path, .. } = &self.state {
+            tracing::info!(parent: &self.span, publish_path = %path, reason, clean, dropped_frames = self.policy.dropped, "unpublish");
+            self.context.registry.do_send(Unpublish {
+                path: path.clone(),
+                conn_id: self.id,
+                reason,
+                clean,
+            });
+            self.state = State::Closing;
+        }
+    }
+}
+
+impl Actor for RtmpConnection {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let Some(stream) = self.stream.take() else {
+            ctx.stop();
+            return;
+        };
+        let _ = stream.set_nodelay(true);
+        let (read, mut write) = stream.into_split();
+        let (tx, mut rx) = mpsc::channel::<Bytes>(OUTBOUND_QUEUE);
+        self.outbound = Some(tx);
+        actix::spawn(async move {
+            while let Some(bytes) = rx.recv().await {
+                if write.write_all(&bytes).await.is_err() {
+                    break;
+                }
+            }
+            let _ = write.shutdown().await;
+        });
+        ctx.add_stream(FramedRead::new(read, BytesCodec::new()));
+
+        let settings = &self.context.settings.rtmp;
+        let handshake = Duration::from_millis(settings.handshake_timeout_ms);
+        ctx.run_later(handshake, |this, ctx| {
+            if matches!(this.state, State::Connecting) {
+                tracing::info!(parent: &this.span, "handshake/connect timed out");
+                ctx.stop();
+            }
+        });
+        let idle = Duration::from_millis(settings.idle_timeout_ms);
+        ctx.run_interval(Duration::from_secs(1).min(idle), move |this, ctx| {
+            if this.last_input.elapsed() > idle {
+                tracing::info!(parent: &this.span, "idle timeout");
+                this.unpublish("idle timeout", false);
+                ctx.stop();
+            }
+        });
+        tracing::debug!(parent: &self.span, "connection opened");
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.unpublish("connection closed", false);
+        tracing::debug!(parent: &self.span, "connection closed");
+    }
+}
+
+impl StreamHandler<Result<BytesMut, std::io::Error>> for RtmpConnection {
+    fn handle(&mut self, item: Result<BytesMut, std::io::Error>, ctx: &mut Context<Self>) {
+        let bytes = match item {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::debug!(parent: &self.span, error = %e, "read failed");
+                ctx.stop();
+                return;
+            }
+        };
+        if matches!(self.state, State::Closing) {
+            return;
+        }
+        self.last_input = Instant::now();
+        match self.protocol.receive(&bytes) {
+            Ok(events) => self.handle_events(events, ctx),
+            Err(e) => self.fail(e, ctx),
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+impl Handler<Disconnect> for RtmpConnection {
+    type Result = ();
+
+    fn handle(&mut self, msg: Disconnect, ctx: &mut Context<Self>) {
+        tracing::info!(parent: &self.span, reason = msg.reason, "disconnecting");
+        self.unpublish(msg.reason, true);
+        self.state = State::Closing;
+        ctx.stop();
+    }
+}

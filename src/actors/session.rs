@@ -1,0 +1,621 @@
+//! The StreamSession: one per live publish path. It keeps the codec config and the
+//! current GOP (so a new FFmpeg always starts at a keyframe with SPS/PPS), owns the
+//! FFmpeg restart policy, and turns FFmpeg's uploads into Kawa's playlists through the
+//! pure packager, writing what it asks for to the local sink.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use actix::prelude::*;
+use bytes::Bytes;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use super::backpressure::DropToKeyframe;
+use super::registry::{SessionEnded, StreamRegistry};
+use super::transcoder::{Feed, Finish, Transcoder};
+use crate::config::Settings;
+use crate::delivery::local::LocalSink;
+use crate::hls::packager::{Output, Packager, RenditionInfo};
+use crate::http::ffmpeg_sink::FfmpegUploads;
+use crate::keys::PublishPath;
+use crate::media::frame::{CodecConfig, Frame};
+use crate::transcode::{RenditionKind, TranscodePlan};
+
+/// What every session shares: settings and where FFmpeg uploads go.
+pub struct SessionContext {
+    pub settings: Arc<Settings>,
+    pub uploads: FfmpegUploads,
+    /// `http://127.0.0.1:PORT/ff`: Kawa's loopback-only listener for FFmpeg's PUTs.
+    pub upload_base: String,
+    /// `DATA_DIR/hls`.
+    pub hls_root: PathBuf,
+}
+
+/// Media from the publishing connection.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Ingest {
+    pub conn_id: u64,
+    pub input: IngestInput,
+}
+
+pub enum IngestInput {
+    Config(CodecConfig),
+    Frame(Frame),
+    /// onMetaData said whether audio will come.
+    Metadata {
+        has_video: bool,
+        has_audio: bool,
+    },
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PublisherChanged {
+    pub conn_id: u64,
+}
+
+/// The stream ends: write the last segments and ENDLIST.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Unpublished {
+    pub reason: &'static str,
+}
+
+/// The publisher's connection dropped; the registry waits for it to come back.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PublisherLost;
+
+/// A newer session owns this path's playlists now.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Superseded;
+
+/// FFmpeg PUT a file.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct FfmpegUpload {
+    pub generation: u64,
+    pub rendition: String,
+    pub file: String,
+    pub body: Bytes,
+}
+
+/// The FFmpeg of `generation` exited.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TranscoderExited {
+    pub generation: u64,
+    pub status: String,
+}
+
+#[derive(Message)]
+#[rtype(result = "LiveStatus")]
+pub struct GetStatus;
+
+/// What the API shows of a live stream.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct LiveStatus {
+    /// RFC 3339.
+    pub since: String,
+    /// Ingest bitrate over the last few seconds.
+    pub ingest_kbps: u64,
+    pub renditions: Vec<String>,
+    pub video: Option<String>,
+    pub audio: Option<String>,
+    pub frames_dropped: u64,
+    pub transcoder_restarts: u64,
+    pub transcoder_running: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Live,
+    /// The publisher left; FFmpeg is flushing its last segments.
+    Finishing,
+    Ended,
+}
+
+/// Cap on the GOP cache: an encoder with a huge keyframe interval must not grow it
+/// without bound. 64 MiB is a 20 s GOP at 25 Mbit/s.
+const MAX_GOP_BYTES: usize = 64 * 1024 * 1024;
+/// How long FFmpeg may take to flush after its input closed.
+const FINISH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Frames a session's mailbox holds before the connection starts dropping.
+pub const MAILBOX_CAPACITY: usize = 1024;
+/// Audio-only streams (onMetaData says no video) start FFmpeg on audio.
+const BITRATE_WINDOW: Duration = Duration::from_secs(5);
+
+struct Generation {
+    id: u64,
+    addr: Addr<Transcoder>,
+    token: String,
+}
+
+pub struct StreamSession {
+    id: u64,
+    path: PublishPath,
+    context: Arc<SessionContext>,
+    registry: Addr<StreamRegistry>,
+    publisher: Option<u64>,
+    state: State,
+    config: CodecConfig,
+    expect_audio: Option<bool>,
+    expect_video: Option<bool>,
+    gop: Vec<Frame>,
+    gop_bytes: usize,
+    gop_started_at: OffsetDateTime,
+    current: Option<Generation>,
+    /// Older FFmpegs flushing their last segment after their input closed.
+    retiring: Vec<Generation>,
+    next_generation: u64,
+    restarts: VecDeque<Instant>,
+    restart_scheduled: bool,
+    total_restarts: u64,
+    packager: Packager,
+    sink: LocalSink,
+    to_transcoder: DropToKeyframe,
+    since: OffsetDateTime,
+    bitrate: VecDeque<(Instant, usize)>,
+    superseded: bool,
+    span: tracing::Span,
+}
+
+impl StreamSession {
+    pub fn new(
+        id: u64,
+        path: PublishPath,
+        conn_id: u64,
+        context: Arc<SessionContext>,
+        registry: Addr<StreamRegistry>,
+    ) -> Self {
+        let hls = &context.settings.hls;
+        let epoch_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let sink = LocalSink::new(context.hls_root.join(path.as_str()));
+        let span = tracing::info_span!("stream", publish_path = %path, session = id);
+        Self {
+            id,
+            packager: Packager::new(epoch_ms, hls.segment_seconds, hls.playlist_segments),
+            sink,
+            path,
+            registry,
+            publisher: Some(conn_id),
+            state: State::Live,
+            config: CodecConfig::default(),
+            expect_audio: None,
+            expect_video: None,
+            gop: Vec::new(),
+            gop_bytes: 0,
+            gop_started_at: OffsetDateTime::now_utc(),
+            current: None,
+            retiring: Vec::new(),
+            next_generation: 0,
+            restarts: VecDeque::new(),
+            restart_scheduled: false,
+            total_restarts: 0,
+            to_transcoder: DropToKeyframe::default(),
+            since: OffsetDateTime::now_utc(),
+            bitrate: VecDeque::new(),
+            superseded: false,
+            span,
+            context,
+        }
+    }
+
+    fn remember(&mut self, frame: &Frame) {
+        let starts_gop = match frame {
+            Frame::Video(v) => v.keyframe,
+            // Audio-only: every frame is a random access point; keep about a second.
+            Frame::Audio(_) => self.config.video.is_none() && self.gop.len() >= 50,
+        };
+        if starts_gop {
+            self.gop.clear();
+            self.gop_bytes = 0;
+            self.gop_started_at = OffsetDateTime::now_utc();
+        }
+        let size = match frame {
+            Frame::Video(v) => v.data.len(),
+            Frame::Audio(a) => a.data.len(),
+        };
+        if self.gop_bytes + size > MAX_GOP_BYTES {
+            // Too long a GOP to keep: a restart waits for the next keyframe instead.
+            self.gop.clear();
+            self.gop_bytes = 0;
+            return;
+        }
+        let gop_usable = !self.gop.is_empty() || starts_gop || self.config.video.is_none();
+        if gop_usable {
+            self.gop.push(frame.clone());
+            self.gop_bytes += size;
+        }
+    }
+
+    /// Whether the GOP cache holds a place FFmpeg can start from.
+    fn can_start(&self) -> bool {
+        let Some(first) = self.gop.first() else {
+            return false;
+        };
+        match first {
+            Frame::Video(v) => v.keyframe && self.config.video.is_some(),
+            // Audio-only when the encoder said so, or no video config came.
+            Frame::Audio(_) => {
+                self.config.audio.is_some()
+                    && self.config.video.is_none()
+                    && self.expect_video == Some(false)
+            }
+        }
+    }
+
+    fn start_transcoder(&mut self, ctx: &mut Context<Self>) {
+        let span = self.span.clone();
+        let _enter = span.enter();
+        let context = Arc::clone(&self.context);
+        let settings = &context.settings;
+        let plan = TranscodePlan::new(&self.config, &settings.hls);
+        let video = self.config.video.as_ref();
+        let infos = plan
+            .renditions
+            .iter()
+            .map(|r| RenditionInfo {
+                name: r.name.clone(),
+                video_codec: match r.kind {
+                    RenditionKind::Source => video.map(|v| v.avc.codec_string()),
+                    RenditionKind::Scaled { .. } => None,
+                },
+                resolution: match r.kind {
+                    RenditionKind::Source => video.map(|v| (v.avc.info.width, v.avc.info.height)),
+                    RenditionKind::Scaled { .. } => None,
+                },
+                frame_rate: video.and_then(|v| v.avc.info.frame_rate),
+                has_video: plan.has_video,
+            })
+            .collect();
+        let audio_codec = self.config.audio.as_ref().map(|a| a.asc.codec_string());
+        self.packager.set_renditions(infos, audio_codec);
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        self.packager
+            .start_generation(generation, self.gop_started_at);
+        let token = context
+            .uploads
+            .register(ctx.address().recipient(), generation);
+        let upload_base = format!("{}/{}", context.upload_base, token);
+        let args = plan.ffmpeg_args(&settings.hls, &upload_base);
+        tracing::info!(generation, renditions = ?self.packager.rendition_names(), "starting FFmpeg");
+        let addr = Transcoder::new(
+            generation,
+            settings.hls.ffmpeg_path.clone(),
+            args,
+            plan.has_video,
+            plan.has_audio,
+            ctx.address(),
+            self.span.clone(),
+        )
+        .start();
+        for frame in self.gop.clone() {
+            self.forward(&addr, frame);
+        }
+        self.current = Some(Generation {
+            id: generation,
+            addr,
+            token,
+        });
+    }
+
+    fn forward(&mut self, addr: &Addr<Transcoder>, frame: Frame) {
+        if !self.to_transcoder.admit(&frame, true) {
+            return;
+        }
+        if let Err(SendError::Full(Feed(f)) | SendError::Closed(Feed(f))) =
+            addr.try_send(Feed(frame))
+        {
+            self.to_transcoder.rejected(&f);
+        }
+    }
+
+    /// Closes the current FFmpeg's input; it flushes its last segment and exits. Its
+    /// uploads are still taken until then.
+    fn retire_generation(&mut self) {
+        if let Some(g) = self.current.take() {
+            g.addr.do_send(Finish);
+            self.retiring.push(g);
+        }
+    }
+
+    fn apply(&self, outputs: Vec<Output>) {
+        for output in &outputs {
+            if let Err(e) = self.sink.apply(output) {
+                tracing::error!(parent: &self.span, error = %e, "writing HLS output failed");
+            }
+        }
+    }
+
+    fn schedule_restart(&mut self, ctx: &mut Context<Self>) {
+        let hls = &self.context.settings.hls;
+        let window = Duration::from_secs(hls.restart_window_seconds);
+        let now = Instant::now();
+        while self
+            .restarts
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > window)
+        {
+            self.restarts.pop_front();
+        }
+        // Exponential backoff from 250 ms, capped at 8 s; past the cap of restarts per
+        // window, wait until the oldest restart leaves the window.
+        let attempt = self.restarts.len() as u32;
+        let mut delay = Duration::from_millis(250) * 2u32.saturating_pow(attempt.min(5));
+        if self.restarts.len() >= hls.restart_max {
+            if let Some(oldest) = self.restarts.front() {
+                delay = delay.max(window.saturating_sub(now.duration_since(*oldest)));
+            }
+            tracing::error!(parent: &self.span, restarts = self.restarts.len(), ?delay, "FFmpeg keeps failing; waiting before the next restart");
+        }
+        self.restart_scheduled = true;
+        ctx.run_later(delay, |this, ctx| {
+            this.restart_scheduled = false;
+            if this.state == State::Live && this.current.is_none() && this.can_start() {
+                this.restarts.push_back(Instant::now());
+                this.total_restarts += 1;
+                this.start_transcoder(ctx);
+            }
+        });
+    }
+
+    fn end(&mut self, ctx: &mut Context<Self>) {
+        if self.state == State::Ended {
+            return;
+        }
+        self.state = State::Ended;
+        if let Some(g) = self.current.take() {
+            self.context.uploads.unregister(&g.token);
+        }
+        let outputs = self.packager.end();
+        self.apply(outputs);
+        tracing::info!(parent: &self.span, "stream ended");
+        self.registry.do_send(SessionEnded {
+            path: self.path.clone(),
+            session_id: self.id,
+        });
+        let retention = Duration::from_secs(self.context.settings.hls.retention_seconds);
+        ctx.run_later(retention, |this, ctx| {
+            this.sink.clean_up(&this.packager.files(), !this.superseded);
+            ctx.stop();
+        });
+    }
+
+    fn kbps(&mut self) -> u64 {
+        let now = Instant::now();
+        while self
+            .bitrate
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > BITRATE_WINDOW)
+        {
+            self.bitrate.pop_front();
+        }
+        let bytes: usize = self.bitrate.iter().map(|(_, b)| b).sum();
+        (bytes as u64 * 8 / 1000) / BITRATE_WINDOW.as_secs()
+    }
+}
+
+impl Actor for StreamSession {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        tracing::info!(parent: &self.span, "stream session started");
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        for g in self
+            .current
+            .take()
+            .into_iter()
+            .chain(self.retiring.drain(..))
+        {
+            self.context.uploads.unregister(&g.token);
+        }
+    }
+}
+
+impl Handler<Ingest> for StreamSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: Ingest, ctx: &mut Context<Self>) {
+        if self.publisher != Some(msg.conn_id) || self.state != State::Live {
+            return;
+        }
+        match msg.input {
+            IngestInput::Metadata {
+                has_video,
+                has_audio,
+            } => {
+                self.expect_video = Some(has_video);
+                self.expect_audio = Some(has_audio);
+            }
+            IngestInput::Config(config) => {
+                let video_changed =
+                    self.config.video.is_some() && config.video != self.config.video;
+                self.config = config;
+                if video_changed && self.current.is_some() {
+                    // New resolution or profile: FFmpeg starts again at the next keyframe.
+                    tracing::info!(parent: &self.span, "video configuration changed");
+                    self.retire_generation();
+                    self.gop.clear();
+                }
+            }
+            IngestInput::Frame(frame) => {
+                let size = match &frame {
+                    Frame::Video(v) => v.data.len(),
+                    Frame::Audio(a) => a.data.len(),
+                };
+                self.bitrate.push_back((Instant::now(), size));
+                self.remember(&frame);
+                match &self.current {
+                    Some(g) => {
+                        let addr = g.addr.clone();
+                        self.forward(&addr, frame);
+                    }
+                    None if !self.restart_scheduled && self.can_start() => {
+                        self.start_transcoder(ctx)
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
+}
+
+impl Handler<PublisherChanged> for StreamSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: PublisherChanged, _: &mut Context<Self>) {
+        // The new connection's timestamps start again from zero: a new FFmpeg
+        // generation begins at its first keyframe, with a discontinuity.
+        self.publisher = Some(msg.conn_id);
+        self.retire_generation();
+        self.gop.clear();
+        self.gop_bytes = 0;
+        self.state = State::Live;
+    }
+}
+
+impl Handler<Unpublished> for StreamSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: Unpublished, ctx: &mut Context<Self>) {
+        if self.state != State::Live {
+            return;
+        }
+        tracing::info!(parent: &self.span, reason = msg.reason, "unpublished");
+        self.publisher = None;
+        self.state = State::Finishing;
+        if let Some(g) = &self.current {
+            g.addr.do_send(Finish);
+            ctx.run_later(FINISH_TIMEOUT, |this, ctx| {
+                if this.state == State::Finishing {
+                    tracing::warn!(parent: &this.span, "FFmpeg did not finish in time");
+                    if let Some(g) = &this.current {
+                        g.addr.do_send(super::transcoder::Kill);
+                    }
+                    this.end(ctx);
+                }
+            });
+        } else {
+            self.end(ctx);
+        }
+    }
+}
+
+impl Handler<PublisherLost> for StreamSession {
+    type Result = ();
+
+    fn handle(&mut self, _: PublisherLost, _: &mut Context<Self>) {
+        tracing::info!(parent: &self.span, "publisher lost; waiting for it to reconnect");
+        // FFmpeg writes out what it has; a reconnect starts a new generation.
+        self.publisher = None;
+        self.retire_generation();
+        self.gop.clear();
+        self.gop_bytes = 0;
+    }
+}
+
+impl Handler<Superseded> for StreamSession {
+    type Result = ();
+
+    fn handle(&mut self, _: Superseded, _: &mut Context<Self>) {
+        self.superseded = true;
+    }
+}
+
+impl Handler<FfmpegUpload> for StreamSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: FfmpegUpload, _: &mut Context<Self>) {
+        if self.state == State::Ended {
+            return;
+        }
+        let result = if msg.file.ends_with(".m3u8") {
+            self.packager
+                .playlist_uploaded(msg.generation, &msg.rendition, &msg.body)
+        } else {
+            self.packager
+                .segment_uploaded(msg.generation, &msg.rendition, &msg.file, msg.body)
+                .map(|()| Vec::new())
+        };
+        match result {
+            Ok(outputs) => self.apply(outputs),
+            Err(e) => tracing::warn!(parent: &self.span, error = %e, "FFmpeg upload ignored"),
+        }
+    }
+}
+
+impl Handler<TranscoderExited> for StreamSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: TranscoderExited, ctx: &mut Context<Self>) {
+        let current = self
+            .current
+            .as_ref()
+            .is_some_and(|g| g.id == msg.generation);
+        tracing::info!(parent: &self.span, generation = msg.generation, status = %msg.status, current, "FFmpeg exited");
+        if !current {
+            if let Some(i) = self.retiring.iter().position(|g| g.id == msg.generation) {
+                let g = self.retiring.remove(i);
+                self.context.uploads.unregister(&g.token);
+            }
+            return;
+        }
+        if let Some(g) = self.current.take() {
+            self.context.uploads.unregister(&g.token);
+        }
+        match self.state {
+            State::Finishing => self.end(ctx),
+            State::Live => {
+                tracing::warn!(parent: &self.span, generation = msg.generation, "FFmpeg died mid-stream; restarting");
+                self.schedule_restart(ctx);
+            }
+            State::Ended => {}
+        }
+    }
+}
+
+impl Handler<GetStatus> for StreamSession {
+    type Result = MessageResult<GetStatus>;
+
+    fn handle(&mut self, _: GetStatus, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(LiveStatus {
+            since: self
+                .since
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            ingest_kbps: self.kbps(),
+            renditions: self.packager.rendition_names(),
+            video: self.config.video.as_ref().map(|v| {
+                format!(
+                    "{} {}x{}",
+                    v.avc.codec_string(),
+                    v.avc.info.width,
+                    v.avc.info.height
+                )
+            }),
+            audio: self.config.audio.as_ref().map(|a| {
+                format!(
+                    "{} {} Hz {} ch",
+                    a.asc.codec_string(),
+                    a.asc.sample_rate,
+                    a.asc.channels()
+                )
+            }),
+            frames_dropped: self.to_transcoder.dropped,
+            transcoder_restarts: self.total_restarts,
+            transcoder_running: self.current.is_some(),
+        })
+    }
+}

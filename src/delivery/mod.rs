@@ -1,0 +1,3 @@
+//! Where HLS output goes. [`local`]: the data directory Kawa serves from.
+
+pub mod local;

@@ -1,0 +1,512 @@
+//! The live pipeline end to end: a real ffmpeg publishes RTMP to a real `kawa serve`,
+//! which runs a real FFmpeg ladder; ffprobe and HTTP play what viewers would.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{ADMIN_TOKEN, Kawa, Publisher, admin_client, create_stream};
+use m3u8_rs::{MasterPlaylist, MediaPlaylist, Playlist};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+/// A ladder that fits a 320x240 test source: the source plus two scaled rungs.
+const LADDER: &str = r#"
+[hls]
+retention_seconds = 300
+
+[[hls.rungs]]
+name = "180p"
+height = 180
+video_kbps = 300
+
+[[hls.rungs]]
+name = "120p"
+height = 120
+video_kbps = 150
+"#;
+
+async fn get(kawa: &Kawa, path: &str) -> Option<reqwest::Response> {
+    let r = reqwest::Client::new()
+        .get(kawa.url(path))
+        .send()
+        .await
+        .ok()?;
+    (r.status() == StatusCode::OK).then_some(r)
+}
+
+async fn media_playlist(kawa: &Kawa, stream: &str, rendition: &str) -> Option<MediaPlaylist> {
+    let text = get(kawa, &format!("/hls/{stream}/{rendition}/index.m3u8"))
+        .await?
+        .bytes()
+        .await
+        .ok()?;
+    match m3u8_rs::parse_playlist_res(&text) {
+        Ok(Playlist::MediaPlaylist(p)) => Some(p),
+        _ => panic!(
+            "invalid media playlist:\n{}",
+            String::from_utf8_lossy(&text)
+        ),
+    }
+}
+
+async fn master_playlist(kawa: &Kawa, stream: &str) -> Option<MasterPlaylist> {
+    let text = get(kawa, &format!("/hls/{stream}/master.m3u8"))
+        .await?
+        .bytes()
+        .await
+        .ok()?;
+    match m3u8_rs::parse_playlist_res(&text) {
+        Ok(Playlist::MasterPlaylist(p)) => Some(p),
+        _ => panic!(
+            "invalid master playlist:\n{}",
+            String::from_utf8_lossy(&text)
+        ),
+    }
+}
+
+/// Polls until `check` gives a value, or fails the test after `limit`.
+async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The number of the last segment listed (media sequence + count - 1).
+fn last_sequence(p: &MediaPlaylist) -> u64 {
+    p.media_sequence + p.segments.len() as u64 - 1
+}
+
+fn ffprobe_json(args: &[&str], target: &str) -> Value {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-of", "json"])
+        .args(args)
+        .arg(target)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ffprobe {target}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn a_published_stream_plays_as_an_hls_ladder() {
+    let kawa = Kawa::builder().config(LADDER).start();
+    let key = create_stream(&kawa, "alice").await;
+    let mut publisher = Publisher::start(&kawa.rtmp_url(&key), 12);
+
+    // Live status while publishing.
+    let status: Value = wait_for("live status", Duration::from_secs(15), || async {
+        let v: Value = admin_client()
+            .get(kawa.url("/api/v1/streams/alice"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (v["live"] == true && v["live_status"]["ingest_kbps"].as_u64() > Some(0)).then_some(v)
+    })
+    .await;
+    assert!(
+        status["live_status"]["video"]
+            .as_str()
+            .unwrap()
+            .contains("320x240"),
+        "{status}"
+    );
+
+    let master = wait_for("master playlist", Duration::from_secs(20), || {
+        master_playlist(&kawa, "alice")
+    })
+    .await;
+    let names: Vec<&str> = master.variants.iter().map(|v| v.uri.as_str()).collect();
+    assert_eq!(
+        names,
+        ["source/index.m3u8", "180p/index.m3u8", "120p/index.m3u8"]
+    );
+    for (variant, (w, h)) in master
+        .variants
+        .iter()
+        .zip([(320, 240), (240, 180), (160, 120)])
+    {
+        assert!(variant.bandwidth > 0);
+        let average = variant.average_bandwidth.unwrap();
+        assert!(average > 0 && average <= variant.bandwidth, "{variant:?}");
+        let codecs = variant.codecs.as_deref().unwrap();
+        assert!(
+            codecs.starts_with("avc1.") && codecs.ends_with(",mp4a.40.2"),
+            "{codecs}"
+        );
+        let r = variant.resolution.unwrap();
+        assert_eq!((r.width, r.height), (w, h));
+        assert_eq!(variant.frame_rate, Some(25.0));
+    }
+
+    assert!(
+        publisher
+            .wait_exit(Duration::from_secs(30))
+            .unwrap()
+            .success(),
+        "{}",
+        publisher.stderr()
+    );
+    let mut playlists = Vec::new();
+    for rendition in ["source", "180p", "120p"] {
+        let p = wait_for("ENDLIST", Duration::from_secs(20), || async {
+            media_playlist(&kawa, "alice", rendition)
+                .await
+                .filter(|p| p.end_list)
+        })
+        .await;
+        playlists.push((rendition, p));
+    }
+    let counts: Vec<usize> = playlists.iter().map(|(_, p)| p.segments.len()).collect();
+    for (rendition, p) in &playlists {
+        assert!(
+            p.segments.len() >= 5,
+            "{rendition}: 12 s makes at least 5 segments of 2 s"
+        );
+        assert_eq!(p.segments.len(), counts[0], "all renditions cut alike");
+        for s in &p.segments {
+            assert!(
+                (s.duration.round() as u64) <= p.target_duration,
+                "{rendition}: {s:?}"
+            );
+            assert!(s.program_date_time.is_some());
+        }
+        // The rendition decodes, with audio and video.
+        let url = kawa.url(&format!("/hls/alice/{rendition}/index.m3u8"));
+        let streams = ffprobe_json(&["-show_entries", "stream=codec_type,width,height"], &url);
+        let types: Vec<&str> = streams["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["codec_type"].as_str().unwrap())
+            .collect();
+        assert!(
+            types.contains(&"video") && types.contains(&"audio"),
+            "{rendition}: {streams}"
+        );
+        let decode = Command::new("ffmpeg")
+            .args(["-v", "error", "-i", &url, "-f", "null", "-"])
+            .output()
+            .unwrap();
+        assert!(decode.status.success(), "{rendition} does not decode");
+
+        // Every segment starts with a keyframe; audio and video start together.
+        for segment in p.segments.iter().take(3) {
+            let url = kawa.url(&format!("/hls/alice/{rendition}/{}", segment.uri));
+            let packets = ffprobe_json(
+                &[
+                    "-show_entries",
+                    "packet=codec_type,pts_time,flags",
+                    "-read_intervals",
+                    "%+#40",
+                ],
+                &url,
+            );
+            let packets = packets["packets"].as_array().unwrap();
+            let first_video = packets.iter().find(|p| p["codec_type"] == "video").unwrap();
+            assert!(
+                first_video["flags"].as_str().unwrap().starts_with('K'),
+                "{rendition} {}",
+                segment.uri
+            );
+        }
+        let first = kawa.url(&format!("/hls/alice/{rendition}/{}", p.segments[0].uri));
+        let starts = ffprobe_json(&["-show_entries", "stream=codec_type,start_time"], &first);
+        let times: Vec<f64> = starts["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["start_time"].as_str().unwrap().parse().unwrap())
+            .collect();
+        assert!(
+            (times[0] - times[1]).abs() <= 0.1,
+            "{rendition}: audio/video start {times:?}"
+        );
+    }
+
+    // What players and CDNs see in the headers.
+    let playlist = get(&kawa, "/hls/alice/source/index.m3u8").await.unwrap();
+    let h = playlist.headers();
+    assert_eq!(h["content-type"], "application/vnd.apple.mpegurl");
+    assert_eq!(h["access-control-allow-origin"], "*");
+    assert!(h["cache-control"].to_str().unwrap().contains("max-age=1"));
+    let segment_path = format!("/hls/alice/source/{}", playlists[0].1.segments[0].uri);
+    let segment = get(&kawa, &segment_path).await.unwrap();
+    assert_eq!(segment.headers()["content-type"], "video/mp2t");
+    assert!(
+        segment.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("immutable")
+    );
+    let gz = reqwest::Client::new()
+        .get(kawa.url("/hls/alice/source/index.m3u8"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gz.headers()["content-encoding"], "gzip");
+
+    // After the stream ended the API says so.
+    let shown: Value = admin_client()
+        .get(kawa.url("/api/v1/streams/alice"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shown["live"], false);
+}
+
+#[tokio::test]
+async fn wrong_rotated_and_deleted_keys_are_refused_within_two_seconds() {
+    let kawa = Kawa::start();
+    let http = admin_client();
+    let rotated_away = create_stream(&kawa, "rot").await;
+    http.post(kawa.url("/api/v1/streams/rot/rotate"))
+        .send()
+        .await
+        .unwrap();
+    let deleted = create_stream(&kawa, "del").await;
+    http.delete(kawa.url("/api/v1/streams/del"))
+        .send()
+        .await
+        .unwrap();
+    for key in [
+        "kawa_sk_not-a-real-key",
+        rotated_away.as_str(),
+        deleted.as_str(),
+    ] {
+        let started = Instant::now();
+        let mut publisher = Publisher::start(&kawa.rtmp_url(key), 10);
+        let status = publisher.wait_exit(Duration::from_secs(5));
+        let status = status.unwrap_or_else(|| panic!("publisher still running after 5 s"));
+        assert!(!status.success(), "a refused publish must fail");
+        println!("refused in {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "refusal took {:?}",
+            started.elapsed()
+        );
+    }
+    let logs = kawa.logs();
+    assert!(logs.contains("publish refused"), "{logs}");
+    for secret in [rotated_away.as_str(), deleted.as_str(), ADMIN_TOKEN] {
+        assert!(!logs.contains(secret), "a secret reached the log");
+    }
+    // Nothing became live.
+    assert!(get(&kawa, "/hls/rot/master.m3u8").await.is_none());
+}
+
+#[tokio::test]
+async fn two_publishers_on_two_keys_both_play() {
+    let kawa = Kawa::builder()
+        .env("KAWA_HLS__PRESET", "passthrough")
+        .start();
+    let a = create_stream(&kawa, "one").await;
+    let b = create_stream(&kawa, "two").await;
+    let _pa = Publisher::start(&kawa.rtmp_url(&a), 8);
+    let _pb = Publisher::start(&kawa.rtmp_url(&b), 8);
+    for stream in ["one", "two"] {
+        wait_for("two segments", Duration::from_secs(20), || async {
+            media_playlist(&kawa, stream, "source")
+                .await
+                .filter(|p| p.segments.len() >= 2)
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_reconnecting_publisher_takes_over_and_the_playlist_goes_on() {
+    let kawa = Kawa::builder()
+        .env("KAWA_HLS__PRESET", "passthrough")
+        .start();
+    let key = create_stream(&kawa, "obs").await;
+    let mut first = Publisher::start(&kawa.rtmp_url(&key), 60);
+    let before = wait_for("two segments", Duration::from_secs(20), || async {
+        media_playlist(&kawa, "obs", "source")
+            .await
+            .filter(|p| p.segments.len() >= 2)
+    })
+    .await;
+    // The encoder's network drops; it reconnects before Kawa noticed.
+    first.kill();
+    let mut second = Publisher::start(&kawa.rtmp_url(&key), 60);
+    let after = wait_for("a discontinuity", Duration::from_secs(20), || async {
+        media_playlist(&kawa, "obs", "source")
+            .await
+            .filter(|p| p.segments.iter().any(|s| s.discontinuity))
+    })
+    .await;
+    assert!(
+        second.running(),
+        "the newcomer was accepted: {}",
+        second.stderr()
+    );
+    assert!(after.media_sequence >= before.media_sequence);
+    assert!(last_sequence(&after) > last_sequence(&before));
+    assert!(!after.end_list);
+    assert!(
+        kawa.logs().contains("publisher taken over") || kawa.logs().contains("connection closed")
+    );
+}
+
+#[tokio::test]
+async fn takeover_off_refuses_the_newcomer() {
+    let kawa = Kawa::builder()
+        .env("KAWA_HLS__PRESET", "passthrough")
+        .env("KAWA_RTMP__TAKEOVER", "false")
+        .start();
+    let key = create_stream(&kawa, "solo").await;
+    let mut first = Publisher::start(&kawa.rtmp_url(&key), 30);
+    wait_for("a segment", Duration::from_secs(20), || {
+        media_playlist(&kawa, "solo", "source")
+    })
+    .await;
+    let mut second = Publisher::start(&kawa.rtmp_url(&key), 30);
+    let status = second
+        .wait_exit(Duration::from_secs(5))
+        .expect("the newcomer is refused");
+    assert!(!status.success());
+    assert!(first.running());
+}
+
+#[tokio::test]
+async fn killing_ffmpeg_mid_stream_restarts_it_with_a_discontinuity() {
+    let kawa = Kawa::builder()
+        .env("KAWA_HLS__PRESET", "passthrough")
+        .start();
+    let key = create_stream(&kawa, "crashy").await;
+    let mut publisher = Publisher::start(&kawa.rtmp_url(&key), 60);
+    let before = wait_for("two segments", Duration::from_secs(20), || async {
+        media_playlist(&kawa, "crashy", "source")
+            .await
+            .filter(|p| p.segments.len() >= 2)
+    })
+    .await;
+    let children = kawa.ffmpeg_children();
+    assert_eq!(children.len(), 1, "one FFmpeg per stream");
+    Command::new("kill")
+        .args(["-9", &children[0].to_string()])
+        .status()
+        .unwrap();
+
+    let mut last_seen = last_sequence(&before);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let after = loop {
+        if let Some(p) = media_playlist(&kawa, "crashy", "source").await {
+            assert!(
+                last_sequence(&p) >= last_seen,
+                "the media sequence went back"
+            );
+            assert!(p.media_sequence >= before.media_sequence);
+            last_seen = last_sequence(&p);
+            let restarted = p.segments.iter().any(|s| s.discontinuity);
+            if restarted && p.segments.last().is_some_and(|s| !s.discontinuity) {
+                break p;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no discontinuity after the FFmpeg restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(after.discontinuity_sequence == 0 || after.segments.iter().all(|s| !s.discontinuity));
+    assert!(publisher.running(), "the publisher was not disturbed");
+    let now = kawa.ffmpeg_children();
+    assert_eq!(now.len(), 1);
+    assert_ne!(now[0], children[0], "a new FFmpeg");
+    let status: Value = admin_client()
+        .get(kawa.url("/api/v1/streams/crashy"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["live_status"]["transcoder_restarts"], 1, "{status}");
+}
+
+#[tokio::test]
+async fn kick_disconnects_the_publisher_and_ends_the_stream() {
+    let kawa = Kawa::builder()
+        .env("KAWA_HLS__PRESET", "passthrough")
+        .start();
+    let key = create_stream(&kawa, "kicked").await;
+    let mut publisher = Publisher::start(&kawa.rtmp_url(&key), 60);
+    wait_for("a segment", Duration::from_secs(20), || {
+        media_playlist(&kawa, "kicked", "source")
+    })
+    .await;
+    let http = admin_client();
+    let r = http
+        .post(kawa.url("/api/v1/streams/kicked/kick"))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    assert_eq!(
+        status,
+        StatusCode::NO_CONTENT,
+        "{}",
+        r.text().await.unwrap()
+    );
+    assert!(
+        publisher.wait_exit(Duration::from_secs(10)).is_some(),
+        "publisher disconnected"
+    );
+    wait_for("ENDLIST", Duration::from_secs(15), || async {
+        media_playlist(&kawa, "kicked", "source")
+            .await
+            .filter(|p| p.end_list)
+    })
+    .await;
+    let again = http
+        .post(kawa.url("/api/v1/streams/kicked/kick"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn hls_requests_cannot_leave_the_hls_folder() {
+    let kawa = Kawa::start();
+    std::fs::write(kawa.data_dir.join("secret.txt"), "x").unwrap();
+    for path in [
+        "/hls/../secret.txt",
+        "/hls/%2e%2e/secret.txt",
+        "/hls/alice/..%2f..%2fsecret.txt",
+        "/hls/alice/source/..%2f..%2f..%2fsecret.txt",
+        "/hls/alice/%2e%2e/%2e%2e/keys.redb",
+        "/hls/nobody/master.m3u8",
+        "/hls/alice/source/index.m3u8",
+    ] {
+        let r = reqwest::Client::new()
+            .get(kawa.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+}
