@@ -510,3 +510,41 @@ async fn hls_requests_cannot_leave_the_hls_folder() {
         assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
     }
 }
+
+#[tokio::test]
+async fn files_are_removed_after_the_retention() {
+    let kawa = Kawa::builder()
+        .env("KAWA_HLS__PRESET", "passthrough")
+        .env("KAWA_HLS__RETENTION_SECONDS", "1")
+        .start();
+    let key = create_stream(&kawa, "brief").await;
+    let mut publisher = Publisher::start(&kawa.rtmp_url(&key), 3);
+    assert!(publisher.wait_exit(Duration::from_secs(20)).unwrap().success());
+    wait_for("ENDLIST", Duration::from_secs(15), || async {
+        media_playlist(&kawa, "brief", "source").await.filter(|p| p.end_list)
+    })
+    .await;
+    let dir = kawa.data_dir.join("hls/brief");
+    wait_for("files removed", Duration::from_secs(10), || async { (!dir.exists()).then_some(()) }).await;
+    assert!(get(&kawa, "/hls/brief/master.m3u8").await.is_none());
+}
+
+#[tokio::test]
+async fn an_ingest_node_checks_keys_with_the_key_manager_over_grpc() {
+    let manager = Kawa::start();
+    let ingest = Kawa::builder()
+        .env("KAWA_HLS__PRESET", "passthrough")
+        .env("KAWA_RTMP__KEY_SERVICE_URL", &manager.grpc_url())
+        .start();
+    // The key lives in the manager's store only.
+    let key = create_stream(&manager, "remote").await;
+    let _publisher = Publisher::start(&ingest.rtmp_url(&key), 10);
+    wait_for("a segment on the ingest node", Duration::from_secs(20), || {
+        media_playlist(&ingest, "remote", "source")
+    })
+    .await;
+    let mut wrong = Publisher::start(&ingest.rtmp_url("kawa_sk_wrong"), 10);
+    let status = wrong.wait_exit(Duration::from_secs(5)).expect("refused");
+    assert!(!status.success());
+    assert!(ingest.logs().contains("checked by the key manager over gRPC"));
+}

@@ -204,3 +204,45 @@ proptest! {
         }
     }
 }
+
+/// A client handshake's bytes, for driving the server past the handshake.
+fn handshake_bytes() -> (kawa::ingest::RtmpProtocol, Vec<u8>) {
+    use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+    let mut client = Handshake::new(PeerType::Client);
+    let mut server = kawa::ingest::RtmpProtocol::new();
+    let mut to_server = client.generate_outbound_p0_and_p1().unwrap();
+    loop {
+        let mut to_client = Vec::new();
+        for e in server.receive(&to_server).unwrap() {
+            if let kawa::ingest::IngestEvent::Send(b) = e {
+                to_client.extend_from_slice(&b);
+            }
+        }
+        match client.process_bytes(&to_client).unwrap() {
+            HandshakeProcessResult::InProgress { response_bytes } => to_server = response_bytes,
+            HandshakeProcessResult::Completed { response_bytes, .. } => {
+                server.receive(&response_bytes).unwrap();
+                return (server, response_bytes);
+            }
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn rtmp_protocol_never_panics_on_garbage(
+        before in prop::collection::vec(any::<u8>(), 0..64),
+        chunks in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..300), 1..8),
+    ) {
+        // Before the handshake...
+        let mut fresh = kawa::ingest::RtmpProtocol::new();
+        let _ = fresh.receive(&before);
+        // ...and after it: rml_rtmp's panics are caught and become errors.
+        let (mut server, _) = handshake_bytes();
+        for chunk in chunks {
+            if server.receive(&chunk).is_err() {
+                break;
+            }
+        }
+    }
+}

@@ -407,6 +407,28 @@ impl Publisher {
         }
     }
 
+    /// Publishes a file in real time, looping, without re-encoding (so the publisher
+    /// costs next to no CPU: what is measured is the server).
+    pub fn start_file_loop(url: &str, file: &Path) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let stderr_path = dir.path().join("publisher.log");
+        let stderr = std::fs::File::create(&stderr_path).unwrap();
+        let child = Command::new("ffmpeg")
+            .args(["-hide_banner", "-nostdin", "-v", "error", "-re", "-stream_loop", "-1", "-i"])
+            .arg(file)
+            .args(["-c", "copy", "-f", "flv", url])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("ffmpeg must be installed");
+        Self {
+            child,
+            stderr_path,
+            _dir: dir,
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

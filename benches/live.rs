@@ -1,0 +1,162 @@
+//! Live pipeline figures, measured end to end with real ffmpeg publishers:
+//!
+//! (a) glass-to-playlist latency: for each segment, the time from when its last media
+//!     reached Kawa (PROGRAM-DATE-TIME + duration, from Kawa's ingest clock; the
+//!     publisher sends in real time with `-re`) to when the served playlist lists it;
+//! (b) Kawa's own CPU (FFmpeg children excluded) and memory with N concurrent
+//!     passthrough streams of 3 Mbit/s.
+//!
+//! `cargo bench --bench live` (env: KAWA_BENCH_STREAMS, default 4; KAWA_BENCH_SECONDS,
+//! default 20). Figures are printed, never asserted.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime};
+
+use common::{Kawa, Publisher, create_stream};
+use m3u8_rs::Playlist;
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// 20 s of 1280x720 at 30 fps, 3 Mbit/s CBR-ish H.264 with 2 s GOPs, and AAC: the shape
+/// of a typical OBS stream. Encoded once; publishers copy it.
+fn make_source(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("source-720p-3mbps.flv");
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-v", "error", "-y"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "20"])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-b:v", "3000k", "-maxrate", "3000k"])
+        .args(["-bufsize", "6000k", "-g", "60", "-keyint_min", "60", "-sc_threshold", "0"])
+        .args(["-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k", "-f", "flv"])
+        .arg(&path)
+        .status()
+        .expect("ffmpeg");
+    assert!(status.success());
+    path
+}
+
+/// Kawa's utime + stime in clock ticks (children not included).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = stat.rsplit_once(") ").unwrap().1;
+    let fields: Vec<&str> = rest.split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn main() {
+    // `cargo bench` passes --bench; nothing else is taken.
+    let streams = env_number("KAWA_BENCH_STREAMS", 4) as usize;
+    let seconds = env_number("KAWA_BENCH_SECONDS", 20);
+    let dir = tempfile::tempdir().unwrap();
+    let source = make_source(dir.path());
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async move {
+        let kawa = Kawa::builder()
+            .env("KAWA_HLS__PRESET", "passthrough")
+            .env("RUST_LOG", "warn,kawa::server=info")
+            .start();
+        let mut publishers = Vec::new();
+        let mut names = Vec::new();
+        for i in 0..streams {
+            let name = format!("bench{i}");
+            let key = create_stream(&kawa, &name).await;
+            publishers.push(Publisher::start_file_loop(&kawa.rtmp_url(&key), &source));
+            names.push(name);
+        }
+        // Warm up until every stream has a playlist.
+        let client = reqwest::Client::new();
+        let warmup = Instant::now();
+        for name in &names {
+            loop {
+                let url = kawa.url(&format!("/hls/{name}/source/index.m3u8"));
+                if client.get(&url).send().await.map(|r| r.status().is_success()).unwrap_or(false) {
+                    break;
+                }
+                assert!(warmup.elapsed() < Duration::from_secs(30), "{name} never started");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+
+        let pid = kawa.pid();
+        let ticks_per_second = 100.0; // USER_HZ on Linux
+        let cpu_start = cpu_ticks(pid);
+        let started = Instant::now();
+        let mut seen: HashMap<(String, String), ()> = HashMap::new();
+        let mut latencies = Vec::new();
+        let mut peak_rss = 0;
+        while started.elapsed() < Duration::from_secs(seconds) {
+            for name in &names {
+                let url = kawa.url(&format!("/hls/{name}/source/index.m3u8"));
+                let Ok(response) = client.get(&url).send().await else { continue };
+                let Ok(body) = response.bytes().await else { continue };
+                let now = SystemTime::now();
+                let Ok(Playlist::MediaPlaylist(p)) = m3u8_rs::parse_playlist_res(&body) else { continue };
+                for s in &p.segments {
+                    if seen.insert((name.clone(), s.uri.clone()), ()).is_some() {
+                        continue;
+                    }
+                    // Only segments that appeared while we watched.
+                    if started.elapsed() < Duration::from_millis(500) {
+                        continue;
+                    }
+                    let Some(pdt) = s.program_date_time else { continue };
+                    let media_end = SystemTime::from(pdt) + Duration::from_secs_f32(s.duration);
+                    if let Ok(latency) = now.duration_since(media_end) {
+                        latencies.push(latency.as_secs_f64());
+                    }
+                }
+            }
+            peak_rss = peak_rss.max(rss_kib(pid));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let cpu_seconds = (cpu_ticks(pid) - cpu_start) as f64 / ticks_per_second;
+        let cpu_percent = cpu_seconds / elapsed * 100.0;
+        latencies.sort_by(f64::total_cmp);
+
+        for p in &mut publishers {
+            assert!(p.running(), "a publisher stopped: {}", p.stderr());
+        }
+        println!("live pipeline, passthrough, {streams} streams of 3 Mbit/s 720p30, {elapsed:.0} s");
+        println!(
+            "  glass-to-playlist latency (segment of 2 s): p50 {:.3} s, p95 {:.3} s, max {:.3} s over {} segments",
+            percentile(&latencies, 0.5),
+            percentile(&latencies, 0.95),
+            latencies.last().copied().unwrap_or(f64::NAN),
+            latencies.len()
+        );
+        println!(
+            "  kawa CPU (FFmpeg excluded): {cpu_percent:.2} % of one core in all, {:.2} % per stream",
+            cpu_percent / streams as f64
+        );
+        println!(
+            "  kawa memory: peak RSS {:.1} MiB in all, {:.1} MiB per stream",
+            peak_rss as f64 / 1024.0,
+            peak_rss as f64 / 1024.0 / streams as f64
+        );
+    });
+}
