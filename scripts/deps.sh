@@ -24,6 +24,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The tests' S3-compatible server (moto) comes from PyPI.
+if [ "${1:-run}" = test ] && ! python3 -c 'import moto.server, flask' >/dev/null 2>&1; then
+  echo "installing: moto[server] (pip)" >&2
+  python3 -m pip install --quiet --disable-pip-version-check 'moto[server]'
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
   echo "error: Rust (cargo) is required: https://rustup.rs" >&2
   exit 1

@@ -28,6 +28,7 @@ pub struct Settings {
     pub http: HttpSettings,
     pub rtmp: RtmpSettings,
     pub hls: HlsSettings,
+    pub s3: S3Settings,
     pub grpc: GrpcSettings,
     pub store: StoreSettings,
 }
@@ -95,6 +96,24 @@ pub struct RungSettings {
     pub name: String,
     pub height: u32,
     pub video_kbps: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Settings {
+    pub bucket: String,
+    pub prefix: String,
+    pub region: String,
+    pub endpoint: String,
+    pub force_path_style: bool,
+    pub delete_grace_seconds: u64,
+    pub request_timeout_ms: u64,
+}
+
+impl S3Settings {
+    pub fn enabled(&self) -> bool {
+        !self.bucket.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -286,6 +305,20 @@ impl Settings {
                         "rung `{}` needs an even height of at least 16 and a bitrate",
                         rung.name
                     ),
+                ));
+            }
+        }
+        if self.s3.enabled() {
+            if !self.s3.endpoint.is_empty() {
+                check_url("s3.endpoint", &self.s3.endpoint, &["http", "https"])?;
+            }
+            if self.s3.region.is_empty() {
+                return Err(ConfigError::invalid("s3.region", "must not be empty"));
+            }
+            if self.s3.request_timeout_ms == 0 {
+                return Err(ConfigError::invalid(
+                    "s3.request_timeout_ms",
+                    "must be at least 1",
                 ));
             }
         }

@@ -19,6 +19,7 @@ pub mod http;
 pub mod ingest;
 pub mod keys;
 pub mod media;
+pub mod metrics;
 pub mod server;
 pub mod telemetry;
 pub mod transcode;

@@ -16,7 +16,9 @@ use crate::actors::registry::StreamRegistry;
 use crate::actors::rtmp_conn::IngestContext;
 use crate::actors::rtmp_listener::RtmpListener;
 use crate::actors::session::SessionContext;
+use crate::actors::uploader::Deliveries;
 use crate::config::Settings;
+use crate::delivery::s3::S3Target;
 use crate::grpc;
 use crate::http::ffmpeg_sink::{self, FfmpegUploads};
 use crate::http::hls::HlsRoot;
@@ -168,11 +170,26 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     let upload_handle = upload_server.handle();
     tokio::spawn(upload_server);
 
+    let s3 = if settings.s3.enabled() {
+        tracing::info!(bucket = %settings.s3.bucket, endpoint = %settings.s3.endpoint, "S3 delivery on");
+        Some(S3Target::connect(&settings.s3).await)
+    } else {
+        None
+    };
+    let deliveries = Deliveries::new(
+        s3,
+        settings.data_dir.join("spool/s3"),
+        settings.s3.delete_grace_seconds,
+    );
+    // Uploads an earlier run could not finish (an outage, a crash) go out first.
+    deliveries.resume();
+
     let session_context = Arc::new(SessionContext {
         settings: Arc::clone(&settings),
         uploads,
         upload_base: format!("http://{upload_addr}/ff"),
         hls_root: hls_root.clone(),
+        deliveries,
     });
     let registry = StreamRegistry::new(
         settings.rtmp.takeover,

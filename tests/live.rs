@@ -519,13 +519,23 @@ async fn files_are_removed_after_the_retention() {
         .start();
     let key = create_stream(&kawa, "brief").await;
     let mut publisher = Publisher::start(&kawa.rtmp_url(&key), 3);
-    assert!(publisher.wait_exit(Duration::from_secs(20)).unwrap().success());
+    assert!(
+        publisher
+            .wait_exit(Duration::from_secs(20))
+            .unwrap()
+            .success()
+    );
     wait_for("ENDLIST", Duration::from_secs(15), || async {
-        media_playlist(&kawa, "brief", "source").await.filter(|p| p.end_list)
+        media_playlist(&kawa, "brief", "source")
+            .await
+            .filter(|p| p.end_list)
     })
     .await;
     let dir = kawa.data_dir.join("hls/brief");
-    wait_for("files removed", Duration::from_secs(10), || async { (!dir.exists()).then_some(()) }).await;
+    wait_for("files removed", Duration::from_secs(10), || async {
+        (!dir.exists()).then_some(())
+    })
+    .await;
     assert!(get(&kawa, "/hls/brief/master.m3u8").await.is_none());
 }
 
@@ -539,12 +549,18 @@ async fn an_ingest_node_checks_keys_with_the_key_manager_over_grpc() {
     // The key lives in the manager's store only.
     let key = create_stream(&manager, "remote").await;
     let _publisher = Publisher::start(&ingest.rtmp_url(&key), 10);
-    wait_for("a segment on the ingest node", Duration::from_secs(20), || {
-        media_playlist(&ingest, "remote", "source")
-    })
+    wait_for(
+        "a segment on the ingest node",
+        Duration::from_secs(20),
+        || media_playlist(&ingest, "remote", "source"),
+    )
     .await;
     let mut wrong = Publisher::start(&ingest.rtmp_url("kawa_sk_wrong"), 10);
     let status = wrong.wait_exit(Duration::from_secs(5)).expect("refused");
     assert!(!status.success());
-    assert!(ingest.logs().contains("checked by the key manager over gRPC"));
+    assert!(
+        ingest
+            .logs()
+            .contains("checked by the key manager over gRPC")
+    );
 }

@@ -22,7 +22,12 @@ async fn last_sequence(kawa: &Kawa, stream: &str) -> Option<u64> {
     }
 }
 
-async fn wait_for_sequence_beyond(kawa: &Kawa, stream: &str, beyond: Option<u64>, limit: Duration) -> u64 {
+async fn wait_for_sequence_beyond(
+    kawa: &Kawa,
+    stream: &str,
+    beyond: Option<u64>,
+    limit: Duration,
+) -> u64 {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(seq) = last_sequence(kawa, stream).await
@@ -38,15 +43,21 @@ async fn wait_for_sequence_beyond(kawa: &Kawa, stream: &str, beyond: Option<u64>
 /// A TCP connection that has done a real RTMP handshake with Kawa.
 fn handshaken(kawa: &Kawa) -> TcpStream {
     let mut socket = TcpStream::connect(kawa.rtmp).unwrap();
-    socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     let mut handshake = Handshake::new(PeerType::Client);
-    socket.write_all(&handshake.generate_outbound_p0_and_p1().unwrap()).unwrap();
+    socket
+        .write_all(&handshake.generate_outbound_p0_and_p1().unwrap())
+        .unwrap();
     let mut buf = [0u8; 4096];
     loop {
         let n = socket.read(&mut buf).unwrap();
         assert!(n > 0, "kawa closed during the handshake");
         match handshake.process_bytes(&buf[..n]).unwrap() {
-            HandshakeProcessResult::InProgress { response_bytes } => socket.write_all(&response_bytes).unwrap(),
+            HandshakeProcessResult::InProgress { response_bytes } => {
+                socket.write_all(&response_bytes).unwrap()
+            }
             HandshakeProcessResult::Completed { response_bytes, .. } => {
                 socket.write_all(&response_bytes).unwrap();
                 return socket;
@@ -58,14 +69,29 @@ fn handshaken(kawa: &Kawa) -> TcpStream {
 /// One RTMP chunk (type 0 header on chunk stream 3) carrying a whole message.
 fn chunk(message_type: u8, payload: &[u8]) -> Vec<u8> {
     let len = (payload.len() as u32).to_be_bytes();
-    let mut out = vec![0x03, 0, 0, 0, len[1], len[2], len[3], message_type, 0, 0, 0, 0];
+    let mut out = vec![
+        0x03,
+        0,
+        0,
+        0,
+        len[1],
+        len[2],
+        len[3],
+        message_type,
+        0,
+        0,
+        0,
+        0,
+    ];
     out.extend_from_slice(payload);
     out
 }
 
 /// Reads until Kawa closes the connection; fails if it stays open past `limit`.
 fn assert_closed_within(mut socket: TcpStream, limit: Duration, what: &str) {
-    socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let deadline = Instant::now() + limit;
     let mut buf = [0u8; 4096];
     loop {
@@ -80,14 +106,18 @@ fn assert_closed_within(mut socket: TcpStream, limit: Duration, what: &str) {
 
 #[tokio::test]
 async fn garbage_and_broken_peers_do_not_disturb_a_live_stream() {
-    let kawa = Kawa::builder().env("KAWA_HLS__PRESET", "passthrough").start();
+    let kawa = Kawa::builder()
+        .env("KAWA_HLS__PRESET", "passthrough")
+        .start();
     let key = create_stream(&kawa, "steady").await;
     let mut publisher = Publisher::start(&kawa.rtmp_url(&key), 40);
     let before = wait_for_sequence_beyond(&kawa, "steady", None, Duration::from_secs(20)).await;
 
     // Random bytes instead of a handshake.
     let mut garbage = TcpStream::connect(kawa.rtmp).unwrap();
-    let noise: Vec<u8> = (0..20_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let noise: Vec<u8> = (0..20_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     let _ = garbage.write_all(&noise);
     assert_closed_within(garbage, Duration::from_secs(5), "garbage");
 
@@ -99,7 +129,9 @@ async fn garbage_and_broken_peers_do_not_disturb_a_live_stream() {
 
     // After a good handshake: an AMF0 command whose string overruns the message.
     let mut broken_amf = handshaken(&kawa);
-    broken_amf.write_all(&chunk(20, &[0x02, 0x00, 0x07, b'c', b'o', b'n'])).unwrap();
+    broken_amf
+        .write_all(&chunk(20, &[0x02, 0x00, 0x07, b'c', b'o', b'n']))
+        .unwrap();
     assert_closed_within(broken_amf, Duration::from_secs(5), "broken AMF command");
 
     // A short onMetaData (rml_rtmp 0.8 has panicked on these).
@@ -121,7 +153,8 @@ async fn garbage_and_broken_peers_do_not_disturb_a_live_stream() {
     drop(liar);
 
     // The live stream keeps producing segments and its publisher stays connected.
-    let after = wait_for_sequence_beyond(&kawa, "steady", Some(before + 1), Duration::from_secs(20)).await;
+    let after =
+        wait_for_sequence_beyond(&kawa, "steady", Some(before + 1), Duration::from_secs(20)).await;
     assert!(after > before + 1);
     assert!(publisher.running(), "{}", publisher.stderr());
     let health = reqwest::get(kawa.url("/healthz")).await.unwrap();

@@ -13,3 +13,4 @@ pub mod rtmp_conn;
 pub mod rtmp_listener;
 pub mod session;
 pub mod transcoder;
+pub mod uploader;

@@ -21,6 +21,7 @@ use crate::ingest::{IngestError, IngestEvent, RtmpProtocol};
 use crate::keys::PublishPath;
 use crate::keys::authorizer::{Decision, PublishAuthorizer};
 use crate::media::demux::MediaEvent;
+use crate::metrics::METRICS;
 
 /// What every connection needs.
 pub struct IngestContext {
@@ -57,6 +58,8 @@ pub struct RtmpConnection {
     last_input: Instant,
     policy: DropToKeyframe,
     media_errors: u64,
+    /// Why the connection ends, for `kawa_rtmp_connections_closed_total{result}`.
+    close_reason: &'static str,
     _permit: OwnedSemaphorePermit,
     span: tracing::Span,
 }
@@ -80,6 +83,7 @@ impl RtmpConnection {
             last_input: Instant::now(),
             policy: DropToKeyframe::default(),
             media_errors: 0,
+            close_reason: "closed_by_peer",
             _permit: permit,
             span: tracing::info_span!("rtmp", conn = id, peer = %peer),
         }
@@ -94,6 +98,10 @@ impl RtmpConnection {
     }
 
     fn fail(&mut self, error: IngestError, ctx: &mut Context<Self>) {
+        self.close_reason = match &error {
+            IngestError::Panicked(_) => "panic",
+            _ => "protocol_error",
+        };
         match &error {
             IngestError::Panicked(_) => {
                 tracing::error!(parent: &self.span, %error, "closing connection")
@@ -192,10 +200,12 @@ impl RtmpConnection {
         ctx.wait(check.into_actor(self).map(move |decision, this, ctx| match decision {
             Ok(Decision::Allowed(path)) => this.register_publisher(request_id, path, ctx),
             Ok(Decision::Refused(refusal)) => {
+                METRICS.publish_attempts.with_label_values(&["bad_key"]).inc();
                 tracing::info!(parent: &this.span, reason = refusal.as_str(), "publish refused");
                 this.refuse(request_id, "NetStream.Publish.BadName", "stream key refused", ctx);
             }
             Err(error) => {
+                METRICS.publish_attempts.with_label_values(&["store_error"]).inc();
                 tracing::warn!(parent: &this.span, %error, "publish refused: cannot check the key");
                 this.refuse(request_id, "NetStream.Publish.Failed", "cannot check the stream key now; try again", ctx);
             }
@@ -214,6 +224,7 @@ impl RtmpConnection {
         ctx.wait(registered.map(move |result, this, ctx| match result {
             Ok(Ok(session)) => match this.protocol.accept(request_id) {
                 Ok(events) => {
+                    METRICS.publish_attempts.with_label_values(&["accepted"]).inc();
                     tracing::info!(parent: &this.span, publish_path = %path, "publish accepted");
                     this.state = State::Publishing { path, session };
                     this.handle_events(events, ctx);
@@ -221,6 +232,7 @@ impl RtmpConnection {
                 Err(e) => this.fail(e, ctx),
             },
             Ok(Err(refused)) => {
+                METRICS.publish_attempts.with_label_values(&["duplicate"]).inc();
                 tracing::info!(parent: &this.span, publish_path = %path, reason = %refused, "publish refused");
                 this.refuse(request_id, "NetStream.Publish.BadName", "the stream is already being published", ctx);
             }
@@ -241,6 +253,7 @@ impl RtmpConnection {
             Err(e) => tracing::debug!(parent: &self.span, error = %e, "could not send refusal"),
         }
         self.state = State::Closing;
+        self.close_reason = "refused";
         ctx.run_later(LINGER_AFTER_REFUSAL, |_, ctx| ctx.stop());
     }
 
@@ -250,11 +263,17 @@ impl RtmpConnection {
                 self.send_to_session(IngestInput::Config(config));
             }
             MediaEvent::Frame(frame) => {
-                let State::Publishing { session, .. } = &self.state else {
+                let State::Publishing { session, path } = &self.state else {
                     return;
                 };
-                let has_room = session.connected();
-                if !self.policy.admit(&frame, has_room) {
+                let dropped = || {
+                    METRICS
+                        .frames_dropped
+                        .with_label_values(&[path.as_str()])
+                        .inc()
+                };
+                if !self.policy.admit(&frame, session.connected()) {
+                    dropped();
                     return;
                 }
                 let msg = Ingest {
@@ -266,6 +285,7 @@ impl RtmpConnection {
                     ..
                 })) = session.try_send(msg)
                 {
+                    dropped();
                     self.policy.rejected(&f);
                 }
             }
@@ -324,6 +344,7 @@ impl Actor for RtmpConnection {
         let handshake = Duration::from_millis(settings.handshake_timeout_ms);
         ctx.run_later(handshake, |this, ctx| {
             if matches!(this.state, State::Connecting) {
+                this.close_reason = "timeout";
                 tracing::info!(parent: &this.span, "handshake/connect timed out");
                 ctx.stop();
             }
@@ -331,15 +352,22 @@ impl Actor for RtmpConnection {
         let idle = Duration::from_millis(settings.idle_timeout_ms);
         ctx.run_interval(Duration::from_secs(1).min(idle), move |this, ctx| {
             if this.last_input.elapsed() > idle {
+                this.close_reason = "timeout";
                 tracing::info!(parent: &this.span, "idle timeout");
                 this.unpublish("idle timeout", false);
                 ctx.stop();
             }
         });
+        METRICS.rtmp_connections_open.inc();
         tracing::debug!(parent: &self.span, "connection opened");
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
+        METRICS.rtmp_connections_open.dec();
+        METRICS
+            .rtmp_connections_closed
+            .with_label_values(&[self.close_reason])
+            .inc();
         self.unpublish("connection closed", false);
         tracing::debug!(parent: &self.span, "connection closed");
     }
@@ -374,6 +402,7 @@ impl Handler<Disconnect> for RtmpConnection {
     type Result = ();
 
     fn handle(&mut self, msg: Disconnect, ctx: &mut Context<Self>) {
+        self.close_reason = "disconnected";
         tracing::info!(parent: &self.span, reason = msg.reason, "disconnecting");
         self.unpublish(msg.reason, true);
         self.state = State::Closing;

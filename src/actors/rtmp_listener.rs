@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use super::rtmp_conn::{IngestContext, RtmpConnection};
+use crate::metrics::METRICS;
 
 pub struct RtmpListener {
     listener: Option<TcpListener>,
@@ -39,10 +40,15 @@ impl Actor for RtmpListener {
                 match listener.accept().await {
                     Ok((stream, peer)) => {
                         let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
+                            METRICS
+                                .rtmp_connections_closed
+                                .with_label_values(&["limit"])
+                                .inc();
                             tracing::warn!(%peer, "RTMP connection limit reached; closing new connection");
                             drop(stream);
                             continue;
                         };
+                        METRICS.rtmp_connections_accepted.inc();
                         let id = next_id;
                         next_id += 1;
                         RtmpConnection::new(id, stream, peer, Arc::clone(&context), permit).start();

@@ -16,12 +16,14 @@ use time::OffsetDateTime;
 use super::backpressure::DropToKeyframe;
 use super::registry::{SessionEnded, StreamRegistry};
 use super::transcoder::{Feed, Finish, Transcoder};
+use super::uploader::{Deliver, Deliveries, StreamEnded, Uploader};
 use crate::config::Settings;
 use crate::delivery::local::LocalSink;
 use crate::hls::packager::{Output, Packager, RenditionInfo};
 use crate::http::ffmpeg_sink::FfmpegUploads;
 use crate::keys::PublishPath;
 use crate::media::frame::{CodecConfig, Frame};
+use crate::metrics::{METRICS, StreamMetrics};
 use crate::transcode::{RenditionKind, TranscodePlan};
 
 /// What every session shares: settings and where FFmpeg uploads go.
@@ -32,6 +34,8 @@ pub struct SessionContext {
     pub upload_base: String,
     /// `DATA_DIR/hls`.
     pub hls_root: PathBuf,
+    /// S3 uploaders (none when S3 is off).
+    pub deliveries: Arc<Deliveries>,
 }
 
 /// Media from the publishing connection.
@@ -162,6 +166,10 @@ pub struct StreamSession {
     since: OffsetDateTime,
     bitrate: VecDeque<(Instant, usize)>,
     superseded: bool,
+    uploader: Option<Addr<Uploader>>,
+    metrics: StreamMetrics,
+    last_keyframe: Option<Instant>,
+    drops_reported: u64,
     span: tracing::Span,
 }
 
@@ -179,6 +187,7 @@ impl StreamSession {
             .map_or(0, |d| d.as_millis() as u64);
         let sink = LocalSink::new(context.hls_root.join(path.as_str()));
         let span = tracing::info_span!("stream", publish_path = %path, session = id);
+        let label = path.to_string();
         Self {
             id,
             packager: Packager::new(epoch_ms, hls.segment_seconds, hls.playlist_segments),
@@ -203,6 +212,10 @@ impl StreamSession {
             since: OffsetDateTime::now_utc(),
             bitrate: VecDeque::new(),
             superseded: false,
+            uploader: None,
+            metrics: StreamMetrics::new(&label),
+            last_keyframe: None,
+            drops_reported: 0,
             span,
             context,
         }
@@ -306,16 +319,22 @@ impl StreamSession {
             addr,
             token,
         });
+        self.metrics.ffmpeg_running.set(1);
     }
 
     fn forward(&mut self, addr: &Addr<Transcoder>, frame: Frame) {
-        if !self.to_transcoder.admit(&frame, true) {
-            return;
-        }
-        if let Err(SendError::Full(Feed(f)) | SendError::Closed(Feed(f))) =
-            addr.try_send(Feed(frame))
+        if self.to_transcoder.admit(&frame, true)
+            && let Err(SendError::Full(Feed(f)) | SendError::Closed(Feed(f))) =
+                addr.try_send(Feed(frame))
         {
             self.to_transcoder.rejected(&f);
+        }
+        let dropped = self.to_transcoder.dropped;
+        if dropped > self.drops_reported {
+            self.metrics
+                .frames_dropped
+                .inc_by(dropped - self.drops_reported);
+            self.drops_reported = dropped;
         }
     }
 
@@ -328,11 +347,34 @@ impl StreamSession {
         }
     }
 
+    /// Performs the packager's outputs: the local sink first (viewers of Kawa's own HLS
+    /// never wait on S3), then the S3 uploader's queue.
     fn apply(&self, outputs: Vec<Output>) {
         for output in &outputs {
+            if let Output::Segment {
+                rendition,
+                duration,
+                program_date_time,
+                ..
+            } = output
+            {
+                self.metrics.segment(rendition, *duration);
+                if rendition == crate::transcode::SOURCE
+                    && let Some(start) = program_date_time
+                {
+                    let media_end = *start + time::Duration::seconds_f64(*duration);
+                    let latency = (OffsetDateTime::now_utc() - media_end).as_seconds_f64();
+                    self.metrics.glass_to_playlist.observe(latency.max(0.0));
+                }
+            }
             if let Err(e) = self.sink.apply(output) {
                 tracing::error!(parent: &self.span, error = %e, "writing HLS output failed");
             }
+        }
+        if let Some(uploader) = &self.uploader
+            && !outputs.is_empty()
+        {
+            uploader.do_send(Deliver(outputs));
         }
     }
 
@@ -363,6 +405,11 @@ impl StreamSession {
             if this.state == State::Live && this.current.is_none() && this.can_start() {
                 this.restarts.push_back(Instant::now());
                 this.total_restarts += 1;
+                this.metrics.ffmpeg_restarts.inc();
+                METRICS
+                    .actor_restarts
+                    .with_label_values(&["transcoder"])
+                    .inc();
                 this.start_transcoder(ctx);
             }
         });
@@ -378,6 +425,10 @@ impl StreamSession {
         }
         let outputs = self.packager.end();
         self.apply(outputs);
+        self.metrics.ffmpeg_running.set(0);
+        if let Some(uploader) = &self.uploader {
+            uploader.do_send(StreamEnded);
+        }
         tracing::info!(parent: &self.span, "stream ended");
         self.registry.do_send(SessionEnded {
             path: self.path.clone(),
@@ -409,6 +460,7 @@ impl Actor for StreamSession {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        self.uploader = self.context.deliveries.uploader(self.path.as_str());
         tracing::info!(parent: &self.span, "stream session started");
     }
 
@@ -452,8 +504,23 @@ impl Handler<Ingest> for StreamSession {
             }
             IngestInput::Frame(frame) => {
                 let size = match &frame {
-                    Frame::Video(v) => v.data.len(),
-                    Frame::Audio(a) => a.data.len(),
+                    Frame::Video(v) => {
+                        self.metrics.video_bytes.inc_by(v.data.len() as u64);
+                        self.metrics.video_frames.inc();
+                        if v.keyframe {
+                            let now = Instant::now();
+                            if let Some(last) = self.last_keyframe.replace(now) {
+                                self.metrics
+                                    .keyframe_interval(now.duration_since(last).as_secs_f64());
+                            }
+                        }
+                        v.data.len()
+                    }
+                    Frame::Audio(a) => {
+                        self.metrics.audio_bytes.inc_by(a.data.len() as u64);
+                        self.metrics.audio_frames.inc();
+                        a.data.len()
+                    }
                 };
                 self.bitrate.push_back((Instant::now(), size));
                 self.remember(&frame);
@@ -575,6 +642,7 @@ impl Handler<TranscoderExited> for StreamSession {
         if let Some(g) = self.current.take() {
             self.context.uploads.unregister(&g.token);
         }
+        self.metrics.ffmpeg_running.set(0);
         match self.state {
             State::Finishing => self.end(ctx),
             State::Live => {

@@ -27,6 +27,7 @@ impl LocalSink {
                 rendition,
                 name,
                 data,
+                ..
             } => write_atomic(&self.root.join(rendition), name, data),
             Output::Playlist { rendition, text } => {
                 write_atomic(&self.root.join(rendition), "index.m3u8", text.as_bytes())

@@ -1,3 +1,5 @@
 //! Where HLS output goes. [`local`]: the data directory Kawa serves from.
 
 pub mod local;
+pub mod s3;
+pub mod spool;

@@ -26,6 +26,10 @@ pub enum Output {
         rendition: String,
         name: String,
         data: Bytes,
+        /// Seconds.
+        duration: f64,
+        /// Ingest time of its first frame.
+        program_date_time: Option<OffsetDateTime>,
     },
     /// Store `{rendition}/index.m3u8`.
     Playlist { rendition: String, text: String },
@@ -261,6 +265,8 @@ impl Packager {
                 rendition: r.info.name.clone(),
                 name: name.clone(),
                 data,
+                duration,
+                program_date_time,
             });
             r.window.push_back(Entry {
                 seq,

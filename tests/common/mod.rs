@@ -414,7 +414,16 @@ impl Publisher {
         let stderr_path = dir.path().join("publisher.log");
         let stderr = std::fs::File::create(&stderr_path).unwrap();
         let child = Command::new("ffmpeg")
-            .args(["-hide_banner", "-nostdin", "-v", "error", "-re", "-stream_loop", "-1", "-i"])
+            .args([
+                "-hide_banner",
+                "-nostdin",
+                "-v",
+                "error",
+                "-re",
+                "-stream_loop",
+                "-1",
+                "-i",
+            ])
             .arg(file)
             .args(["-c", "copy", "-f", "flv", url])
             .stdin(Stdio::null())
@@ -466,5 +475,145 @@ impl Publisher {
 impl Drop for Publisher {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A moto S3 server (`moto_server` from PyPI) on a free loopback port. Killed on drop.
+pub struct MotoServer {
+    pub port: u16,
+    child: Child,
+}
+
+impl MotoServer {
+    pub fn start() -> Self {
+        let port = free_port();
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 with moto[server] must be installed (scripts/test.sh installs it)");
+        wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)), "moto_server");
+        Self { port, child }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// A client with the test credentials (moto refuses anonymous reads by default).
+    pub async fn client(&self) -> aws_sdk_s3::Client {
+        let creds = aws_sdk_s3::config::Credentials::new("test", "test", None, None, "tests");
+        let config = aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .endpoint_url(self.endpoint())
+            .credentials_provider(creds)
+            .force_path_style(true)
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
+    }
+
+    /// Creates a bucket that anyone may read, as a CDN origin for public streams is.
+    pub async fn public_bucket(&self, bucket: &str) {
+        let client = self.client().await;
+        client.create_bucket().bucket(bucket).send().await.unwrap();
+        let policy = format!(
+            r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":"*","Action":"s3:GetObject","Resource":"arn:aws:s3:::{bucket}/*"}}]}}"#
+        );
+        client
+            .put_bucket_policy()
+            .bucket(bucket)
+            .policy(policy)
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP relay in front of a server, which a test can take down and bring back on the
+/// same port: from Kawa's side, the S3 endpoint dies and returns. (Killing moto itself
+/// would lose its objects, which live only in its memory.)
+pub struct TcpRelay {
+    pub port: u16,
+    target: SocketAddr,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TcpRelay {
+    pub async fn start(target: SocketAddr) -> Self {
+        let mut relay = Self {
+            port: free_port(),
+            target,
+            task: None,
+        };
+        relay.up().await;
+        relay
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Accepts connections again.
+    pub async fn up(&mut self) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .unwrap();
+        let target = self.target;
+        self.task = Some(tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                connections.spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        }));
+    }
+
+    /// Closes the listener and cuts every open connection.
+    pub async fn down(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for TcpRelay {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+impl Kawa {
+    /// SIGKILL, then start again with the same data directory and settings.
+    pub fn kill_and_restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.launch();
     }
 }

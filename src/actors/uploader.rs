@@ -1,0 +1,371 @@
+//! The Uploader: one per stream and sink (S3), supervised. It takes the packager's
+//! outputs in order, stores each in its durable spool, and uploads them one at a time,
+//! in order, retrying with exponential backoff and jitter. Because a segment is always
+//! queued before the playlist that lists it, the bucket never lists a missing object;
+//! because the spool is on disk, an outage or a SIGKILL loses nothing.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use actix::prelude::*;
+
+use crate::delivery::s3::S3Target;
+use crate::delivery::spool::{Item, ItemKind, ItemMeta, Spool};
+use crate::hls::packager::Output;
+use crate::metrics::{METRICS, UploadMetrics};
+
+const SINK: &str = "s3";
+const BACKOFF_START: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// The packager's outputs for this stream, in order.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Deliver(pub Vec<Output>);
+
+/// The stream ended: once the queue is empty, its upload series can go.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StreamEnded;
+
+pub struct Uploader {
+    stream: String,
+    target: S3Target,
+    spool_dir: PathBuf,
+    spool: Option<Spool>,
+    delete_grace: Option<Duration>,
+    busy: bool,
+    retry_scheduled: bool,
+    failures_in_a_row: u32,
+    metrics: Option<UploadMetrics>,
+    stream_live: bool,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Exponential backoff with jitter: 50 % to 100 % of min(start * 2^n, max).
+fn backoff(failures: u32) -> Duration {
+    let ceiling = BACKOFF_START
+        .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1)))
+        .min(BACKOFF_MAX);
+    let mut random = [0u8; 2];
+    let _ = getrandom::fill(&mut random);
+    let fraction = 0.5 + f64::from(u16::from_le_bytes(random)) / f64::from(u16::MAX) / 2.0;
+    ceiling.mul_f64(fraction)
+}
+
+/// An output as a spool item: its key below the stream, and its body.
+fn to_item(output: Output, delete_grace: Option<Duration>) -> Option<(ItemMeta, Vec<u8>)> {
+    let (kind, key, body) = match output {
+        Output::Segment {
+            rendition,
+            name,
+            data,
+            ..
+        } => (
+            ItemKind::Segment,
+            format!("{rendition}/{name}"),
+            data.to_vec(),
+        ),
+        Output::Playlist { rendition, text } => (
+            ItemKind::Playlist,
+            format!("{rendition}/index.m3u8"),
+            text.into_bytes(),
+        ),
+        Output::Master { text } => (
+            ItemKind::Master,
+            "master.m3u8".to_owned(),
+            text.into_bytes(),
+        ),
+        Output::Remove { rendition, name } => {
+            // No grace configured: keep every segment for replay.
+            let grace = delete_grace?;
+            let meta = ItemMeta {
+                kind: ItemKind::Delete,
+                key: format!("{rendition}/{name}"),
+                not_before_ms: now_ms() + grace.as_millis() as u64,
+            };
+            return Some((meta, Vec::new()));
+        }
+    };
+    Some((
+        ItemMeta {
+            kind,
+            key,
+            not_before_ms: 0,
+        },
+        body,
+    ))
+}
+
+impl Uploader {
+    pub fn new(
+        stream: String,
+        target: S3Target,
+        spool_dir: PathBuf,
+        delete_grace: Option<Duration>,
+    ) -> Self {
+        Self {
+            stream,
+            target,
+            spool_dir,
+            spool: None,
+            delete_grace,
+            busy: false,
+            retry_scheduled: false,
+            failures_in_a_row: 0,
+            metrics: None,
+            stream_live: true,
+        }
+    }
+
+    fn metrics(&mut self) -> &UploadMetrics {
+        let stream = &self.stream;
+        self.metrics
+            .get_or_insert_with(|| UploadMetrics::new(stream, SINK))
+    }
+
+    fn update_depth(&mut self) {
+        let depth = self.spool.as_ref().map_or(0, Spool::len);
+        if depth == 0 && !self.stream_live {
+            // Drained after the stream ended: its series go away.
+            self.metrics = None;
+            return;
+        }
+        self.metrics().queue_depth.set(depth as i64);
+    }
+
+    fn kick(&mut self, ctx: &mut Context<Self>) {
+        if self.busy || self.retry_scheduled {
+            return;
+        }
+        let Some(spool) = self.spool.as_mut() else {
+            return;
+        };
+        let Some(item) = spool.next(now_ms()) else {
+            self.update_depth();
+            return;
+        };
+        let body = if item.meta.kind == ItemKind::Delete {
+            Vec::new()
+        } else {
+            match spool.body(&item) {
+                Ok(body) => body,
+                Err(e) => {
+                    tracing::error!(stream = %self.stream, error = %e, "spool body unreadable; item dropped");
+                    spool.complete(&item);
+                    ctx.notify(Kick);
+                    return;
+                }
+            }
+        };
+        self.update_depth();
+        self.busy = true;
+        let target = self.target.clone();
+        let key = target.object_key(&self.stream, &item.meta.key);
+        let kind = item.meta.kind;
+        let upload = async move {
+            let started = Instant::now();
+            let result = match kind {
+                ItemKind::Delete => target.delete(&key).await,
+                _ => target.put(&key, kind, body).await,
+            };
+            (result, started.elapsed())
+        };
+        ctx.spawn(
+            upload
+                .into_actor(self)
+                .map(move |(result, elapsed), this, ctx| {
+                    this.finished(item, result, elapsed, ctx);
+                }),
+        );
+    }
+
+    fn finished(
+        &mut self,
+        item: Item,
+        result: Result<(), crate::delivery::s3::S3Error>,
+        elapsed: Duration,
+        ctx: &mut Context<Self>,
+    ) {
+        self.busy = false;
+        match result {
+            Ok(()) => {
+                if self.failures_in_a_row > 0 {
+                    tracing::info!(stream = %self.stream, after = self.failures_in_a_row, "uploads to S3 work again");
+                }
+                self.failures_in_a_row = 0;
+                self.metrics().seconds.observe(elapsed.as_secs_f64());
+                if let Some(spool) = self.spool.as_mut() {
+                    spool.complete(&item);
+                }
+                self.kick(ctx);
+            }
+            Err(e) => {
+                self.failures_in_a_row += 1;
+                self.metrics().failures.inc();
+                let n = self.failures_in_a_row;
+                if n <= 3 || n.is_power_of_two() {
+                    tracing::warn!(stream = %self.stream, key = %item.meta.key, failures = n, error = %e, "upload failed; will retry");
+                }
+                self.retry_scheduled = true;
+                ctx.run_later(backoff(n), |this, ctx| {
+                    this.retry_scheduled = false;
+                    this.kick(ctx);
+                });
+            }
+        }
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Kick;
+
+impl Actor for Uploader {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        match Spool::open(self.spool_dir.clone()) {
+            Ok(spool) => {
+                if !spool.is_empty() {
+                    tracing::info!(stream = %self.stream, pending = spool.len(), "resuming pending uploads");
+                }
+                self.spool = Some(spool);
+            }
+            Err(e) => {
+                // Without its spool the uploader cannot promise anything: stop, and let
+                // the supervisor start it again.
+                tracing::error!(stream = %self.stream, error = %e, "cannot open the upload spool");
+                ctx.run_later(Duration::from_secs(1), |_, ctx| ctx.stop());
+                return;
+            }
+        }
+        // Delayed deletes fall due with time, not with new work.
+        ctx.run_interval(Duration::from_secs(1), |this, ctx| this.kick(ctx));
+        self.kick(ctx);
+    }
+}
+
+impl Supervised for Uploader {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        METRICS
+            .actor_restarts
+            .with_label_values(&["uploader"])
+            .inc();
+        self.spool = None;
+        self.busy = false;
+        self.retry_scheduled = false;
+    }
+}
+
+impl Handler<Deliver> for Uploader {
+    type Result = ();
+
+    fn handle(&mut self, Deliver(outputs): Deliver, ctx: &mut Context<Self>) {
+        self.stream_live = true;
+        let grace = self.delete_grace;
+        let Some(spool) = self.spool.as_mut() else {
+            tracing::error!(stream = %self.stream, "upload spool unavailable; outputs not queued");
+            return;
+        };
+        for output in outputs {
+            let Some((meta, body)) = to_item(output, grace) else {
+                continue;
+            };
+            if let Err(e) = spool.push(meta, &body) {
+                tracing::error!(stream = %self.stream, error = %e, "cannot queue an upload");
+            }
+        }
+        self.kick(ctx);
+    }
+}
+
+impl Handler<StreamEnded> for Uploader {
+    type Result = ();
+
+    fn handle(&mut self, _: StreamEnded, _: &mut Context<Self>) {
+        self.stream_live = false;
+        self.update_depth();
+    }
+}
+
+impl Handler<Kick> for Uploader {
+    type Result = ();
+
+    fn handle(&mut self, _: Kick, ctx: &mut Context<Self>) {
+        self.kick(ctx);
+    }
+}
+
+/// The uploaders, one per stream path, created on first use and kept while Kawa runs.
+pub struct Deliveries {
+    target: Option<S3Target>,
+    spool_root: PathBuf,
+    delete_grace: Option<Duration>,
+    uploaders: Mutex<HashMap<String, Addr<Uploader>>>,
+}
+
+impl Deliveries {
+    /// `target` is `None` when S3 is off.
+    pub fn new(
+        target: Option<S3Target>,
+        spool_root: PathBuf,
+        delete_grace_seconds: u64,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            target,
+            spool_root,
+            delete_grace: (delete_grace_seconds > 0)
+                .then(|| Duration::from_secs(delete_grace_seconds)),
+            uploaders: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The stream's uploader (started if needed), or `None` when S3 is off. Call from
+    /// within the actor system.
+    pub fn uploader(&self, stream: &str) -> Option<Addr<Uploader>> {
+        let target = self.target.as_ref()?;
+        let mut uploaders = self.uploaders.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(addr) = uploaders.get(stream).filter(|a| a.connected()) {
+            return Some(addr.clone());
+        }
+        let (name, target, dir, grace) = (
+            stream.to_owned(),
+            target.clone(),
+            self.spool_root.join(stream),
+            self.delete_grace,
+        );
+        let addr = Supervisor::start(move |_| Uploader::new(name, target, dir, grace));
+        uploaders.insert(stream.to_owned(), addr.clone());
+        Some(addr)
+    }
+
+    /// Starts an uploader for every stream with uploads left by an earlier run.
+    pub fn resume(&self) {
+        if self.target.is_none() {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(&self.spool_root) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let pending = std::fs::read_dir(entry.path())
+                .map(|d| {
+                    d.flatten()
+                        .any(|f| f.file_name().to_string_lossy().ends_with(".meta"))
+                })
+                .unwrap_or(false);
+            if pending && crate::keys::PublishPath::parse(&name).is_ok() {
+                self.uploader(&name);
+            }
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! S3 delivery against a real S3-compatible server (moto), through outages and crashes.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Kawa, KawaBuilder, MotoServer, Publisher, TcpRelay, create_stream};
+use m3u8_rs::{MediaPlaylist, Playlist};
+
+const BUCKET: &str = "kawa-live";
+const PREFIX: &str = "live";
+
+fn with_s3(builder: KawaBuilder, endpoint: &str) -> KawaBuilder {
+    builder
+        .env("KAWA_HLS__PRESET", "passthrough")
+        .env("KAWA_S3__BUCKET", BUCKET)
+        .env("KAWA_S3__PREFIX", PREFIX)
+        .env("KAWA_S3__ENDPOINT", endpoint)
+        .env("KAWA_S3__FORCE_PATH_STYLE", "true")
+        .env("KAWA_S3__REQUEST_TIMEOUT_MS", "2000")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+}
+
+async fn s3_text(client: &aws_sdk_s3::Client, key: &str) -> Option<Vec<u8>> {
+    let object = client
+        .get_object()
+        .bucket(BUCKET)
+        .key(key)
+        .send()
+        .await
+        .ok()?;
+    Some(object.body.collect().await.ok()?.into_bytes().to_vec())
+}
+
+async fn s3_playlist(client: &aws_sdk_s3::Client, stream: &str) -> Option<MediaPlaylist> {
+    let body = s3_text(client, &format!("{PREFIX}/{stream}/source/index.m3u8")).await?;
+    match m3u8_rs::parse_playlist_res(&body) {
+        Ok(Playlist::MediaPlaylist(p)) => Some(p),
+        _ => panic!(
+            "invalid playlist in S3:\n{}",
+            String::from_utf8_lossy(&body)
+        ),
+    }
+}
+
+async fn s3_has(client: &aws_sdk_s3::Client, key: &str) -> bool {
+    client
+        .head_object()
+        .bucket(BUCKET)
+        .key(key)
+        .send()
+        .await
+        .is_ok()
+}
+
+async fn local_playlist(kawa: &Kawa, stream: &str) -> Option<MediaPlaylist> {
+    let url = kawa.url(&format!("/hls/{stream}/source/index.m3u8"));
+    let body = reqwest::get(url).await.ok()?.bytes().await.ok()?;
+    match m3u8_rs::parse_playlist_res(&body) {
+        Ok(Playlist::MediaPlaylist(p)) => Some(p),
+        _ => None,
+    }
+}
+
+/// Every segment an S3 playlist lists is in S3: the invariant a CDN viewer relies on.
+async fn assert_s3_playlist_complete(client: &aws_sdk_s3::Client, stream: &str) {
+    if let Some(p) = s3_playlist(client, stream).await {
+        for s in &p.segments {
+            let key = format!("{PREFIX}/{stream}/source/{}", s.uri);
+            assert!(
+                s3_has(client, &key).await,
+                "S3 playlist lists {key}, which is not in S3"
+            );
+        }
+    }
+}
+
+async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_stream_is_delivered_to_s3_and_plays_from_there() {
+    let moto = MotoServer::start();
+    moto.public_bucket(BUCKET).await;
+    let client = moto.client().await;
+    let kawa = with_s3(Kawa::builder(), &moto.endpoint()).start();
+    let key = create_stream(&kawa, "cdn").await;
+    let mut publisher = Publisher::start(&kawa.rtmp_url(&key), 7);
+    assert!(
+        publisher
+            .wait_exit(Duration::from_secs(30))
+            .unwrap()
+            .success()
+    );
+
+    let ended = wait_for("ENDLIST in S3", Duration::from_secs(30), || async {
+        s3_playlist(&client, "cdn").await.filter(|p| p.end_list)
+    })
+    .await;
+    assert!(ended.segments.len() >= 3);
+    assert_s3_playlist_complete(&client, "cdn").await;
+
+    // Content-Type and Cache-Control on each kind of object.
+    let listed = client
+        .list_objects_v2()
+        .bucket(BUCKET)
+        .prefix(format!("{PREFIX}/cdn/"))
+        .send()
+        .await
+        .unwrap();
+    let keys: BTreeSet<String> = listed
+        .contents()
+        .iter()
+        .filter_map(|o| o.key().map(str::to_owned))
+        .collect();
+    assert!(keys.contains("live/cdn/master.m3u8"), "{keys:?}");
+    assert!(keys.contains("live/cdn/source/index.m3u8"));
+    for (key, content_type, cache) in [
+        (
+            "live/cdn/master.m3u8".to_owned(),
+            "application/vnd.apple.mpegurl",
+            "max-age=1",
+        ),
+        (
+            "live/cdn/source/index.m3u8".to_owned(),
+            "application/vnd.apple.mpegurl",
+            "max-age=1",
+        ),
+        (
+            format!("live/cdn/source/{}", ended.segments[0].uri),
+            "video/mp2t",
+            "immutable",
+        ),
+    ] {
+        let head = client
+            .head_object()
+            .bucket(BUCKET)
+            .key(&key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(head.content_type(), Some(content_type), "{key}");
+        assert!(
+            head.cache_control().unwrap_or_default().contains(cache),
+            "{key}"
+        );
+    }
+
+    // A player reads the master straight from the S3 server's HTTP endpoint.
+    let url = format!("{}/{BUCKET}/{PREFIX}/cdn/master.m3u8", moto.endpoint());
+    let probe = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_type",
+            "-of",
+            "csv=p=0",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    let types = String::from_utf8_lossy(&probe.stdout);
+    assert!(
+        probe.status.success() && types.contains("video") && types.contains("audio"),
+        "{types}"
+    );
+}
+
+#[tokio::test]
+async fn an_s3_outage_loses_nothing_and_never_pauses_local_viewers() {
+    let moto = MotoServer::start();
+    moto.public_bucket(BUCKET).await;
+    let client = moto.client().await;
+    let mut relay = TcpRelay::start(SocketAddr::from(([127, 0, 0, 1], moto.port))).await;
+    let kawa = with_s3(Kawa::builder(), &relay.endpoint()).start();
+    let key = create_stream(&kawa, "outage").await;
+    let mut publisher = Publisher::start(&kawa.rtmp_url(&key), 90);
+    wait_for("segments in S3", Duration::from_secs(30), || async {
+        s3_playlist(&client, "outage")
+            .await
+            .filter(|p| p.segments.len() >= 2)
+    })
+    .await;
+
+    // The S3 endpoint dies for 20 s.
+    relay.down().await;
+    let outage_started = Instant::now();
+    let mut listed_during_outage = BTreeSet::new();
+    let mut last_local = 0;
+    let mut last_progress = Instant::now();
+    while outage_started.elapsed() < Duration::from_secs(20) {
+        if let Some(p) = local_playlist(&kawa, "outage").await {
+            let last = p.media_sequence + p.segments.len() as u64;
+            if last > last_local {
+                last_local = last;
+                last_progress = Instant::now();
+            }
+            listed_during_outage.extend(p.segments.iter().map(|s| s.uri.clone()));
+        }
+        // Kawa's own HLS keeps going: a new segment at least every 2 s segment + slack.
+        assert!(
+            last_progress.elapsed() < Duration::from_secs(5),
+            "local playlist paused during the S3 outage"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let metrics = reqwest::get(kawa.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let depth_line = metrics
+        .lines()
+        .find(|l| l.starts_with("kawa_upload_queue_depth{") && l.contains("stream=\"outage\""))
+        .expect("queue depth series");
+    let depth: f64 = depth_line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(depth >= 5.0, "work queued during the outage: {depth_line}");
+    assert!(metrics.contains("kawa_upload_failures_total{sink=\"s3\",stream=\"outage\"}"));
+
+    // S3 comes back: everything listed locally during the outage reaches the bucket, and
+    // at no time does the bucket's playlist list a missing segment.
+    relay.up().await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert_s3_playlist_complete(&client, "outage").await;
+        let mut missing = 0;
+        for uri in &listed_during_outage {
+            if !s3_has(&client, &format!("{PREFIX}/outage/source/{uri}")).await {
+                missing += 1;
+            }
+        }
+        if missing == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{missing} segments never reached S3"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(listed_during_outage.len() >= 8, "{listed_during_outage:?}");
+    assert!(publisher.running());
+}
+
+#[tokio::test]
+async fn uploads_spilled_before_a_crash_complete_after_the_restart() {
+    let moto = MotoServer::start();
+    moto.public_bucket(BUCKET).await;
+    let client = moto.client().await;
+    let mut relay = TcpRelay::start(SocketAddr::from(([127, 0, 0, 1], moto.port))).await;
+    let mut kawa = with_s3(Kawa::builder(), &relay.endpoint()).start();
+    let key = create_stream(&kawa, "crash").await;
+    let _publisher = Publisher::start(&kawa.rtmp_url(&key), 60);
+    wait_for("a segment in S3", Duration::from_secs(30), || async {
+        s3_playlist(&client, "crash")
+            .await
+            .filter(|p| !p.segments.is_empty())
+    })
+    .await;
+
+    relay.down().await;
+    let before_crash = wait_for(
+        "segments during the outage",
+        Duration::from_secs(20),
+        || async {
+            let p = local_playlist(&kawa, "crash").await?;
+            (p.segments.len() >= 5).then_some(p)
+        },
+    )
+    .await;
+    let pending: Vec<String> = before_crash
+        .segments
+        .iter()
+        .map(|s| s.uri.clone())
+        .collect();
+
+    // SIGKILL during the outage; Kawa comes back, then S3 does.
+    kawa.kill_and_restart();
+    relay.up().await;
+    wait_for("the spilled uploads", Duration::from_secs(60), || async {
+        for uri in &pending {
+            if !s3_has(&client, &format!("{PREFIX}/crash/source/{uri}")).await {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    assert_s3_playlist_complete(&client, "crash").await;
+    assert!(kawa.logs().contains("resuming pending uploads"));
+}
