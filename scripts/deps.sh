@@ -6,7 +6,7 @@ set -euo pipefail
 
 want=(ffmpeg:ffmpeg ffprobe:ffmpeg)
 if [ "${1:-run}" = test ]; then
-  want+=(redis-server:redis-server)
+  want+=(redis-server:redis-server prometheus:prometheus promtool:prometheus)
 fi
 
 missing=()

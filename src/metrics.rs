@@ -173,6 +173,17 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     for result in ["accepted", "bad_key", "duplicate", "store_error"] {
         m.publish_attempts.with_label_values(&[result]);
     }
+    for result in [
+        "closed_by_peer",
+        "refused",
+        "timeout",
+        "protocol_error",
+        "panic",
+        "disconnected",
+        "limit",
+    ] {
+        m.rtmp_connections_closed.with_label_values(&[result]);
+    }
     for actor in ["transcoder", "uploader"] {
         m.actor_restarts.with_label_values(&[actor]);
     }
@@ -191,6 +202,7 @@ pub fn render() -> String {
 /// One live stream's series. Dropping it removes them.
 pub struct StreamMetrics {
     stream: String,
+    removed: bool,
     renditions: std::cell::RefCell<Vec<String>>,
     pub video_bytes: IntCounter,
     pub audio_bytes: IntCounter,
@@ -208,6 +220,7 @@ impl StreamMetrics {
         m.live_streams.inc();
         Self {
             stream: stream.to_owned(),
+            removed: false,
             renditions: Default::default(),
             video_bytes: m.ingest_bytes.with_label_values(&[stream, "video"]),
             audio_bytes: m.ingest_bytes.with_label_values(&[stream, "audio"]),
@@ -221,6 +234,9 @@ impl StreamMetrics {
     }
 
     pub fn keyframe_interval(&self, seconds: f64) {
+        if self.removed {
+            return;
+        }
         METRICS
             .keyframe_interval
             .with_label_values(&[&self.stream])
@@ -228,6 +244,9 @@ impl StreamMetrics {
     }
 
     pub fn segment(&self, rendition: &str, duration: f64) {
+        if self.removed {
+            return;
+        }
         let labels = [self.stream.as_str(), rendition];
         METRICS.segments.with_label_values(&labels).inc();
         METRICS
@@ -241,8 +260,13 @@ impl StreamMetrics {
     }
 }
 
-impl Drop for StreamMetrics {
-    fn drop(&mut self) {
+impl StreamMetrics {
+    /// The stream ended: its series leave the exposition now (later updates are not
+    /// exported).
+    pub fn remove(&mut self) {
+        if std::mem::replace(&mut self.removed, true) {
+            return;
+        }
         let m = &*METRICS;
         m.live_streams.dec();
         let s = self.stream.as_str();
@@ -259,6 +283,12 @@ impl Drop for StreamMetrics {
             let _ = m.segments.remove_label_values(&[s, r]);
             let _ = m.segment_duration.remove_label_values(&[s, r]);
         }
+    }
+}
+
+impl Drop for StreamMetrics {
+    fn drop(&mut self) {
+        self.remove();
     }
 }
 

@@ -85,7 +85,12 @@ impl RtmpConnection {
             media_errors: 0,
             close_reason: "closed_by_peer",
             _permit: permit,
-            span: tracing::info_span!("rtmp", conn = id, peer = %peer),
+            span: tracing::info_span!(
+                "rtmp",
+                conn = id,
+                peer = %peer,
+                publish_path = tracing::field::Empty
+            ),
         }
     }
 
@@ -225,7 +230,8 @@ impl RtmpConnection {
             Ok(Ok(session)) => match this.protocol.accept(request_id) {
                 Ok(events) => {
                     METRICS.publish_attempts.with_label_values(&["accepted"]).inc();
-                    tracing::info!(parent: &this.span, publish_path = %path, "publish accepted");
+                    this.span.record("publish_path", tracing::field::display(&path));
+                    tracing::info!(parent: &this.span, "publish accepted");
                     this.state = State::Publishing { path, session };
                     this.handle_events(events, ctx);
                 }

@@ -131,7 +131,11 @@ const MAX_GOP_BYTES: usize = 64 * 1024 * 1024;
 const FINISH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Frames a session's mailbox holds before the connection starts dropping.
 pub const MAILBOX_CAPACITY: usize = 1024;
-/// Audio-only streams (onMetaData says no video) start FFmpeg on audio.
+/// After FFmpeg exits, its last uploads are waited for until none came for this long...
+const UPLOAD_SETTLE_QUIET: Duration = Duration::from_millis(300);
+/// ...but no longer than this.
+const UPLOAD_SETTLE_MAX: Duration = Duration::from_secs(3);
+/// The window of the ingest bitrate shown by the API.
 const BITRATE_WINDOW: Duration = Duration::from_secs(5);
 
 struct Generation {
@@ -170,6 +174,7 @@ pub struct StreamSession {
     metrics: StreamMetrics,
     last_keyframe: Option<Instant>,
     drops_reported: u64,
+    last_upload: Option<Instant>,
     span: tracing::Span,
 }
 
@@ -216,6 +221,7 @@ impl StreamSession {
             metrics: StreamMetrics::new(&label),
             last_keyframe: None,
             drops_reported: 0,
+            last_upload: None,
             span,
             context,
         }
@@ -425,7 +431,7 @@ impl StreamSession {
         }
         let outputs = self.packager.end();
         self.apply(outputs);
-        self.metrics.ffmpeg_running.set(0);
+        self.metrics.remove();
         if let Some(uploader) = &self.uploader {
             uploader.do_send(StreamEnded);
         }
@@ -439,6 +445,24 @@ impl StreamSession {
             this.sink.clean_up(&this.packager.files(), !this.superseded);
             ctx.stop();
         });
+    }
+
+    /// FFmpeg's last PUTs can still be in flight when its exit is reported: its token
+    /// stays valid a little longer.
+    fn unregister_later(&self, token: String, ctx: &mut Context<Self>) {
+        ctx.run_later(UPLOAD_SETTLE_MAX, move |this, _| this.context.uploads.unregister(&token));
+    }
+
+    /// Ends the stream once FFmpeg's last uploads have arrived: after a quiet spell with
+    /// no upload since FFmpeg exited, or at the latest `UPLOAD_SETTLE_MAX` after it.
+    fn end_when_settled(&mut self, exited: Instant, ctx: &mut Context<Self>) {
+        let last_activity = self.last_upload.map_or(exited, |t| t.max(exited));
+        let quiet = last_activity.elapsed() >= UPLOAD_SETTLE_QUIET;
+        if quiet || exited.elapsed() >= UPLOAD_SETTLE_MAX {
+            self.end(ctx);
+        } else {
+            ctx.run_later(UPLOAD_SETTLE_QUIET, move |this, ctx| this.end_when_settled(exited, ctx));
+        }
     }
 
     fn kbps(&mut self) -> u64 {
@@ -608,6 +632,7 @@ impl Handler<FfmpegUpload> for StreamSession {
         if self.state == State::Ended {
             return;
         }
+        self.last_upload = Some(Instant::now());
         let result = if msg.file.ends_with(".m3u8") {
             self.packager
                 .playlist_uploaded(msg.generation, &msg.rendition, &msg.body)
@@ -635,16 +660,16 @@ impl Handler<TranscoderExited> for StreamSession {
         if !current {
             if let Some(i) = self.retiring.iter().position(|g| g.id == msg.generation) {
                 let g = self.retiring.remove(i);
-                self.context.uploads.unregister(&g.token);
+                self.unregister_later(g.token, ctx);
             }
             return;
         }
         if let Some(g) = self.current.take() {
-            self.context.uploads.unregister(&g.token);
+            self.unregister_later(g.token, ctx);
         }
         self.metrics.ffmpeg_running.set(0);
         match self.state {
-            State::Finishing => self.end(ctx),
+            State::Finishing => self.end_when_settled(Instant::now(), ctx),
             State::Live => {
                 tracing::warn!(parent: &self.span, generation = msg.generation, "FFmpeg died mid-stream; restarting");
                 self.schedule_restart(ctx);

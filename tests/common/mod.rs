@@ -233,11 +233,18 @@ impl Kawa {
             assert!(Instant::now() < deadline, "kawa did not start:\n{logs}");
             std::thread::sleep(Duration::from_millis(20));
         };
+        // The line is text (`http=127.0.0.1:1234`) or JSON (`"http":"127.0.0.1:1234"`).
+        let json: Option<serde_json::Value> = serde_json::from_str(&line).ok();
         let addr = |name: &str| -> SocketAddr {
-            let prefix = format!("{name}=");
-            let field = line
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix(prefix.as_str()));
+            let field = match &json {
+                Some(v) => v["fields"][name].as_str().map(str::to_owned),
+                None => {
+                    let prefix = format!("{name}=");
+                    line.split_whitespace()
+                        .find_map(|w| w.strip_prefix(prefix.as_str()))
+                        .map(str::to_owned)
+                }
+            };
             field
                 .and_then(|a| a.parse().ok())
                 .unwrap_or_else(|| panic!("no {name} address in: {line}"))
