@@ -180,7 +180,20 @@ async fn a_published_stream_plays_as_an_hls_ladder() {
             p.segments.len() >= 5,
             "{rendition}: 12 s makes at least 5 segments of 2 s"
         );
-        assert_eq!(p.segments.len(), counts[0], "all renditions cut alike");
+        assert_eq!(
+            p.segments.len(),
+            counts[0],
+            "all renditions cut alike: {:?}\n{}",
+            playlists
+                .iter()
+                .map(|(r, p)| (r, p.segments.iter().map(|s| s.duration).collect::<Vec<_>>()))
+                .collect::<Vec<_>>(),
+            kawa.logs()
+                .lines()
+                .filter(|l| !l.contains("DEBUG") || l.contains("FFmpeg upload"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
         for s in &p.segments {
             assert!(
                 (s.duration.round() as u64) <= p.target_duration,

@@ -450,7 +450,9 @@ impl StreamSession {
     /// FFmpeg's last PUTs can still be in flight when its exit is reported: its token
     /// stays valid a little longer.
     fn unregister_later(&self, token: String, ctx: &mut Context<Self>) {
-        ctx.run_later(UPLOAD_SETTLE_MAX, move |this, _| this.context.uploads.unregister(&token));
+        ctx.run_later(UPLOAD_SETTLE_MAX, move |this, _| {
+            this.context.uploads.unregister(&token)
+        });
     }
 
     /// Ends the stream once FFmpeg's last uploads have arrived: after a quiet spell with
@@ -461,7 +463,9 @@ impl StreamSession {
         if quiet || exited.elapsed() >= UPLOAD_SETTLE_MAX {
             self.end(ctx);
         } else {
-            ctx.run_later(UPLOAD_SETTLE_QUIET, move |this, ctx| this.end_when_settled(exited, ctx));
+            ctx.run_later(UPLOAD_SETTLE_QUIET, move |this, ctx| {
+                this.end_when_settled(exited, ctx)
+            });
         }
     }
 
@@ -633,13 +637,13 @@ impl Handler<FfmpegUpload> for StreamSession {
             return;
         }
         self.last_upload = Some(Instant::now());
+        tracing::debug!(parent: &self.span, generation = msg.generation, rendition = %msg.rendition, file = %msg.file, bytes = msg.body.len(), "FFmpeg upload");
         let result = if msg.file.ends_with(".m3u8") {
             self.packager
                 .playlist_uploaded(msg.generation, &msg.rendition, &msg.body)
         } else {
             self.packager
                 .segment_uploaded(msg.generation, &msg.rendition, &msg.file, msg.body)
-                .map(|()| Vec::new())
         };
         match result {
             Ok(outputs) => self.apply(outputs),

@@ -78,6 +78,8 @@ struct Rendition {
     discontinuity_sequence: u64,
     /// The FFmpeg generation and segment number last announced.
     last_announced: Option<(u64, u64)>,
+    /// FFmpeg's latest playlist: its generation, and (segment number, duration) entries.
+    listing: Option<(u64, Vec<(u64, f64)>)>,
     /// Seconds of media announced so far in the current generation (for PDT).
     generation_elapsed: f64,
     pending: HashMap<(u64, u64), Bytes>,
@@ -100,6 +102,10 @@ pub struct Packager {
     /// Segments longer than the target duration (the encoder's keyframe interval grew).
     pub overlong_segments: u64,
 }
+
+/// A listed segment whose bytes have not come is waited for while fewer than this many
+/// segments are listed after it.
+const MAX_SEGMENTS_AWAITED: usize = 3;
 
 /// Segments shorter than this say little about the bitrate (the last one of a stream).
 const MIN_SECONDS_FOR_PEAK: f64 = 0.5;
@@ -140,6 +146,7 @@ impl Packager {
                     media_sequence: 0,
                     discontinuity_sequence: 0,
                     last_announced: None,
+                    listing: None,
                     generation_elapsed: 0.0,
                     pending: HashMap::new(),
                     bits: 0,
@@ -181,28 +188,31 @@ impl Packager {
             .ok_or_else(|| PackagerError::UnknownRendition(name.to_owned()))
     }
 
-    /// FFmpeg finished writing segment `file` (`seg_N.ts`). Unknown names and segments
-    /// of a generation older than one already announced are ignored.
+    /// FFmpeg finished writing segment `file` (`seg_N.ts`). It is announced as soon as
+    /// an FFmpeg playlist has listed it (the playlist may arrive first: FFmpeg writes
+    /// segments and playlists on separate connections). Unknown names and segments of a
+    /// generation older than one already announced are ignored.
     pub fn segment_uploaded(
         &mut self,
         generation: u64,
         rendition: &str,
         file: &str,
         data: Bytes,
-    ) -> Result<(), PackagerError> {
+    ) -> Result<Vec<Output>, PackagerError> {
         let r = self.rendition(rendition)?;
         let Some(n) = ffmpeg_segment_number(file) else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         let stale = r.last_announced.is_some_and(|last| (generation, n) <= last);
-        if !stale {
-            r.pending.insert((generation, n), data);
+        if stale {
+            return Ok(Vec::new());
         }
-        Ok(())
+        r.pending.insert((generation, n), data);
+        self.announce(rendition)
     }
 
     /// FFmpeg wrote its playlist for `rendition`: every segment it lists that has arrived
-    /// and is not yet announced is announced now.
+    /// and is not yet announced is announced now, in order.
     pub fn playlist_uploaded(
         &mut self,
         generation: u64,
@@ -213,24 +223,48 @@ impl Packager {
             Ok(Playlist::MediaPlaylist(p)) => p.segments,
             _ => return Err(PackagerError::BadPlaylist(rendition.to_owned())),
         };
+        let entries = listed
+            .iter()
+            .filter_map(|s| Some((ffmpeg_segment_number(&s.uri)?, f64::from(s.duration))))
+            .collect();
+        let r = self.rendition(rendition)?;
+        if r.listing.as_ref().is_some_and(|(g, _)| *g > generation) {
+            return Ok(Vec::new());
+        }
+        r.listing = Some((generation, entries));
+        self.announce(rendition)
+    }
+
+    fn announce(&mut self, rendition: &str) -> Result<Vec<Output>, PackagerError> {
         let epoch = self.epoch;
         let window = self.window;
         let min_target = self.min_target;
-        let generation_start = self.generation_starts.get(&generation).copied();
         let mut target = self.target_duration;
         let mut overlong = 0;
         let audio_codec = self.audio_codec.clone();
+        let generation_starts = self.generation_starts.clone();
         let r = self.rendition(rendition)?;
+        let Some((generation, entries)) = r.listing.clone() else {
+            return Ok(Vec::new());
+        };
+        let generation_start = generation_starts.get(&generation).copied();
         let mut out = Vec::new();
-        for segment in listed {
-            let Some(n) = ffmpeg_segment_number(&segment.uri) else {
-                continue;
-            };
+        for (position, &(n, duration)) in entries.iter().enumerate() {
             if r.last_announced.is_some_and(|last| (generation, n) <= last) {
                 continue;
             }
             let Some(data) = r.pending.remove(&(generation, n)) else {
-                continue;
+                // Still on its way: wait for it, unless FFmpeg has long moved on (its
+                // PUT failed), so one lost segment cannot stall the stream.
+                if entries.len() - position > MAX_SEGMENTS_AWAITED {
+                    tracing::warn!(
+                        rendition,
+                        segment = n,
+                        "FFmpeg listed a segment that never arrived; skipped"
+                    );
+                    continue;
+                }
+                break;
             };
             let new_generation = r.last_announced.map(|(g, _)| g) != Some(generation);
             if new_generation {
@@ -241,7 +275,6 @@ impl Packager {
             // Older leftovers of this rendition can never be announced now.
             r.pending.retain(|key, _| *key > (generation, n));
 
-            let duration = f64::from(segment.duration);
             let target = *target.get_or_insert_with(|| (duration.round() as u64).max(min_target));
             if duration.round() as u64 > target {
                 overlong += 1;
@@ -316,20 +349,60 @@ impl Packager {
 
     /// The stream ended: every playlist again, with `EXT-X-ENDLIST`.
     pub fn end(&mut self) -> Vec<Output> {
+        let mut out = self.announce_unlisted();
         self.ended = true;
-        self.renditions
+        let names: Vec<String> = self
+            .renditions
             .iter()
             .filter(|r| !r.window.is_empty())
             .map(|r| r.info.name.clone())
-            .collect::<Vec<_>>()
-            .into_iter()
-            .filter_map(|name| {
-                let text = self.media_playlist(&name)?.render();
-                Some(Output::Playlist {
+            .collect();
+        for name in names {
+            if let Some(playlist) = self.media_playlist(&name) {
+                out.push(Output::Playlist {
                     rendition: name,
-                    text,
-                })
-            })
+                    text: playlist.render(),
+                });
+            }
+        }
+        out
+    }
+
+    /// At the end of a stream FFmpeg sometimes writes a rendition's last segment but not
+    /// the playlist that lists it. The renditions are cut alike, so the duration another
+    /// rendition's playlist gives for the same segment is that segment's duration.
+    fn announce_unlisted(&mut self) -> Vec<Output> {
+        let known: HashMap<(u64, u64), f64> = self
+            .renditions
+            .iter()
+            .filter_map(|r| r.listing.as_ref())
+            .flat_map(|(g, entries)| entries.iter().map(move |(n, d)| ((*g, *n), *d)))
+            .collect();
+        for r in &mut self.renditions {
+            let Some((generation, entries)) = r.listing.as_mut() else {
+                continue;
+            };
+            let mut unlisted: Vec<u64> = r
+                .pending
+                .keys()
+                .filter(|(g, n)| *g == *generation && !entries.iter().any(|(e, _)| e == n))
+                .map(|(_, n)| *n)
+                .collect();
+            unlisted.sort_unstable();
+            for n in unlisted {
+                if let Some(duration) = known.get(&(*generation, n)) {
+                    entries.push((n, *duration));
+                }
+            }
+        }
+        let names: Vec<String> = self
+            .renditions
+            .iter()
+            .map(|r| r.info.name.clone())
+            .collect();
+        names
+            .iter()
+            .flat_map(|name| self.announce(name).unwrap_or_default())
             .collect()
     }
 
@@ -493,6 +566,83 @@ mod tests {
             .unwrap();
         assert!(out.is_empty());
         assert!(p.media_playlist("source").is_none());
+    }
+
+    #[test]
+    fn playlist_before_its_segment_announces_the_segment_on_arrival() {
+        // FFmpeg writes playlists and segments on separate connections: the playlist
+        // listing seg_0 can arrive while seg_0's body is still on its way.
+        let mut p = packager();
+        let out = p
+            .playlist_uploaded(0, "source", &ffmpeg_playlist(0, &[2.0]))
+            .unwrap();
+        assert!(out.is_empty());
+        let out = p
+            .segment_uploaded(0, "source", "seg_0.ts", Bytes::from_static(b"late"))
+            .unwrap();
+        assert!(
+            matches!(&out[0], Output::Segment { name, .. } if name == "1700000000_0.ts"),
+            "{out:?}"
+        );
+        assert!(matches!(&out[1], Output::Playlist { .. }));
+    }
+
+    #[test]
+    fn a_segment_that_never_comes_does_not_stall_the_stream() {
+        let mut p = packager();
+        publish(&mut p, 0, 0, 2.0);
+        // seg_1's PUT failed; seg_2.. arrive.
+        let mut announced = Vec::new();
+        for n in 2..6 {
+            p.segment_uploaded(
+                0,
+                "source",
+                &format!("seg_{n}.ts"),
+                Bytes::from_static(b"x"),
+            )
+            .unwrap();
+            let durations: Vec<f64> = (0..=n).map(|_| 2.0).collect();
+            for o in p
+                .playlist_uploaded(0, "source", &ffmpeg_playlist(0, &durations))
+                .unwrap()
+            {
+                if let Output::Segment { name, .. } = o {
+                    announced.push(name);
+                }
+            }
+        }
+        assert_eq!(
+            announced,
+            [
+                "1700000000_1.ts",
+                "1700000000_2.ts",
+                "1700000000_3.ts",
+                "1700000000_4.ts"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_last_segment_ffmpeg_never_listed_is_announced_at_the_end() {
+        let mut p = Packager::new(7, 2, 6);
+        p.set_renditions(vec![info("source"), info("180p")], None);
+        for rendition in ["source", "180p"] {
+            p.segment_uploaded(0, rendition, "seg_0.ts", Bytes::from_static(b"x"))
+                .unwrap();
+            p.playlist_uploaded(0, rendition, &ffmpeg_playlist(0, &[2.0]))
+                .unwrap();
+            p.segment_uploaded(0, rendition, "seg_1.ts", Bytes::from_static(b"y"))
+                .unwrap();
+        }
+        // Only 180p's final playlist came.
+        p.playlist_uploaded(0, "180p", &ffmpeg_playlist(0, &[2.0, 1.5]))
+            .unwrap();
+        let out = p.end();
+        assert!(out.iter().any(|o| matches!(o, Output::Segment { rendition, name, .. } if rendition == "source" && name == "7_1.ts")), "{out:?}");
+        let source = p.media_playlist("source").unwrap();
+        assert_eq!(source.segments.len(), 2);
+        assert_eq!(source.segments[1].duration, 1.5);
+        assert!(source.ended);
     }
 
     #[test]
