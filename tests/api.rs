@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{ADMIN_TOKEN, Kawa, RedisServer, admin_client};
+use common::{ADMIN_TOKEN, Kawa, RedisServer, admin_client, create_stream};
 use kawa::grpc::proto::AuthorizePublishRequest;
 use kawa::grpc::proto::key_service_client::KeyServiceClient;
 use reqwest::StatusCode;
@@ -245,17 +245,7 @@ async fn api_contract(kawa: &Kawa) {
 
 /// Keys outlive the Kawa process.
 async fn keys_survive_restart(kawa: &mut Kawa) {
-    let http = admin_client();
-    let created: Value = http
-        .post(kawa.url("/api/v1/streams"))
-        .json(&json!({"publish_path": "carol"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let key = created["stream_key"].as_str().unwrap().to_owned();
+    let key = create_stream(kawa, "carol").await;
     kawa.restart();
     // A new client: the old one's pooled connections died with the old process.
     let http = admin_client();
@@ -287,17 +277,7 @@ async fn api_with_redis_store() {
 async fn redis_outage_gives_quick_503_and_recovers_by_itself() {
     let mut redis = RedisServer::start();
     let kawa = Kawa::builder().redis(&redis).start();
-    let http = admin_client();
-    let created: Value = http
-        .post(kawa.url("/api/v1/streams"))
-        .json(&json!({"publish_path": "dora"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let key = created["stream_key"].as_str().unwrap().to_owned();
+    let key = create_stream(&kawa, "dora").await;
 
     redis.kill();
     // Each call must answer, not hang: the client gives up after 2 s.
@@ -375,16 +355,7 @@ async fn redis_outage_gives_quick_503_and_recovers_by_itself() {
 async fn keys_and_token_never_reach_the_logs() {
     let kawa = Kawa::start();
     let http = admin_client();
-    let created: Value = http
-        .post(kawa.url("/api/v1/streams"))
-        .json(&json!({"publish_path": "frank"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let first = created["stream_key"].as_str().unwrap().to_owned();
+    let first = create_stream(&kawa, "frank").await;
     let rotated: Value = http
         .post(kawa.url("/api/v1/streams/frank/rotate"))
         .send()

@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{ADMIN_TOKEN, Kawa, Publisher, admin_client, create_stream};
+use common::{ADMIN_TOKEN, Kawa, Publisher, admin_client, create_stream, wait_for};
 use m3u8_rs::{MasterPlaylist, MediaPlaylist, Playlist};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -66,25 +66,36 @@ async fn master_playlist(kawa: &Kawa, stream: &str) -> Option<MasterPlaylist> {
     }
 }
 
-/// Polls until `check` gives a value, or fails the test after `limit`.
-async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// The number of the last segment listed (media sequence + count - 1).
 fn last_sequence(p: &MediaPlaylist) -> u64 {
     p.media_sequence + p.segments.len() as u64 - 1
+}
+
+/// A passthrough Kawa with one stream published for a minute, once `segments` of it
+/// are listed.
+struct LiveStream {
+    kawa: Kawa,
+    key: String,
+    publisher: Publisher,
+    playlist: MediaPlaylist,
+}
+
+async fn live_stream(builder: common::KawaBuilder, stream: &str, segments: usize) -> LiveStream {
+    let kawa = builder.env("KAWA_HLS__PRESET", "passthrough").start();
+    let key = create_stream(&kawa, stream).await;
+    let publisher = Publisher::start(&kawa.rtmp_url(&key), 60);
+    let playlist = wait_for("the first segments", Duration::from_secs(20), || async {
+        media_playlist(&kawa, stream, "source")
+            .await
+            .filter(|p| p.segments.len() >= segments)
+    })
+    .await;
+    LiveStream {
+        kawa,
+        key,
+        publisher,
+        playlist,
+    }
 }
 
 fn ffprobe_json(args: &[&str], target: &str) -> Value {
@@ -350,17 +361,12 @@ async fn two_publishers_on_two_keys_both_play() {
 
 #[tokio::test]
 async fn a_reconnecting_publisher_takes_over_and_the_playlist_goes_on() {
-    let kawa = Kawa::builder()
-        .env("KAWA_HLS__PRESET", "passthrough")
-        .start();
-    let key = create_stream(&kawa, "obs").await;
-    let mut first = Publisher::start(&kawa.rtmp_url(&key), 60);
-    let before = wait_for("two segments", Duration::from_secs(20), || async {
-        media_playlist(&kawa, "obs", "source")
-            .await
-            .filter(|p| p.segments.len() >= 2)
-    })
-    .await;
+    let LiveStream {
+        kawa,
+        key,
+        publisher: mut first,
+        playlist: before,
+    } = live_stream(Kawa::builder(), "obs", 2).await;
     // The encoder's network drops; it reconnects before Kawa noticed.
     first.kill();
     let mut second = Publisher::start(&kawa.rtmp_url(&key), 60);
@@ -385,15 +391,16 @@ async fn a_reconnecting_publisher_takes_over_and_the_playlist_goes_on() {
 
 #[tokio::test]
 async fn takeover_off_refuses_the_newcomer() {
-    let kawa = Kawa::builder()
-        .env("KAWA_HLS__PRESET", "passthrough")
-        .env("KAWA_RTMP__TAKEOVER", "false")
-        .start();
-    let key = create_stream(&kawa, "solo").await;
-    let mut first = Publisher::start(&kawa.rtmp_url(&key), 30);
-    wait_for("a segment", Duration::from_secs(20), || {
-        media_playlist(&kawa, "solo", "source")
-    })
+    let LiveStream {
+        kawa,
+        key,
+        publisher: mut first,
+        ..
+    } = live_stream(
+        Kawa::builder().env("KAWA_RTMP__TAKEOVER", "false"),
+        "solo",
+        1,
+    )
     .await;
     let mut second = Publisher::start(&kawa.rtmp_url(&key), 30);
     let status = second
@@ -405,17 +412,12 @@ async fn takeover_off_refuses_the_newcomer() {
 
 #[tokio::test]
 async fn killing_ffmpeg_mid_stream_restarts_it_with_a_discontinuity() {
-    let kawa = Kawa::builder()
-        .env("KAWA_HLS__PRESET", "passthrough")
-        .start();
-    let key = create_stream(&kawa, "crashy").await;
-    let mut publisher = Publisher::start(&kawa.rtmp_url(&key), 60);
-    let before = wait_for("two segments", Duration::from_secs(20), || async {
-        media_playlist(&kawa, "crashy", "source")
-            .await
-            .filter(|p| p.segments.len() >= 2)
-    })
-    .await;
+    let LiveStream {
+        kawa,
+        mut publisher,
+        playlist: before,
+        ..
+    } = live_stream(Kawa::builder(), "crashy", 2).await;
     let children = kawa.ffmpeg_children();
     assert_eq!(children.len(), 1, "one FFmpeg per stream");
     Command::new("kill")
@@ -462,15 +464,11 @@ async fn killing_ffmpeg_mid_stream_restarts_it_with_a_discontinuity() {
 
 #[tokio::test]
 async fn kick_disconnects_the_publisher_and_ends_the_stream() {
-    let kawa = Kawa::builder()
-        .env("KAWA_HLS__PRESET", "passthrough")
-        .start();
-    let key = create_stream(&kawa, "kicked").await;
-    let mut publisher = Publisher::start(&kawa.rtmp_url(&key), 60);
-    wait_for("a segment", Duration::from_secs(20), || {
-        media_playlist(&kawa, "kicked", "source")
-    })
-    .await;
+    let LiveStream {
+        kawa,
+        mut publisher,
+        ..
+    } = live_stream(Kawa::builder(), "kicked", 1).await;
     let http = admin_client();
     let r = http
         .post(kawa.url("/api/v1/streams/kicked/kick"))

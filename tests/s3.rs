@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Kawa, KawaBuilder, MotoServer, Publisher, TcpRelay, create_stream};
+use common::{Kawa, KawaBuilder, MotoServer, Publisher, TcpRelay, create_stream, wait_for};
 use m3u8_rs::{MediaPlaylist, Playlist};
 
 const BUCKET: &str = "kawa-live";
@@ -77,21 +77,6 @@ async fn assert_s3_playlist_complete(client: &aws_sdk_s3::Client, stream: &str) 
                 "S3 playlist lists {key}, which is not in S3"
             );
         }
-    }
-}
-
-async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
