@@ -36,33 +36,29 @@ async fn get(kawa: &Kawa, path: &str) -> Option<reqwest::Response> {
     (r.status() == StatusCode::OK).then_some(r)
 }
 
-async fn media_playlist(kawa: &Kawa, stream: &str, rendition: &str) -> Option<MediaPlaylist> {
-    let text = get(kawa, &format!("/hls/{stream}/{rendition}/index.m3u8"))
-        .await?
-        .bytes()
-        .await
-        .ok()?;
+/// A served playlist, parsed; `None` while it does not exist. Fails on invalid text.
+async fn playlist(kawa: &Kawa, path: &str) -> Option<Playlist> {
+    let text = get(kawa, path).await?.bytes().await.ok()?;
     match m3u8_rs::parse_playlist_res(&text) {
-        Ok(Playlist::MediaPlaylist(p)) => Some(p),
-        _ => panic!(
-            "invalid media playlist:\n{}",
+        Ok(p) => Some(p),
+        Err(_) => panic!(
+            "invalid playlist {path}:\n{}",
             String::from_utf8_lossy(&text)
         ),
     }
 }
 
+async fn media_playlist(kawa: &Kawa, stream: &str, rendition: &str) -> Option<MediaPlaylist> {
+    match playlist(kawa, &format!("/hls/{stream}/{rendition}/index.m3u8")).await? {
+        Playlist::MediaPlaylist(p) => Some(p),
+        Playlist::MasterPlaylist(_) => panic!("a master playlist where a media playlist belongs"),
+    }
+}
+
 async fn master_playlist(kawa: &Kawa, stream: &str) -> Option<MasterPlaylist> {
-    let text = get(kawa, &format!("/hls/{stream}/master.m3u8"))
-        .await?
-        .bytes()
-        .await
-        .ok()?;
-    match m3u8_rs::parse_playlist_res(&text) {
-        Ok(Playlist::MasterPlaylist(p)) => Some(p),
-        _ => panic!(
-            "invalid master playlist:\n{}",
-            String::from_utf8_lossy(&text)
-        ),
+    match playlist(kawa, &format!("/hls/{stream}/master.m3u8")).await? {
+        Playlist::MasterPlaylist(p) => Some(p),
+        Playlist::MediaPlaylist(_) => panic!("a media playlist where the master belongs"),
     }
 }
 

@@ -293,3 +293,40 @@ async fn uploads_spilled_before_a_crash_complete_after_the_restart() {
     assert_s3_playlist_complete(&client, "crash").await;
     assert!(kawa.logs().contains("resuming pending uploads"));
 }
+
+#[tokio::test]
+async fn segments_that_left_the_window_are_deleted_after_the_grace() {
+    let moto = MotoServer::start();
+    moto.public_bucket(BUCKET).await;
+    let client = moto.client().await;
+    // 1 s segments (the test publisher makes a keyframe every second), a 1 s grace.
+    let kawa = with_s3(Kawa::builder(), &moto.endpoint())
+        .env("KAWA_HLS__SEGMENT_SECONDS", "1")
+        .env("KAWA_S3__DELETE_GRACE_SECONDS", "1")
+        .start();
+    let key = create_stream(&kawa, "window").await;
+    let _publisher = Publisher::start(&kawa.rtmp_url(&key), 40);
+    // A segment leaves the 6-segment playlist, then Kawa keeps it for another window
+    // before asking for its removal, then S3 waits out the grace.
+    let first = wait_for(
+        "the first segment in S3",
+        Duration::from_secs(20),
+        || async {
+            s3_playlist(&client, "window")
+                .await?
+                .segments
+                .first()
+                .map(|s| s.uri.clone())
+        },
+    )
+    .await;
+    let first_key = format!("{PREFIX}/window/source/{first}");
+    wait_for(
+        "the first segment deleted",
+        Duration::from_secs(40),
+        || async { (!s3_has(&client, &first_key).await).then_some(()) },
+    )
+    .await;
+    // What the playlist lists is still there.
+    assert_s3_playlist_complete(&client, "window").await;
+}
