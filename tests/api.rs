@@ -70,6 +70,23 @@ async fn api_contract(kawa: &Kawa) {
         authorize(kawa, &format!("{key}?foo=bar")).await["publish_path"],
         "alice"
     );
+    let wrong = authorize(kawa, "kawa_sk_wrong").await;
+    assert_eq!(
+        (&wrong["allowed"], &wrong["reason"]),
+        (&json!(false), &json!("unknown_key"))
+    );
+    let mut grpc = KeyServiceClient::connect(kawa.grpc_url()).await.unwrap();
+    let other_app = grpc
+        .authorize_publish(AuthorizePublishRequest {
+            app: "other".into(),
+            stream_key: key.clone(),
+            client_addr: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!other_app.allowed);
+    assert_eq!(other_app.reason, "unknown_app");
 
     // Errors on create.
     let dup = http
