@@ -18,4 +18,18 @@ pub fn init(settings: &LogSettings) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+    // A panic (rml_rtmp on malformed input, caught per connection) goes to the log as one
+    // line in the log's format, not as raw text on stderr.
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()));
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(target: "panic", location = location.as_deref().unwrap_or("?"), "panic: {message}");
+    }));
 }

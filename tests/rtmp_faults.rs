@@ -163,6 +163,9 @@ async fn garbage_and_broken_peers_do_not_disturb_a_live_stream() {
     let other = create_stream(&kawa, "newcomer").await;
     let _second = Publisher::start(&kawa.rtmp_url(&other), 10);
     wait_for_sequence_beyond(&kawa, "newcomer", None, Duration::from_secs(20)).await;
+    // The broken AMF really did make rml_rtmp panic: the isolation was exercised.
+    let logs = kawa.logs();
+    assert!(logs.contains("made the RTMP library panic"), "{logs}");
 }
 
 #[tokio::test]
