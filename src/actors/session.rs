@@ -227,6 +227,29 @@ impl StreamSession {
         }
     }
 
+    /// Ingest metrics and the bitrate window for one frame.
+    fn record_ingest(&mut self, frame: &Frame) {
+        let size = frame.data().len();
+        self.bitrate.push_back((Instant::now(), size));
+        match frame {
+            Frame::Video(v) => {
+                self.metrics.video_bytes.inc_by(size as u64);
+                self.metrics.video_frames.inc();
+                if v.keyframe {
+                    let now = Instant::now();
+                    if let Some(last) = self.last_keyframe.replace(now) {
+                        self.metrics
+                            .keyframe_interval(now.duration_since(last).as_secs_f64());
+                    }
+                }
+            }
+            Frame::Audio(_) => {
+                self.metrics.audio_bytes.inc_by(size as u64);
+                self.metrics.audio_frames.inc();
+            }
+        }
+    }
+
     fn remember(&mut self, frame: &Frame) {
         let starts_gop = match frame {
             Frame::Video(v) => v.keyframe,
@@ -238,10 +261,7 @@ impl StreamSession {
             self.gop_bytes = 0;
             self.gop_started_at = OffsetDateTime::now_utc();
         }
-        let size = match frame {
-            Frame::Video(v) => v.data.len(),
-            Frame::Audio(a) => a.data.len(),
-        };
+        let size = frame.data().len();
         if self.gop_bytes + size > MAX_GOP_BYTES {
             // Too long a GOP to keep: a restart waits for the next keyframe instead.
             self.gop.clear();
@@ -531,26 +551,7 @@ impl Handler<Ingest> for StreamSession {
                 }
             }
             IngestInput::Frame(frame) => {
-                let size = match &frame {
-                    Frame::Video(v) => {
-                        self.metrics.video_bytes.inc_by(v.data.len() as u64);
-                        self.metrics.video_frames.inc();
-                        if v.keyframe {
-                            let now = Instant::now();
-                            if let Some(last) = self.last_keyframe.replace(now) {
-                                self.metrics
-                                    .keyframe_interval(now.duration_since(last).as_secs_f64());
-                            }
-                        }
-                        v.data.len()
-                    }
-                    Frame::Audio(a) => {
-                        self.metrics.audio_bytes.inc_by(a.data.len() as u64);
-                        self.metrics.audio_frames.inc();
-                        a.data.len()
-                    }
-                };
-                self.bitrate.push_back((Instant::now(), size));
+                self.record_ingest(&frame);
                 self.remember(&frame);
                 match &self.current {
                     Some(g) => {

@@ -146,7 +146,9 @@ impl Handler<Feed> for Transcoder {
         if !self.policy.admit(&frame, stdin.capacity() > 0) {
             return;
         }
-        let mut chunk = Vec::with_capacity(frame_len(&frame) + frame_len(&frame) / 8 + 600);
+        // TS adds 4 bytes per 184, plus PES header and tables.
+        let len = frame.data().len();
+        let mut chunk = Vec::with_capacity(len + len / 8 + 600);
         if let Err(e) = self.muxer.write_frame(&frame, &mut chunk) {
             tracing::warn!(parent: &self.span, error = %e, "frame not muxed");
             return;
@@ -154,13 +156,6 @@ impl Handler<Feed> for Transcoder {
         if stdin.try_send(Bytes::from(chunk)).is_err() {
             self.policy.rejected(&frame);
         }
-    }
-}
-
-fn frame_len(frame: &Frame) -> usize {
-    match frame {
-        Frame::Video(v) => v.data.len(),
-        Frame::Audio(a) => a.data.len(),
     }
 }
 

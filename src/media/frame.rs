@@ -64,6 +64,14 @@ pub enum Frame {
 }
 
 impl Frame {
+    /// The frame's bytes (Annex B or ADTS).
+    pub fn data(&self) -> &Bytes {
+        match self {
+            Self::Video(v) => &v.data,
+            Self::Audio(a) => &a.data,
+        }
+    }
+
     pub fn dts(&self) -> i64 {
         match self {
             Self::Video(v) => v.dts,
