@@ -17,10 +17,6 @@ impl LocalSink {
         Self { root }
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     pub fn apply(&self, output: &Output) -> io::Result<()> {
         match output {
             Output::Segment {

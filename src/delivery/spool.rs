@@ -97,10 +97,6 @@ impl Spool {
         })
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     pub fn len(&self) -> usize {
         self.puts.len() + self.deletes.len()
     }

@@ -173,14 +173,6 @@ impl Packager {
             .collect()
     }
 
-    /// The announced segment count of each rendition.
-    pub fn segment_counts(&self) -> Vec<(String, u64)> {
-        self.renditions
-            .iter()
-            .map(|r| (r.info.name.clone(), r.next_seq))
-            .collect()
-    }
-
     fn rendition(&mut self, name: &str) -> Result<&mut Rendition, PackagerError> {
         self.renditions
             .iter_mut()

@@ -47,15 +47,6 @@ pub struct CodecConfig {
     pub audio: Option<Arc<AudioConfig>>,
 }
 
-impl CodecConfig {
-    /// HLS CODECS attribute, e.g. `avc1.64001f,mp4a.40.2`.
-    pub fn codecs(&self) -> String {
-        let video = self.video.as_ref().map(|v| v.avc.codec_string());
-        let audio = self.audio.as_ref().map(|a| a.asc.codec_string());
-        video.into_iter().chain(audio).collect::<Vec<_>>().join(",")
-    }
-}
-
 /// A frame of either kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
@@ -69,13 +60,6 @@ impl Frame {
         match self {
             Self::Video(v) => &v.data,
             Self::Audio(a) => &a.data,
-        }
-    }
-
-    pub fn dts(&self) -> i64 {
-        match self {
-            Self::Video(v) => v.dts,
-            Self::Audio(a) => a.pts,
         }
     }
 }
