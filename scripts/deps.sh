@@ -27,6 +27,12 @@ fi
 # The tests' S3-compatible server (moto) comes from PyPI.
 if [ "${1:-run}" = test ] && ! python3 -c 'import moto.server, flask' >/dev/null 2>&1; then
   echo "installing: moto[server] (pip)" >&2
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-pip >/dev/null
+  fi
   python3 -m pip install --quiet --disable-pip-version-check 'moto[server]'
 fi
 
