@@ -33,7 +33,9 @@ if [ "${1:-run}" = test ] && ! python3 -c 'import moto.server, flask' >/dev/null
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-pip >/dev/null
   fi
-  python3 -m pip install --quiet --disable-pip-version-check 'moto[server]'
+  # A Debian system Python refuses installs outside a venv (PEP 668) unless told.
+  python3 -m pip install --quiet --disable-pip-version-check 'moto[server]' 2>/dev/null \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages 'moto[server]'
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
