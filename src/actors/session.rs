@@ -19,7 +19,7 @@ use super::transcoder::{Feed, Finish, Transcoder};
 use super::uploader::{Deliver, Deliveries, StreamEnded, Uploader};
 use crate::config::Settings;
 use crate::delivery::local::LocalSink;
-use crate::hls::packager::{Output, Packager, RenditionInfo};
+use crate::hls::packager::{Output, Packager, RenditionInfo, nominal_frame_rate};
 use crate::http::ffmpeg_sink::FfmpegUploads;
 use crate::keys::PublishPath;
 use crate::media::frame::{CodecConfig, Frame};
@@ -135,6 +135,8 @@ pub const MAILBOX_CAPACITY: usize = 1024;
 const UPLOAD_SETTLE_QUIET: Duration = Duration::from_millis(300);
 /// ...but no longer than this.
 const UPLOAD_SETTLE_MAX: Duration = Duration::from_secs(3);
+/// Video frames counted before a measured frame rate is trusted.
+const FRAME_RATE_SAMPLE: u64 = 50;
 /// The window of the ingest bitrate shown by the API.
 const BITRATE_WINDOW: Duration = Duration::from_secs(5);
 
@@ -175,6 +177,8 @@ pub struct StreamSession {
     last_keyframe: Option<Instant>,
     drops_reported: u64,
     last_upload: Option<Instant>,
+    /// First video DTS and frames seen, while the frame rate is measured.
+    frame_rate_probe: Option<(i64, u64)>,
     span: tracing::Span,
 }
 
@@ -222,8 +226,25 @@ impl StreamSession {
             last_keyframe: None,
             drops_reported: 0,
             last_upload: None,
+            frame_rate_probe: None,
             span,
             context,
+        }
+    }
+
+    /// Counts video frames over their DTS span until the frame rate is known, for
+    /// streams whose SPS carries no timing info.
+    fn measure_frame_rate(&mut self, dts: i64) {
+        if !self.packager.needs_frame_rate() {
+            return;
+        }
+        let (first, count) = *self.frame_rate_probe.get_or_insert((dts, 0));
+        let count = count + 1;
+        self.frame_rate_probe = Some((first, count));
+        let span = dts - first;
+        if count > FRAME_RATE_SAMPLE && span > 0 {
+            let fps = (count - 1) as f64 * 90_000.0 / span as f64;
+            self.packager.fill_frame_rate(nominal_frame_rate(fps));
         }
     }
 
@@ -233,6 +254,7 @@ impl StreamSession {
         self.bitrate.push_back((Instant::now(), size));
         match frame {
             Frame::Video(v) => {
+                self.measure_frame_rate(v.dts);
                 self.metrics.video_bytes.inc_by(size as u64);
                 self.metrics.video_frames.inc();
                 if v.keyframe {

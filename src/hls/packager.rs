@@ -157,6 +157,23 @@ impl Packager {
         }
     }
 
+    /// The frame rate measured from timestamps, for renditions whose SPS did not say
+    /// (encoders may leave out the VUI timing info): FRAME-RATE belongs on every variant.
+    pub fn fill_frame_rate(&mut self, fps: f64) {
+        for r in &mut self.renditions {
+            if r.info.has_video && r.info.frame_rate.is_none() {
+                r.info.frame_rate = Some(fps);
+            }
+        }
+    }
+
+    /// Whether any video rendition still lacks a frame rate.
+    pub fn needs_frame_rate(&self) -> bool {
+        self.renditions
+            .iter()
+            .any(|r| r.info.has_video && r.info.frame_rate.is_none())
+    }
+
     /// A new FFmpeg generation begins with media ingested at `ingest_time`.
     pub fn start_generation(&mut self, generation: u64, ingest_time: OffsetDateTime) {
         self.generation_starts.insert(generation, ingest_time);
@@ -463,6 +480,21 @@ impl Packager {
     }
 }
 
+/// A frame rate measured from millisecond timestamps, snapped to the nearest standard
+/// rate within 0.5 % (RTMP's 33/34 ms steps make 29.97 look like 29.96), else rounded to
+/// three decimals as FRAME-RATE is written.
+pub fn nominal_frame_rate(measured: f64) -> f64 {
+    const STANDARD: [f64; 10] = [
+        23.976, 24.0, 25.0, 29.97, 30.0, 48.0, 50.0, 59.94, 60.0, 120.0,
+    ];
+    STANDARD
+        .iter()
+        .copied()
+        .filter(|rate| (measured - rate).abs() / rate < 0.005)
+        .min_by(|a, b| (measured - a).abs().total_cmp(&(measured - b).abs()))
+        .unwrap_or((measured * 1000.0).round() / 1000.0)
+}
+
 /// Reads the SPS of an encoded rung's first segment: its CODECS and RESOLUTION are
 /// what the encoder really wrote, not what was asked for.
 fn learn_video_facts(info: &mut RenditionInfo, segment: &[u8]) {
@@ -635,6 +667,39 @@ mod tests {
         assert_eq!(source.segments.len(), 2);
         assert_eq!(source.segments[1].duration, 1.5);
         assert!(source.ended);
+    }
+
+    #[test]
+    fn measured_frame_rates_snap_to_the_standard_ones() {
+        assert_eq!(nominal_frame_rate(29.962), 29.97);
+        assert_eq!(nominal_frame_rate(30.02), 30.0);
+        assert_eq!(nominal_frame_rate(24.99), 25.0);
+        assert_eq!(nominal_frame_rate(59.93), 59.94);
+        assert_eq!(nominal_frame_rate(12.5), 12.5);
+        assert_eq!(nominal_frame_rate(17.1234), 17.123);
+    }
+
+    #[test]
+    fn a_measured_frame_rate_fills_in_for_a_silent_sps() {
+        let mut p = Packager::new(7, 2, 6);
+        let mut silent = info("source");
+        silent.frame_rate = None;
+        p.set_renditions(vec![silent, info("180p")], None);
+        assert!(p.needs_frame_rate());
+        p.fill_frame_rate(29.97);
+        assert!(!p.needs_frame_rate());
+        for rendition in ["source", "180p"] {
+            p.segment_uploaded(0, rendition, "seg_0.ts", Bytes::from_static(b"x"))
+                .unwrap();
+            p.playlist_uploaded(0, rendition, &ffmpeg_playlist(0, &[2.0]))
+                .unwrap();
+        }
+        let master = p.master_playlist(None).unwrap().render();
+        assert!(master.contains("FRAME-RATE=29.970"), "{master}");
+        assert!(
+            master.contains("FRAME-RATE=25.000"),
+            "the SPS's own rate is kept: {master}"
+        );
     }
 
     #[test]
