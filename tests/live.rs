@@ -571,3 +571,31 @@ async fn an_ingest_node_checks_keys_with_the_key_manager_over_grpc() {
             .contains("checked by the key manager over gRPC")
     );
 }
+
+#[tokio::test]
+async fn rotating_a_live_key_disconnects_its_publisher() {
+    let LiveStream {
+        kawa,
+        key,
+        mut publisher,
+        ..
+    } = live_stream(Kawa::builder(), "leaked", 1).await;
+    let rotated = admin_client()
+        .post(kawa.url("/api/v1/streams/leaked/rotate"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rotated.status(), StatusCode::OK);
+    assert!(
+        publisher.wait_exit(Duration::from_secs(10)).is_some(),
+        "whoever held the leaked key is disconnected"
+    );
+    // ...and cannot come back with it.
+    let mut again = Publisher::start(&kawa.rtmp_url(&key), 10);
+    assert!(
+        !again
+            .wait_exit(Duration::from_secs(5))
+            .expect("refused")
+            .success()
+    );
+}
