@@ -12,7 +12,7 @@ use base64::Engine;
 
 use actix::Actor;
 
-use crate::actors::registry::StreamRegistry;
+use crate::actors::registry::{EndAll, SessionCount, StreamRegistry};
 use crate::actors::rtmp_conn::IngestContext;
 use crate::actors::rtmp_listener::RtmpListener;
 use crate::actors::session::SessionContext;
@@ -117,6 +117,26 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+/// How long shutdown waits for streams to write their last segments and ENDLIST.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
+
+/// Ends every stream cleanly, so viewers (and the S3 copy) see ENDLIST rather than a
+/// playlist that stopped moving. Uploads still queued stay in the spool for next start.
+async fn end_streams(registry: &actix::Addr<StreamRegistry>) {
+    let live = registry.send(EndAll).await.unwrap_or(0);
+    if live > 0 {
+        tracing::info!(streams = live, "ending live streams");
+    }
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+    while registry.send(SessionCount).await.unwrap_or(0) > 0 {
+        if tokio::time::Instant::now() > deadline {
+            tracing::warn!("streams still ending at shutdown; stopping anyway");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -232,7 +252,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         keys: keys.clone(),
         admin_token: AdminToken::new(&token),
         public: PublicUrls::new(&settings, http_addr.port(), rtmp_addr.port()),
-        registry,
+        registry: registry.clone(),
     });
     let hls_root = web::Data::new(HlsRoot(hls_root));
 
@@ -290,6 +310,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
             return Err(ServeError::Server { what: "gRPC", reason });
         }
     }
+    end_streams(&registry).await;
     let _ = grpc_stop.send(());
     http_handle.stop(true).await;
     upload_handle.stop(false).await;

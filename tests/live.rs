@@ -599,3 +599,19 @@ async fn rotating_a_live_key_disconnects_its_publisher() {
             .success()
     );
 }
+
+#[tokio::test]
+async fn a_clean_shutdown_ends_live_streams_with_endlist() {
+    let LiveStream {
+        mut kawa,
+        publisher: _publisher,
+        ..
+    } = live_stream(Kawa::builder(), "shutdown", 1).await;
+    // SIGTERM: Kawa ends the stream before it exits.
+    kawa.stop();
+    let playlist =
+        std::fs::read_to_string(kawa.data_dir.join("hls/shutdown/source/index.m3u8")).unwrap();
+    assert!(playlist.ends_with("#EXT-X-ENDLIST\n"), "{playlist}");
+    let logs = kawa.logs();
+    assert!(logs.contains("ending live streams"), "{logs}");
+}

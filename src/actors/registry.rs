@@ -77,6 +77,17 @@ pub struct Kick {
     pub reason: &'static str,
 }
 
+/// The server is shutting down: every publisher is disconnected, so every stream ends
+/// cleanly (ENDLIST). Answers how many streams it ended.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct EndAll;
+
+/// How many sessions exist (live, waiting for a reconnect, or finishing).
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct SessionCount;
+
 struct Publisher {
     conn_id: u64,
     disconnect: Recipient<Disconnect>,
@@ -273,5 +284,39 @@ impl Handler<Kick> for StreamRegistry {
             }
             None => false,
         }
+    }
+}
+
+impl Handler<EndAll> for StreamRegistry {
+    type Result = usize;
+
+    fn handle(&mut self, _: EndAll, _: &mut Context<Self>) -> usize {
+        let mut ending = 0;
+        for entry in self.entries.values_mut() {
+            if let Some(p) = &entry.publisher {
+                p.disconnect.do_send(Disconnect {
+                    reason: "server shutting down",
+                });
+                ending += 1;
+            } else if entry.awaiting_reconnect {
+                entry.awaiting_reconnect = false;
+                entry.session.do_send(Unpublished {
+                    reason: "server shutting down",
+                });
+                ending += 1;
+            }
+        }
+        ending
+    }
+}
+
+impl Handler<SessionCount> for StreamRegistry {
+    type Result = usize;
+
+    fn handle(&mut self, _: SessionCount, _: &mut Context<Self>) -> usize {
+        self.entries
+            .values()
+            .filter(|e| e.session.connected())
+            .count()
     }
 }
