@@ -9,6 +9,7 @@
 
 pub mod backpressure;
 pub mod registry;
+pub mod restart;
 pub mod rtmp_conn;
 pub mod rtmp_listener;
 pub mod session;

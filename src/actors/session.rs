@@ -15,6 +15,7 @@ use time::OffsetDateTime;
 
 use super::backpressure::DropToKeyframe;
 use super::registry::{SessionEnded, StreamRegistry};
+use super::restart::RestartPolicy;
 use super::transcoder::{Feed, Finish, Transcoder};
 use super::uploader::{Deliver, Deliveries, StreamEnded, Uploader};
 use crate::config::Settings;
@@ -163,7 +164,7 @@ pub struct StreamSession {
     /// Older FFmpegs flushing their last segment after their input closed.
     retiring: Vec<Generation>,
     next_generation: u64,
-    restarts: VecDeque<Instant>,
+    restarts: RestartPolicy,
     restart_scheduled: bool,
     total_restarts: u64,
     packager: Packager,
@@ -214,7 +215,10 @@ impl StreamSession {
             current: None,
             retiring: Vec::new(),
             next_generation: 0,
-            restarts: VecDeque::new(),
+            restarts: RestartPolicy::new(
+                hls.restart_max,
+                Duration::from_secs(hls.restart_window_seconds),
+            ),
             restart_scheduled: false,
             total_restarts: 0,
             to_transcoder: DropToKeyframe::default(),
@@ -427,31 +431,15 @@ impl StreamSession {
     }
 
     fn schedule_restart(&mut self, ctx: &mut Context<Self>) {
-        let hls = &self.context.settings.hls;
-        let window = Duration::from_secs(hls.restart_window_seconds);
-        let now = Instant::now();
-        while self
-            .restarts
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > window)
-        {
-            self.restarts.pop_front();
-        }
-        // Exponential backoff from 250 ms, capped at 8 s; past the cap of restarts per
-        // window, wait until the oldest restart leaves the window.
-        let attempt = self.restarts.len() as u32;
-        let mut delay = Duration::from_millis(250) * 2u32.saturating_pow(attempt.min(5));
-        if self.restarts.len() >= hls.restart_max {
-            if let Some(oldest) = self.restarts.front() {
-                delay = delay.max(window.saturating_sub(now.duration_since(*oldest)));
-            }
-            tracing::error!(parent: &self.span, restarts = self.restarts.len(), ?delay, "FFmpeg keeps failing; waiting before the next restart");
+        let (delay, capped) = self.restarts.delay(Instant::now());
+        if capped {
+            tracing::error!(parent: &self.span, ?delay, "FFmpeg keeps failing; waiting before the next restart");
         }
         self.restart_scheduled = true;
         ctx.run_later(delay, |this, ctx| {
             this.restart_scheduled = false;
             if this.state == State::Live && this.current.is_none() && this.can_start() {
-                this.restarts.push_back(Instant::now());
+                this.restarts.record(Instant::now());
                 this.total_restarts += 1;
                 this.metrics.ffmpeg_restarts.inc();
                 METRICS
