@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{ADMIN_TOKEN, Kawa, RedisServer, admin_client, create_stream};
+use common::{ADMIN_TOKEN, Kawa, RedisServer, admin_client, create_stream, stream_info};
 use kawa::grpc::proto::AuthorizePublishRequest;
 use kawa::grpc::proto::key_service_client::KeyServiceClient;
 use reqwest::StatusCode;
@@ -208,14 +208,7 @@ async fn api_contract(kawa: &Kawa) {
     assert_eq!(refused["allowed"], false);
     assert_eq!(refused["reason"], "unknown_key");
     assert_eq!(authorize(kawa, &new_key).await["allowed"], true);
-    let shown: Value = http
-        .get(kawa.url("/api/v1/streams/alice"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let shown = stream_info(kawa, "alice").await;
     assert!(shown["key_rotated_at"].is_string(), "{shown}");
     let r = http
         .post(kawa.url("/api/v1/streams/nobody/rotate"))

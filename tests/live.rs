@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{ADMIN_TOKEN, Kawa, Publisher, admin_client, create_stream, wait_for};
+use common::{ADMIN_TOKEN, Kawa, Publisher, admin_client, create_stream, stream_info, wait_for};
 use m3u8_rs::{MasterPlaylist, MediaPlaylist, Playlist};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -117,14 +117,7 @@ async fn a_published_stream_plays_as_an_hls_ladder() {
 
     // Live status while publishing.
     let status: Value = wait_for("live status", Duration::from_secs(15), || async {
-        let v: Value = admin_client()
-            .get(kawa.url("/api/v1/streams/alice"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let v = stream_info(&kawa, "alice").await;
         (v["live"] == true && v["live_status"]["ingest_kbps"].as_u64() > Some(0)).then_some(v)
     })
     .await;
@@ -285,14 +278,7 @@ async fn a_published_stream_plays_as_an_hls_ladder() {
     assert_eq!(gz.headers()["content-encoding"], "gzip");
 
     // After the stream ended the API says so.
-    let shown: Value = admin_client()
-        .get(kawa.url("/api/v1/streams/alice"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let shown = stream_info(&kawa, "alice").await;
     assert_eq!(shown["live"], false);
 }
 
@@ -447,14 +433,7 @@ async fn killing_ffmpeg_mid_stream_restarts_it_with_a_discontinuity() {
     let now = kawa.ffmpeg_children();
     assert_eq!(now.len(), 1);
     assert_ne!(now[0], children[0], "a new FFmpeg");
-    let status: Value = admin_client()
-        .get(kawa.url("/api/v1/streams/crashy"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = stream_info(&kawa, "crashy").await;
     assert_eq!(status["live_status"]["transcoder_restarts"], 1, "{status}");
 }
 

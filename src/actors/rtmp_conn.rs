@@ -144,18 +144,11 @@ impl RtmpConnection {
                         tracing::warn!(parent: &self.span, %error, count = self.media_errors, "media payload dropped");
                     }
                 }
-                IngestEvent::Metadata {
-                    has_video,
-                    has_audio,
-                } => {
-                    self.send_to_session(IngestInput::Metadata {
-                        has_video,
-                        has_audio,
-                    });
+                IngestEvent::Metadata { has_video, .. } => {
+                    self.send_to_session(IngestInput::Metadata { has_video });
                 }
                 IngestEvent::PublishFinished => {
                     self.unpublish("publisher finished", true);
-                    self.state = State::Closing;
                     ctx.stop();
                 }
             }

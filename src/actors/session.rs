@@ -50,10 +50,9 @@ pub struct Ingest {
 pub enum IngestInput {
     Config(CodecConfig),
     Frame(Frame),
-    /// onMetaData said whether audio will come.
+    /// onMetaData said whether video will come (audio-only streams start FFmpeg on audio).
     Metadata {
         has_video: bool,
-        has_audio: bool,
     },
 }
 
@@ -155,7 +154,6 @@ pub struct StreamSession {
     publisher: Option<u64>,
     state: State,
     config: CodecConfig,
-    expect_audio: Option<bool>,
     expect_video: Option<bool>,
     gop: Vec<Frame>,
     gop_bytes: usize,
@@ -207,7 +205,6 @@ impl StreamSession {
             publisher: Some(conn_id),
             state: State::Live,
             config: CodecConfig::default(),
-            expect_audio: None,
             expect_video: None,
             gop: Vec::new(),
             gop_bytes: 0,
@@ -542,12 +539,8 @@ impl Handler<Ingest> for StreamSession {
             return;
         }
         match msg.input {
-            IngestInput::Metadata {
-                has_video,
-                has_audio,
-            } => {
+            IngestInput::Metadata { has_video } => {
                 self.expect_video = Some(has_video);
-                self.expect_audio = Some(has_audio);
             }
             IngestInput::Config(config) => {
                 let video_changed =

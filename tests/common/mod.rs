@@ -348,6 +348,18 @@ pub fn admin_client() -> reqwest::Client {
         .unwrap()
 }
 
+/// `GET /api/v1/streams/{path}` as the admin, as JSON.
+pub async fn stream_info(kawa: &Kawa, path: &str) -> serde_json::Value {
+    admin_client()
+        .get(kawa.url(&format!("/api/v1/streams/{path}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Creates a stream over the API and returns its key.
 pub async fn create_stream(kawa: &Kawa, path: &str) -> String {
     let created: serde_json::Value = admin_client()
