@@ -17,7 +17,7 @@ pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
 const ENV_PREFIX: &str = "KAWA_";
 /// Settings whose values are secrets: read verbatim, never echoed.
-const SECRET_KEYS: &[&str] = &["admin_token", "store.redis_url"];
+const SECRET_KEYS: &[&str] = &["admin_token", "store.redis_url", "grpc.token"];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -63,6 +63,8 @@ pub struct RtmpSettings {
     pub takeover: bool,
     pub reconnect_grace_ms: u64,
     pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub max_message_bytes: u32,
     pub handshake_timeout_ms: u64,
     pub idle_timeout_ms: u64,
     pub key_service_url: String,
@@ -120,6 +122,9 @@ impl S3Settings {
 #[serde(deny_unknown_fields)]
 pub struct GrpcSettings {
     pub addr: SocketAddr,
+    /// Shared token callers send as `authorization: Bearer <token>`; empty: none asked.
+    pub token: Secret,
+    pub max_concurrent_requests: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -262,6 +267,14 @@ impl Settings {
         }
         for (key, value) in [
             ("rtmp.max_connections", self.rtmp.max_connections as u64),
+            (
+                "rtmp.max_connections_per_ip",
+                self.rtmp.max_connections_per_ip as u64,
+            ),
+            (
+                "grpc.max_concurrent_requests",
+                self.grpc.max_concurrent_requests as u64,
+            ),
             ("rtmp.handshake_timeout_ms", self.rtmp.handshake_timeout_ms),
             ("rtmp.idle_timeout_ms", self.rtmp.idle_timeout_ms),
             ("hls.segment_seconds", u64::from(self.hls.segment_seconds)),
@@ -274,6 +287,20 @@ impl Settings {
             if value == 0 {
                 return Err(ConfigError::invalid(key, "must be at least 1"));
             }
+        }
+        if !(64 * 1024..=crate::ingest::chunk::MAX_MESSAGE_LENGTH)
+            .contains(&self.rtmp.max_message_bytes)
+        {
+            return Err(ConfigError::invalid(
+                "rtmp.max_message_bytes",
+                "must be from 65536 to 16777215 (what an RTMP chunk header can carry)",
+            ));
+        }
+        if !self.grpc.addr.ip().is_loopback() && self.grpc.token.is_empty() {
+            return Err(ConfigError::invalid(
+                "grpc.token",
+                "must be set when grpc.addr is not a loopback address",
+            ));
         }
         if self.hls.playlist_segments < 6 {
             return Err(ConfigError::invalid(
@@ -371,7 +398,10 @@ fn from_figment(err: figment::Error) -> ConfigError {
         }
         // A type error on a secret would echo its value; none of the secrets is typed,
         // but say nothing about the value to be sure.
-        _ if key == "admin_token" || key.starts_with("store.redis_url") => {
+        _ if key == "admin_token"
+            || key.starts_with("store.redis_url")
+            || key.starts_with("grpc.token") =>
+        {
             "invalid value".to_owned()
         }
         other => other.to_string(),
@@ -410,7 +440,7 @@ mod tests {
         assert_eq!(s.http.addr.to_string(), "0.0.0.0:8888");
         assert_eq!(s.rtmp.addr.to_string(), "0.0.0.0:1935");
         assert_eq!(s.rtmp.app, "live");
-        assert_eq!(s.grpc.addr.to_string(), "0.0.0.0:50051");
+        assert_eq!(s.grpc.addr.to_string(), "127.0.0.1:50051");
         assert!(s.store.redis_url.is_empty());
         assert!(s.admin_token.is_empty());
     }
@@ -430,6 +460,28 @@ mod tests {
             err.contains("`rtmp.addr`") && err.contains("KAWA_RTMP__ADDR"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn grpc_beyond_loopback_needs_a_token() {
+        let err = load(None, &[("KAWA_GRPC__ADDR", "0.0.0.0:50051")]).unwrap_err();
+        assert!(err.contains("`grpc.token`"), "{err}");
+        let s = load(
+            None,
+            &[
+                ("KAWA_GRPC__ADDR", "0.0.0.0:50051"),
+                ("KAWA_GRPC__TOKEN", "a-shared-secret"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.grpc.token.expose(), "a-shared-secret");
+        assert!(!format!("{s:?}").contains("a-shared-secret"));
+    }
+
+    #[test]
+    fn message_cap_stays_within_what_a_chunk_header_carries() {
+        let err = load(None, &[("KAWA_RTMP__MAX_MESSAGE_BYTES", "16777216")]).unwrap_err();
+        assert!(err.contains("`rtmp.max_message_bytes`"), "{err}");
     }
 
     #[test]

@@ -21,5 +21,6 @@ pub mod keys;
 pub mod media;
 pub mod metrics;
 pub mod server;
+pub mod stream;
 pub mod telemetry;
 pub mod transcode;

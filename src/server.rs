@@ -221,7 +221,11 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         PublishAuthorizer::local(keys.clone(), settings.rtmp.app.clone())
     } else {
         tracing::info!("stream keys: checked by the key manager over gRPC");
-        PublishAuthorizer::remote(&settings.rtmp.key_service_url, store_timeout)?
+        PublishAuthorizer::remote(
+            &settings.rtmp.key_service_url,
+            settings.grpc.token.expose(),
+            store_timeout,
+        )?
     };
     let rtmp_addr = settings.rtmp.addr;
     let rtmp_listener = tokio::net::TcpListener::bind(rtmp_addr)
@@ -284,14 +288,14 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     })?;
     let grpc_addr = incoming.local_addr().unwrap_or(grpc_addr);
     let (grpc_stop, grpc_stopped) = tokio::sync::oneshot::channel::<()>();
-    let grpc_server = tokio::spawn(grpc::serve(
-        incoming,
-        keys,
-        settings.rtmp.app.clone(),
-        async {
-            let _ = grpc_stopped.await;
-        },
-    ));
+    let grpc_options = grpc::GrpcOptions {
+        app: settings.rtmp.app.clone(),
+        token: settings.grpc.token.expose().to_owned(),
+        max_concurrent: settings.grpc.max_concurrent_requests,
+    };
+    let grpc_server = tokio::spawn(grpc::serve(incoming, keys, grpc_options, async {
+        let _ = grpc_stopped.await;
+    }));
     tracing::info!(http = %http_addr, rtmp = %rtmp_addr, grpc = %grpc_addr, "kawa is up");
 
     let http_task = tokio::spawn(http_server);

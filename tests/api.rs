@@ -28,8 +28,11 @@ async fn assert_error(response: reqwest::Response, status: StatusCode, code: &st
     assert_eq!(response.status(), status);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"], code, "{body}");
+    // The message is for people: text, not the code again.
     assert!(
-        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        body["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty() && m != code),
         "{body}"
     );
 }
@@ -426,6 +429,12 @@ async fn openapi_document_describes_the_routes() {
         assert!(doc["paths"].get(path).is_some(), "{path} missing");
     }
     assert!(doc["components"]["securitySchemes"]["admin_token"].is_object());
+    // The path parameter carries its pattern, so clients can check it first.
+    let param = &doc["paths"]["/api/v1/streams/{path}"]["get"]["parameters"][0];
+    assert_eq!(
+        param["schema"]["pattern"], "^[a-z0-9][a-z0-9_-]{0,63}$",
+        "{param}"
+    );
 }
 
 #[test]
@@ -439,4 +448,109 @@ fn invalid_setting_stops_start_up_with_exit_code_2() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("KAWA_HTTP__ADDR"), "{stderr}");
+}
+
+#[tokio::test]
+async fn http_is_done_as_clients_expect() {
+    let kawa = Kawa::start();
+    let http = admin_client();
+    let anon = reqwest::Client::new();
+
+    // The scheme of `Authorization` is case-insensitive.
+    let lower = anon
+        .get(kawa.url("/api/v1/streams"))
+        .header("authorization", format!("bearer {ADMIN_TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lower.status(), StatusCode::OK);
+
+    // A body over the limit is 413, not 400.
+    let big = http
+        .post(kawa.url("/api/v1/streams"))
+        .header("content-type", "application/json")
+        .body(format!(
+            "{{\"publish_path\": \"a\", \"label\": \"{}\"}}",
+            "x".repeat(40_000)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_error(big, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
+
+    // A known route with the wrong method is 405; an unknown one 404.
+    let put = http.put(kawa.url("/api/v1/streams")).send().await.unwrap();
+    assert_error(put, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
+    let nothing = http.get(kawa.url("/api/v1/nothing")).send().await.unwrap();
+    assert_error(nothing, StatusCode::NOT_FOUND, "not_found").await;
+
+    // The list comes in pages, in path order.
+    for path in ["p-a", "p-b", "p-c"] {
+        create_stream(&kawa, path).await;
+    }
+    let page: Value = http
+        .get(kawa.url("/api/v1/streams?limit=2"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<_> = page["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["publish_path"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["p-a", "p-b"]);
+    assert_eq!(page["next"], "p-b");
+    let rest: Value = http
+        .get(kawa.url("/api/v1/streams?limit=2&after=p-b"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rest["streams"][0]["publish_path"], "p-c");
+    assert!(rest["next"].is_null());
+    let bad = http
+        .get(kawa.url("/api/v1/streams?limit=0"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(bad, StatusCode::BAD_REQUEST, "invalid_query").await;
+
+    // HLS files: HEAD, ETag and If-None-Match, byte ranges.
+    let dir = kawa.data_dir.join("hls/p-a/source");
+    std::fs::create_dir_all(&dir).unwrap();
+    let segment: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+    std::fs::write(dir.join("1_1.ts"), &segment).unwrap();
+    let url = kawa.url("/hls/p-a/source/1_1.ts");
+    let head = anon.head(&url).send().await.unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+    assert_eq!(head.headers()["content-length"], "10000");
+    let etag = head.headers()["etag"].clone();
+    let again = anon
+        .get(&url)
+        .header("if-none-match", etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    let range = anon
+        .get(&url)
+        .header("range", "bytes=100-199")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(range.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(range.headers()["content-range"], "bytes 100-199/10000");
+    assert_eq!(range.bytes().await.unwrap(), &segment[100..200]);
+    let missing = anon
+        .head(kawa.url("/hls/p-a/source/1_2.ts"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
 }

@@ -435,6 +435,8 @@ async fn killing_ffmpeg_mid_stream_restarts_it_with_a_discontinuity() {
     assert_ne!(now[0], children[0], "a new FFmpeg");
     let status = stream_info(&kawa, "crashy").await;
     assert_eq!(status["live_status"]["transcoder_restarts"], 1, "{status}");
+    // The new FFmpeg got the whole GOP cache: not one frame was dropped on the replay.
+    assert_eq!(status["live_status"]["frames_dropped"], 0, "{status}");
 }
 
 #[tokio::test]
@@ -527,10 +529,14 @@ async fn files_are_removed_after_the_retention() {
 
 #[tokio::test]
 async fn an_ingest_node_checks_keys_with_the_key_manager_over_grpc() {
-    let manager = Kawa::start();
+    // With the shared token the internal API asks for across hosts.
+    let manager = Kawa::builder()
+        .env("KAWA_GRPC__TOKEN", "internal-token-1")
+        .start();
     let ingest = Kawa::builder()
         .env("KAWA_HLS__PRESET", "passthrough")
         .env("KAWA_RTMP__KEY_SERVICE_URL", &manager.grpc_url())
+        .env("KAWA_GRPC__TOKEN", "internal-token-1")
         .start();
     // The key lives in the manager's store only.
     let key = create_stream(&manager, "remote").await;

@@ -10,11 +10,12 @@ use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::codec::{BytesCodec, FramedRead};
 
 use super::backpressure::DropToKeyframe;
 use super::registry::{Disconnect, Publish, StreamRegistry, Unpublish};
+use super::rtmp_listener::Admission;
 use super::session::{Ingest, IngestInput, StreamSession};
 use crate::config::Settings;
 use crate::ingest::{IngestError, IngestEvent, RtmpProtocol};
@@ -60,7 +61,8 @@ pub struct RtmpConnection {
     media_errors: u64,
     /// Why the connection ends, for `kawa_rtmp_connections_closed_total{result}`.
     close_reason: &'static str,
-    _permit: OwnedSemaphorePermit,
+    /// The connection's places under the global and per-IP limits, freed on drop.
+    _admission: Admission,
     span: tracing::Span,
 }
 
@@ -70,13 +72,14 @@ impl RtmpConnection {
         stream: TcpStream,
         peer: SocketAddr,
         context: Arc<IngestContext>,
-        permit: OwnedSemaphorePermit,
+        admission: Admission,
     ) -> Self {
+        let max_message = context.settings.rtmp.max_message_bytes;
         Self {
             id,
             peer,
             context,
-            protocol: RtmpProtocol::new(),
+            protocol: RtmpProtocol::with_max_media_message(max_message),
             stream: Some(stream),
             outbound: None,
             state: State::Connecting,
@@ -84,7 +87,7 @@ impl RtmpConnection {
             policy: DropToKeyframe::default(),
             media_errors: 0,
             close_reason: "closed_by_peer",
-            _permit: permit,
+            _admission: admission,
             span: tracing::info_span!(
                 "rtmp",
                 conn = id,
@@ -341,10 +344,15 @@ impl Actor for RtmpConnection {
 
         let settings = &self.context.settings.rtmp;
         let handshake = Duration::from_millis(settings.handshake_timeout_ms);
+        // A peer gets this long to show a valid key: until then it holds a connection
+        // slot, so one that dawdles (or trickles bytes) is closed.
         ctx.run_later(handshake, |this, ctx| {
-            if matches!(this.state, State::Connecting) {
+            if matches!(
+                this.state,
+                State::Connecting | State::Connected | State::Authorizing
+            ) {
                 this.close_reason = "timeout";
-                tracing::info!(parent: &this.span, "handshake/connect timed out");
+                tracing::info!(parent: &this.span, "not publishing within the handshake timeout");
                 ctx.stop();
             }
         });

@@ -1,15 +1,79 @@
-//! The RTMP listener: accepts TCP connections (bounded by `rtmp.max_connections`) and
-//! starts an [`RtmpConnection`] for each.
+//! The RTMP listener: accepts TCP connections, bounded by `rtmp.max_connections` in all
+//! and `rtmp.max_connections_per_ip` from one address, and starts an [`RtmpConnection`]
+//! for each. A connection over either limit is closed at once, before it costs anything.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::rtmp_conn::{IngestContext, RtmpConnection};
 use crate::metrics::METRICS;
+
+/// Open connections per IP address, with a cap.
+#[derive(Debug)]
+pub struct PerIpLimit {
+    max: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl PerIpLimit {
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            max,
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A place for one more connection from `ip`, or `None` at the cap.
+    pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(ip).or_insert(0);
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(IpSlot {
+            limit: Arc::clone(self),
+            ip,
+        })
+    }
+
+    /// Open connections from `ip`.
+    pub fn open(&self, ip: IpAddr) -> usize {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.get(&ip).copied().unwrap_or(0)
+    }
+}
+
+/// One connection's place under a [`PerIpLimit`]; given back on drop.
+#[derive(Debug)]
+pub struct IpSlot {
+    limit: Arc<PerIpLimit>,
+    ip: IpAddr,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut open = self.limit.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// A connection's places under both limits, held for as long as it is open.
+pub struct Admission {
+    _global: OwnedSemaphorePermit,
+    _per_ip: IpSlot,
+}
 
 pub struct RtmpListener {
     listener: Option<TcpListener>,
@@ -25,6 +89,14 @@ impl RtmpListener {
     }
 }
 
+fn refuse(reason: &'static str, peer: std::net::SocketAddr) {
+    METRICS
+        .rtmp_connections_closed
+        .with_label_values(&[reason])
+        .inc();
+    tracing::warn!(%peer, reason, "RTMP connection refused on accept");
+}
+
 impl Actor for RtmpListener {
     type Context = Context<Self>;
 
@@ -33,25 +105,30 @@ impl Actor for RtmpListener {
             return;
         };
         let context = Arc::clone(&self.context);
-        let limit = Arc::new(Semaphore::new(context.settings.rtmp.max_connections));
+        let global = Arc::new(Semaphore::new(context.settings.rtmp.max_connections));
+        let per_ip = PerIpLimit::new(context.settings.rtmp.max_connections_per_ip);
         let accept_loop = async move {
             let mut next_id = 1u64;
             loop {
                 match listener.accept().await {
                     Ok((stream, peer)) => {
-                        let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
-                            METRICS
-                                .rtmp_connections_closed
-                                .with_label_values(&["limit"])
-                                .inc();
-                            tracing::warn!(%peer, "RTMP connection limit reached; closing new connection");
-                            drop(stream);
+                        let Ok(permit) = Arc::clone(&global).try_acquire_owned() else {
+                            refuse("limit", peer);
                             continue;
+                        };
+                        let Some(slot) = per_ip.try_acquire(peer.ip()) else {
+                            refuse("ip_limit", peer);
+                            continue;
+                        };
+                        let admission = Admission {
+                            _global: permit,
+                            _per_ip: slot,
                         };
                         METRICS.rtmp_connections_accepted.inc();
                         let id = next_id;
                         next_id += 1;
-                        RtmpConnection::new(id, stream, peer, Arc::clone(&context), permit).start();
+                        RtmpConnection::new(id, stream, peer, Arc::clone(&context), admission)
+                            .start();
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: back off, don't spin.
@@ -62,5 +139,34 @@ impl Actor for RtmpListener {
             }
         };
         ctx.spawn(accept_loop.into_actor(self));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_ip_cap_and_release() {
+        let limit = PerIpLimit::new(2);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let first = limit.try_acquire(a).unwrap();
+        let _second = limit.try_acquire(a).unwrap();
+        assert!(limit.try_acquire(a).is_none(), "a third from one address");
+        let _other = limit
+            .try_acquire(b)
+            .expect("another address is not affected");
+        drop(first);
+        assert_eq!(limit.open(a), 1);
+        assert!(limit.try_acquire(a).is_some(), "a place freed on drop");
+    }
+
+    #[test]
+    fn addresses_with_no_connection_are_forgotten() {
+        let limit = PerIpLimit::new(1);
+        let a: IpAddr = "2001:db8::1".parse().unwrap();
+        drop(limit.try_acquire(a).unwrap());
+        assert!(limit.open.lock().unwrap().is_empty());
     }
 }

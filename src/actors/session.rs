@@ -3,7 +3,6 @@
 //! FFmpeg restart policy, and turns FFmpeg's uploads into Kawa's playlists through the
 //! pure packager, writing what it asks for to the local sink.
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -25,6 +24,7 @@ use crate::http::ffmpeg_sink::FfmpegUploads;
 use crate::keys::PublishPath;
 use crate::media::frame::{CodecConfig, Frame};
 use crate::metrics::{METRICS, StreamMetrics};
+use crate::stream::bitrate::BitrateWindow;
 use crate::transcode::{RenditionKind, TranscodePlan};
 
 /// What every session shares: settings and where FFmpeg uploads go.
@@ -137,8 +137,6 @@ const UPLOAD_SETTLE_QUIET: Duration = Duration::from_millis(300);
 const UPLOAD_SETTLE_MAX: Duration = Duration::from_secs(3);
 /// Video frames counted before a measured frame rate is trusted.
 const FRAME_RATE_SAMPLE: u64 = 50;
-/// The window of the ingest bitrate shown by the API.
-const BITRATE_WINDOW: Duration = Duration::from_secs(5);
 
 struct Generation {
     id: u64,
@@ -169,7 +167,8 @@ pub struct StreamSession {
     sink: LocalSink,
     to_transcoder: DropToKeyframe,
     since: OffsetDateTime,
-    bitrate: VecDeque<(Instant, usize)>,
+    started: Instant,
+    bitrate: BitrateWindow,
     superseded: bool,
     uploader: Option<Addr<Uploader>>,
     metrics: StreamMetrics,
@@ -220,7 +219,8 @@ impl StreamSession {
             total_restarts: 0,
             to_transcoder: DropToKeyframe::default(),
             since: OffsetDateTime::now_utc(),
-            bitrate: VecDeque::new(),
+            started: Instant::now(),
+            bitrate: BitrateWindow::default(),
             superseded: false,
             uploader: None,
             metrics: StreamMetrics::new(&label),
@@ -252,7 +252,7 @@ impl StreamSession {
     /// Ingest metrics and the bitrate window for one frame.
     fn record_ingest(&mut self, frame: &Frame) {
         let size = frame.data().len();
-        self.bitrate.push_back((Instant::now(), size));
+        self.bitrate.record(self.started.elapsed().as_secs(), size);
         match frame {
             Frame::Video(v) => {
                 self.measure_frame_rate(v.dts);
@@ -350,6 +350,8 @@ impl StreamSession {
         let upload_base = format!("{}/{}", context.upload_base, token);
         let args = plan.ffmpeg_args(&settings.hls, &upload_base);
         tracing::info!(generation, renditions = ?self.packager.rendition_names(), "starting FFmpeg");
+        // The GOP goes in with the Transcoder, not through its mailbox: all of it
+        // reaches the new FFmpeg, however long the GOP.
         let addr = Transcoder::new(
             generation,
             settings.hls.ffmpeg_path.clone(),
@@ -359,10 +361,8 @@ impl StreamSession {
             ctx.address(),
             self.span.clone(),
         )
+        .with_replay(self.gop.clone(), self.metrics.frames_dropped.clone())
         .start();
-        for frame in self.gop.clone() {
-            self.forward(&addr, frame);
-        }
         self.current = Some(Generation {
             id: generation,
             addr,
@@ -371,10 +371,13 @@ impl StreamSession {
         self.metrics.ffmpeg_running.set(1);
     }
 
-    fn forward(&mut self, addr: &Addr<Transcoder>, frame: Frame) {
+    /// Sends a frame to the current FFmpeg. Through its one `Addr`: every clone of an
+    /// `Addr` is a new sender that actix lets one message past the mailbox's capacity.
+    fn forward(&mut self, frame: Frame) {
+        let Some(g) = &self.current else { return };
         if self.to_transcoder.admit(&frame, true)
             && let Err(SendError::Full(Feed(f)) | SendError::Closed(Feed(f))) =
-                addr.try_send(Feed(frame))
+                g.addr.try_send(Feed(frame))
         {
             self.to_transcoder.rejected(&f);
         }
@@ -399,6 +402,10 @@ impl StreamSession {
     /// Performs the packager's outputs: the local sink first (viewers of Kawa's own HLS
     /// never wait on S3), then the S3 uploader's queue.
     fn apply(&self, outputs: Vec<Output>) {
+        if self.superseded {
+            // A newer session writes this path's playlists and series now.
+            return;
+        }
         for output in &outputs {
             if let Output::Segment {
                 rendition,
@@ -458,7 +465,9 @@ impl StreamSession {
         }
         let outputs = self.packager.end();
         self.apply(outputs);
-        self.metrics.remove();
+        if !self.superseded {
+            self.metrics.remove();
+        }
         if let Some(uploader) = &self.uploader {
             uploader.do_send(StreamEnded);
         }
@@ -497,16 +506,7 @@ impl StreamSession {
     }
 
     fn kbps(&mut self) -> u64 {
-        let now = Instant::now();
-        while self
-            .bitrate
-            .front()
-            .is_some_and(|(t, _)| now.duration_since(*t) > BITRATE_WINDOW)
-        {
-            self.bitrate.pop_front();
-        }
-        let bytes: usize = self.bitrate.iter().map(|(_, b)| b).sum();
-        (bytes as u64 * 8 / 1000) / BITRATE_WINDOW.as_secs()
+        self.bitrate.kbps(self.started.elapsed().as_secs())
     }
 }
 
@@ -557,10 +557,7 @@ impl Handler<Ingest> for StreamSession {
                 self.record_ingest(&frame);
                 self.remember(&frame);
                 match &self.current {
-                    Some(g) => {
-                        let addr = g.addr.clone();
-                        self.forward(&addr, frame);
-                    }
+                    Some(_) => self.forward(frame),
                     None if !self.restart_scheduled && self.can_start() => {
                         self.start_transcoder(ctx)
                     }
@@ -714,7 +711,7 @@ impl Handler<GetStatus> for StreamSession {
                     a.asc.channels()
                 )
             }),
-            frames_dropped: self.to_transcoder.dropped,
+            frames_dropped: self.metrics.frames_dropped.get(),
             transcoder_restarts: self.total_restarts,
             transcoder_running: self.current.is_some(),
         })

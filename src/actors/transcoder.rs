@@ -41,6 +41,10 @@ pub struct Transcoder {
     stdin: Option<mpsc::Sender<Bytes>>,
     kill: Option<oneshot::Sender<()>>,
     policy: DropToKeyframe,
+    /// The GOP cache, written to FFmpeg first.
+    replay: Vec<Frame>,
+    /// The stream's dropped-frames counter.
+    dropped: Option<prometheus::IntCounter>,
     span: tracing::Span,
 }
 
@@ -63,7 +67,39 @@ impl Transcoder {
             stdin: None,
             kill: None,
             policy: DropToKeyframe::default(),
+            replay: Vec::new(),
+            dropped: None,
             span,
+        }
+    }
+
+    /// Frames FFmpeg gets before any `Feed`, all of them (the stdin queue is made long
+    /// enough), and the counter frames dropped later are added to.
+    pub fn with_replay(mut self, replay: Vec<Frame>, dropped: prometheus::IntCounter) -> Self {
+        self.replay = replay;
+        self.dropped = Some(dropped);
+        self
+    }
+
+    fn feed(&mut self, frame: Frame) {
+        let Some(stdin) = &self.stdin else { return };
+        // Decide before muxing: a frame dropped after muxing would break the TS
+        // continuity counters FFmpeg checks.
+        let before = self.policy.dropped;
+        if self.policy.admit(&frame, stdin.capacity() > 0) {
+            // TS adds 4 bytes per 184, plus PES header and tables.
+            let len = frame.data().len();
+            let mut chunk = Vec::with_capacity(len + len / 8 + 600);
+            if let Err(e) = self.muxer.write_frame(&frame, &mut chunk) {
+                tracing::warn!(parent: &self.span, error = %e, "frame not muxed");
+                return;
+            }
+            if stdin.try_send(Bytes::from(chunk)).is_err() {
+                self.policy.rejected(&frame);
+            }
+        }
+        if let Some(counter) = &self.dropped {
+            counter.inc_by(self.policy.dropped - before);
         }
     }
 }
@@ -96,7 +132,8 @@ impl Actor for Transcoder {
         };
         tracing::debug!(parent: &self.span, generation, pid = child.id(), "FFmpeg started");
 
-        let (tx, mut rx) = mpsc::channel::<Bytes>(STDIN_QUEUE);
+        let replay = std::mem::take(&mut self.replay);
+        let (tx, mut rx) = mpsc::channel::<Bytes>(STDIN_QUEUE + replay.len());
         self.stdin = Some(tx);
         if let Some(mut stdin) = child.stdin.take() {
             actix::spawn(async move {
@@ -116,6 +153,9 @@ impl Actor for Transcoder {
                     tracing::warn!(target: "ffmpeg", parent: &span, generation, "{line}");
                 }
             });
+        }
+        for frame in replay {
+            self.feed(frame);
         }
         let (kill_tx, kill_rx) = oneshot::channel();
         self.kill = Some(kill_tx);
@@ -140,22 +180,7 @@ impl Handler<Feed> for Transcoder {
     type Result = ();
 
     fn handle(&mut self, Feed(frame): Feed, _: &mut Context<Self>) {
-        let Some(stdin) = &self.stdin else { return };
-        // Decide before muxing: a frame dropped after muxing would break the TS
-        // continuity counters FFmpeg checks.
-        if !self.policy.admit(&frame, stdin.capacity() > 0) {
-            return;
-        }
-        // TS adds 4 bytes per 184, plus PES header and tables.
-        let len = frame.data().len();
-        let mut chunk = Vec::with_capacity(len + len / 8 + 600);
-        if let Err(e) = self.muxer.write_frame(&frame, &mut chunk) {
-            tracing::warn!(parent: &self.span, error = %e, "frame not muxed");
-            return;
-        }
-        if stdin.try_send(Bytes::from(chunk)).is_err() {
-            self.policy.rejected(&frame);
-        }
+        self.feed(frame);
     }
 }
 

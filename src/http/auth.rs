@@ -25,6 +25,13 @@ impl AdminToken {
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` header; the scheme is
+/// case-insensitive (RFC 7235 §2.1).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
 /// Proof that the request carried the admin token. Take it as a handler argument.
 pub struct Admin;
 
@@ -40,8 +47,7 @@ impl FromRequest for Admin {
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
+            .and_then(bearer_token);
         ready(match presented {
             Some(token) if state.admin_token.matches(token) => Ok(Admin),
             _ => Err(ApiError::Unauthorized),

@@ -9,8 +9,13 @@ use crate::keys::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("{0}")]
+    /// A code (`invalid_json`, ...) and the message for people.
+    #[error("{1}")]
     BadRequest(&'static str, String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("method not allowed here")]
+    MethodNotAllowed,
     #[error("missing or wrong admin token")]
     Unauthorized,
     #[error("{0}")]
@@ -27,7 +32,8 @@ pub enum ApiError {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
     /// A stable, machine-readable code: `invalid_json`, `invalid_path`, `invalid_label`,
-    /// `unauthorized`, `not_found`, `conflict`, `store_unavailable`, `internal`.
+    /// `payload_too_large`, `method_not_allowed`, `unauthorized`, `not_found`, `conflict`,
+    /// `store_unavailable`, `internal`.
     pub error: &'static str,
     pub message: String,
 }
@@ -36,6 +42,8 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::BadRequest(code, _) => code,
+            Self::PayloadTooLarge(_) => "payload_too_large",
+            Self::MethodNotAllowed => "method_not_allowed",
             Self::Unauthorized => "unauthorized",
             Self::NotFound(_) => "not_found",
             Self::Conflict(_) => "conflict",
@@ -49,6 +57,8 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             Self::BadRequest(..) => StatusCode::BAD_REQUEST,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,

@@ -9,11 +9,12 @@ use std::sync::{Arc, Mutex};
 use actix::Recipient;
 use actix_web::{HttpResponse, web};
 use base64::Engine;
+use futures_util::StreamExt;
 
 use crate::actors::session::FfmpegUpload;
 
 /// FFmpeg files are a few MB; the cap only stops a runaway body.
-pub const MAX_UPLOAD_BYTES: usize = 256 * 1024 * 1024;
+pub const MAX_UPLOAD_BYTES: usize = 64 * 1024 * 1024;
 
 #[derive(Clone)]
 struct Target {
@@ -66,10 +67,12 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
 }
 
+/// Checks the token and names before a byte of the body is read, so a caller without a
+/// token costs nothing, then reads the body up to the cap.
 async fn upload(
     uploads: web::Data<FfmpegUploads>,
     path: web::Path<(String, String, String)>,
-    body: web::Bytes,
+    mut payload: web::Payload,
 ) -> HttpResponse {
     let (token, rendition, file) = path.into_inner();
     if !valid_name(&rendition) || !valid_name(&file) {
@@ -78,26 +81,35 @@ async fn upload(
     let Some(target) = uploads.find(&token) else {
         return HttpResponse::NotFound().finish();
     };
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let Ok(chunk) = chunk else {
+            return HttpResponse::BadRequest().finish();
+        };
+        if body.len() + chunk.len() > MAX_UPLOAD_BYTES {
+            return HttpResponse::PayloadTooLarge().finish();
+        }
+        body.extend_from_slice(&chunk);
+    }
     target.session.do_send(FfmpegUpload {
         generation: target.generation,
         rendition,
         file,
-        body,
+        body: body.freeze(),
     });
     HttpResponse::Created().finish()
 }
 
 /// Routes for the internal listener.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(web::PayloadConfig::new(MAX_UPLOAD_BYTES))
-        .route(
-            "/ff/{token}/{rendition}/{file}",
-            web::route().method(actix_web::http::Method::PUT).to(upload),
-        )
-        .route("/ff/{token}/{rendition}/{file}", web::post().to(upload))
-        // FFmpeg may ask to delete old segments: nothing to do, Kawa owns its files.
-        .route(
-            "/ff/{token}/{rendition}/{file}",
-            web::delete().to(HttpResponse::NoContent),
-        );
+    cfg.route(
+        "/ff/{token}/{rendition}/{file}",
+        web::route().method(actix_web::http::Method::PUT).to(upload),
+    )
+    .route("/ff/{token}/{rendition}/{file}", web::post().to(upload))
+    // FFmpeg may ask to delete old segments: nothing to do, Kawa owns its files.
+    .route(
+        "/ff/{token}/{rendition}/{file}",
+        web::delete().to(HttpResponse::NoContent),
+    );
 }

@@ -6,8 +6,9 @@
 
 use std::path::PathBuf;
 
+use actix_files::NamedFile;
 use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, Responder, web};
 
 use crate::keys::PublishPath;
 
@@ -52,29 +53,51 @@ async fn not_found_handler() -> HttpResponse {
     not_found()
 }
 
-async fn file(path: PathBuf, content_type: &str, cache: &str, compressible: bool) -> HttpResponse {
-    match tokio::fs::read(&path).await {
-        Ok(body) => {
-            let mut response = HttpResponse::Ok();
-            response
-                .content_type(content_type)
-                .insert_header((header::CACHE_CONTROL, cache))
-                .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"));
-            if !compressible {
-                // Video does not compress; tell the Compress middleware to leave it be.
-                response.insert_header((header::CONTENT_ENCODING, "identity"));
-            }
-            response.body(body)
-        }
-        Err(_) => not_found(),
+/// Serves a file as a file server should (actix-files): HEAD, `ETag` with
+/// `If-None-Match` (304), `Last-Modified`, byte ranges, and the body streamed from disk
+/// rather than read whole. Opening the file runs off the worker thread.
+async fn file(
+    req: &HttpRequest,
+    path: PathBuf,
+    content_type: &str,
+    cache: &str,
+    compressible: bool,
+) -> HttpResponse {
+    let Ok(file) = NamedFile::open_async(&path).await else {
+        return not_found();
+    };
+    let mime = content_type
+        .parse()
+        .unwrap_or(mime::APPLICATION_OCTET_STREAM);
+    let mut response = file
+        .set_content_type(mime)
+        .disable_content_disposition()
+        .use_etag(true)
+        .use_last_modified(true)
+        .customize()
+        .insert_header((header::CACHE_CONTROL, cache))
+        .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
+        .insert_header((
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            "Content-Length, Content-Range, ETag",
+        ));
+    if !compressible {
+        // Video does not compress; tell the Compress middleware to leave it be.
+        response = response.insert_header((header::CONTENT_ENCODING, "identity"));
     }
+    response.respond_to(req).map_into_boxed_body()
 }
 
-async fn master(root: web::Data<HlsRoot>, path: web::Path<String>) -> HttpResponse {
+async fn master(
+    req: HttpRequest,
+    root: web::Data<HlsRoot>,
+    path: web::Path<String>,
+) -> HttpResponse {
     let Ok(stream) = PublishPath::parse(&path) else {
         return not_found();
     };
     file(
+        &req,
         root.0.join(stream.as_str()).join("master.m3u8"),
         PLAYLIST_TYPE,
         PLAYLIST_CACHE,
@@ -84,6 +107,7 @@ async fn master(root: web::Data<HlsRoot>, path: web::Path<String>) -> HttpRespon
 }
 
 async fn rendition_file(
+    req: HttpRequest,
     root: web::Data<HlsRoot>,
     path: web::Path<(String, String, String)>,
 ) -> HttpResponse {
@@ -96,9 +120,9 @@ async fn rendition_file(
     }
     let dir = root.0.join(stream.as_str()).join(&rendition);
     if name == "index.m3u8" {
-        file(dir.join(name), PLAYLIST_TYPE, PLAYLIST_CACHE, true).await
+        file(&req, dir.join(name), PLAYLIST_TYPE, PLAYLIST_CACHE, true).await
     } else if segment_ok(&name) {
-        file(dir.join(name), SEGMENT_TYPE, SEGMENT_CACHE, false).await
+        file(&req, dir.join(name), SEGMENT_TYPE, SEGMENT_CACHE, false).await
     } else {
         not_found()
     }
@@ -121,7 +145,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/hls")
             .route("/{path}/master.m3u8", web::get().to(master))
+            .route("/{path}/master.m3u8", web::head().to(master))
             .route("/{path}/{rendition}/{file}", web::get().to(rendition_file))
+            .route("/{path}/{rendition}/{file}", web::head().to(rendition_file))
             .route(
                 "/{tail:.*}",
                 web::method(actix_web::http::Method::OPTIONS).to(preflight),

@@ -134,12 +134,22 @@ async fn api_not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound("no such API route".to_owned()))
 }
 
+async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed)
+}
+
+/// A route whose other methods get 405 rather than 404.
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
 fn json_error(err: actix_web::error::JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
     use actix_web::error::JsonPayloadError as E;
     let message = match &err {
         E::ContentType => "expected Content-Type: application/json".to_owned(),
         E::Overflow { .. } | E::OverflowKnownLength { .. } => {
-            format!("body larger than {MAX_JSON_BYTES} bytes")
+            return ApiError::PayloadTooLarge(format!("body larger than {MAX_JSON_BYTES} bytes"))
+                .into();
         }
         other => other.to_string(),
     };
@@ -158,22 +168,29 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .error_handler(json_error),
     )
     .app_data(web::PathConfig::default().error_handler(path_error))
+    .app_data(
+        web::QueryConfig::default()
+            .error_handler(|err, _| ApiError::BadRequest("invalid_query", err.to_string()).into()),
+    )
     .route("/healthz", web::get().to(health::healthz))
     .route("/readyz", web::get().to(health::readyz))
     .route("/metrics", web::get().to(metrics))
     .configure(hls::configure)
     .service(
         web::scope("/api/v1")
-            .route("/openapi.json", web::get().to(openapi_json))
-            .route("/streams", web::post().to(streams::create_stream))
-            .route("/streams", web::get().to(streams::list_streams))
-            .route("/streams/{path}", web::get().to(streams::get_stream))
-            .route("/streams/{path}", web::delete().to(streams::delete_stream))
-            .route(
-                "/streams/{path}/rotate",
-                web::post().to(streams::rotate_key),
+            .service(resource("/openapi.json").route(web::get().to(openapi_json)))
+            .service(
+                resource("/streams")
+                    .route(web::post().to(streams::create_stream))
+                    .route(web::get().to(streams::list_streams)),
             )
-            .route("/streams/{path}/kick", web::post().to(streams::kick))
+            .service(
+                resource("/streams/{path}")
+                    .route(web::get().to(streams::get_stream))
+                    .route(web::delete().to(streams::delete_stream)),
+            )
+            .service(resource("/streams/{path}/rotate").route(web::post().to(streams::rotate_key)))
+            .service(resource("/streams/{path}/kick").route(web::post().to(streams::kick)))
             .default_service(web::to(api_not_found)),
     );
 }

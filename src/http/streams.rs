@@ -67,7 +67,22 @@ pub struct StreamInfo {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StreamList {
     pub streams: Vec<StreamInfo>,
+    /// More streams follow: pass this as `after` for the next page.
+    pub next: Option<String>,
 }
+
+/// Paging of the stream list, in publish path order.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Streams per page (1 to 1000; default 100).
+    pub limit: Option<usize>,
+    /// Start after this publish path (the `next` of the previous page).
+    pub after: Option<String>,
+}
+
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
 
 fn rfc3339(t: time::OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339)
@@ -154,6 +169,7 @@ pub async fn create_stream(
 /// List every stream (never the keys).
 #[utoipa::path(
     get, path = "/api/v1/streams", tag = "streams",
+    params(ListQuery),
     responses(
         (status = 200, body = StreamList),
         (status = 401, body = ErrorBody),
@@ -164,9 +180,23 @@ pub async fn create_stream(
 pub async fn list_streams(
     _: Admin,
     state: web::Data<AppState>,
+    query: web::Query<ListQuery>,
     req: HttpRequest,
 ) -> Result<web::Json<StreamList>, ApiError> {
-    let records = state.keys.list().await?;
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::BadRequest(
+            "invalid_query",
+            format!("limit must be from 1 to {MAX_PAGE}"),
+        ));
+    }
+    let mut records = state.keys.list().await?;
+    records.sort_by(|a, b| a.publish_path.cmp(&b.publish_path));
+    if let Some(after) = &query.after {
+        records.retain(|r| r.publish_path.as_str() > after.as_str());
+    }
+    let next = (records.len() > limit).then(|| records[limit - 1].publish_path.to_string());
+    records.truncate(limit);
     let live = state.registry.send(LivePaths).await.unwrap_or_default();
     let streams = records
         .into_iter()
@@ -175,13 +205,13 @@ pub async fn list_streams(
             info(&state, &req, r, is_live)
         })
         .collect();
-    Ok(web::Json(StreamList { streams }))
+    Ok(web::Json(StreamList { streams, next }))
 }
 
 /// Show one stream (never the key).
 #[utoipa::path(
     get, path = "/api/v1/streams/{path}", tag = "streams",
-    params(("path" = String, Path, description = "Publish path")),
+    params(("path" = String, Path, description = "Publish path", pattern = r"^[a-z0-9][a-z0-9_-]{0,63}$")),
     responses(
         (status = 200, body = StreamInfo),
         (status = 400, body = ErrorBody),
@@ -210,7 +240,7 @@ pub async fn get_stream(
 /// Issue a new key; the old one stops working at once.
 #[utoipa::path(
     post, path = "/api/v1/streams/{path}/rotate", tag = "streams",
-    params(("path" = String, Path, description = "Publish path")),
+    params(("path" = String, Path, description = "Publish path", pattern = r"^[a-z0-9][a-z0-9_-]{0,63}$")),
     responses(
         (status = 200, description = "The new key, shown only now", body = StreamWithKey),
         (status = 400, body = ErrorBody),
@@ -240,7 +270,7 @@ pub async fn rotate_key(
 /// Delete a stream; its key stops working at once.
 #[utoipa::path(
     delete, path = "/api/v1/streams/{path}", tag = "streams",
-    params(("path" = String, Path, description = "Publish path")),
+    params(("path" = String, Path, description = "Publish path", pattern = r"^[a-z0-9][a-z0-9_-]{0,63}$")),
     responses(
         (status = 204, description = "Deleted"),
         (status = 400, body = ErrorBody),
@@ -268,7 +298,7 @@ pub async fn delete_stream(
 /// Disconnect the stream's publisher now.
 #[utoipa::path(
     post, path = "/api/v1/streams/{path}/kick", tag = "streams",
-    params(("path" = String, Path, description = "Publish path")),
+    params(("path" = String, Path, description = "Publish path", pattern = r"^[a-z0-9][a-z0-9_-]{0,63}$")),
     responses(
         (status = 204, description = "The publisher was disconnected"),
         (status = 400, body = ErrorBody),

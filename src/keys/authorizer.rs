@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 
 use super::{Authorization, KeyManager, PublishPath};
@@ -37,6 +38,8 @@ pub enum AuthorizeError {
     Unavailable(String),
     #[error("key manager URL is invalid: {0}")]
     BadUrl(String),
+    #[error("grpc.token has characters a gRPC header cannot carry")]
+    BadToken,
 }
 
 #[derive(Clone)]
@@ -47,6 +50,8 @@ pub enum PublishAuthorizer {
     },
     Remote {
         client: KeyServiceClient<Channel>,
+        /// `authorization` for the key manager's shared token, when there is one.
+        token: Option<MetadataValue<Ascii>>,
         timeout: Duration,
     },
 }
@@ -56,13 +61,19 @@ impl PublishAuthorizer {
         Self::Local { keys, app }
     }
 
-    /// A client for a key manager's gRPC `KeyService`; connects on first use.
-    pub fn remote(url: &str, timeout: Duration) -> Result<Self, AuthorizeError> {
+    /// A client for a key manager's gRPC `KeyService`, sending `token` (the shared
+    /// `grpc.token`; empty: none); connects on first use.
+    pub fn remote(url: &str, token: &str, timeout: Duration) -> Result<Self, AuthorizeError> {
         let endpoint = Endpoint::from_shared(url.to_owned())
             .map_err(|e| AuthorizeError::BadUrl(e.to_string()))?
             .connect_timeout(timeout);
+        let token = match token {
+            "" => None,
+            t => Some(crate::grpc::bearer(t).ok_or(AuthorizeError::BadToken)?),
+        };
         Ok(Self::Remote {
             client: KeyServiceClient::new(endpoint.connect_lazy()),
+            token,
             timeout,
         })
     }
@@ -87,13 +98,22 @@ impl PublishAuthorizer {
                     Err(e) => Err(AuthorizeError::Unavailable(e.to_string())),
                 }
             }
-            Self::Remote { client, timeout } => {
+            Self::Remote {
+                client,
+                token,
+                timeout,
+            } => {
                 let mut client = client.clone();
-                let request = AuthorizePublishRequest {
+                let mut request = tonic::Request::new(AuthorizePublishRequest {
                     app: app.to_owned(),
                     stream_key: stream_key.to_owned(),
                     client_addr: client_addr.to_owned(),
-                };
+                });
+                if let Some(token) = token {
+                    request
+                        .metadata_mut()
+                        .insert("authorization", token.clone());
+                }
                 let reply = tokio::time::timeout(*timeout, client.authorize_publish(request))
                     .await
                     .map_err(|_| {

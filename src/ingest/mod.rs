@@ -2,12 +2,28 @@
 //! typed events out. Wraps `rml_rtmp`'s handshake and `ServerSession` and runs FLV
 //! payloads through the media core, so the connection actor only moves messages.
 //!
-//! rml_rtmp 0.8 panics on some malformed input (short AMF commands, a short onMetaData).
-//! Every call into it runs under `catch_unwind`; a panic becomes [`IngestError::Panicked`]
-//! and ends this connection only.
+//! rml_rtmp 0.8 cannot be given a peer's bytes directly: its chunk reader breaks on
+//! interleaved chunk streams and buffers whatever length a peer declares, and its AMF0
+//! parser recurses without a bound. So the bytes go through Kawa's own [`chunk`] reader
+//! (caps on every declared length, tighter until a publish is accepted) and every command
+//! and data message through the [`amf`] check; rml_rtmp then gets each message whole, as
+//! one chunk, for the session logic it does well (commands, replies, stream states).
+//! What it could still panic on runs under `catch_unwind`; a panic becomes
+//! [`IngestError::Panicked`] and ends this connection only.
+//!
+//! A publish request pauses the reading of messages until it is accepted or refused, so
+//! that what the encoder sent right behind it (metadata, sequence headers) is handed on
+//! after the publish is in place instead of being dropped by a session not yet publishing.
 
+pub mod amf;
+pub mod chunk;
+
+use std::collections::VecDeque;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use amf::AmfError;
+use chunk::{ChunkError, ChunkLimits, ChunkMessage, ChunkReader};
 
 use bytes::Bytes;
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
@@ -80,6 +96,14 @@ pub enum IngestError {
     Handshake(String),
     #[error("RTMP protocol error: {0}")]
     Session(String),
+    #[error("RTMP chunk stream: {0}")]
+    Chunk(#[from] ChunkError),
+    #[error("RTMP message of type {type_id}: {error}")]
+    Amf { type_id: u8, error: AmfError },
+    #[error("malformed RTMP {0} command")]
+    MalformedCommand(&'static str),
+    #[error("{held} bytes of messages sent while the publish is being checked, over {limit}")]
+    TooMuchBeforePublish { held: usize, limit: usize },
     #[error("malformed RTMP input made the RTMP library panic ({0})")]
     Panicked(String),
     #[error("connection already failed")]
@@ -92,10 +116,22 @@ enum State {
     Failed,
 }
 
+/// Largest audio or video message by default (`rtmp.max_message_bytes`).
+pub const DEFAULT_MAX_MEDIA_MESSAGE: u32 = 8 << 20;
+
 /// The protocol state of one RTMP connection.
 pub struct RtmpProtocol {
     state: State,
     demuxer: FlvDemuxer,
+    chunks: ChunkReader,
+    max_media_message: u32,
+    /// The publish request waiting for a decision; messages are held meanwhile.
+    publish_pending: Option<u32>,
+    held: VecDeque<ChunkMessage>,
+    held_bytes: usize,
+    /// Scratch space: messages read, and one message re-chunked for rml_rtmp.
+    messages: Vec<ChunkMessage>,
+    rechunked: Vec<u8>,
 }
 
 impl Default for RtmpProtocol {
@@ -117,10 +153,28 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> T) -> Result<T, IngestError> {
 
 impl RtmpProtocol {
     pub fn new() -> Self {
+        Self::with_max_media_message(DEFAULT_MAX_MEDIA_MESSAGE)
+    }
+
+    /// A connection whose audio and video messages may be up to `max_media_message`
+    /// bytes once its publish is accepted (at most 16 MiB - 1, what a chunk header holds).
+    pub fn with_max_media_message(max_media_message: u32) -> Self {
         Self {
             state: State::Handshaking(Box::new(Handshake::new(PeerType::Server))),
             demuxer: FlvDemuxer::new(),
+            chunks: ChunkReader::new(ChunkLimits::BEFORE_PUBLISH),
+            max_media_message: max_media_message.min(chunk::MAX_MESSAGE_LENGTH),
+            publish_pending: None,
+            held: VecDeque::new(),
+            held_bytes: 0,
+            messages: Vec::new(),
+            rechunked: Vec::new(),
         }
+    }
+
+    /// Bytes this connection holds for incomplete and held messages.
+    pub fn buffered(&self) -> usize {
+        self.chunks.buffered() + self.held_bytes
     }
 
     pub fn handshake_done(&self) -> bool {
@@ -158,19 +212,115 @@ impl RtmpProtocol {
                         .map_err(|e| IngestError::Session(format!("{e:?}")))?;
                         self.state = State::Session(Box::new(session));
                         self.handle_results(results, &mut events);
+                        // rml_rtmp gets every message as one chunk: tell it chunks can be
+                        // as large as a message can be.
+                        self.forward(&chunk::largest_chunk_size_message(), &mut events)?;
                         if !remaining_bytes.is_empty() {
                             events.extend(self.receive_inner(&remaining_bytes)?);
                         }
                     }
                 }
             }
-            State::Session(session) => {
-                let results = guarded("input", || session.handle_input(bytes))?
-                    .map_err(|e| IngestError::Session(format!("{e:?}")))?;
-                self.handle_results(results, &mut events);
+            State::Session(_) => {
+                let mut messages = std::mem::take(&mut self.messages);
+                let read = self.chunks.push(bytes, &mut messages);
+                let mut result = read.map_err(IngestError::from);
+                for message in messages.drain(..) {
+                    if result.is_err() {
+                        break;
+                    }
+                    result = if self.publish_pending.is_some() {
+                        self.hold(message)
+                    } else {
+                        self.dispatch(message, &mut events)
+                    };
+                }
+                self.messages = messages;
+                result?;
             }
         }
         Ok(events)
+    }
+
+    /// Keeps a message that came behind a publish request until the request is decided.
+    fn hold(&mut self, message: ChunkMessage) -> Result<(), IngestError> {
+        self.held_bytes += message.payload.len();
+        self.held.push_back(message);
+        let limit = ChunkLimits::BEFORE_PUBLISH.max_buffered;
+        if self.held_bytes > limit {
+            return Err(IngestError::TooMuchBeforePublish {
+                held: self.held_bytes,
+                limit,
+            });
+        }
+        Ok(())
+    }
+
+    /// Hands the messages held behind an accepted publish on, in order.
+    fn release_held(&mut self, events: &mut Vec<IngestEvent>) -> Result<(), IngestError> {
+        while self.publish_pending.is_none() {
+            let Some(message) = self.held.pop_front() else {
+                break;
+            };
+            self.held_bytes -= message.payload.len();
+            self.dispatch(message, events)?;
+        }
+        Ok(())
+    }
+
+    /// Checks one message and gives it to rml_rtmp.
+    fn dispatch(
+        &mut self,
+        mut message: ChunkMessage,
+        events: &mut Vec<IngestEvent>,
+    ) -> Result<(), IngestError> {
+        match message.type_id {
+            // Protocol control, user control, audio, video: fixed layouts rml_rtmp reads.
+            3..=6 | 8 | 9 => {}
+            // AMF0 data; 15 is "AMF3" data that is AMF0 in practice (rml_rtmp reads it so).
+            15 | 18 => {
+                let summary = amf::check(&message.payload).map_err(|error| IngestError::Amf {
+                    type_id: message.type_id,
+                    error,
+                })?;
+                if summary.name == Some("@setDataFrame") && summary.values < 3 {
+                    return Err(IngestError::MalformedCommand("@setDataFrame"));
+                }
+            }
+            // AMF0 command; 17 is an "AMF3" command, AMF0 behind a 0 byte.
+            17 | 20 => {
+                if message.type_id == 17 && message.payload.first() == Some(&0) {
+                    message.payload = message.payload.slice(1..);
+                    message.type_id = 20;
+                }
+                let summary = amf::check(&message.payload).map_err(|error| IngestError::Amf {
+                    type_id: message.type_id,
+                    error,
+                })?;
+                check_command(&summary)?;
+            }
+            // Shared objects and aggregate messages: no encoder Kawa serves sends them.
+            _ => return Ok(()),
+        }
+        self.forward(&message, events)
+    }
+
+    /// Gives rml_rtmp one message as a single chunk.
+    fn forward(
+        &mut self,
+        message: &ChunkMessage,
+        events: &mut Vec<IngestEvent>,
+    ) -> Result<(), IngestError> {
+        self.rechunked.clear();
+        chunk::write_single_chunk(message, &mut self.rechunked);
+        let State::Session(session) = &mut self.state else {
+            return Err(IngestError::Closed);
+        };
+        let input = &self.rechunked;
+        let results = guarded("input", || session.handle_input(input))?
+            .map_err(|e| IngestError::Session(format!("{e:?}")))?;
+        self.handle_results(results, events);
+        Ok(())
     }
 
     fn session(&mut self) -> Result<&mut ServerSession, IngestError> {
@@ -180,13 +330,20 @@ impl RtmpProtocol {
         }
     }
 
-    /// Accepts a connect or publish request.
+    /// Accepts a connect or publish request. Once a publish is accepted, messages may be
+    /// as large as video needs, and what came behind the request is handed on.
     pub fn accept(&mut self, request_id: u32) -> Result<Vec<IngestEvent>, IngestError> {
         let session = self.session()?;
         let results = guarded("accept", || session.accept_request(request_id))?
             .map_err(|e| IngestError::Session(format!("{e:?}")))?;
         let mut events = Vec::new();
         self.handle_results(results, &mut events);
+        if self.publish_pending == Some(request_id) {
+            self.publish_pending = None;
+            self.chunks
+                .set_limits(ChunkLimits::publishing(self.max_media_message));
+            self.release_held(&mut events)?;
+        }
         Ok(events)
     }
 
@@ -236,11 +393,14 @@ impl RtmpProtocol {
                 app_name,
                 stream_key,
                 ..
-            } => IngestEvent::PublishRequested {
-                request_id,
-                app: app_name,
-                stream_key,
-            },
+            } => {
+                self.publish_pending = Some(request_id);
+                IngestEvent::PublishRequested {
+                    request_id,
+                    app: app_name,
+                    stream_key,
+                }
+            }
             ServerSessionEvent::PlayStreamRequested { request_id, .. } => {
                 IngestEvent::PlayRequested { request_id }
             }
@@ -259,6 +419,23 @@ impl RtmpProtocol {
             _ => return None,
         })
     }
+}
+
+/// Refuses the commands rml_rtmp would index into without checking their arguments.
+fn check_command(summary: &amf::AmfSummary<'_>) -> Result<(), IngestError> {
+    let (Some(name), true) = (summary.name, summary.second_is_number) else {
+        return Err(IngestError::MalformedCommand("AMF0"));
+    };
+    // name, transaction id, command object, then the arguments each command reads.
+    let (command, needed) = match name {
+        "publish" => ("publish", 5),
+        "play" => ("play", 4),
+        _ => ("AMF0", 3),
+    };
+    if summary.values < needed {
+        return Err(IngestError::MalformedCommand(command));
+    }
+    Ok(())
 }
 
 fn media(result: Result<MediaEvent, DemuxError>) -> IngestEvent {
@@ -470,6 +647,89 @@ mod tests {
         };
         assert_eq!(frame.pts, 23 * 90);
         assert_eq!(&frame.data[..2], &[0xFF, 0xF1]);
+    }
+
+    fn message(timestamp: u32, type_id: u8, payload: &[u8]) -> ChunkMessage {
+        ChunkMessage {
+            timestamp,
+            type_id,
+            stream_id: 1,
+            payload: Bytes::copy_from_slice(payload),
+        }
+    }
+
+    fn media_events(events: &[IngestEvent]) -> usize {
+        events
+            .iter()
+            .filter(|e| matches!(e, IngestEvent::Media(_) | IngestEvent::MediaError(_)))
+            .count()
+    }
+
+    #[test]
+    fn media_sent_right_behind_the_publish_waits_for_it() {
+        // The publish request is out, not yet decided; the AAC sequence header follows.
+        let (mut pair, id) = connected_publish_request("k");
+        let mut bytes = Vec::new();
+        chunk::write_single_chunk(&message(0, 8, &[0xAF, 0, 0x12, 0x10]), &mut bytes);
+        let events = pair.server.receive(&bytes).unwrap();
+        assert_eq!(
+            media_events(&events),
+            0,
+            "held until the publish is decided"
+        );
+        let events = pair.server.accept(id).unwrap();
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, IngestEvent::Media(MediaEvent::Config(_)))),
+            "{events:?}"
+        );
+    }
+
+    #[test]
+    fn interleaved_chunk_streams_reach_the_demuxer() {
+        let (mut pair, id) = connected_publish_request("k");
+        let events = pair.server.accept(id).unwrap();
+        pair.handle_server_events(events);
+        // A 300-byte video message on chunk stream 9 with an audio message on chunk
+        // stream 10 between its chunks (rml_rtmp 0.8 panicked on this).
+        let mut video = vec![0x17, 0x01, 0, 0, 0];
+        video.resize(300, 0);
+        // Chunks of 128 bytes from here on (rml_rtmp's client set 4096).
+        let mut bytes = Vec::new();
+        chunk::write_single_chunk(
+            &message(0, chunk::SET_CHUNK_SIZE, &128u32.to_be_bytes()),
+            &mut bytes,
+        );
+        bytes.extend_from_slice(&[9, 0, 0, 40, 0, 1, 44, 9, 1, 0, 0, 0]);
+        bytes.extend_from_slice(&video[..128]);
+        bytes.extend_from_slice(&[10, 0, 0, 41, 0, 0, 4, 8, 1, 0, 0, 0, 0xAF, 0, 0x12, 0x10]);
+        bytes.push(0xC0 | 9);
+        bytes.extend_from_slice(&video[128..256]);
+        bytes.push(0xC0 | 9);
+        bytes.extend_from_slice(&video[256..]);
+        let events = pair.server.receive(&bytes).unwrap();
+        assert_eq!(media_events(&events), 2, "{events:?}");
+    }
+
+    #[test]
+    fn a_publish_without_its_arguments_is_refused_not_panicked_on() {
+        let mut pair = Pair::new();
+        let results = pair.client.request_connection("live".into()).unwrap();
+        pair.pump(vec![results]);
+        let (id, _) = pair.take_request();
+        let events = pair.server.accept(id).unwrap();
+        pair.handle_server_events(events);
+        let values = vec![
+            rml_rtmp::rml_amf0::Amf0Value::Utf8String("publish".into()),
+            rml_rtmp::rml_amf0::Amf0Value::Number(5.0),
+            rml_rtmp::rml_amf0::Amf0Value::Null,
+        ];
+        let payload = rml_rtmp::rml_amf0::serialize(&values).unwrap();
+        let mut bytes = Vec::new();
+        chunk::write_single_chunk(&message(0, 20, &payload), &mut bytes);
+        let err = pair.server.receive(&bytes).unwrap_err();
+        assert_eq!(err, IngestError::MalformedCommand("publish"));
     }
 
     #[test]

@@ -1,0 +1,4 @@
+//! Pure parts of a live stream's bookkeeping, kept out of the session actor so they can be
+//! tested without actors.
+
+pub mod bitrate;
