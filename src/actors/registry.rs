@@ -233,8 +233,13 @@ impl Handler<SessionEnded> for StreamRegistry {
             .entries
             .get(&msg.path)
             .is_some_and(|e| e.session_id == msg.session_id)
+            && let Some(entry) = self.entries.remove(&msg.path)
+            && let Some(publisher) = entry.publisher
         {
-            self.entries.remove(&msg.path);
+            // A session ends with a publisher still on only when it failed.
+            publisher.disconnect.do_send(Disconnect {
+                reason: "the stream session failed",
+            });
         }
     }
 }

@@ -505,6 +505,48 @@ impl StreamSession {
         }
     }
 
+    /// Runs a handler. A panic in it would end this actor's task silently (actix runs
+    /// actors as tasks; a panic is not a stop): the publisher would stream into a closed
+    /// mailbox and the playlists would freeze without ENDLIST. Instead the stream ends as
+    /// a clean stop would, and the registry disconnects the publisher.
+    fn guarded(
+        &mut self,
+        ctx: &mut Context<Self>,
+        handler: impl FnOnce(&mut Self, &mut Context<Self>),
+    ) {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(self, ctx)));
+        if let Err(panic) = result {
+            let detail = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(parent: &self.span, panic = %detail, "stream session panicked; ending the stream");
+            for g in self
+                .current
+                .take()
+                .into_iter()
+                .chain(self.retiring.drain(..))
+            {
+                g.addr.do_send(super::transcoder::Kill);
+                self.context.uploads.unregister(&g.token);
+            }
+            self.publisher = None;
+            self.end(ctx);
+        }
+    }
+
+    /// A panic for the fault tests, in debug builds only: `TEST_KAWA_PANIC_PATH` names a
+    /// path whose session panics on its 400th frame.
+    #[cfg(debug_assertions)]
+    fn injected_panic(&self) {
+        if self.metrics.video_frames.get() + self.metrics.audio_frames.get() == 400
+            && std::env::var("TEST_KAWA_PANIC_PATH").is_ok_and(|p| p == self.path.as_str())
+        {
+            panic!("injected by TEST_KAWA_PANIC_PATH");
+        }
+    }
+
     fn kbps(&mut self) -> u64 {
         self.bitrate.kbps(self.started.elapsed().as_secs())
     }
@@ -531,10 +573,8 @@ impl Actor for StreamSession {
     }
 }
 
-impl Handler<Ingest> for StreamSession {
-    type Result = ();
-
-    fn handle(&mut self, msg: Ingest, ctx: &mut Context<Self>) {
+impl StreamSession {
+    fn on_ingest(&mut self, msg: Ingest, ctx: &mut Context<Self>) {
         if self.publisher != Some(msg.conn_id) || self.state != State::Live {
             return;
         }
@@ -555,6 +595,8 @@ impl Handler<Ingest> for StreamSession {
             }
             IngestInput::Frame(frame) => {
                 self.record_ingest(&frame);
+                #[cfg(debug_assertions)]
+                self.injected_panic();
                 self.remember(&frame);
                 match &self.current {
                     Some(_) => self.forward(frame),
@@ -565,6 +607,14 @@ impl Handler<Ingest> for StreamSession {
                 }
             }
         }
+    }
+}
+
+impl Handler<Ingest> for StreamSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: Ingest, ctx: &mut Context<Self>) {
+        self.guarded(ctx, |this, ctx| this.on_ingest(msg, ctx));
     }
 }
 
@@ -582,10 +632,8 @@ impl Handler<PublisherChanged> for StreamSession {
     }
 }
 
-impl Handler<Unpublished> for StreamSession {
-    type Result = ();
-
-    fn handle(&mut self, msg: Unpublished, ctx: &mut Context<Self>) {
+impl StreamSession {
+    fn on_unpublished(&mut self, msg: Unpublished, ctx: &mut Context<Self>) {
         if self.state != State::Live {
             return;
         }
@@ -606,6 +654,14 @@ impl Handler<Unpublished> for StreamSession {
         } else {
             self.end(ctx);
         }
+    }
+}
+
+impl Handler<Unpublished> for StreamSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: Unpublished, ctx: &mut Context<Self>) {
+        self.guarded(ctx, |this, ctx| this.on_unpublished(msg, ctx));
     }
 }
 
@@ -630,10 +686,8 @@ impl Handler<Superseded> for StreamSession {
     }
 }
 
-impl Handler<FfmpegUpload> for StreamSession {
-    type Result = ();
-
-    fn handle(&mut self, msg: FfmpegUpload, _: &mut Context<Self>) {
+impl StreamSession {
+    fn on_ffmpeg_upload(&mut self, msg: FfmpegUpload, _: &mut Context<Self>) {
         if self.state == State::Ended {
             return;
         }
@@ -653,10 +707,16 @@ impl Handler<FfmpegUpload> for StreamSession {
     }
 }
 
-impl Handler<TranscoderExited> for StreamSession {
+impl Handler<FfmpegUpload> for StreamSession {
     type Result = ();
 
-    fn handle(&mut self, msg: TranscoderExited, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: FfmpegUpload, ctx: &mut Context<Self>) {
+        self.guarded(ctx, |this, ctx| this.on_ffmpeg_upload(msg, ctx));
+    }
+}
+
+impl StreamSession {
+    fn on_transcoder_exited(&mut self, msg: TranscoderExited, ctx: &mut Context<Self>) {
         let current = self
             .current
             .as_ref()
@@ -681,6 +741,14 @@ impl Handler<TranscoderExited> for StreamSession {
             }
             State::Ended => {}
         }
+    }
+}
+
+impl Handler<TranscoderExited> for StreamSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: TranscoderExited, ctx: &mut Context<Self>) {
+        self.guarded(ctx, |this, ctx| this.on_transcoder_exited(msg, ctx));
     }
 }
 

@@ -1,0 +1,80 @@
+//! A stream session that panics ends its stream as a clean stop would: ENDLIST, its
+//! metric series gone, its publisher disconnected, one log line; other streams go on.
+//! The panic is injected through `TEST_KAWA_PANIC_PATH`, which only debug builds read.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Kawa, Publisher, create_stream, stream_info, wait_for};
+
+async fn playlist(kawa: &Kawa, path: &str) -> Option<String> {
+    let url = kawa.url(&format!("/hls/{path}/source/index.m3u8"));
+    let response = reqwest::get(url).await.ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    response.text().await.ok()
+}
+
+#[tokio::test]
+async fn a_panicking_session_ends_its_stream_cleanly() {
+    let kawa = Kawa::builder()
+        .env("KAWA_HLS__PRESET", "passthrough")
+        .env("TEST_KAWA_PANIC_PATH", "doomed")
+        .start();
+    let doomed_key = create_stream(&kawa, "doomed").await;
+    let steady_key = create_stream(&kawa, "steady").await;
+    let mut doomed = Publisher::start(&kawa.rtmp_url(&doomed_key), 60);
+    let mut steady = Publisher::start(&kawa.rtmp_url(&steady_key), 60);
+
+    // The 400th frame (about 6 s in) panics the session.
+    let ended = wait_for(
+        "ENDLIST on the doomed stream",
+        Duration::from_secs(30),
+        || async {
+            playlist(&kawa, "doomed")
+                .await
+                .filter(|p| p.contains("#EXT-X-ENDLIST"))
+        },
+    )
+    .await;
+    assert!(ended.contains("#EXTINF"), "{ended}");
+    assert!(
+        doomed.wait_exit(Duration::from_secs(10)).is_some(),
+        "the publisher was disconnected"
+    );
+    let logs = kawa.logs();
+    assert_eq!(
+        logs.matches("stream session panicked").count(),
+        1,
+        "one log line"
+    );
+    let info = stream_info(&kawa, "doomed").await;
+    assert_eq!(info["live"], false, "{info}");
+    let metrics = reqwest::get(kawa.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !metrics.contains("\"doomed\""),
+        "the stream's series are gone"
+    );
+    assert!(metrics.contains("\"steady\""));
+
+    // The other stream carried on.
+    let before = playlist(&kawa, "steady").await.unwrap_or_default();
+    wait_for(
+        "a new segment on the steady stream",
+        Duration::from_secs(10),
+        || async {
+            playlist(&kawa, "steady")
+                .await
+                .filter(|p| *p != before && !p.contains("#EXT-X-ENDLIST"))
+        },
+    )
+    .await;
+    assert!(steady.running(), "{}", steady.stderr());
+}
