@@ -204,8 +204,15 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     // Uploads an earlier run could not finish (an outage, a crash) go out first.
     deliveries.resume();
 
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let arbiters = crate::actors::Arbiters::start(cores);
+    tracing::info!(
+        arbiters = cores,
+        "RTMP connections and stream sessions spread over one arbiter per core"
+    );
     let session_context = Arc::new(SessionContext {
         settings: Arc::clone(&settings),
+        arbiters: arbiters.clone(),
         uploads,
         upload_base: format!("http://{upload_addr}/ff"),
         hls_root: hls_root.clone(),
@@ -239,6 +246,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     let rtmp_addr = rtmp_listener.local_addr().unwrap_or(rtmp_addr);
     let ingest_context = Arc::new(IngestContext {
         settings: Arc::clone(&settings),
+        arbiters,
         authorizer,
         registry: registry.clone(),
     });

@@ -170,14 +170,12 @@ impl Handler<Publish> for StreamRegistry {
         }
         let session_id = self.next_session_id;
         self.next_session_id += 1;
-        let session = StreamSession::new(
-            session_id,
-            msg.path.clone(),
-            msg.conn_id,
-            Arc::clone(&self.context),
-            ctx.address(),
-        )
-        .start();
+        let context = Arc::clone(&self.context);
+        let arbiter = context.arbiters.pick(session_id).clone();
+        let (path, conn_id, registry) = (msg.path.clone(), msg.conn_id, ctx.address());
+        let session = StreamSession::start_in_arbiter(&arbiter, move |_| {
+            StreamSession::new(session_id, path, conn_id, context, registry)
+        });
         self.entries.insert(
             msg.path,
             Entry {

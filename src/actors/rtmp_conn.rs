@@ -27,6 +27,7 @@ use crate::metrics::METRICS;
 /// What every connection needs.
 pub struct IngestContext {
     pub settings: Arc<Settings>,
+    pub arbiters: super::Arbiters,
     pub authorizer: PublishAuthorizer,
     pub registry: Addr<StreamRegistry>,
 }

@@ -127,8 +127,18 @@ impl Actor for RtmpListener {
                         METRICS.rtmp_connections_accepted.inc();
                         let id = next_id;
                         next_id += 1;
-                        RtmpConnection::new(id, stream, peer, Arc::clone(&context), admission)
-                            .start();
+                        // The socket moves to the connection's arbiter and registers
+                        // with that thread's event loop there.
+                        let Ok(stream) = stream.into_std() else {
+                            continue;
+                        };
+                        let context = Arc::clone(&context);
+                        let arbiter = context.arbiters.pick(id).clone();
+                        RtmpConnection::start_in_arbiter(&arbiter, move |_| {
+                            let stream = tokio::net::TcpStream::from_std(stream)
+                                .expect("a socket taken from a live listener");
+                            RtmpConnection::new(id, stream, peer, context, admission)
+                        });
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: back off, don't spin.

@@ -18,7 +18,7 @@ use super::restart::RestartPolicy;
 use super::transcoder::{Feed, Finish, Transcoder};
 use super::uploader::{Deliver, Deliveries, StreamEnded, Uploader};
 use crate::config::Settings;
-use crate::delivery::local::LocalSink;
+use crate::delivery::local::{LocalSink, LocalWriter};
 use crate::hls::packager::{Output, Packager, RenditionInfo, nominal_frame_rate};
 use crate::http::ffmpeg_sink::FfmpegUploads;
 use crate::keys::PublishPath;
@@ -30,6 +30,7 @@ use crate::transcode::{RenditionKind, TranscodePlan};
 /// What every session shares: settings and where FFmpeg uploads go.
 pub struct SessionContext {
     pub settings: Arc<Settings>,
+    pub arbiters: super::Arbiters,
     pub uploads: FfmpegUploads,
     /// `http://127.0.0.1:PORT/ff`: Kawa's loopback-only listener for FFmpeg's PUTs.
     pub upload_base: String,
@@ -164,7 +165,7 @@ pub struct StreamSession {
     restart_scheduled: bool,
     total_restarts: u64,
     packager: Packager,
-    sink: LocalSink,
+    sink: LocalWriter,
     to_transcoder: DropToKeyframe,
     since: OffsetDateTime,
     started: Instant,
@@ -192,8 +193,11 @@ impl StreamSession {
         let epoch_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        let sink = LocalSink::new(context.hls_root.join(path.as_str()));
         let span = tracing::info_span!("stream", publish_path = %path, session = id);
+        let sink = LocalWriter::spawn(
+            LocalSink::new(context.hls_root.join(path.as_str())),
+            span.clone(),
+        );
         let label = path.to_string();
         Self {
             id,
@@ -423,14 +427,16 @@ impl StreamSession {
                     self.metrics.glass_to_playlist.observe(latency.max(0.0));
                 }
             }
-            if let Err(e) = self.sink.apply(output) {
-                tracing::error!(parent: &self.span, error = %e, "writing HLS output failed");
-            }
         }
-        if let Some(uploader) = &self.uploader
-            && !outputs.is_empty()
-        {
-            uploader.do_send(Deliver(outputs));
+        if outputs.is_empty() {
+            return;
+        }
+        match &self.uploader {
+            Some(uploader) => {
+                self.sink.apply(outputs.clone());
+                uploader.do_send(Deliver(outputs));
+            }
+            None => self.sink.apply(outputs),
         }
     }
 
@@ -478,7 +484,7 @@ impl StreamSession {
         });
         let retention = Duration::from_secs(self.context.settings.hls.retention_seconds);
         ctx.run_later(retention, |this, ctx| {
-            this.sink.clean_up(&this.packager.files(), !this.superseded);
+            this.sink.clean_up(this.packager.files(), !this.superseded);
             ctx.stop();
         });
     }

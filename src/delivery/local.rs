@@ -66,3 +66,68 @@ fn remove(path: &Path) -> io::Result<()> {
         _ => Ok(()),
     }
 }
+
+/// What the writer does, in order.
+enum Job {
+    Apply(Vec<Output>),
+    CleanUp {
+        files: Vec<(String, String)>,
+        playlists: bool,
+    },
+}
+
+/// Jobs a stream's writer holds while the disk is slow; past that, writes are refused
+/// (and logged) rather than queued without bound.
+const WRITER_QUEUE: usize = 512;
+
+/// A stream's [`LocalSink`] run off the actor threads: jobs go, in order, to a task that
+/// does the file work on tokio's blocking pool, so a slow disk stalls no RTMP connection
+/// or session.
+pub struct LocalWriter {
+    jobs: tokio::sync::mpsc::Sender<Job>,
+    span: tracing::Span,
+}
+
+impl LocalWriter {
+    /// Starts the writer task on the current runtime.
+    pub fn spawn(sink: LocalSink, span: tracing::Span) -> Self {
+        let (jobs, mut rx) = tokio::sync::mpsc::channel::<Job>(WRITER_QUEUE);
+        let sink = std::sync::Arc::new(sink);
+        let task_span = span.clone();
+        tokio::spawn(async move {
+            while let Some(job) = rx.recv().await {
+                let sink = std::sync::Arc::clone(&sink);
+                let span = task_span.clone();
+                let done = tokio::task::spawn_blocking(move || match job {
+                    Job::Apply(outputs) => {
+                        for output in &outputs {
+                            if let Err(e) = sink.apply(output) {
+                                tracing::error!(parent: &span, error = %e, "writing HLS output failed");
+                            }
+                        }
+                    }
+                    Job::CleanUp { files, playlists } => sink.clean_up(&files, playlists),
+                })
+                .await;
+                if done.is_err() {
+                    tracing::error!(parent: &task_span, "HLS writer job failed");
+                }
+            }
+        });
+        Self { jobs, span }
+    }
+
+    pub fn apply(&self, outputs: Vec<Output>) {
+        self.send(Job::Apply(outputs));
+    }
+
+    pub fn clean_up(&self, files: Vec<(String, String)>, playlists: bool) {
+        self.send(Job::CleanUp { files, playlists });
+    }
+
+    fn send(&self, job: Job) {
+        if self.jobs.try_send(job).is_err() {
+            tracing::error!(parent: &self.span, "the disk is not keeping up: HLS output dropped");
+        }
+    }
+}
