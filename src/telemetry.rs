@@ -24,12 +24,16 @@ pub fn init(settings: &LogSettings) {
         let location = info
             .location()
             .map(|l| format!("{}:{}", l.file(), l.line()));
-        let message = info
-            .payload()
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| info.payload().downcast_ref::<String>().cloned())
-            .unwrap_or_default();
+        let message = panic_message(info.payload());
         tracing::error!(target: "panic", location = location.as_deref().unwrap_or("?"), "panic: {message}");
     }));
+}
+
+/// The text a panic was raised with (`panic!("...")`), or empty.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
 }

@@ -6,7 +6,7 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use common::{Kawa, Publisher, create_stream, wait_for};
+use common::{Kawa, Publisher, create_stream, metrics_text, wait_for};
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{ClientSession, ClientSessionConfig, ClientSessionResult};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -105,12 +105,7 @@ async fn healthy(kawa: &Kawa) -> bool {
 
 /// `kawa_rtmp_connections_open` from /metrics.
 async fn open_rtmp_connections(kawa: &Kawa) -> u64 {
-    let text = reqwest::get(kawa.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(kawa).await;
     text.lines()
         .find_map(|l| l.strip_prefix("kawa_rtmp_connections_open "))
         .and_then(|v| v.trim().parse::<f64>().ok())

@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Kawa, KawaBuilder, MotoServer, Publisher, TcpRelay, create_stream, wait_for};
+use common::{
+    Kawa, KawaBuilder, MotoServer, Publisher, TcpRelay, create_stream, metrics_text, wait_for,
+};
 use m3u8_rs::{MediaPlaylist, Playlist};
 
 const BUCKET: &str = "kawa-live";
@@ -207,12 +209,7 @@ async fn an_s3_outage_loses_nothing_and_never_pauses_local_viewers() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let metrics = reqwest::get(kawa.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&kawa).await;
     let depth_line = metrics
         .lines()
         .find(|l| l.starts_with("kawa_upload_queue_depth{") && l.contains("stream=\"outage\""))

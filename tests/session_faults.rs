@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Kawa, Publisher, create_stream, stream_info, wait_for};
+use common::{Kawa, Publisher, create_stream, metrics_text, stream_info, wait_for};
 
 async fn playlist(kawa: &Kawa, path: &str) -> Option<String> {
     let url = kawa.url(&format!("/hls/{path}/source/index.m3u8"));
@@ -52,12 +52,7 @@ async fn a_panicking_session_ends_its_stream_cleanly() {
     );
     let info = stream_info(&kawa, "doomed").await;
     assert_eq!(info["live"], false, "{info}");
-    let metrics = reqwest::get(kawa.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&kawa).await;
     assert!(
         !metrics.contains("\"doomed\""),
         "the stream's series are gone"

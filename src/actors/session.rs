@@ -522,11 +522,7 @@ impl StreamSession {
     ) {
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(self, ctx)));
         if let Err(panic) = result {
-            let detail = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
+            let detail = crate::telemetry::panic_message(&*panic);
             tracing::error!(parent: &self.span, panic = %detail, "stream session panicked; ending the stream");
             for g in self
                 .current

@@ -142,11 +142,7 @@ impl Default for RtmpProtocol {
 
 fn guarded<T>(what: &str, f: impl FnOnce() -> T) -> Result<T, IngestError> {
     catch_unwind(AssertUnwindSafe(f)).map_err(|panic| {
-        let detail = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
+        let detail = crate::telemetry::panic_message(&*panic);
         IngestError::Panicked(format!("{what}: {detail}"))
     })
 }

@@ -349,6 +349,16 @@ pub fn admin_client() -> reqwest::Client {
 }
 
 /// `GET /api/v1/streams/{path}` as the admin, as JSON.
+/// Kawa's `/metrics` text.
+pub async fn metrics_text(kawa: &Kawa) -> String {
+    reqwest::get(kawa.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 pub async fn stream_info(kawa: &Kawa, path: &str) -> serde_json::Value {
     admin_client()
         .get(kawa.url(&format!("/api/v1/streams/{path}")))
