@@ -170,7 +170,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         r.register(c).expect("metric names are unique");
     }
     // Series that should read 0 rather than be absent before the first event.
-    for result in ["accepted", "bad_key", "duplicate", "store_error"] {
+    for result in ["accepted", "bad_key", "duplicate", "store_error", "failed"] {
         m.publish_attempts.with_label_values(&[result]);
     }
     for result in [

@@ -73,3 +73,41 @@ async fn a_panicking_session_ends_its_stream_cleanly() {
     .await;
     assert!(steady.running(), "{}", steady.stderr());
 }
+
+#[tokio::test]
+async fn a_panic_in_the_registry_fails_one_publish_and_the_registry_goes_on() {
+    let kawa = Kawa::builder()
+        .env("KAWA_HLS__PRESET", "passthrough")
+        .env("TEST_KAWA_REGISTRY_PANIC_PATH", "cursed")
+        .start();
+    let cursed_key = create_stream(&kawa, "cursed").await;
+    let fine_key = create_stream(&kawa, "fine").await;
+    let mut cursed = Publisher::start(&kawa.rtmp_url(&cursed_key), 20);
+    let status = cursed
+        .wait_exit(Duration::from_secs(10))
+        .expect("the publish is refused");
+    assert!(!status.success());
+    assert!(
+        kawa.logs()
+            .contains("stream registry handler panicked; the registry goes on")
+    );
+    // The registry still runs: health is good and the next publish plays.
+    let health = reqwest::get(kawa.url("/healthz")).await.unwrap();
+    assert!(health.status().is_success());
+    let _fine = Publisher::start(&kawa.rtmp_url(&fine_key), 20);
+    wait_for(
+        "a segment on the next stream",
+        Duration::from_secs(20),
+        || async {
+            playlist(&kawa, "fine")
+                .await
+                .filter(|p| p.contains("#EXTINF"))
+        },
+    )
+    .await;
+    let metrics = metrics_text(&kawa).await;
+    assert!(
+        metrics.contains(r#"kawa_publish_attempts_total{result="failed"} 1"#),
+        "{metrics}"
+    );
+}

@@ -35,6 +35,8 @@ pub struct Publish {
 pub enum PublishRefused {
     #[error("the stream is already being published")]
     AlreadyPublishing,
+    #[error("the stream registry failed on this publish")]
+    Failed,
 }
 
 /// The publisher of `path` went away (or was disconnected).
@@ -125,10 +127,40 @@ impl Actor for StreamRegistry {
     type Context = Context<Self>;
 }
 
+/// Runs a registry handler. A panic would end the registry's task and with it every
+/// publish to come: instead it fails this one message (logged) and the registry goes on.
+fn guarded<R>(what: &'static str, fallback: R, handler: impl FnOnce() -> R) -> R {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(handler)) {
+        Ok(result) => result,
+        Err(panic) => {
+            let detail = crate::telemetry::panic_message(&*panic);
+            tracing::error!(handler = what, panic = %detail, "stream registry handler panicked; the registry goes on");
+            fallback
+        }
+    }
+}
+
 impl Handler<Publish> for StreamRegistry {
     type Result = Result<Addr<StreamSession>, PublishRefused>;
 
     fn handle(&mut self, msg: Publish, ctx: &mut Context<Self>) -> Self::Result {
+        guarded("publish", Err(PublishRefused::Failed), || {
+            self.publish(msg, ctx)
+        })
+    }
+}
+
+impl StreamRegistry {
+    fn publish(
+        &mut self,
+        msg: Publish,
+        ctx: &mut Context<Self>,
+    ) -> Result<Addr<StreamSession>, PublishRefused> {
+        // A panic for the fault tests, in debug builds only.
+        #[cfg(debug_assertions)]
+        if std::env::var("TEST_KAWA_REGISTRY_PANIC_PATH").is_ok_and(|p| p == msg.path.as_str()) {
+            panic!("injected by TEST_KAWA_REGISTRY_PANIC_PATH");
+        }
         let publisher = Publisher {
             conn_id: msg.conn_id,
             disconnect: msg.disconnect,
@@ -193,6 +225,12 @@ impl Handler<Unpublish> for StreamRegistry {
     type Result = ();
 
     fn handle(&mut self, msg: Unpublish, ctx: &mut Context<Self>) {
+        guarded("unpublish", (), || self.unpublish(msg, ctx))
+    }
+}
+
+impl StreamRegistry {
+    fn unpublish(&mut self, msg: Unpublish, ctx: &mut Context<Self>) {
         let Some(entry) = self.entries.get_mut(&msg.path) else {
             return;
         };

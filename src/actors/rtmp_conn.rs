@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::codec::{BytesCodec, FramedRead};
 
 use super::backpressure::DropToKeyframe;
-use super::registry::{Disconnect, Publish, StreamRegistry, Unpublish};
+use super::registry::{Disconnect, Publish, PublishRefused, StreamRegistry, Unpublish};
 use super::rtmp_listener::Admission;
 use super::session::{Ingest, IngestInput, StreamSession};
 use crate::config::Settings;
@@ -234,6 +234,11 @@ impl RtmpConnection {
                 }
                 Err(e) => this.fail(e, ctx),
             },
+            Ok(Err(PublishRefused::Failed)) => {
+                METRICS.publish_attempts.with_label_values(&["failed"]).inc();
+                tracing::error!(parent: &this.span, publish_path = %path, "publish refused: the registry failed on it");
+                this.refuse(request_id, "NetStream.Publish.Failed", "the server could not start the stream; try again", ctx);
+            }
             Ok(Err(refused)) => {
                 METRICS.publish_attempts.with_label_values(&["duplicate"]).inc();
                 tracing::info!(parent: &this.span, publish_path = %path, reason = %refused, "publish refused");

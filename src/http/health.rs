@@ -5,10 +5,16 @@ use serde_json::json;
 
 use super::AppState;
 
-/// Liveness: the process is up.
-#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200)))]
-pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
+/// Liveness: the process is up and its stream registry runs (without it no publish can
+/// be accepted, so an orchestrator should restart the process).
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200), (status = 503)))]
+pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
+    if state.registry.connected() {
+        HttpResponse::Ok().json(json!({"status": "ok"}))
+    } else {
+        tracing::error!("the stream registry is not running");
+        HttpResponse::ServiceUnavailable().json(json!({"status": "registry_down"}))
+    }
 }
 
 /// Readiness: the key store answers.
