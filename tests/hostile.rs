@@ -6,11 +6,11 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use common::rtmp::handshaken;
 use common::{Kawa, Publisher, create_stream, metrics_text, wait_for};
-use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{ClientSession, ClientSessionConfig, ClientSessionResult};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 
 /// Kawa's resident memory in MiB.
 fn rss_mib(pid: u32) -> f64 {
@@ -27,33 +27,7 @@ fn rss_mib(pid: u32) -> f64 {
 /// A TCP connection from `source` (any 127.0.0.0/8 address is this machine) that has done
 /// a real RTMP handshake and sent ffmpeg-like `connect` for app `live`.
 async fn connected_peer(kawa: SocketAddr, source: IpAddr) -> std::io::Result<TcpStream> {
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(source, 0))?;
-    let mut stream = socket.connect(kawa).await?;
-    let mut handshake = Handshake::new(PeerType::Client);
-    stream
-        .write_all(&handshake.generate_outbound_p0_and_p1().unwrap())
-        .await?;
-    let mut buf = vec![0u8; 4096];
-    let leftover = loop {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        match handshake.process_bytes(&buf[..n]).unwrap() {
-            HandshakeProcessResult::InProgress { response_bytes } => {
-                stream.write_all(&response_bytes).await?
-            }
-            HandshakeProcessResult::Completed {
-                response_bytes,
-                remaining_bytes,
-            } => {
-                stream.write_all(&response_bytes).await?;
-                break remaining_bytes;
-            }
-        }
-    };
-    drop(leftover);
+    let (mut stream, _) = handshaken(kawa, source).await?;
     let (mut client, results) = ClientSession::new(ClientSessionConfig::new()).unwrap();
     let mut out = Vec::new();
     for r in results {

@@ -25,6 +25,8 @@ use crate::keys::PublishPath;
 use crate::media::frame::{CodecConfig, Frame};
 use crate::metrics::{METRICS, StreamMetrics};
 use crate::stream::bitrate::BitrateWindow;
+use crate::stream::config::ConfigChange;
+use crate::stream::timeline::{Continuity, Timeline};
 use crate::transcode::{RenditionKind, TranscodePlan};
 
 /// What every session shares: settings and where FFmpeg uploads go.
@@ -170,6 +172,8 @@ pub struct StreamSession {
     since: OffsetDateTime,
     started: Instant,
     bitrate: BitrateWindow,
+    /// The publishing connection's frame times, to notice a clock reset or jump.
+    timeline: Timeline,
     superseded: bool,
     uploader: Option<Addr<Uploader>>,
     metrics: StreamMetrics,
@@ -225,6 +229,7 @@ impl StreamSession {
             since: OffsetDateTime::now_utc(),
             started: Instant::now(),
             bitrate: BitrateWindow::default(),
+            timeline: Timeline::default(),
             superseded: false,
             uploader: None,
             metrics: StreamMetrics::new(&label),
@@ -392,6 +397,13 @@ impl StreamSession {
                 .inc_by(dropped - self.drops_reported);
             self.drops_reported = dropped;
         }
+    }
+
+    /// Timing or format restarts: FFmpeg starts again from the next keyframe.
+    fn new_generation(&mut self) {
+        self.retire_generation();
+        self.gop.clear();
+        self.gop_bytes = 0;
     }
 
     /// Closes the current FFmpeg's input; it flushes its last segment and exits. Its
@@ -585,17 +597,25 @@ impl StreamSession {
                 self.expect_video = Some(has_video);
             }
             IngestInput::Config(config) => {
-                let video_changed =
-                    self.config.video.is_some() && config.video != self.config.video;
+                let change = ConfigChange::between(&self.config, &config);
                 self.config = config;
-                if video_changed && self.current.is_some() {
-                    // New resolution or profile: FFmpeg starts again at the next keyframe.
-                    tracing::info!(parent: &self.span, "video configuration changed");
-                    self.retire_generation();
-                    self.gop.clear();
+                if change.restarts_encoding() && self.current.is_some() {
+                    // New resolution, profile or audio format (or audio that came after
+                    // encoding started without it): FFmpeg starts again at the next
+                    // keyframe, with a new ladder plan, DISCONTINUITY and master.
+                    tracing::info!(parent: &self.span, video = change.video, audio = change.audio, "codec configuration changed; a new generation starts");
+                    self.new_generation();
                 }
             }
             IngestInput::Frame(frame) => {
+                let dts = match &frame {
+                    Frame::Video(v) => v.dts,
+                    Frame::Audio(a) => a.pts,
+                };
+                if self.timeline.observe(dts) == Continuity::Jump {
+                    tracing::info!(parent: &self.span, "timestamps jumped; a new generation starts");
+                    self.new_generation();
+                }
                 self.record_ingest(&frame);
                 #[cfg(debug_assertions)]
                 self.injected_panic();
@@ -627,9 +647,8 @@ impl Handler<PublisherChanged> for StreamSession {
         // The new connection's timestamps start again from zero: a new FFmpeg
         // generation begins at its first keyframe, with a discontinuity.
         self.publisher = Some(msg.conn_id);
-        self.retire_generation();
-        self.gop.clear();
-        self.gop_bytes = 0;
+        self.new_generation();
+        self.timeline.reset();
         self.state = State::Live;
     }
 }
@@ -674,9 +693,8 @@ impl Handler<PublisherLost> for StreamSession {
         tracing::info!(parent: &self.span, "publisher lost; waiting for it to reconnect");
         // FFmpeg writes out what it has; a reconnect starts a new generation.
         self.publisher = None;
-        self.retire_generation();
-        self.gop.clear();
-        self.gop_bytes = 0;
+        self.new_generation();
+        self.timeline.reset();
     }
 }
 

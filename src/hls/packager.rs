@@ -71,6 +71,9 @@ struct Entry {
 #[derive(Debug)]
 struct Rendition {
     info: RenditionInfo,
+    /// In the current ladder. A rung the ladder dropped (the source's resolution fell
+    /// below it) keeps its playlist but leaves the master.
+    active: bool,
     window: VecDeque<Entry>,
     retired: VecDeque<String>,
     next_seq: u64,
@@ -131,15 +134,25 @@ impl Packager {
     /// changes). Known renditions keep their state.
     pub fn set_renditions(&mut self, infos: Vec<RenditionInfo>, audio_codec: Option<String>) {
         self.audio_codec = audio_codec;
+        for r in &mut self.renditions {
+            r.active = infos.iter().any(|i| i.name == r.info.name);
+        }
         for info in infos {
             match self
                 .renditions
                 .iter_mut()
                 .find(|r| r.info.name == info.name)
             {
-                Some(r) => r.info = info,
+                Some(r) => {
+                    r.info = info;
+                    // The bitrate of the new picture, not the old one.
+                    r.bits = 0;
+                    r.seconds = 0.0;
+                    r.peak_bps = 0;
+                }
                 None => self.renditions.push(Rendition {
                     info,
+                    active: true,
                     window: VecDeque::new(),
                     retired: VecDeque::new(),
                     next_seq: 0,
@@ -183,9 +196,11 @@ impl Packager {
         self.target_duration
     }
 
+    /// The renditions of the current ladder.
     pub fn rendition_names(&self) -> Vec<String> {
         self.renditions
             .iter()
+            .filter(|r| r.active)
             .map(|r| r.info.name.clone())
             .collect()
     }
@@ -453,7 +468,7 @@ impl Packager {
     /// The master playlist, once every rendition has a segment and known codecs.
     pub fn master_playlist(&self, audio_codec: Option<&str>) -> Option<MasterPlaylist> {
         let mut variants = Vec::new();
-        for r in &self.renditions {
+        for r in self.renditions.iter().filter(|r| r.active) {
             if r.next_seq == 0 || (r.info.has_video && r.info.video_codec.is_none()) {
                 return None;
             }
@@ -580,6 +595,41 @@ mod tests {
             text.contains("BANDWIDTH=4000,AVERAGE-BANDWIDTH=4000"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_rung_the_ladder_drops_leaves_the_master_and_new_codecs_enter_it() {
+        let mut p = Packager::new(1700000000, 2, 6);
+        p.set_renditions(vec![info("source"), info("480p")], Some("mp4a.40.2".into()));
+        p.start_generation(0, time::macros::datetime!(2026-11-27 12:00:00 UTC));
+        for rendition in ["source", "480p"] {
+            p.segment_uploaded(0, rendition, "seg_0.ts", Bytes::from(vec![0u8; 1000]))
+                .unwrap();
+            p.playlist_uploaded(0, rendition, &ffmpeg_playlist(0, &[2.0]))
+                .unwrap();
+        }
+        // The source drops to 360p: no 480p rung any more, a new profile.
+        let mut small = info("source");
+        small.video_codec = Some("avc1.42c01e".into());
+        small.resolution = Some((640, 360));
+        p.set_renditions(vec![small], Some("mp4a.40.5".into()));
+        p.start_generation(1, time::macros::datetime!(2026-11-27 12:00:02 UTC));
+        p.segment_uploaded(1, "source", "seg_0.ts", Bytes::from(vec![0u8; 1000]))
+            .unwrap();
+        let out = p
+            .playlist_uploaded(1, "source", &ffmpeg_playlist(0, &[2.0]))
+            .unwrap();
+        let Some(Output::Master { text }) = out.last() else {
+            panic!("{out:?}")
+        };
+        assert!(!text.contains("480p"), "{text}");
+        assert!(
+            text.contains("CODECS=\"avc1.42c01e,mp4a.40.5\",RESOLUTION=640x360"),
+            "{text}"
+        );
+        assert_eq!(p.rendition_names(), ["source"]);
+        let playlist = p.media_playlist("source").unwrap().render();
+        assert!(playlist.contains("#EXT-X-DISCONTINUITY\n"), "{playlist}");
     }
 
     #[test]

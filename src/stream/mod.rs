@@ -2,3 +2,5 @@
 //! tested without actors.
 
 pub mod bitrate;
+pub mod config;
+pub mod timeline;

@@ -1,6 +1,8 @@
 //! Real parts for integration tests: a `kawa` process, a `redis-server`, free ports.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod rtmp;
+
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
