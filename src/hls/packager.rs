@@ -110,6 +110,9 @@ pub struct Packager {
 /// segments are listed after it.
 const MAX_SEGMENTS_AWAITED: usize = 3;
 
+/// Generations whose start time is kept (the current one and those still flushing).
+const KEPT_GENERATIONS: u64 = 8;
+
 /// Segments shorter than this say little about the bitrate (the last one of a stream).
 const MIN_SECONDS_FOR_PEAK: f64 = 0.5;
 
@@ -190,6 +193,10 @@ impl Packager {
     /// A new FFmpeg generation begins with media ingested at `ingest_time`.
     pub fn start_generation(&mut self, generation: u64, ingest_time: OffsetDateTime) {
         self.generation_starts.insert(generation, ingest_time);
+        // Only FFmpegs still flushing need theirs: a stream restarted for weeks keeps a
+        // handful, not one per restart.
+        self.generation_starts
+            .retain(|&g, _| g + KEPT_GENERATIONS > generation);
     }
 
     pub fn target_duration(&self) -> Option<u64> {
