@@ -271,19 +271,35 @@ impl Handler<Deliver> for Uploader {
     fn handle(&mut self, Deliver(outputs): Deliver, ctx: &mut Context<Self>) {
         self.stream_live = true;
         let grace = self.delete_grace;
-        let Some(spool) = self.spool.as_mut() else {
+        let Some(mut spool) = self.spool.take() else {
             tracing::error!(stream = %self.stream, "upload spool unavailable; outputs not queued");
             return;
         };
-        for output in outputs {
-            let Some((meta, body)) = to_item(output, grace) else {
-                continue;
-            };
-            if let Err(e) = spool.push(meta, &body) {
-                tracing::error!(stream = %self.stream, error = %e, "cannot queue an upload");
+        // The spool's disk writes run on the blocking pool, not on this arbiter's thread
+        // (where connections and sessions run too). `wait` holds this actor's other
+        // messages and tasks meanwhile, so items are queued in order and nothing sees the
+        // spool while it is away.
+        let stream = self.stream.clone();
+        let write = tokio::task::spawn_blocking(move || {
+            for output in outputs {
+                let Some((meta, body)) = to_item(output, grace) else {
+                    continue;
+                };
+                if let Err(e) = spool.push(meta, &body) {
+                    tracing::error!(stream = %stream, error = %e, "cannot queue an upload");
+                }
             }
-        }
-        self.kick(ctx);
+            spool
+        });
+        ctx.wait(write.into_actor(self).map(|spool, this, ctx| {
+            match spool {
+                Ok(spool) => this.spool = Some(spool),
+                Err(e) => {
+                    tracing::error!(stream = %this.stream, error = %e, "the upload spool writer failed");
+                }
+            }
+            this.kick(ctx);
+        }));
     }
 }
 
