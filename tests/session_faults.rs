@@ -111,3 +111,42 @@ async fn a_panic_in_the_registry_fails_one_publish_and_the_registry_goes_on() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn a_stream_published_again_while_ending_keeps_its_files_and_series() {
+    let kawa = Kawa::builder()
+        .env("KAWA_HLS__PRESET", "passthrough")
+        .start();
+    let key = create_stream(&kawa, "again").await;
+    // A short publish that stops cleanly (deleteStream) after 5 s...
+    let mut first = Publisher::start(&kawa.rtmp_url(&key), 5);
+    wait_for("a first segment", Duration::from_secs(20), || async {
+        playlist(&kawa, "again")
+            .await
+            .filter(|p| p.contains("#EXTINF"))
+    })
+    .await;
+    first
+        .wait_exit(Duration::from_secs(15))
+        .expect("the first publish ends");
+    // ...and the next one at once, while the first session is still ending.
+    let mut second = Publisher::start(&kawa.rtmp_url(&key), 30);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert!(second.running(), "{}", second.stderr());
+    // The first session has ended by now; the successor's playlist has no ENDLIST and its
+    // series are still exported and moving.
+    let frames = || async {
+        let metrics = metrics_text(&kawa).await;
+        metrics
+            .lines()
+            .find(|l| l.starts_with("kawa_stream_ingest_frames_total") && l.contains("\"again\""))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+    let before = frames().await.expect("the successor's series is exported");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = frames().await.expect("the successor's series is exported");
+    assert!(after > before, "{before} -> {after}");
+    let text = playlist(&kawa, "again").await.unwrap();
+    assert!(!text.contains("#EXT-X-ENDLIST"), "{text}");
+    assert!(kawa.logs().matches("stream ended").count() >= 1);
+}
