@@ -1,0 +1,84 @@
+//! The messages a StreamSession takes, and what it answers about a live stream.
+
+use actix::Message;
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::media::frame::{CodecConfig, Frame};
+
+/// Media from the publishing connection.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Ingest {
+    pub conn_id: u64,
+    pub input: IngestInput,
+}
+
+pub enum IngestInput {
+    Config(CodecConfig),
+    Frame(Frame),
+    /// onMetaData said whether video will come (audio-only streams start FFmpeg on audio).
+    Metadata {
+        has_video: bool,
+    },
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PublisherChanged {
+    pub conn_id: u64,
+}
+
+/// The stream ends: write the last segments and ENDLIST.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Unpublished {
+    pub reason: &'static str,
+}
+
+/// The publisher's connection dropped; the registry waits for it to come back.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PublisherLost;
+
+/// A newer session owns this path's playlists now.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Superseded;
+
+/// FFmpeg PUT a file.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct FfmpegUpload {
+    pub generation: u64,
+    pub rendition: String,
+    pub file: String,
+    pub body: Bytes,
+}
+
+/// The FFmpeg of `generation` exited.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TranscoderExited {
+    pub generation: u64,
+    pub status: String,
+}
+
+#[derive(Message)]
+#[rtype(result = "LiveStatus")]
+pub struct GetStatus;
+
+/// What the API shows of a live stream.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct LiveStatus {
+    /// RFC 3339.
+    pub since: String,
+    /// Ingest bitrate over the last few seconds.
+    pub ingest_kbps: u64,
+    pub renditions: Vec<String>,
+    pub video: Option<String>,
+    pub audio: Option<String>,
+    pub frames_dropped: u64,
+    pub transcoder_restarts: u64,
+    pub transcoder_running: bool,
+}
