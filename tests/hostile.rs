@@ -283,3 +283,26 @@ async fn grpc_asks_for_the_shared_token() {
     assert!(logs.contains(r"live\nforged log line"), "{logs}");
     assert!(!logs.lines().any(|l| l.starts_with("forged")), "{logs}");
 }
+
+#[tokio::test]
+async fn an_app_name_with_a_newline_is_logged_escaped() {
+    let kawa = Kawa::start();
+    let (mut stream, _) = handshaken(kawa.rtmp, IpAddr::V4(Ipv4Addr::LOCALHOST))
+        .await
+        .unwrap();
+    let (mut client, results) = ClientSession::new(ClientSessionConfig::new()).unwrap();
+    let mut out = Vec::new();
+    let requests = results.into_iter().chain([client
+        .request_connection("live\nforged line".into())
+        .unwrap()]);
+    for r in requests {
+        if let ClientSessionResult::OutboundResponse(p) = r {
+            out.extend(p.bytes);
+        }
+    }
+    stream.write_all(&out).await.unwrap();
+    assert!(closed_within(&mut stream, Duration::from_secs(5)).await);
+    let logs = kawa.logs();
+    assert!(logs.contains(r#"app="live\nforged line""#), "{logs}");
+    assert!(!logs.lines().any(|l| l.starts_with("forged")), "{logs}");
+}

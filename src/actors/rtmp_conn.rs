@@ -161,7 +161,8 @@ impl RtmpConnection {
 
     fn on_connect(&mut self, request_id: u32, app: String, ctx: &mut Context<Self>) {
         if app != self.context.settings.rtmp.app {
-            tracing::info!(parent: &self.span, app, "connect refused: unknown app");
+            // `?`: the name is the peer's, logged escaped (a newline cannot forge a line).
+            tracing::info!(parent: &self.span, app = ?app, "connect refused: unknown app");
             self.refuse(
                 request_id,
                 "NetConnection.Connect.Rejected",
