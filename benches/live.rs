@@ -17,15 +17,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{Kawa, Publisher, create_stream};
+use common::{Kawa, Publisher, create_stream, env_number, rss_kib};
 use m3u8_rs::Playlist;
-
-fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// 20 s of 1280x720 at 30 fps, 3 Mbit/s CBR-ish H.264 with 2 s GOPs, and AAC: the shape
 /// of a typical OBS stream. Encoded once; publishers copy it.
@@ -78,15 +71,6 @@ fn cpu_ticks(pid: u32) -> u64 {
     let rest = stat.rsplit_once(") ").unwrap().1;
     let fields: Vec<&str> = rest.split(' ').collect();
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

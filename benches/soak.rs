@@ -15,15 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Kawa, Publisher, create_stream};
+use common::{Kawa, Publisher, create_stream, env_number, rss_kib};
 use m3u8_rs::Playlist;
-
-fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// 20 s of 640x360 at 25 fps, about 1 Mbit/s, 2 s GOPs, AAC: encoded once, copied by
 /// every publisher in a loop.
@@ -46,13 +39,7 @@ fn make_source(dir: &Path) -> PathBuf {
 }
 
 fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
+    rss_kib(pid) as f64 / 1024.0
 }
 
 /// utime + stime (clock ticks) of each of the process's threads, by thread id.

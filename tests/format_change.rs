@@ -10,9 +10,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::rtmp::RtmpPublisher;
-use common::{Kawa, create_stream, wait_for};
+use common::{Kawa, create_stream, ffprobe_json, wait_for};
 use kawa::media::flv::{FlvFileReader, TagKind};
-use serde_json::Value;
 
 /// A short FLV made by ffmpeg: H.264 at `size`, AAC at `sample_rate` with `channels`.
 fn flv(dir: &Path, name: &str, size: &str, sample_rate: u32, channels: u32) -> Vec<u8> {
@@ -84,20 +83,6 @@ async fn text(kawa: &Kawa, path: &str) -> Option<String> {
     response.text().await.ok()
 }
 
-fn ffprobe(url: &str) -> Value {
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", "-of", "json", "-show_entries"])
-        .args(["stream=codec_type,width,height,sample_rate,channels", url])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 #[tokio::test]
 async fn resolution_and_aac_changes_mid_stream_start_a_new_generation() {
     let dir = tempfile::tempdir().unwrap();
@@ -160,7 +145,13 @@ async fn resolution_and_aac_changes_mid_stream_start_a_new_generation() {
         .rfind(|l| l.ends_with(".ts"))
         .unwrap()
         .to_owned();
-    let probe = ffprobe(&kawa.url(&format!("/hls/shifty/source/{last_segment}")));
+    let probe = ffprobe_json(
+        &[
+            "-show_entries",
+            "stream=codec_type,width,height,sample_rate,channels",
+        ],
+        &kawa.url(&format!("/hls/shifty/source/{last_segment}")),
+    );
     let streams = probe["streams"].as_array().unwrap();
     let video = streams.iter().find(|s| s["codec_type"] == "video").unwrap();
     let audio = streams.iter().find(|s| s["codec_type"] == "audio").unwrap();

@@ -7,21 +7,14 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use common::rtmp::handshaken;
-use common::{Kawa, Publisher, create_stream, metrics_text, wait_for};
+use common::{Kawa, Publisher, create_stream, metrics_text, rss_kib, wait_for};
 use rml_rtmp::sessions::{ClientSession, ClientSessionConfig, ClientSessionResult};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Kawa's resident memory in MiB.
 fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    kb / 1024.0
+    rss_kib(pid) as f64 / 1024.0
 }
 
 /// A TCP connection from `source` (any 127.0.0.0/8 address is this machine) that has done

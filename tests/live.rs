@@ -6,7 +6,9 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{ADMIN_TOKEN, Kawa, Publisher, admin_client, create_stream, stream_info, wait_for};
+use common::{
+    ADMIN_TOKEN, Kawa, Publisher, admin_client, create_stream, ffprobe_json, stream_info, wait_for,
+};
 use m3u8_rs::{MasterPlaylist, MediaPlaylist, Playlist};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -92,21 +94,6 @@ async fn live_stream(builder: common::KawaBuilder, stream: &str, segments: usize
         publisher,
         playlist,
     }
-}
-
-fn ffprobe_json(args: &[&str], target: &str) -> Value {
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", "-of", "json"])
-        .args(args)
-        .arg(target)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "ffprobe {target}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 #[tokio::test]

@@ -351,6 +351,40 @@ pub fn admin_client() -> reqwest::Client {
 }
 
 /// `GET /api/v1/streams/{path}` as the admin, as JSON.
+/// ffprobe's JSON for `target` (a file or URL), with `args` choosing what it shows.
+pub fn ffprobe_json(args: &[&str], target: &str) -> serde_json::Value {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-of", "json"])
+        .args(args)
+        .arg(target)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ffprobe {target}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A number from the environment, or `default`.
+pub fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A process's resident memory in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// Kawa's `/metrics` text.
 pub async fn metrics_text(kawa: &Kawa) -> String {
     reqwest::get(kawa.url("/metrics"))
