@@ -168,6 +168,23 @@ impl RtmpProtocol {
         }
     }
 
+    /// A connection whose handshake is already done, for the fuzzer (`fuzz/`): the
+    /// handshake is rml_rtmp's, fixed-size, and costs more than everything after it, so
+    /// skipping it lets the fuzzer spend its runs on the chunk stream, AMF and media.
+    #[cfg(feature = "fuzzing")]
+    pub fn after_handshake(
+        max_media_message: u32,
+    ) -> Result<(Self, Vec<IngestEvent>), IngestError> {
+        let mut this = Self::with_max_media_message(max_media_message);
+        let (session, results) = ServerSession::new(ServerSessionConfig::new())
+            .map_err(|e| IngestError::Session(format!("{e:?}")))?;
+        this.state = State::Session(Box::new(session));
+        let mut events = Vec::new();
+        this.handle_results(results, &mut events);
+        this.forward(&chunk::largest_chunk_size_message(), &mut events)?;
+        Ok((this, events))
+    }
+
     /// Bytes this connection holds for incomplete and held messages.
     pub fn buffered(&self) -> usize {
         self.chunks.buffered() + self.held_bytes
