@@ -156,6 +156,8 @@ fn main() {
         let kawa = Kawa::builder()
             .env("KAWA_HLS__PRESET", "passthrough")
             .env("RUST_LOG", "warn,kawa::server=info")
+            // Every publisher comes from 127.0.0.1.
+            .env("KAWA_RTMP__MAX_CONNECTIONS_PER_IP", "4096")
             .start();
         let pid = kawa.pid();
         let mut publishers = Vec::new();

@@ -160,6 +160,7 @@ async fn a_thousand_keyless_peers_cost_little_and_a_publisher_still_gets_in() {
     let kawa = Kawa::builder()
         .env("KAWA_HLS__PRESET", "passthrough")
         .env("KAWA_RTMP__HANDSHAKE_TIMEOUT_MS", "60000")
+        .env("KAWA_RTMP__MAX_CONNECTIONS_PER_IP", "16")
         .start();
     let pid = kawa.pid();
     let key = create_stream(&kawa, "under-siege").await;
