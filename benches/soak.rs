@@ -205,12 +205,16 @@ fn main() {
         let total: f64 = per_thread.iter().map(|(_, p)| p).sum();
 
         println!("soak, passthrough, {streams} streams of 1 Mbit/s 360p25 with a reader each, {elapsed:.0} s");
+        let half = samples.len() / 2;
         println!(
-            "  RSS: {:.1} MiB at start, {:.1} MiB at end, slope {:.2} MB/hour over {} samples",
+            "  RSS: {:.1} MiB at start, {:.1} MiB half way, {:.1} MiB at end; slope {:.2} MB/hour over {} samples ({:.2} in the first half, {:.2} in the second)",
             samples.first().map_or(0.0, |s| s.1),
+            samples.get(half).map_or(0.0, |s| s.1),
             samples.last().map_or(0.0, |s| s.1),
             slope(&samples),
-            samples.len()
+            samples.len(),
+            slope(&samples[..=half]),
+            slope(&samples[half..]),
         );
         println!(
             "  readers: {} segments fetched, {} errors, {} stalls (no new segment for > 4 s), longest gap {:.1} s",
