@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::rtmp::RtmpPublisher;
-use common::{Kawa, create_stream, ffprobe_json, wait_for};
+use common::{Kawa, create_stream, fetch_text, ffprobe_json, wait_for};
 use kawa::media::flv::{FlvFileReader, TagKind};
 
 /// A short FLV made by ffmpeg: H.264 at `size`, AAC at `sample_rate` with `channels`.
@@ -75,14 +75,6 @@ async fn send(publisher: &mut RtmpPublisher, file: &[u8], offset_ms: u32) -> u32
     last + 40
 }
 
-async fn text(kawa: &Kawa, path: &str) -> Option<String> {
-    let response = reqwest::get(kawa.url(path)).await.ok()?;
-    if !response.status().is_success() {
-        return None;
-    }
-    response.text().await.ok()
-}
-
 #[tokio::test]
 async fn resolution_and_aac_changes_mid_stream_start_a_new_generation() {
     let dir = tempfile::tempdir().unwrap();
@@ -98,7 +90,7 @@ async fn resolution_and_aac_changes_mid_stream_start_a_new_generation() {
         "a master with the 360p rung",
         Duration::from_secs(20),
         || async {
-            text(&kawa, "/hls/shifty/master.m3u8")
+            fetch_text(&kawa, "/hls/shifty/master.m3u8")
                 .await
                 .filter(|m| m.contains("360p/index.m3u8"))
         },
@@ -112,7 +104,7 @@ async fn resolution_and_aac_changes_mid_stream_start_a_new_generation() {
         "a master for the new picture",
         Duration::from_secs(20),
         || async {
-            text(&kawa, "/hls/shifty/master.m3u8")
+            fetch_text(&kawa, "/hls/shifty/master.m3u8")
                 .await
                 .filter(|m| m.contains("RESOLUTION=320x240"))
         },
@@ -130,7 +122,7 @@ async fn resolution_and_aac_changes_mid_stream_start_a_new_generation() {
         "segments after the discontinuity",
         Duration::from_secs(20),
         || async {
-            text(&kawa, "/hls/shifty/source/index.m3u8")
+            fetch_text(&kawa, "/hls/shifty/source/index.m3u8")
                 .await
                 .filter(|p| {
                     p.split("#EXT-X-DISCONTINUITY\n")

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use common::rtmp::handshaken;
-use common::{Kawa, Publisher, create_stream, metrics_text, rss_kib, wait_for};
+use common::{Kawa, Publisher, create_stream, fetch_text, metrics_text, rss_kib, wait_for};
 use rml_rtmp::sessions::{ClientSession, ClientSessionConfig, ClientSessionResult};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -80,13 +80,11 @@ async fn open_rtmp_connections(kawa: &Kawa) -> u64 {
 }
 
 async fn wait_for_segment(kawa: &Kawa, path: &str) {
-    let url = kawa.url(&format!("/hls/{path}/source/index.m3u8"));
-    wait_for("a segment", Duration::from_secs(30), || {
-        let url = url.clone();
-        async move {
-            let text = reqwest::get(url).await.ok()?.text().await.ok()?;
-            text.contains("#EXTINF").then_some(())
-        }
+    let playlist = format!("/hls/{path}/source/index.m3u8");
+    wait_for("a segment", Duration::from_secs(30), || async {
+        fetch_text(kawa, &playlist)
+            .await
+            .filter(|text| text.contains("#EXTINF"))
     })
     .await;
 }

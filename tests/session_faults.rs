@@ -6,15 +6,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Kawa, Publisher, create_stream, metrics_text, stream_info, wait_for};
+use common::{Kawa, Publisher, create_stream, fetch_text, metrics_text, stream_info, wait_for};
 
 async fn playlist(kawa: &Kawa, path: &str) -> Option<String> {
-    let url = kawa.url(&format!("/hls/{path}/source/index.m3u8"));
-    let response = reqwest::get(url).await.ok()?;
-    if !response.status().is_success() {
-        return None;
-    }
-    response.text().await.ok()
+    fetch_text(kawa, &format!("/hls/{path}/source/index.m3u8")).await
 }
 
 #[tokio::test]

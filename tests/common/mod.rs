@@ -385,6 +385,15 @@ pub fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// The body of `GET path` on Kawa's HTTP, or `None` unless it answers 2xx.
+pub async fn fetch_text(kawa: &Kawa, path: &str) -> Option<String> {
+    let response = reqwest::get(kawa.url(path)).await.ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    response.text().await.ok()
+}
+
 /// Kawa's `/metrics` text.
 pub async fn metrics_text(kawa: &Kawa) -> String {
     reqwest::get(kawa.url("/metrics"))
