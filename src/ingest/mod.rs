@@ -176,13 +176,21 @@ impl RtmpProtocol {
         max_media_message: u32,
     ) -> Result<(Self, Vec<IngestEvent>), IngestError> {
         let mut this = Self::with_max_media_message(max_media_message);
-        let (session, results) = ServerSession::new(ServerSessionConfig::new())
-            .map_err(|e| IngestError::Session(format!("{e:?}")))?;
-        this.state = State::Session(Box::new(session));
         let mut events = Vec::new();
-        this.handle_results(results, &mut events);
-        this.forward(&chunk::largest_chunk_size_message(), &mut events)?;
+        this.start_session(&mut events)?;
         Ok((this, events))
+    }
+
+    /// The handshake is done: rml_rtmp's session starts, and is told that chunks can be
+    /// as large as a message can be (it gets every message as one chunk).
+    fn start_session(&mut self, events: &mut Vec<IngestEvent>) -> Result<(), IngestError> {
+        let (session, results) = guarded("session start", || {
+            ServerSession::new(ServerSessionConfig::new())
+        })?
+        .map_err(|e| IngestError::Session(format!("{e:?}")))?;
+        self.state = State::Session(Box::new(session));
+        self.handle_results(results, events);
+        self.forward(&chunk::largest_chunk_size_message(), events)
     }
 
     /// Bytes this connection holds for incomplete and held messages.
@@ -219,15 +227,7 @@ impl RtmpProtocol {
                         remaining_bytes,
                     } => {
                         push_send(&mut events, response_bytes);
-                        let (session, results) = guarded("session start", || {
-                            ServerSession::new(ServerSessionConfig::new())
-                        })?
-                        .map_err(|e| IngestError::Session(format!("{e:?}")))?;
-                        self.state = State::Session(Box::new(session));
-                        self.handle_results(results, &mut events);
-                        // rml_rtmp gets every message as one chunk: tell it chunks can be
-                        // as large as a message can be.
-                        self.forward(&chunk::largest_chunk_size_message(), &mut events)?;
+                        self.start_session(&mut events)?;
                         if !remaining_bytes.is_empty() {
                             events.extend(self.receive_inner(&remaining_bytes)?);
                         }
