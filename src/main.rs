@@ -33,12 +33,20 @@ enum Command {
 #[derive(Subcommand)]
 enum Tool {
     /// Run an FLV file through the ingest's media path (FLV tags -> typed frames ->
-    /// MPEG-TS), to check the core against any encoder's output with ffprobe.
+    /// MPEG-TS, or CMAF cut as the live packager cuts it), to check the core against any
+    /// encoder's output with ffprobe.
     Remux {
         /// An FLV file (e.g. `ffmpeg ... -f flv in.flv`, or an OBS recording as FLV).
         input: PathBuf,
-        /// Where to write the MPEG-TS.
+        /// Where to write: `.mp4` or `.m4s` gives CMAF (init segment, then every part),
+        /// anything else MPEG-TS.
         output: PathBuf,
+        /// CMAF: target segment length in seconds.
+        #[arg(long, default_value_t = 2.0)]
+        segment_seconds: f64,
+        /// CMAF: target part length in seconds.
+        #[arg(long, default_value_t = 0.5)]
+        part_seconds: f64,
     },
 }
 
@@ -67,7 +75,12 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Tools(Tool::Remux { input, output }) => match remux(&input, &output) {
+        Command::Tools(Tool::Remux {
+            input,
+            output,
+            segment_seconds,
+            part_seconds,
+        }) => match remux(&input, &output, segment_seconds, part_seconds) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("kawa: {e}");
@@ -77,11 +90,23 @@ fn main() -> ExitCode {
     }
 }
 
-fn remux(input: &std::path::Path, output: &std::path::Path) -> Result<(), String> {
+fn remux(
+    input: &std::path::Path,
+    output: &std::path::Path,
+    segment_seconds: f64,
+    part_seconds: f64,
+) -> Result<(), String> {
+    use kawa::media::{cmaf::SegmenterSettings, remux};
     let flv = std::fs::read(input).map_err(|e| format!("reading {}: {e}", input.display()))?;
     let mut ts = Vec::with_capacity(flv.len() + flv.len() / 8);
-    let stats = kawa::media::remux::remux_flv_to_ts(&flv, &mut ts)
-        .map_err(|e| format!("{}: {e}", input.display()))?;
+    let cmaf = output.extension().is_some_and(|e| e == "mp4" || e == "m4s");
+    let stats = if cmaf {
+        let settings = SegmenterSettings::from_seconds(segment_seconds, part_seconds);
+        remux::remux_flv_to_cmaf(&flv, settings, &mut ts)
+    } else {
+        remux::remux_flv_to_ts(&flv, &mut ts)
+    }
+    .map_err(|e| format!("{}: {e}", input.display()))?;
     std::fs::write(output, &ts).map_err(|e| format!("writing {}: {e}", output.display()))?;
     println!(
         "{} video frames ({} keyframes), {} audio frames -> {} ({} bytes)",

@@ -77,9 +77,17 @@ fn assert_same_timing(kind: &str, source: &[Packet], remuxed: &[Packet]) {
     }
 }
 
+/// Remuxes to MPEG-TS and to CMAF (`out.mp4`: init segment, then every part as the
+/// live packager cuts them) and checks both.
 fn round_trip(name: &str, expect_video: bool, expect_audio: bool) {
+    for output in ["out.ts", "out.mp4"] {
+        round_trip_to(name, output, expect_video, expect_audio);
+    }
+}
+
+fn round_trip_to(name: &str, output: &str, expect_video: bool, expect_audio: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let ts = dir.path().join("out.ts");
+    let ts = dir.path().join(output);
     let out = remux(&fixture(name), &ts);
     assert!(
         out.status.success(),
@@ -105,7 +113,7 @@ fn round_trip(name: &str, expect_video: bool, expect_audio: bool) {
     let complaints = String::from_utf8_lossy(&decode.stderr);
     assert!(
         complaints.is_empty(),
-        "ffmpeg complained about {name}:\n{complaints}"
+        "ffmpeg complained about {name} as {output}:\n{complaints}"
     );
 }
 

@@ -35,7 +35,12 @@ pub enum AacError {
     FrameTooLarge(usize),
     #[error("empty AAC frame")]
     EmptyFrame,
+    #[error("AudioSpecificConfig of {0} bytes (at most {MAX_ASC_BYTES})")]
+    TooLong(usize),
 }
+
+/// An AudioSpecificConfig is a few bytes; extensions keep it well under this.
+pub const MAX_ASC_BYTES: usize = 64;
 
 /// ISO/IEC 14496-3 §1.6.2.1 AudioSpecificConfig: the fields ADTS and HLS need.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +56,8 @@ pub struct AudioSpecificConfig {
     pub channel_config: u8,
     /// The output rate with SBR (HE-AAC), when signalled explicitly.
     pub extension_sample_rate: Option<u32>,
+    /// The record as sent, for the MP4 `esds` (which carries it whole).
+    pub raw: bytes::Bytes,
 }
 
 /// MSB-first reader over a few bytes. Hand-written because the AudioSpecificConfig is
@@ -100,6 +107,9 @@ impl Bits<'_> {
 
 impl AudioSpecificConfig {
     pub fn parse(data: &[u8]) -> Result<Self, AacError> {
+        if data.len() > MAX_ASC_BYTES {
+            return Err(AacError::TooLong(data.len()));
+        }
         let mut bits = Bits { data, bit: 0 };
         let object_type = bits.object_type()?;
         let (sample_rate, sample_rate_index) = bits.sample_rate()?;
@@ -125,6 +135,7 @@ impl AudioSpecificConfig {
             sample_rate_index,
             channel_config,
             extension_sample_rate,
+            raw: bytes::Bytes::copy_from_slice(data),
         })
     }
 
@@ -156,6 +167,17 @@ impl AudioSpecificConfig {
             channel_config: self.channel_config,
         })
     }
+}
+
+/// The raw AAC frame inside an ADTS frame: what an MP4 sample carries. The header is 7
+/// bytes, 9 with a CRC (`protection_absent` = 0). Anything shorter than its header is
+/// returned whole (it was checked at ingest; this only strips).
+pub fn adts_payload(frame: &[u8]) -> &[u8] {
+    let header = match frame.get(1) {
+        Some(b) if b & 0x01 == 0 => ADTS_HEADER_LEN + 2,
+        _ => ADTS_HEADER_LEN,
+    };
+    frame.get(header..).unwrap_or(frame)
 }
 
 /// The constant part of an ADTS header for one stream (ISO/IEC 14496-3 Table 1.A.5).

@@ -196,6 +196,28 @@ pub fn parse_sps(nal: &[u8]) -> Result<SpsInfo, AvcError> {
     })
 }
 
+/// Chroma format and bit depths of an SPS (H.264 7.4.2.1.1), which the avcC of the High
+/// profiles repeats: `(chroma_format_idc, bit_depth_luma, bit_depth_chroma)`.
+pub fn sps_chroma(nal: &[u8]) -> Result<(u8, u8, u8), AvcError> {
+    use h264_reader::nal::sps::ChromaFormat;
+    let rbsp = decode_nal(nal).map_err(|e| AvcError::BadSps(e.to_string()))?;
+    let sps = SeqParameterSet::from_bits(BitReader::new(&rbsp[..]))
+        .map_err(|e| AvcError::BadSps(format!("{e:?}")))?;
+    let chroma = &sps.chroma_info;
+    let format = match chroma.chroma_format {
+        ChromaFormat::Monochrome => 0,
+        ChromaFormat::YUV420 => 1,
+        ChromaFormat::YUV422 => 2,
+        ChromaFormat::YUV444 => 3,
+        ChromaFormat::Invalid(v) => return Err(AvcError::BadSps(format!("chroma_format_idc {v}"))),
+    };
+    Ok((
+        format,
+        chroma.bit_depth_luma_minus8 + 8,
+        chroma.bit_depth_chroma_minus8 + 8,
+    ))
+}
+
 /// RFC 6381 codec string from an SPS NAL unit (profile, constraint flags, level).
 pub fn codec_string_of_sps(nal: &[u8]) -> Option<String> {
     match nal {
@@ -321,7 +343,7 @@ pub fn avcc_to_annexb(data: &[u8], config: &AvcDecoderConfig) -> Result<(Vec<u8>
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// SPS/PPS of a 320x240 High-profile stream from ffmpeg/libx264 (25 fps).

@@ -8,15 +8,23 @@
 //! - [`frame`]: the typed frames and configs actors pass around.
 //! - [`demux`]: payloads -> frames, the path shared by ingest and `kawa tools remux`.
 //! - [`ts`]: the MPEG-TS muxer FFmpeg is fed with.
+//! - [`ts_demux`]: the MPEG-TS demuxer FFmpeg's encoded rungs come back through.
+//! - [`annexb`]: Annex B access units to MP4 samples, and in-band parameter sets.
+//! - [`fmp4`]: CMAF init segments and fragments.
+//! - [`cmaf`]: frames cut into CMAF parts and segments.
 //! - [`ts_probe`]: facts read back out of a TS segment (its SPS).
 //! - [`remux`]: FLV file -> MPEG-TS, for `kawa tools remux` and the benchmark.
 
 pub mod aac;
+pub mod annexb;
 pub mod avc;
+pub mod cmaf;
 pub mod demux;
 pub mod flv;
+pub mod fmp4;
 pub mod frame;
 pub mod remux;
 pub mod time;
 pub mod ts;
+pub mod ts_demux;
 pub mod ts_probe;

@@ -1,7 +1,11 @@
-//! FLV file -> MPEG-TS through the same demuxer and muxer the live ingest uses.
+//! FLV file -> MPEG-TS or CMAF through the same demuxer, muxer and segmenter the live
+//! ingest uses.
 
+use super::cmaf::{Segmenter, SegmenterSettings};
 use super::demux::{DemuxError, FlvDemuxer, MediaEvent};
 use super::flv::{AudioTag, FlvError, FlvFileReader, TagKind, VideoTag};
+use super::fmp4::{self, Fmp4Error};
+use super::frame::{CodecConfig, Frame};
 use super::ts::{TsError, TsMuxer};
 
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +20,8 @@ pub enum RemuxError {
     },
     #[error(transparent)]
     Ts(#[from] TsError),
+    #[error(transparent)]
+    Fmp4(#[from] Fmp4Error),
     #[error("the file has neither H.264 video nor AAC audio")]
     NoTracks,
 }
@@ -49,14 +55,13 @@ fn tracks(flv: &[u8]) -> Result<(bool, bool), FlvError> {
     Ok((video, audio))
 }
 
-/// Remuxes a whole FLV file held in memory, appending TS packets to `out`.
-pub fn remux_flv_to_ts(flv: &[u8], out: &mut Vec<u8>) -> Result<RemuxStats, RemuxError> {
-    let (has_video, has_audio) = tracks(flv)?;
-    if !has_video && !has_audio {
-        return Err(RemuxError::NoTracks);
-    }
+/// Runs every tag of a whole FLV file through the live demuxer, handing each frame on
+/// with the configuration known at that point.
+fn for_each_frame(
+    flv: &[u8],
+    mut on_frame: impl FnMut(Frame, &CodecConfig) -> Result<(), RemuxError>,
+) -> Result<RemuxStats, RemuxError> {
     let mut demuxer = FlvDemuxer::new();
-    let mut muxer = TsMuxer::new(has_video, has_audio);
     let mut stats = RemuxStats::default();
     for (index, tag) in FlvFileReader::new(flv)?.enumerate() {
         let tag = tag?;
@@ -72,14 +77,72 @@ pub fn remux_flv_to_ts(flv: &[u8], out: &mut Vec<u8>) -> Result<RemuxStats, Remu
         })?;
         if let MediaEvent::Frame(frame) = event {
             match &frame {
-                super::frame::Frame::Video(v) => {
+                Frame::Video(v) => {
                     stats.video_frames += 1;
                     stats.keyframes += usize::from(v.keyframe);
                 }
-                super::frame::Frame::Audio(_) => stats.audio_frames += 1,
+                Frame::Audio(_) => stats.audio_frames += 1,
             }
-            muxer.write_frame(&frame, out)?;
+            on_frame(frame, demuxer.config())?;
         }
+    }
+    Ok(stats)
+}
+
+/// Remuxes a whole FLV file held in memory, appending TS packets to `out`.
+pub fn remux_flv_to_ts(flv: &[u8], out: &mut Vec<u8>) -> Result<RemuxStats, RemuxError> {
+    let (has_video, has_audio) = tracks(flv)?;
+    if !has_video && !has_audio {
+        return Err(RemuxError::NoTracks);
+    }
+    let mut muxer = TsMuxer::new(has_video, has_audio);
+    for_each_frame(flv, |frame, _| Ok(muxer.write_frame(&frame, out)?))
+}
+
+/// Remuxes a whole FLV file held in memory into CMAF, as Kawa's live packager cuts it:
+/// the init segment, then every segment's parts, appended to `out` (one playable
+/// fragmented MP4). The first configuration of each track is the one used.
+pub fn remux_flv_to_cmaf(
+    flv: &[u8],
+    settings: SegmenterSettings,
+    out: &mut Vec<u8>,
+) -> Result<RemuxStats, RemuxError> {
+    let (has_video, has_audio) = tracks(flv)?;
+    if !has_video && !has_audio {
+        return Err(RemuxError::NoTracks);
+    }
+    let mut segmenter: Option<Segmenter> = None;
+    let stats = for_each_frame(flv, |frame, config| {
+        let ready =
+            (!has_video || config.video.is_some()) && (!has_audio || config.audio.is_some());
+        if !ready {
+            return Ok(());
+        }
+        let segmenter = match &mut segmenter {
+            Some(s) => s,
+            None => {
+                let video = config.video.as_ref().map(|v| &v.avc);
+                let asc = config.audio.as_ref().map(|a| &a.asc);
+                out.extend_from_slice(&fmp4::init_segment(video, asc)?);
+                segmenter.insert(Segmenter::new(
+                    settings,
+                    has_video,
+                    asc.map(|a| a.sample_rate),
+                ))
+            }
+        };
+        if let Some(part) = segmenter.push(frame)? {
+            out.extend_from_slice(&part.data);
+        }
+        Ok(())
+    })?;
+    if let Some(part) = segmenter
+        .as_mut()
+        .map(Segmenter::flush)
+        .transpose()?
+        .flatten()
+    {
+        out.extend_from_slice(&part.data);
     }
     Ok(stats)
 }

@@ -1,0 +1,336 @@
+//! Cuts one rendition's frames into CMAF parts and segments.
+//!
+//! Frames in (decode order, 90 kHz), fragments out: each part is one `moof`+`mdat`,
+//! and a segment is its parts joined, so nothing is muxed twice. Segments start at IDR
+//! frames once the target length is reached; parts are cut on frame boundaries so that
+//! none is longer than the part target when frame durations are steady.
+//!
+//! A sample's duration is the distance to the next sample of its track, so a video frame
+//! is held until the next one arrives (one frame of delay); audio frames are held until
+//! the video cut that passes them. Pure: no clock, no I/O.
+
+use bytes::Bytes;
+
+use super::annexb;
+use super::fmp4::{self, Fmp4Error, SampleInfo, TrackFragment};
+use super::frame::{AudioFrame, Frame, VideoFrame};
+use super::time::TICKS_PER_SECOND;
+
+/// Frames held waiting for a cut; an encoder whose timestamps stop moving forward must
+/// not grow a part without bound.
+const MAX_HELD_FRAMES: usize = 2048;
+/// AAC frames are 1024 samples.
+const AAC_FRAME_SAMPLES: i64 = 1024;
+
+/// One part: a `moof`+`mdat` pair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    pub data: Bytes,
+    /// Decode time of its first frame of the cutting track (video, else audio), 90 kHz.
+    pub start: i64,
+    /// 90 kHz.
+    pub duration: i64,
+    /// Starts with an IDR frame (or is audio-only).
+    pub independent: bool,
+    /// The last part of its segment.
+    pub ends_segment: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SegmenterSettings {
+    /// Target segment length, 90 kHz ticks.
+    pub segment: i64,
+    /// Part target, 90 kHz ticks.
+    pub part: i64,
+}
+
+impl SegmenterSettings {
+    pub fn from_seconds(segment: f64, part: f64) -> Self {
+        Self {
+            segment: (segment * TICKS_PER_SECOND as f64).round() as i64,
+            part: (part * TICKS_PER_SECOND as f64).round() as i64,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Segmenter {
+    settings: SegmenterSettings,
+    video_track: Option<u32>,
+    audio_track: Option<u32>,
+    /// 1024 samples in 90 kHz ticks, for the last audio frame of a part.
+    audio_frame_ticks: i64,
+    /// Added to every timestamp so that decode times are never negative (MP4's are
+    /// unsigned); zero for any stream that starts at or after zero.
+    offset: Option<i64>,
+    sequence: u32,
+    video: Vec<VideoFrame>,
+    audio: Vec<AudioFrame>,
+    segment_start: Option<i64>,
+    part_start: Option<i64>,
+    last_video_duration: i64,
+    /// Frames dropped because no segment could start with them (before the first IDR).
+    pub dropped: u64,
+}
+
+impl Segmenter {
+    /// `audio_sample_rate`: the AAC core rate, when the rendition has audio.
+    pub fn new(
+        settings: SegmenterSettings,
+        has_video: bool,
+        audio_sample_rate: Option<u32>,
+    ) -> Self {
+        let (video_track, audio_track) = fmp4::track_ids(has_video, audio_sample_rate.is_some());
+        let audio_frame_ticks = audio_sample_rate
+            .filter(|r| *r > 0)
+            .map_or(0, |r| AAC_FRAME_SAMPLES * TICKS_PER_SECOND / i64::from(r));
+        Self {
+            settings,
+            video_track,
+            audio_track,
+            audio_frame_ticks,
+            offset: None,
+            sequence: 0,
+            video: Vec::new(),
+            audio: Vec::new(),
+            segment_start: None,
+            part_start: None,
+            last_video_duration: TICKS_PER_SECOND / 30,
+            dropped: 0,
+        }
+    }
+
+    /// Takes one frame; returns the part it completed, if any.
+    pub fn push(&mut self, frame: Frame) -> Result<Option<Part>, Fmp4Error> {
+        match frame {
+            Frame::Video(v) if self.video_track.is_some() => self.push_video(v),
+            Frame::Audio(a) if self.audio_track.is_some() => self.push_audio(a),
+            _ => {
+                self.dropped += 1;
+                Ok(None)
+            }
+        }
+    }
+
+    fn push_video(&mut self, frame: VideoFrame) -> Result<Option<Part>, Fmp4Error> {
+        let Some(part_start) = self.part_start else {
+            if !frame.keyframe {
+                self.dropped += 1;
+                return Ok(None);
+            }
+            // Audio held from before the first keyframe goes in with it if it is
+            // close (an encoder's first audio frame often precedes the first video
+            // frame by a few ms); older audio has no segment to go in.
+            let earliest = frame.dts - self.settings.part;
+            let before = self.audio.len();
+            self.audio.retain(|a| a.pts >= earliest);
+            self.dropped += (before - self.audio.len()) as u64;
+            let first = self
+                .audio
+                .first()
+                .map_or(frame.dts, |a| a.pts.min(frame.dts));
+            self.offset.get_or_insert((-first).max(0));
+            self.segment_start = Some(frame.dts);
+            self.part_start = Some(frame.dts);
+            self.video.push(frame);
+            return Ok(None);
+        };
+        let segment_start = self.segment_start.unwrap_or(part_start);
+        if let Some(last) = self.video.last() {
+            let step = frame.dts - last.dts;
+            if step > 0 {
+                self.last_video_duration = step;
+            }
+        }
+        // A segment may end half a frame short of the target: RTMP's millisecond
+        // timestamps make a 2 s GOP 1.999 s as often as 2.001 s.
+        let new_segment = frame.keyframe
+            && frame.dts - segment_start >= self.settings.segment - self.last_video_duration / 2;
+        let part_full =
+            frame.dts + self.last_video_duration - part_start > self.settings.part + TICKS_PER_MS;
+        let cut = new_segment || part_full || self.video.len() >= MAX_HELD_FRAMES;
+        let part = if cut {
+            let part = self.cut(frame.dts, frame.dts, new_segment)?;
+            self.part_start = Some(frame.dts);
+            if new_segment {
+                self.segment_start = Some(frame.dts);
+            }
+            part
+        } else {
+            None
+        };
+        self.video.push(frame);
+        Ok(part)
+    }
+
+    fn push_audio(&mut self, frame: AudioFrame) -> Result<Option<Part>, Fmp4Error> {
+        if self.video_track.is_some() {
+            if self.audio.len() >= MAX_HELD_FRAMES {
+                self.audio.remove(0);
+                self.dropped += 1;
+            }
+            self.audio.push(frame);
+            return Ok(None);
+        }
+        // Audio only: every frame is a random access point.
+        let Some(part_start) = self.part_start else {
+            self.offset.get_or_insert((-frame.pts).max(0));
+            self.segment_start = Some(frame.pts);
+            self.part_start = Some(frame.pts);
+            self.audio.push(frame);
+            return Ok(None);
+        };
+        let segment_start = self.segment_start.unwrap_or(part_start);
+        let new_segment =
+            frame.pts - segment_start >= self.settings.segment - self.audio_frame_ticks / 2;
+        let part_full = frame.pts + self.audio_frame_ticks - part_start > self.settings.part;
+        let part = if new_segment || part_full || self.audio.len() >= MAX_HELD_FRAMES {
+            let part = self.cut(frame.pts, frame.pts, new_segment)?;
+            self.part_start = Some(frame.pts);
+            if new_segment {
+                self.segment_start = Some(frame.pts);
+            }
+            part
+        } else {
+            None
+        };
+        self.audio.push(frame);
+        Ok(part)
+    }
+
+    /// The input ended (or its timing restarts): the held frames become the last part,
+    /// which ends its segment.
+    pub fn flush(&mut self) -> Result<Option<Part>, Fmp4Error> {
+        let end = match self.video_track {
+            Some(_) => self.video.last().map(|v| v.dts + self.last_video_duration),
+            None => self.audio.last().map(|a| a.pts + self.audio_frame_ticks),
+        };
+        let Some(end) = end else {
+            return Ok(None);
+        };
+        // Audio that came after the last video frame still belongs to this stream.
+        let part = self.cut(end, i64::MAX, true);
+        self.part_start = None;
+        self.segment_start = None;
+        self.audio.clear();
+        part
+    }
+
+    /// Makes a part, ending at `end`, of the held video frames and the audio before
+    /// `audio_end`.
+    fn cut(
+        &mut self,
+        end: i64,
+        audio_end: i64,
+        ends_segment: bool,
+    ) -> Result<Option<Part>, Fmp4Error> {
+        let Some(start) = self.part_start else {
+            return Ok(None);
+        };
+        let offset = self.offset.unwrap_or(0);
+        let mut tracks = Vec::with_capacity(2);
+        let mut independent = true;
+        if let Some(track_id) = self.video_track {
+            let frames = std::mem::take(&mut self.video);
+            independent = frames.first().is_some_and(|f| f.keyframe);
+            if let Some(t) = video_fragment(track_id, &frames, end, offset) {
+                tracks.push(t);
+            }
+        }
+        if let Some(track_id) = self.audio_track {
+            let split = match self.video_track {
+                Some(_) => self.audio.partition_point(|a| a.pts < audio_end),
+                None => self.audio.len(),
+            };
+            let frames: Vec<AudioFrame> = self.audio.drain(..split).collect();
+            let next = self.audio.first().map(|a| a.pts);
+            if let Some(t) = audio_fragment(track_id, &frames, next, self.audio_frame_ticks, offset)
+            {
+                tracks.push(t);
+            }
+        }
+        if tracks.is_empty() {
+            return Ok(None);
+        }
+        self.sequence = self.sequence.wrapping_add(1);
+        Ok(Some(Part {
+            data: Bytes::from(fmp4::media_fragment(self.sequence, &tracks)?),
+            start,
+            duration: (end - start).max(0),
+            independent,
+            ends_segment,
+        }))
+    }
+}
+
+const TICKS_PER_MS: i64 = TICKS_PER_SECOND / 1000;
+
+/// The 32-bit fields of a sample entry, clamped: a broken encoder's timestamps must not
+/// wrap a duration into days.
+fn ticks_u32(value: i64) -> u32 {
+    value.clamp(0, i64::from(u32::MAX)) as u32
+}
+
+fn video_fragment(
+    track_id: u32,
+    frames: &[VideoFrame],
+    end: i64,
+    offset: i64,
+) -> Option<TrackFragment> {
+    let first = frames.first()?;
+    let mut samples = Vec::with_capacity(frames.len());
+    let mut data = Vec::with_capacity(frames.iter().map(|f| f.data.len()).sum());
+    for (i, frame) in frames.iter().enumerate() {
+        let next = frames.get(i + 1).map_or(end, |n| n.dts);
+        let before = data.len();
+        let sample = annexb::to_sample(&frame.data);
+        data.extend_from_slice(&sample.data);
+        samples.push(SampleInfo {
+            duration: ticks_u32(next - frame.dts),
+            size: (data.len() - before) as u32,
+            sync: frame.keyframe,
+            composition_offset: (frame.pts - frame.dts)
+                .clamp(i64::from(i32::MIN), i64::from(i32::MAX))
+                as i32,
+        });
+    }
+    Some(TrackFragment {
+        track_id,
+        base_decode_time: (first.dts + offset).max(0) as u64,
+        samples,
+        data,
+    })
+}
+
+fn audio_fragment(
+    track_id: u32,
+    frames: &[AudioFrame],
+    next_pts: Option<i64>,
+    frame_ticks: i64,
+    offset: i64,
+) -> Option<TrackFragment> {
+    let first = frames.first()?;
+    let mut samples = Vec::with_capacity(frames.len());
+    let mut data = Vec::with_capacity(frames.iter().map(|f| f.data.len()).sum());
+    for (i, frame) in frames.iter().enumerate() {
+        let raw = super::aac::adts_payload(&frame.data);
+        let next = frames.get(i + 1).map(|n| n.pts).or(next_pts);
+        let duration = next
+            .map(|n| n - frame.pts)
+            .filter(|d| (1..=2 * frame_ticks).contains(d))
+            .unwrap_or(frame_ticks);
+        data.extend_from_slice(raw);
+        samples.push(SampleInfo {
+            duration: ticks_u32(duration),
+            size: raw.len() as u32,
+            sync: true,
+            composition_offset: 0,
+        });
+    }
+    Some(TrackFragment {
+        track_id,
+        base_decode_time: (first.pts + offset).max(0) as u64,
+        samples,
+        data,
+    })
+}
