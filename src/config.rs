@@ -74,6 +74,8 @@ pub struct RtmpSettings {
 #[serde(deny_unknown_fields)]
 pub struct HlsSettings {
     pub segment_seconds: u32,
+    /// CMAF part length; segments are made of parts (LL-HLS serves them).
+    pub part_seconds: f64,
     pub playlist_segments: usize,
     pub preset: LadderPreset,
     pub retention_seconds: u64,
@@ -300,6 +302,13 @@ impl Settings {
             return Err(ConfigError::invalid(
                 "grpc.token",
                 "must be set when grpc.addr is not a loopback address",
+            ));
+        }
+        let part = self.hls.part_seconds;
+        if !(0.1..=f64::from(self.hls.segment_seconds)).contains(&part) {
+            return Err(ConfigError::invalid(
+                "hls.part_seconds",
+                "must be between 0.1 and hls.segment_seconds",
             ));
         }
         if self.hls.playlist_segments < 6 {

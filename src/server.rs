@@ -20,7 +20,6 @@ use crate::actors::uploader::Deliveries;
 use crate::config::Settings;
 use crate::delivery::s3::S3Target;
 use crate::grpc;
-use crate::http::ffmpeg_sink::{self, FfmpegUploads};
 use crate::http::hls::HlsRoot;
 use crate::http::{self, AppState, PublicUrls, auth::AdminToken};
 use crate::keys::authorizer::PublishAuthorizer;
@@ -168,28 +167,6 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         source,
     })?;
 
-    // FFmpeg PUTs its output to a listener on loopback only, on a port the OS picks.
-    let uploads = FfmpegUploads::default();
-    let uploads_data = web::Data::new(uploads.clone());
-    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    let upload_server = HttpServer::new(move || {
-        App::new()
-            .app_data(uploads_data.clone())
-            .configure(ffmpeg_sink::configure)
-    })
-    .disable_signals()
-    .workers(1)
-    .bind(loopback)
-    .map_err(|source| ServeError::Bind {
-        what: "FFmpeg upload",
-        addr: loopback,
-        source,
-    })?;
-    let upload_addr = upload_server.addrs()[0];
-    let upload_server = upload_server.run();
-    let upload_handle = upload_server.handle();
-    tokio::spawn(upload_server);
-
     let s3 = if settings.s3.enabled() {
         tracing::info!(bucket = %settings.s3.bucket, endpoint = %settings.s3.endpoint, "S3 delivery on");
         Some(S3Target::connect(&settings.s3).await)
@@ -213,8 +190,6 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     let session_context = Arc::new(SessionContext {
         settings: Arc::clone(&settings),
         arbiters: arbiters.clone(),
-        uploads,
-        upload_base: format!("http://{upload_addr}/ff"),
         hls_root: hls_root.clone(),
         deliveries,
     });
@@ -325,7 +300,6 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     end_streams(&registry).await;
     let _ = grpc_stop.send(());
     http_handle.stop(true).await;
-    upload_handle.stop(false).await;
     let _ = grpc_server.await;
     tracing::info!("stopped");
     Ok(())

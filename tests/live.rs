@@ -207,9 +207,12 @@ async fn a_published_stream_plays_as_an_hls_ladder() {
             .unwrap();
         assert!(decode.status.success(), "{rendition} does not decode");
 
-        // Every segment starts with a keyframe; audio and video start together.
-        for segment in p.segments.iter().take(3) {
-            let url = kawa.url(&format!("/hls/alice/{rendition}/{}", segment.uri));
+        // Every segment, with its init segment, starts with a keyframe and decodes on
+        // its own; audio and video start together.
+        let base = format!("/hls/alice/{rendition}");
+        for index in 0..3 {
+            let file = common::playable_segment(&kawa, &base, p, index).await;
+            let path = file.path().to_str().unwrap();
             let packets = ffprobe_json(
                 &[
                     "-show_entries",
@@ -217,28 +220,37 @@ async fn a_published_stream_plays_as_an_hls_ladder() {
                     "-read_intervals",
                     "%+#40",
                 ],
-                &url,
+                path,
             );
             let packets = packets["packets"].as_array().unwrap();
             let first_video = packets.iter().find(|p| p["codec_type"] == "video").unwrap();
             assert!(
                 first_video["flags"].as_str().unwrap().starts_with('K'),
-                "{rendition} {}",
-                segment.uri
+                "{rendition} segment {index}"
             );
+            let decode = Command::new("ffmpeg")
+                .args(["-v", "error", "-i", path, "-f", "null", "-"])
+                .output()
+                .unwrap();
+            assert!(
+                decode.status.success() && decode.stderr.is_empty(),
+                "{rendition} segment {index}: {}",
+                String::from_utf8_lossy(&decode.stderr)
+            );
+            if index == 0 {
+                let starts = ffprobe_json(&["-show_entries", "stream=codec_type,start_time"], path);
+                let times: Vec<f64> = starts["streams"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|s| s["start_time"].as_str().unwrap().parse().unwrap())
+                    .collect();
+                assert!(
+                    (times[0] - times[1]).abs() <= 0.1,
+                    "{rendition}: audio/video start {times:?}"
+                );
+            }
         }
-        let first = kawa.url(&format!("/hls/alice/{rendition}/{}", p.segments[0].uri));
-        let starts = ffprobe_json(&["-show_entries", "stream=codec_type,start_time"], &first);
-        let times: Vec<f64> = starts["streams"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["start_time"].as_str().unwrap().parse().unwrap())
-            .collect();
-        assert!(
-            (times[0] - times[1]).abs() <= 0.1,
-            "{rendition}: audio/video start {times:?}"
-        );
     }
 
     // What players and CDNs see in the headers.
@@ -249,7 +261,7 @@ async fn a_published_stream_plays_as_an_hls_ladder() {
     assert!(h["cache-control"].to_str().unwrap().contains("max-age=1"));
     let segment_path = format!("/hls/alice/source/{}", playlists[0].1.segments[0].uri);
     let segment = get(&kawa, &segment_path).await.unwrap();
-    assert_eq!(segment.headers()["content-type"], "video/mp2t");
+    assert_eq!(segment.headers()["content-type"], "video/mp4");
     assert!(
         segment.headers()["cache-control"]
             .to_str()

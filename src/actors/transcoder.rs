@@ -1,19 +1,26 @@
-//! The Transcoder: one FFmpeg child, fed MPEG-TS on stdin. When FFmpeg exits it tells
-//! the session, which owns the restart policy and starts a new Transcoder.
+//! The Transcoder: one FFmpeg child, fed MPEG-TS on stdin, read as MPEG-TS on stdout.
+//! Its output is demuxed into typed frames per rung ([`RungDemuxer`]) and handed to the
+//! session in batches; the session waits for each batch to be taken, so a slow session
+//! slows FFmpeg's output rather than growing a queue. When FFmpeg exits (after its last
+//! output was handed on) it tells the session, which owns the restart policy.
 
 use std::path::PathBuf;
 use std::process::Stdio;
 
 use actix::prelude::*;
 use bytes::Bytes;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::{mpsc, oneshot};
 
 use super::backpressure::DropToKeyframe;
-use super::session::{StreamSession, TranscoderExited};
+use super::session::{Encoded, StreamSession, TranscoderExited};
 use crate::media::frame::Frame;
 use crate::media::ts::TsMuxer;
+use crate::transcode::demux::RungDemuxer;
+
+/// Bytes read from FFmpeg's stdout at a time (a pipe holds 64 KiB).
+const READ_CHUNK: usize = 64 * 1024;
 
 /// TS chunks (one per frame) queued for FFmpeg's stdin; about 10 s of 30 fps video.
 const STDIN_QUEUE: usize = 512;
@@ -45,6 +52,8 @@ pub struct Transcoder {
     replay: Vec<Frame>,
     /// The stream's dropped-frames counter.
     dropped: Option<prometheus::IntCounter>,
+    /// Turns FFmpeg's output into frames per rung.
+    output: Option<RungDemuxer>,
     span: tracing::Span,
 }
 
@@ -55,6 +64,7 @@ impl Transcoder {
         args: Vec<String>,
         has_video: bool,
         has_audio: bool,
+        output: RungDemuxer,
         session: Addr<StreamSession>,
         span: tracing::Span,
     ) -> Self {
@@ -69,6 +79,7 @@ impl Transcoder {
             policy: DropToKeyframe::default(),
             replay: Vec::new(),
             dropped: None,
+            output: Some(output),
             span,
         }
     }
@@ -114,7 +125,7 @@ impl Actor for Transcoder {
         let spawned = Command::new(&self.program)
             .args(&self.args)
             .stdin(Stdio::piped())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn();
@@ -159,9 +170,51 @@ impl Actor for Transcoder {
         }
         let (kill_tx, kill_rx) = oneshot::channel();
         self.kill = Some(kill_tx);
+        let stdout = child.stdout.take();
+        let mut demuxer = self.output.take();
+        let span = self.span.clone();
         actix::spawn(async move {
+            // Read FFmpeg's output to its end (or until killed), then reap it: the exit
+            // is reported only after the last frame went to the session.
+            let read_all = async {
+                let (Some(mut stdout), Some(demuxer)) = (stdout, demuxer.as_mut()) else {
+                    return;
+                };
+                let mut buf = vec![0u8; READ_CHUNK];
+                loop {
+                    let n = match stdout.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    match demuxer.push(&buf[..n]) {
+                        Ok(frames) if frames.is_empty() => {}
+                        Ok(frames) => {
+                            if session.send(Encoded { generation, frames }).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(parent: &span, generation, error = %e, "FFmpeg output cannot be read; stopping it");
+                            return;
+                        }
+                    }
+                }
+                let frames = demuxer.flush();
+                if !frames.is_empty() {
+                    let _ = session.send(Encoded { generation, frames }).await;
+                }
+            };
             let status = tokio::select! {
-                status = child.wait() => status,
+                _ = read_all => {
+                    // Output ended (or was refused): FFmpeg exits, or is made to.
+                    match tokio::time::timeout(std::time::Duration::from_secs(5), child.wait()).await {
+                        Ok(status) => status,
+                        Err(_) => {
+                            let _ = child.start_kill();
+                            child.wait().await
+                        }
+                    }
+                }
                 _ = kill_rx => {
                     let _ = child.start_kill();
                     child.wait().await

@@ -63,7 +63,12 @@ fn backoff(failures: u32) -> Duration {
 /// An output as a spool item: its key below the stream, and its body.
 fn to_item(output: Output, delete_grace: Option<Duration>) -> Option<(ItemMeta, Vec<u8>)> {
     let (kind, key, body) = match output {
-        Output::Segment {
+        Output::Init {
+            rendition,
+            name,
+            data,
+        }
+        | Output::Segment {
             rendition,
             name,
             data,

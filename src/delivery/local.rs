@@ -19,7 +19,12 @@ impl LocalSink {
 
     pub fn apply(&self, output: &Output) -> io::Result<()> {
         match output {
-            Output::Segment {
+            Output::Init {
+                rendition,
+                name,
+                data,
+            }
+            | Output::Segment {
                 rendition,
                 name,
                 data,

@@ -92,7 +92,8 @@ impl S3Target {
 /// segment names are never reused, so a CDN may keep them for good.
 pub fn headers(kind: ItemKind) -> (&'static str, &'static str) {
     match kind {
-        ItemKind::Segment => ("video/mp2t", "public, max-age=31536000, immutable"),
+        // CMAF init segments (`.mp4`) and media segments (`.m4s`).
+        ItemKind::Segment => ("video/mp4", "public, max-age=31536000, immutable"),
         ItemKind::Playlist | ItemKind::Master | ItemKind::Delete => {
             ("application/vnd.apple.mpegurl", "public, max-age=1")
         }

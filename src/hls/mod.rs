@@ -4,3 +4,4 @@
 
 pub mod packager;
 pub mod playlist;
+mod rendition;

@@ -12,6 +12,8 @@ use time::{OffsetDateTime, UtcOffset};
 #[derive(Debug, Clone, PartialEq)]
 pub struct MediaSegment {
     pub uri: String,
+    /// The init segment it needs (`EXT-X-MAP`).
+    pub map: String,
     /// Seconds.
     pub duration: f64,
     /// `EXT-X-DISCONTINUITY` before this segment: the encoding restarted here.
@@ -33,9 +35,10 @@ impl MediaPlaylist {
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(128 + self.segments.len() * 96);
         // Infallible: writing to a String.
+        // Version 7: fragmented MP4 segments with EXT-X-MAP (RFC 8216 §7).
         let _ = writeln!(
             out,
-            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-INDEPENDENT-SEGMENTS"
+            "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-INDEPENDENT-SEGMENTS"
         );
         let _ = writeln!(out, "#EXT-X-TARGETDURATION:{}", self.target_duration);
         let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{}", self.media_sequence);
@@ -44,9 +47,16 @@ impl MediaPlaylist {
             "#EXT-X-DISCONTINUITY-SEQUENCE:{}",
             self.discontinuity_sequence
         );
+        let mut map: Option<&str> = None;
         for segment in &self.segments {
             if segment.discontinuity {
                 out.push_str("#EXT-X-DISCONTINUITY\n");
+            }
+            // The first segment's init, and a new one wherever it changes (only after a
+            // discontinuity: Kawa starts a new init only when a rendition restarts).
+            if map != Some(segment.map.as_str()) {
+                let _ = writeln!(out, "#EXT-X-MAP:URI=\"{}\"", segment.map);
+                map = Some(&segment.map);
             }
             if let Some(pdt) = segment.program_date_time {
                 // ISO 8601 in UTC with milliseconds, as players expect.
@@ -117,13 +127,15 @@ mod tests {
             discontinuity_sequence: 3,
             segments: vec![
                 MediaSegment {
-                    uri: "1_41.ts".into(),
+                    uri: "1_41.m4s".into(),
+                    map: "1_0.mp4".into(),
                     duration: 2.0,
                     discontinuity: false,
                     program_date_time: Some(pdt),
                 },
                 MediaSegment {
-                    uri: "1_42.ts".into(),
+                    uri: "1_42.m4s".into(),
+                    map: "1_1.mp4".into(),
                     duration: 1.96,
                     discontinuity: true,
                     program_date_time: Some(pdt + time::Duration::seconds(2)),
@@ -137,9 +149,12 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME"),
+            text.contains(
+                "#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"1_1.mp4\"\n#EXT-X-PROGRAM-DATE-TIME"
+            ),
             "{text}"
         );
+        assert_eq!(text.matches("#EXT-X-MAP").count(), 2, "{text}");
         let Ok((_, Playlist::MediaPlaylist(parsed))) = m3u8_rs::parse_playlist(text.as_bytes())
         else {
             panic!("not a media playlist:\n{text}")
@@ -149,6 +164,11 @@ mod tests {
         assert_eq!(parsed.discontinuity_sequence, 3);
         assert!(parsed.end_list && parsed.independent_segments);
         assert_eq!(parsed.segments.len(), 2);
+        assert_eq!(parsed.version, Some(7));
+        assert_eq!(
+            parsed.segments[0].map.as_ref().map(|m| m.uri.as_str()),
+            Some("1_0.mp4")
+        );
         assert!(parsed.segments[1].discontinuity);
         assert!((parsed.segments[1].duration - 1.96).abs() < 1e-6);
     }

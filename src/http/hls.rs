@@ -13,7 +13,8 @@ use actix_web::{HttpRequest, HttpResponse, Responder, web};
 use crate::keys::PublishPath;
 
 const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
-const SEGMENT_TYPE: &str = "video/mp2t";
+/// CMAF init (`.mp4`) and media (`.m4s`) segments.
+const SEGMENT_TYPE: &str = "video/mp4";
 /// Live playlists change every segment; a CDN may hold them a second.
 const PLAYLIST_CACHE: &str = "public, max-age=1";
 /// Segment names are never reused (they carry the stream's start time).
@@ -31,9 +32,11 @@ fn rendition_ok(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
-/// Kawa's segment names: `{epoch_ms}_{sequence}.ts`.
+/// Kawa's segment names: `{epoch_ms}_{sequence}.m4s`, and init segments
+/// `{epoch_ms}_{n}.mp4`.
 fn segment_ok(name: &str) -> bool {
-    name.strip_suffix(".ts")
+    name.strip_suffix(".m4s")
+        .or_else(|| name.strip_suffix(".mp4"))
         .and_then(|stem| stem.split_once('_'))
         .is_some_and(|(a, b)| {
             [a, b].iter().all(|part| {
@@ -162,16 +165,18 @@ mod tests {
 
     #[test]
     fn only_kawa_names_pass() {
-        assert!(segment_ok("1764244800123_42.ts"));
+        assert!(segment_ok("1764244800123_42.m4s"));
+        assert!(segment_ok("1764244800123_0.mp4"));
         for bad in [
-            "../x.ts",
-            "a_1.ts",
-            "1_.ts",
-            "_1.ts",
-            "1_2.ts.bak",
+            "../x.m4s",
+            "a_1.m4s",
+            "1_.m4s",
+            "_1.mp4",
+            "1_2.m4s.bak",
             "1_2",
-            ".1_2.ts",
-            "1/2_3.ts",
+            "1_2.ts",
+            ".1_2.m4s",
+            "1/2_3.m4s",
         ] {
             assert!(!segment_ok(bad), "{bad}");
         }

@@ -3,7 +3,6 @@
 
 pub mod auth;
 pub mod error;
-pub mod ffmpeg_sink;
 pub mod health;
 pub mod hls;
 pub mod streams;

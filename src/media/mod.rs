@@ -12,7 +12,6 @@
 //! - [`annexb`]: Annex B access units to MP4 samples, and in-band parameter sets.
 //! - [`fmp4`]: CMAF init segments and fragments.
 //! - [`cmaf`]: frames cut into CMAF parts and segments.
-//! - [`ts_probe`]: facts read back out of a TS segment (its SPS).
 //! - [`remux`]: FLV file -> MPEG-TS, for `kawa tools remux` and the benchmark.
 
 pub mod aac;
@@ -27,4 +26,3 @@ pub mod remux;
 pub mod time;
 pub mod ts;
 pub mod ts_demux;
-pub mod ts_probe;

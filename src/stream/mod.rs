@@ -3,4 +3,6 @@
 
 pub mod bitrate;
 pub mod config;
+pub mod core;
+pub mod gop;
 pub mod timeline;

@@ -1,7 +1,10 @@
 //! The transcoding plan for one stream: which renditions to make, and the FFmpeg command
-//! line that makes them all in one process (decode once, scale per rung).
+//! line that encodes the scaled rungs in one process (decode once, scale per rung). The
+//! source rendition never goes through FFmpeg: Kawa packages it from ingest.
 //!
 //! Pure: settings and codec config in, argv out. The Transcoder actor runs it.
+
+pub mod demux;
 
 use crate::config::{HlsSettings, LadderPreset};
 use crate::media::frame::CodecConfig;
@@ -62,20 +65,33 @@ impl TranscodePlan {
         }
     }
 
-    /// FFmpeg's argv (without the program name): MPEG-TS on stdin, HLS segments and
-    /// playlists PUT to `{upload_base}/{rendition}/...`.
-    pub fn ffmpeg_args(&self, hls: &HlsSettings, upload_base: &str) -> Vec<String> {
+    /// The rungs FFmpeg makes, in the order of the video streams of its output.
+    pub fn scaled(&self) -> impl Iterator<Item = &Rendition> {
+        self.renditions
+            .iter()
+            .filter(|r| matches!(r.kind, RenditionKind::Scaled { .. }))
+    }
+
+    /// FFmpeg's argv (without the program name): MPEG-TS on stdin; one MPEG-TS on
+    /// stdout with a video stream per scaled rung (in [`Self::scaled`] order) and the
+    /// audio copied once. Timestamps are kept (`-copyts`, no mux delay), so the rungs
+    /// come back on the source's clock and Kawa cuts them where it cuts the source.
+    pub fn ffmpeg_args(&self, hls: &HlsSettings) -> Vec<String> {
         let mut args: Vec<String> = [
             "-hide_banner",
             "-nostats",
             "-loglevel",
             "warning",
-            // The input starts at a keyframe with SPS/PPS and ADTS headers: everything
-            // FFmpeg needs is in the first second, so don't let it probe for five.
+            // The input starts at a keyframe with SPS/PPS and ADTS headers: half a second
+            // of probing finds both (the default five seconds would delay the rungs).
             "-probesize",
             "500000",
             "-analyzeduration",
-            "1000000",
+            "500000",
+            // One decoder thread: frame threading would hold frames back.
+            "-threads:v",
+            "1",
+            "-copyts",
             "-f",
             "mpegts",
             "-i",
@@ -85,8 +101,7 @@ impl TranscodePlan {
         .to_vec();
 
         let scaled: Vec<(u32, u32)> = self
-            .renditions
-            .iter()
+            .scaled()
             .filter_map(|r| match r.kind {
                 RenditionKind::Scaled { height, video_kbps } => Some((height, video_kbps)),
                 RenditionKind::Source => None,
@@ -99,36 +114,16 @@ impl TranscodePlan {
                 graph.push_str(&format!(";[s{i}]scale=-2:{height}[v{i}]"));
             }
             args.extend(["-filter_complex".into(), graph]);
-        }
-
-        let mut stream_map = Vec::new();
-        let mut scaled_index = 0;
-        for (i, rendition) in self.renditions.iter().enumerate() {
-            let mut entry = Vec::new();
-            if self.has_video {
-                let input = match rendition.kind {
-                    RenditionKind::Source => "0:v:0".to_owned(),
-                    RenditionKind::Scaled { .. } => {
-                        scaled_index += 1;
-                        format!("[v{}]", scaled_index - 1)
-                    }
-                };
-                args.extend(["-map".into(), input]);
-                entry.push(format!("v:{i}"));
-            }
-            if self.has_audio {
-                args.extend(["-map".into(), "0:a:0".into()]);
-                entry.push(format!("a:{i}"));
-            }
-            entry.push(format!("name:{}", rendition.name));
-            stream_map.push(entry.join(","));
-
-            if let (true, RenditionKind::Scaled { video_kbps, .. }) =
-                (self.has_video, &rendition.kind)
-            {
-                let v = format!("v:{i}");
-                let opt = |name: &str| format!("-{name}:{v}");
+            // Output times on the source's 90 kHz clock, frame for frame: no snapping
+            // to a frame-rate grid, no frames dropped or doubled.
+            args.extend(
+                ["-fps_mode", "passthrough", "-enc_time_base:v", "1:90000"].map(String::from),
+            );
+            for (i, (_, video_kbps)) in scaled.iter().enumerate() {
+                let opt = |name: &str| format!("-{name}:v:{i}");
                 args.extend([
+                    "-map".into(),
+                    format!("[v{i}]"),
                     opt("c"),
                     "libx264".into(),
                     opt("preset"),
@@ -144,49 +139,54 @@ impl TranscodePlan {
                     opt("bufsize"),
                     format!("{}k", video_kbps * 2),
                     // Keyframes exactly where the source has them, and nowhere else, so
-                    // every rung cuts its segments at the same media times as the copy.
+                    // every rung cuts its segments at the same media times as the source.
                     opt("force_key_frames"),
                     "source".into(),
                     opt("sc_threshold"),
                     "0".into(),
                     opt("g"),
                     "100000".into(),
+                    // No B-frames and no lookahead: a frame out about 0.15 s after it
+                    // went in, where the defaults take 0.8 s.
+                    opt("tune"),
+                    "zerolatency".into(),
                 ]);
-            } else if self.has_video {
-                args.extend([format!("-c:v:{i}"), "copy".into()]);
             }
         }
         if self.has_audio {
-            // One AAC track, copied into every rendition: same CODECS, no re-encode.
-            args.extend(["-c:a".into(), "copy".into()]);
+            // One AAC track, copied: every rung carries it, and it comes back on the same
+            // clock and in step with the video.
+            args.extend(["-map", "0:a:0", "-c:a", "copy"].map(String::from));
         }
-
         args.extend(
             [
                 "-max_muxing_queue_size",
                 "1024",
-                "-f",
-                "hls",
-                "-hls_segment_type",
-                "mpegts",
-                "-hls_list_size",
-                "10",
-                "-method",
-                "PUT",
-                "-http_persistent",
+                // Timestamps out as they came in: no mux delay added, nothing shifted to
+                // avoid negative values.
+                "-mpegts_copyts",
                 "1",
+                "-avoid_negative_ts",
+                "disabled",
+                // Exactly 2^33 ticks: the 33-bit values written are the input's, but
+                // inside FFmpeg they stay positive, which keeps its PCR steady near
+                // the 26.5-hour wrap and for streams starting at zero.
+                "-output_ts_offset",
+                "95443.717689",
+                // Packets out as soon as they are made: one ADTS frame per PES, a flush
+                // per packet, no waiting to interleave audio with the encoder's video.
+                "-pes_payload_size",
+                "0",
+                "-flush_packets",
+                "1",
+                "-max_interleave_delta",
+                "1",
+                "-f",
+                "mpegts",
+                "pipe:1",
             ]
             .map(String::from),
         );
-        args.extend([
-            "-hls_time".into(),
-            hls.segment_seconds.to_string(),
-            "-var_stream_map".into(),
-            stream_map.join(" "),
-            "-hls_segment_filename".into(),
-            format!("{upload_base}/%v/seg_%d.ts"),
-            format!("{upload_base}/%v/index.m3u8"),
-        ]);
         args
     }
 }
@@ -250,51 +250,43 @@ mod tests {
         settings.preset = LadderPreset::Passthrough;
         let plan = TranscodePlan::new(&config(1080, true), &settings);
         assert_eq!(plan.renditions.len(), 1);
-        let args = plan.ffmpeg_args(&settings, "http://127.0.0.1:1/x");
-        assert!(
-            !args
-                .iter()
-                .any(|a| a == "libx264" || a == "-filter_complex")
-        );
-        assert!(
-            args.windows(2)
-                .any(|w| w == ["-var_stream_map", "v:0,a:0,name:source"])
-        );
+        assert_eq!(plan.scaled().count(), 0, "nothing for FFmpeg to do");
     }
 
     #[test]
     fn ladder_maps_each_rung_with_the_shared_audio() {
         let settings = hls();
         let plan = TranscodePlan::new(&config(720, true), &settings);
-        let args = plan.ffmpeg_args(&settings, "http://127.0.0.1:9/ff/t");
+        let args = plan.ffmpeg_args(&settings);
         let joined = args.join(" ");
         assert!(
             joined.contains("[0:v]split=2[s0][s1];[s0]scale=-2:480[v0];[s1]scale=-2:360[v1]"),
             "{joined}"
         );
         assert!(
-            joined
-                .contains("-map 0:v:0 -map 0:a:0 -c:v:0 copy -map [v0] -map 0:a:0 -c:v:1 libx264"),
+            joined.contains("-map [v0] -c:v:0 libx264")
+                && joined.contains("-map [v1] -c:v:1 libx264"),
             "{joined}"
         );
-        assert!(joined.contains("-force_key_frames:v:2 source"), "{joined}");
+        assert!(joined.contains("-force_key_frames:v:1 source"), "{joined}");
+        assert!(joined.contains("-map 0:a:0 -c:a copy"), "{joined}");
+        assert!(joined.contains("-copyts -f mpegts -i pipe:0"), "{joined}");
+        assert!(joined.ends_with("-f mpegts pipe:1"), "{joined}");
         assert!(
-            joined.contains(
-                "-var_stream_map v:0,a:0,name:source v:1,a:1,name:480p v:2,a:2,name:360p"
-            )
+            !joined.contains("0:v:0"),
+            "the source is not copied through FFmpeg"
         );
-        assert!(joined.ends_with("-hls_segment_filename http://127.0.0.1:9/ff/t/%v/seg_%d.ts http://127.0.0.1:9/ff/t/%v/index.m3u8"));
+        let names: Vec<&str> = plan.scaled().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["480p", "360p"]);
     }
 
     #[test]
     fn video_only_stream_maps_no_audio() {
         let settings = hls();
         let plan = TranscodePlan::new(&config(240, false), &settings);
-        let args = plan.ffmpeg_args(&settings, "http://h/x");
+        assert_eq!(plan.scaled().count(), 0, "240p has no rung below it");
+        let plan = TranscodePlan::new(&config(720, false), &settings);
+        let args = plan.ffmpeg_args(&settings);
         assert!(!args.iter().any(|a| a.contains("0:a")));
-        assert!(
-            args.windows(2)
-                .any(|w| w == ["-var_stream_map", "v:0,name:source"])
-        );
     }
 }

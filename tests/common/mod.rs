@@ -395,6 +395,47 @@ pub async fn fetch_text(kawa: &Kawa, path: &str) -> Option<String> {
 }
 
 /// Kawa's `/metrics` text.
+/// The init segment each segment of a media playlist needs (`EXT-X-MAP` applies to
+/// every segment after it until the next one).
+pub fn segment_maps(playlist: &m3u8_rs::MediaPlaylist) -> Vec<String> {
+    let mut current = String::new();
+    playlist
+        .segments
+        .iter()
+        .map(|s| {
+            if let Some(map) = &s.map {
+                current = map.uri.clone();
+            }
+            current.clone()
+        })
+        .collect()
+}
+
+/// Segment `index` of a rendition (`/hls/{stream}/{rendition}`) as a player reads it:
+/// its init segment, then the segment, in one file ffprobe can open.
+pub async fn playable_segment(
+    kawa: &Kawa,
+    rendition_path: &str,
+    playlist: &m3u8_rs::MediaPlaylist,
+    index: usize,
+) -> tempfile::NamedTempFile {
+    let init = &segment_maps(playlist)[index];
+    assert!(
+        !init.is_empty(),
+        "segment {index} has no EXT-X-MAP before it"
+    );
+    let mut bytes = Vec::new();
+    for name in [init.as_str(), playlist.segments[index].uri.as_str()] {
+        let url = kawa.url(&format!("{rendition_path}/{name}"));
+        let body = reqwest::get(&url).await.unwrap();
+        assert!(body.status().is_success(), "{url}: {}", body.status());
+        bytes.extend_from_slice(&body.bytes().await.unwrap());
+    }
+    let file = tempfile::Builder::new().suffix(".mp4").tempfile().unwrap();
+    std::fs::write(file.path(), &bytes).unwrap();
+    file
+}
+
 pub async fn metrics_text(kawa: &Kawa) -> String {
     reqwest::get(kawa.url("/metrics"))
         .await

@@ -1,7 +1,6 @@
 //! The messages a StreamSession takes, and what it answers about a live stream.
 
 use actix::Message;
-use bytes::Bytes;
 use serde::Serialize;
 
 use crate::media::frame::{CodecConfig, Frame};
@@ -46,14 +45,12 @@ pub struct PublisherLost;
 #[rtype(result = "()")]
 pub struct Superseded;
 
-/// FFmpeg PUT a file.
+/// Frames FFmpeg made: `(rung, frame)`, rung indexing the plan's scaled rungs.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct FfmpegUpload {
+pub struct Encoded {
     pub generation: u64,
-    pub rendition: String,
-    pub file: String,
-    pub body: Bytes,
+    pub frames: Vec<(usize, Frame)>,
 }
 
 /// The FFmpeg of `generation` exited.

@@ -1,7 +1,6 @@
-//! The StreamSession: one per live publish path. It keeps the codec config and the
-//! current GOP (so a new FFmpeg always starts at a keyframe with SPS/PPS), owns the
-//! FFmpeg restart policy, and turns FFmpeg's uploads into Kawa's playlists through the
-//! pure packager, writing what it asks for to the local sink.
+//! The StreamSession: one per live publish path. A thin actor around the pure
+//! [`StreamCore`]: it hands the core each event and performs what the core decides
+//! (writes to the local sink and the S3 uploader, FFmpeg starts and stops, timers).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,27 +14,22 @@ use time::OffsetDateTime;
 use super::backpressure::DropToKeyframe;
 use super::registry::{SessionEnded, StreamRegistry};
 use super::restart::RestartPolicy;
-use super::transcoder::{Feed, Finish, Transcoder};
+use super::transcoder::{Feed, Finish, Kill, Transcoder};
 use super::uploader::{Deliver, Deliveries, StreamEnded, Uploader};
 use crate::config::Settings;
 use crate::delivery::local::{LocalSink, LocalWriter};
-use crate::hls::packager::{Output, Packager, RenditionInfo, nominal_frame_rate};
-use crate::http::ffmpeg_sink::FfmpegUploads;
+use crate::hls::packager::Output;
 use crate::keys::PublishPath;
-use crate::media::frame::{CodecConfig, Frame};
+use crate::media::frame::Frame;
 use crate::metrics::{METRICS, StreamMetrics};
 use crate::stream::bitrate::BitrateWindow;
-use crate::stream::config::ConfigChange;
-use crate::stream::timeline::{Continuity, Timeline};
-use crate::transcode::{RenditionKind, TranscodePlan};
+use crate::stream::core::{Action, Phase, StreamCore};
+use crate::transcode::demux::RungDemuxer;
 
-/// What every session shares: settings and where FFmpeg uploads go.
+/// What every session shares.
 pub struct SessionContext {
     pub settings: Arc<Settings>,
     pub arbiters: super::Arbiters,
-    pub uploads: FfmpegUploads,
-    /// `http://127.0.0.1:PORT/ff`: Kawa's loopback-only listener for FFmpeg's PUTs.
-    pub upload_base: String,
     /// `DATA_DIR/hls`.
     pub hls_root: PathBuf,
     /// S3 uploaders (none when S3 is off).
@@ -44,32 +38,14 @@ pub struct SessionContext {
 
 pub use messages::*;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Live,
-    /// The publisher left; FFmpeg is flushing its last segments.
-    Finishing,
-    Ended,
-}
-
-/// Cap on the GOP cache: an encoder with a huge keyframe interval must not grow it
-/// without bound. 64 MiB is a 20 s GOP at 25 Mbit/s.
-const MAX_GOP_BYTES: usize = 64 * 1024 * 1024;
 /// How long FFmpeg may take to flush after its input closed.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Frames a session's mailbox holds before the connection starts dropping.
 pub const MAILBOX_CAPACITY: usize = 1024;
-/// After FFmpeg exits, its last uploads are waited for until none came for this long...
-const UPLOAD_SETTLE_QUIET: Duration = Duration::from_millis(300);
-/// ...but no longer than this.
-const UPLOAD_SETTLE_MAX: Duration = Duration::from_secs(3);
-/// Video frames counted before a measured frame rate is trusted.
-const FRAME_RATE_SAMPLE: u64 = 50;
 
-struct Generation {
-    id: u64,
+struct Encoder {
+    generation: u64,
     addr: Addr<Transcoder>,
-    token: String,
 }
 
 pub struct StreamSession {
@@ -78,35 +54,20 @@ pub struct StreamSession {
     context: Arc<SessionContext>,
     registry: Addr<StreamRegistry>,
     publisher: Option<u64>,
-    state: State,
-    config: CodecConfig,
-    expect_video: Option<bool>,
-    gop: Vec<Frame>,
-    gop_bytes: usize,
-    gop_started_at: OffsetDateTime,
-    current: Option<Generation>,
-    /// Older FFmpegs flushing their last segment after their input closed.
-    retiring: Vec<Generation>,
-    next_generation: u64,
+    core: StreamCore,
+    encoder: Option<Encoder>,
     restarts: RestartPolicy,
-    restart_scheduled: bool,
     total_restarts: u64,
-    packager: Packager,
     sink: LocalWriter,
     to_transcoder: DropToKeyframe,
     since: OffsetDateTime,
     started: Instant,
     bitrate: BitrateWindow,
-    /// The publishing connection's frame times, to notice a clock reset or jump.
-    timeline: Timeline,
     superseded: bool,
     uploader: Option<Addr<Uploader>>,
     metrics: StreamMetrics,
     last_keyframe: Option<Instant>,
     drops_reported: u64,
-    last_upload: Option<Instant>,
-    /// First video DTS and frames seen, while the frame rate is measured.
-    frame_rate_probe: Option<(i64, u64)>,
     span: tracing::Span,
 }
 
@@ -130,56 +91,28 @@ impl StreamSession {
         let label = path.to_string();
         Self {
             id,
-            packager: Packager::new(epoch_ms, hls.segment_seconds, hls.playlist_segments),
+            core: StreamCore::new(hls.clone(), epoch_ms),
             sink,
             path,
             registry,
             publisher: Some(conn_id),
-            state: State::Live,
-            config: CodecConfig::default(),
-            expect_video: None,
-            gop: Vec::new(),
-            gop_bytes: 0,
-            gop_started_at: OffsetDateTime::now_utc(),
-            current: None,
-            retiring: Vec::new(),
-            next_generation: 0,
+            encoder: None,
             restarts: RestartPolicy::new(
                 hls.restart_max,
                 Duration::from_secs(hls.restart_window_seconds),
             ),
-            restart_scheduled: false,
             total_restarts: 0,
             to_transcoder: DropToKeyframe::default(),
             since: OffsetDateTime::now_utc(),
             started: Instant::now(),
             bitrate: BitrateWindow::default(),
-            timeline: Timeline::default(),
             superseded: false,
             uploader: None,
             metrics: StreamMetrics::new(&label),
             last_keyframe: None,
             drops_reported: 0,
-            last_upload: None,
-            frame_rate_probe: None,
             span,
             context,
-        }
-    }
-
-    /// Counts video frames over their DTS span until the frame rate is known, for
-    /// streams whose SPS carries no timing info.
-    fn measure_frame_rate(&mut self, dts: i64) {
-        if !self.packager.needs_frame_rate() {
-            return;
-        }
-        let (first, count) = *self.frame_rate_probe.get_or_insert((dts, 0));
-        let count = count + 1;
-        self.frame_rate_probe = Some((first, count));
-        let span = dts - first;
-        if count > FRAME_RATE_SAMPLE && span > 0 {
-            let fps = (count - 1) as f64 * 90_000.0 / span as f64;
-            self.packager.fill_frame_rate(nominal_frame_rate(fps));
         }
     }
 
@@ -189,7 +122,6 @@ impl StreamSession {
         self.bitrate.record(self.started.elapsed().as_secs(), size);
         match frame {
             Frame::Video(v) => {
-                self.measure_frame_rate(v.dts);
                 self.metrics.video_bytes.inc_by(size as u64);
                 self.metrics.video_frames.inc();
                 if v.keyframe {
@@ -207,83 +139,61 @@ impl StreamSession {
         }
     }
 
-    fn remember(&mut self, frame: &Frame) {
-        let starts_gop = match frame {
-            Frame::Video(v) => v.keyframe,
-            // Audio-only: every frame is a random access point; keep about a second.
-            Frame::Audio(_) => self.config.video.is_none() && self.gop.len() >= 50,
-        };
-        if starts_gop {
-            self.gop.clear();
-            self.gop_bytes = 0;
-            self.gop_started_at = OffsetDateTime::now_utc();
+    /// Performs the core's decisions, in order.
+    fn perform(&mut self, actions: Vec<Action>, ctx: &mut Context<Self>) {
+        for error in std::mem::take(&mut self.core.errors) {
+            tracing::warn!(parent: &self.span, error = %error, "frame not packaged");
         }
-        let size = frame.data().len();
-        if self.gop_bytes + size > MAX_GOP_BYTES {
-            // Too long a GOP to keep: a restart waits for the next keyframe instead.
-            self.gop.clear();
-            self.gop_bytes = 0;
-            return;
-        }
-        let gop_usable = !self.gop.is_empty() || starts_gop || self.config.video.is_none();
-        if gop_usable {
-            self.gop.push(frame.clone());
-            self.gop_bytes += size;
-        }
-    }
-
-    /// Whether the GOP cache holds a place FFmpeg can start from.
-    fn can_start(&self) -> bool {
-        let Some(first) = self.gop.first() else {
-            return false;
-        };
-        match first {
-            Frame::Video(v) => v.keyframe && self.config.video.is_some(),
-            // Audio-only when the encoder said so, or no video config came.
-            Frame::Audio(_) => {
-                self.config.audio.is_some()
-                    && self.config.video.is_none()
-                    && self.expect_video == Some(false)
+        for action in actions {
+            match action {
+                Action::Write(outputs) => self.apply(outputs),
+                Action::StartEncoder {
+                    generation,
+                    plan,
+                    replay,
+                } => self.start_encoder(generation, plan, replay, ctx),
+                Action::Feed(frame) => self.forward(frame),
+                Action::FinishEncoder { generation } => {
+                    if let Some(e) = self.encoder.as_ref().filter(|e| e.generation == generation) {
+                        e.addr.do_send(Finish);
+                    }
+                    if self.core.phase == Phase::Finishing {
+                        ctx.run_later(FINISH_TIMEOUT, move |this, ctx| {
+                            if this.core.phase == Phase::Finishing {
+                                tracing::warn!(parent: &this.span, "FFmpeg did not finish in time");
+                                this.kill_encoder();
+                                let actions = this.core.force_end();
+                                this.perform(actions, ctx);
+                            }
+                        });
+                    } else {
+                        // A retired generation: nothing it still makes is wanted.
+                        self.encoder = None;
+                        self.metrics.ffmpeg_running.set(0);
+                    }
+                }
+                Action::ScheduleRestart => self.schedule_restart(ctx),
+                Action::Ended => self.ended(ctx),
             }
         }
     }
 
-    fn start_transcoder(&mut self, ctx: &mut Context<Self>) {
-        let span = self.span.clone();
-        let _enter = span.enter();
-        let context = Arc::clone(&self.context);
-        let settings = &context.settings;
-        let plan = TranscodePlan::new(&self.config, &settings.hls);
-        let video = self.config.video.as_ref();
-        let infos = plan
-            .renditions
-            .iter()
-            .map(|r| RenditionInfo {
-                name: r.name.clone(),
-                video_codec: match r.kind {
-                    RenditionKind::Source => video.map(|v| v.avc.codec_string()),
-                    RenditionKind::Scaled { .. } => None,
-                },
-                resolution: match r.kind {
-                    RenditionKind::Source => video.map(|v| (v.avc.info.width, v.avc.info.height)),
-                    RenditionKind::Scaled { .. } => None,
-                },
-                frame_rate: video.and_then(|v| v.avc.info.frame_rate),
-                has_video: plan.has_video,
-            })
-            .collect();
-        let audio_codec = self.config.audio.as_ref().map(|a| a.asc.codec_string());
-        self.packager.set_renditions(infos, audio_codec);
-        let generation = self.next_generation;
-        self.next_generation += 1;
-        self.packager
-            .start_generation(generation, self.gop_started_at);
-        let token = context
-            .uploads
-            .register(ctx.address().recipient(), generation);
-        let upload_base = format!("{}/{}", context.upload_base, token);
-        let args = plan.ffmpeg_args(&settings.hls, &upload_base);
-        tracing::info!(generation, renditions = ?self.packager.rendition_names(), "starting FFmpeg");
+    fn start_encoder(
+        &mut self,
+        generation: u64,
+        plan: crate::transcode::TranscodePlan,
+        replay: Vec<Frame>,
+        ctx: &mut Context<Self>,
+    ) {
+        let settings = &self.context.settings;
+        let args = plan.ffmpeg_args(&settings.hls);
+        let reference = match replay.first() {
+            Some(Frame::Video(v)) => v.dts,
+            Some(Frame::Audio(a)) => a.pts,
+            None => 0,
+        };
+        let rungs: Vec<&str> = plan.scaled().map(|r| r.name.as_str()).collect();
+        tracing::info!(parent: &self.span, generation, ?rungs, "starting FFmpeg");
         // The GOP goes in with the Transcoder, not through its mailbox: all of it
         // reaches the new FFmpeg, however long the GOP.
         let addr = Transcoder::new(
@@ -292,26 +202,24 @@ impl StreamSession {
             args,
             plan.has_video,
             plan.has_audio,
+            RungDemuxer::new(rungs.len(), reference),
             ctx.address(),
             self.span.clone(),
         )
-        .with_replay(self.gop.clone(), self.metrics.frames_dropped.clone())
+        .with_replay(replay, self.metrics.frames_dropped.clone())
         .start();
-        self.current = Some(Generation {
-            id: generation,
-            addr,
-            token,
-        });
+        self.to_transcoder = DropToKeyframe::default();
+        self.encoder = Some(Encoder { generation, addr });
         self.metrics.ffmpeg_running.set(1);
     }
 
     /// Sends a frame to the current FFmpeg. Through its one `Addr`: every clone of an
     /// `Addr` is a new sender that actix lets one message past the mailbox's capacity.
     fn forward(&mut self, frame: Frame) {
-        let Some(g) = &self.current else { return };
+        let Some(e) = &self.encoder else { return };
         if self.to_transcoder.admit(&frame, true)
             && let Err(SendError::Full(Feed(f)) | SendError::Closed(Feed(f))) =
-                g.addr.try_send(Feed(frame))
+                e.addr.try_send(Feed(frame))
         {
             self.to_transcoder.rejected(&f);
         }
@@ -324,26 +232,17 @@ impl StreamSession {
         }
     }
 
-    /// Timing or format restarts: FFmpeg starts again from the next keyframe.
-    fn new_generation(&mut self) {
-        self.retire_generation();
-        self.gop.clear();
-        self.gop_bytes = 0;
-    }
-
-    /// Closes the current FFmpeg's input; it flushes its last segment and exits. Its
-    /// uploads are still taken until then.
-    fn retire_generation(&mut self) {
-        if let Some(g) = self.current.take() {
-            g.addr.do_send(Finish);
-            self.retiring.push(g);
+    fn kill_encoder(&mut self) {
+        if let Some(e) = self.encoder.take() {
+            e.addr.do_send(Kill);
         }
+        self.metrics.ffmpeg_running.set(0);
     }
 
     /// Performs the packager's outputs: the local sink first (viewers of Kawa's own HLS
     /// never wait on S3), then the S3 uploader's queue.
     fn apply(&self, outputs: Vec<Output>) {
-        if self.superseded {
+        if self.superseded || outputs.is_empty() {
             // A newer session writes this path's playlists and series now.
             return;
         }
@@ -365,9 +264,6 @@ impl StreamSession {
                 }
             }
         }
-        if outputs.is_empty() {
-            return;
-        }
         match &self.uploader {
             Some(uploader) => {
                 self.sink.apply(outputs.clone());
@@ -382,10 +278,12 @@ impl StreamSession {
         if capped {
             tracing::error!(parent: &self.span, ?delay, "FFmpeg keeps failing; waiting before the next restart");
         }
-        self.restart_scheduled = true;
         ctx.run_later(delay, |this, ctx| {
-            this.restart_scheduled = false;
-            if this.state == State::Live && this.current.is_none() && this.can_start() {
+            let actions = this.core.restart_encoder();
+            if actions
+                .iter()
+                .any(|a| matches!(a, Action::StartEncoder { .. }))
+            {
                 this.restarts.record(Instant::now());
                 this.total_restarts += 1;
                 this.metrics.ffmpeg_restarts.inc();
@@ -393,21 +291,14 @@ impl StreamSession {
                     .actor_restarts
                     .with_label_values(&["transcoder"])
                     .inc();
-                this.start_transcoder(ctx);
             }
+            this.perform(actions, ctx);
         });
     }
 
-    fn end(&mut self, ctx: &mut Context<Self>) {
-        if self.state == State::Ended {
-            return;
-        }
-        self.state = State::Ended;
-        if let Some(g) = self.current.take() {
-            self.context.uploads.unregister(&g.token);
-        }
-        let outputs = self.packager.end();
-        self.apply(outputs);
+    /// The core ended the stream: ENDLIST was written; tell the uploader and registry.
+    fn ended(&mut self, ctx: &mut Context<Self>) {
+        self.kill_encoder();
         if !self.superseded {
             self.metrics.remove();
         }
@@ -421,31 +312,10 @@ impl StreamSession {
         });
         let retention = Duration::from_secs(self.context.settings.hls.retention_seconds);
         ctx.run_later(retention, |this, ctx| {
-            this.sink.clean_up(this.packager.files(), !this.superseded);
+            this.sink
+                .clean_up(this.core.packager.files(), !this.superseded);
             ctx.stop();
         });
-    }
-
-    /// FFmpeg's last PUTs can still be in flight when its exit is reported: its token
-    /// stays valid a little longer.
-    fn unregister_later(&self, token: String, ctx: &mut Context<Self>) {
-        ctx.run_later(UPLOAD_SETTLE_MAX, move |this, _| {
-            this.context.uploads.unregister(&token)
-        });
-    }
-
-    /// Ends the stream once FFmpeg's last uploads have arrived: after a quiet spell with
-    /// no upload since FFmpeg exited, or at the latest `UPLOAD_SETTLE_MAX` after it.
-    fn end_when_settled(&mut self, exited: Instant, ctx: &mut Context<Self>) {
-        let last_activity = self.last_upload.map_or(exited, |t| t.max(exited));
-        let quiet = last_activity.elapsed() >= UPLOAD_SETTLE_QUIET;
-        if quiet || exited.elapsed() >= UPLOAD_SETTLE_MAX {
-            self.end(ctx);
-        } else {
-            ctx.run_later(UPLOAD_SETTLE_QUIET, move |this, ctx| {
-                this.end_when_settled(exited, ctx)
-            });
-        }
     }
 
     /// Runs a handler. A panic in it would end this actor's task silently (actix runs
@@ -461,17 +331,10 @@ impl StreamSession {
         if let Err(panic) = result {
             let detail = crate::telemetry::panic_message(&*panic);
             tracing::error!(parent: &self.span, panic = %detail, "stream session panicked; ending the stream");
-            for g in self
-                .current
-                .take()
-                .into_iter()
-                .chain(self.retiring.drain(..))
-            {
-                g.addr.do_send(super::transcoder::Kill);
-                self.context.uploads.unregister(&g.token);
-            }
+            self.kill_encoder();
             self.publisher = None;
-            self.end(ctx);
+            let actions = self.core.force_end();
+            self.perform(actions, ctx);
         }
     }
 
@@ -501,232 +364,8 @@ impl Actor for StreamSession {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        for g in self
-            .current
-            .take()
-            .into_iter()
-            .chain(self.retiring.drain(..))
-        {
-            self.context.uploads.unregister(&g.token);
-        }
+        self.kill_encoder();
     }
 }
 
-impl StreamSession {
-    fn on_ingest(&mut self, msg: Ingest, ctx: &mut Context<Self>) {
-        if self.publisher != Some(msg.conn_id) || self.state != State::Live {
-            return;
-        }
-        match msg.input {
-            IngestInput::Metadata { has_video } => {
-                self.expect_video = Some(has_video);
-            }
-            IngestInput::Config(config) => {
-                let change = ConfigChange::between(&self.config, &config);
-                self.config = config;
-                if change.restarts_encoding() && self.current.is_some() {
-                    // New resolution, profile or audio format (or audio that came after
-                    // encoding started without it): FFmpeg starts again at the next
-                    // keyframe, with a new ladder plan, DISCONTINUITY and master.
-                    tracing::info!(parent: &self.span, video = change.video, audio = change.audio, "codec configuration changed; a new generation starts");
-                    self.new_generation();
-                }
-            }
-            IngestInput::Frame(frame) => {
-                let dts = match &frame {
-                    Frame::Video(v) => v.dts,
-                    Frame::Audio(a) => a.pts,
-                };
-                if self.timeline.observe(dts) == Continuity::Jump {
-                    tracing::info!(parent: &self.span, "timestamps jumped; a new generation starts");
-                    self.new_generation();
-                }
-                self.record_ingest(&frame);
-                #[cfg(debug_assertions)]
-                self.injected_panic();
-                self.remember(&frame);
-                match &self.current {
-                    Some(_) => self.forward(frame),
-                    None if !self.restart_scheduled && self.can_start() => {
-                        self.start_transcoder(ctx)
-                    }
-                    None => {}
-                }
-            }
-        }
-    }
-}
-
-impl Handler<Ingest> for StreamSession {
-    type Result = ();
-
-    fn handle(&mut self, msg: Ingest, ctx: &mut Context<Self>) {
-        self.guarded(ctx, |this, ctx| this.on_ingest(msg, ctx));
-    }
-}
-
-impl Handler<PublisherChanged> for StreamSession {
-    type Result = ();
-
-    fn handle(&mut self, msg: PublisherChanged, _: &mut Context<Self>) {
-        // The new connection's timestamps start again from zero: a new FFmpeg
-        // generation begins at its first keyframe, with a discontinuity.
-        self.publisher = Some(msg.conn_id);
-        self.new_generation();
-        self.timeline.reset();
-        self.state = State::Live;
-    }
-}
-
-impl StreamSession {
-    fn on_unpublished(&mut self, msg: Unpublished, ctx: &mut Context<Self>) {
-        if self.state != State::Live {
-            return;
-        }
-        tracing::info!(parent: &self.span, reason = msg.reason, "unpublished");
-        self.publisher = None;
-        self.state = State::Finishing;
-        if let Some(g) = &self.current {
-            g.addr.do_send(Finish);
-            ctx.run_later(FINISH_TIMEOUT, |this, ctx| {
-                if this.state == State::Finishing {
-                    tracing::warn!(parent: &this.span, "FFmpeg did not finish in time");
-                    if let Some(g) = &this.current {
-                        g.addr.do_send(super::transcoder::Kill);
-                    }
-                    this.end(ctx);
-                }
-            });
-        } else {
-            self.end(ctx);
-        }
-    }
-}
-
-impl Handler<Unpublished> for StreamSession {
-    type Result = ();
-
-    fn handle(&mut self, msg: Unpublished, ctx: &mut Context<Self>) {
-        self.guarded(ctx, |this, ctx| this.on_unpublished(msg, ctx));
-    }
-}
-
-impl Handler<PublisherLost> for StreamSession {
-    type Result = ();
-
-    fn handle(&mut self, _: PublisherLost, _: &mut Context<Self>) {
-        tracing::info!(parent: &self.span, "publisher lost; waiting for it to reconnect");
-        // FFmpeg writes out what it has; a reconnect starts a new generation.
-        self.publisher = None;
-        self.new_generation();
-        self.timeline.reset();
-    }
-}
-
-impl Handler<Superseded> for StreamSession {
-    type Result = ();
-
-    fn handle(&mut self, _: Superseded, _: &mut Context<Self>) {
-        self.superseded = true;
-    }
-}
-
-impl StreamSession {
-    fn on_ffmpeg_upload(&mut self, msg: FfmpegUpload, _: &mut Context<Self>) {
-        if self.state == State::Ended {
-            return;
-        }
-        self.last_upload = Some(Instant::now());
-        tracing::debug!(parent: &self.span, generation = msg.generation, rendition = %msg.rendition, file = %msg.file, bytes = msg.body.len(), "FFmpeg upload");
-        let result = if msg.file.ends_with(".m3u8") {
-            self.packager
-                .playlist_uploaded(msg.generation, &msg.rendition, &msg.body)
-        } else {
-            self.packager
-                .segment_uploaded(msg.generation, &msg.rendition, &msg.file, msg.body)
-        };
-        match result {
-            Ok(outputs) => self.apply(outputs),
-            Err(e) => tracing::warn!(parent: &self.span, error = %e, "FFmpeg upload ignored"),
-        }
-    }
-}
-
-impl Handler<FfmpegUpload> for StreamSession {
-    type Result = ();
-
-    fn handle(&mut self, msg: FfmpegUpload, ctx: &mut Context<Self>) {
-        self.guarded(ctx, |this, ctx| this.on_ffmpeg_upload(msg, ctx));
-    }
-}
-
-impl StreamSession {
-    fn on_transcoder_exited(&mut self, msg: TranscoderExited, ctx: &mut Context<Self>) {
-        let current = self
-            .current
-            .as_ref()
-            .is_some_and(|g| g.id == msg.generation);
-        tracing::info!(parent: &self.span, generation = msg.generation, status = %msg.status, current, "FFmpeg exited");
-        if !current {
-            if let Some(i) = self.retiring.iter().position(|g| g.id == msg.generation) {
-                let g = self.retiring.remove(i);
-                self.unregister_later(g.token, ctx);
-            }
-            return;
-        }
-        if let Some(g) = self.current.take() {
-            self.unregister_later(g.token, ctx);
-        }
-        self.metrics.ffmpeg_running.set(0);
-        match self.state {
-            State::Finishing => self.end_when_settled(Instant::now(), ctx),
-            State::Live => {
-                tracing::warn!(parent: &self.span, generation = msg.generation, "FFmpeg died mid-stream; restarting");
-                self.schedule_restart(ctx);
-            }
-            State::Ended => {}
-        }
-    }
-}
-
-impl Handler<TranscoderExited> for StreamSession {
-    type Result = ();
-
-    fn handle(&mut self, msg: TranscoderExited, ctx: &mut Context<Self>) {
-        self.guarded(ctx, |this, ctx| this.on_transcoder_exited(msg, ctx));
-    }
-}
-
-impl Handler<GetStatus> for StreamSession {
-    type Result = MessageResult<GetStatus>;
-
-    fn handle(&mut self, _: GetStatus, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(LiveStatus {
-            since: self
-                .since
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default(),
-            ingest_kbps: self.kbps(),
-            renditions: self.packager.rendition_names(),
-            video: self.config.video.as_ref().map(|v| {
-                format!(
-                    "{} {}x{}",
-                    v.avc.codec_string(),
-                    v.avc.info.width,
-                    v.avc.info.height
-                )
-            }),
-            audio: self.config.audio.as_ref().map(|a| {
-                format!(
-                    "{} {} Hz {} ch",
-                    a.asc.codec_string(),
-                    a.asc.sample_rate,
-                    a.asc.channels()
-                )
-            }),
-            frames_dropped: self.metrics.frames_dropped.get(),
-            transcoder_restarts: self.total_restarts,
-            transcoder_running: self.current.is_some(),
-        })
-    }
-}
+mod handlers;

@@ -1,0 +1,344 @@
+//! One rendition of a stream: its segmenter, its init segments, and the sliding window
+//! of segments its media playlist lists.
+//!
+//! A rendition is started (again) whenever its timing or decoder configuration starts
+//! over: the source on a new publish, a codec change or a clock jump; an encoded rung on
+//! every FFmpeg start. A restart after the first segment marks the next segment with
+//! `EXT-X-DISCONTINUITY`; a new decoder configuration gets a new init segment.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use time::OffsetDateTime;
+
+use super::packager::{Output, RenditionInfo};
+use super::playlist::{MediaPlaylist, MediaSegment};
+use crate::media::annexb;
+use crate::media::avc::AvcDecoderConfig;
+use crate::media::cmaf::{Part, Segmenter, SegmenterSettings};
+use crate::media::fmp4::{self, Fmp4Error};
+use crate::media::frame::{AudioConfig, Frame};
+use crate::media::time::TICKS_PER_SECOND;
+
+/// Segments shorter than this say little about the bitrate (the last one of a stream).
+const MIN_SECONDS_FOR_PEAK: f64 = 0.5;
+
+/// Where a stream's media time meets the wall clock: PDT of media time `dts` is `wall`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Anchor {
+    pub dts: i64,
+    pub wall: OffsetDateTime,
+}
+
+impl Anchor {
+    fn wall_clock_of(&self, dts: i64) -> OffsetDateTime {
+        self.wall + time::Duration::seconds_f64((dts - self.dts) as f64 / TICKS_PER_SECOND as f64)
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    seq: u64,
+    name: String,
+    init: String,
+    duration: f64,
+    discontinuity: bool,
+    program_date_time: Option<OffsetDateTime>,
+}
+
+/// What a (re)start gives a rendition.
+#[derive(Debug, Clone)]
+pub struct Start {
+    /// Known up front for the source; `None` for an encoded rung, whose configuration is
+    /// read from its first keyframe.
+    pub video: Option<AvcDecoderConfig>,
+    pub audio: Option<Arc<AudioConfig>>,
+    pub anchor: Anchor,
+}
+
+#[derive(Debug)]
+pub struct Rendition {
+    pub info: RenditionInfo,
+    /// In the current ladder. A rung the ladder dropped (the source's resolution fell
+    /// below it) keeps its playlist but leaves the master.
+    pub active: bool,
+    epoch: u64,
+    settings: SegmenterSettings,
+    start: Option<Start>,
+    segmenter: Option<Segmenter>,
+    /// The current init segment's name.
+    init: Option<String>,
+    inits: u64,
+    open: Vec<Part>,
+    /// The next segment follows a restart.
+    discontinuity_pending: bool,
+    window: VecDeque<Entry>,
+    retired: VecDeque<String>,
+    pub next_seq: u64,
+    media_sequence: u64,
+    discontinuity_sequence: u64,
+    bits: u64,
+    seconds: f64,
+    peak_bps: u64,
+}
+
+impl Rendition {
+    pub fn new(info: RenditionInfo, epoch: u64, settings: SegmenterSettings) -> Self {
+        Self {
+            info,
+            active: true,
+            epoch,
+            settings,
+            start: None,
+            segmenter: None,
+            init: None,
+            inits: 0,
+            open: Vec::new(),
+            discontinuity_pending: false,
+            window: VecDeque::new(),
+            retired: VecDeque::new(),
+            next_seq: 0,
+            media_sequence: 0,
+            discontinuity_sequence: 0,
+            bits: 0,
+            seconds: 0.0,
+            peak_bps: 0,
+        }
+    }
+
+    /// Forgets the measured bitrate (the ladder changed: a new picture).
+    pub fn reset_bitrate(&mut self) {
+        self.bits = 0;
+        self.seconds = 0.0;
+        self.peak_bps = 0;
+    }
+
+    /// Starts the rendition over; what was open is finished first.
+    pub fn restart(
+        &mut self,
+        start: Start,
+        target: &mut Option<u64>,
+        out: &mut Vec<Output>,
+    ) -> Result<(), Fmp4Error> {
+        self.finish(target, out)?;
+        if self.next_seq > 0 {
+            self.discontinuity_pending = true;
+        }
+        self.segmenter = None;
+        self.start = Some(start);
+        if self.has_video_config() || !self.info.has_video {
+            self.begin(out)?;
+        }
+        Ok(())
+    }
+
+    fn has_video_config(&self) -> bool {
+        self.start.as_ref().is_some_and(|s| s.video.is_some())
+    }
+
+    /// Writes the init segment and makes the segmenter, once the configuration is known.
+    fn begin(&mut self, out: &mut Vec<Output>) -> Result<(), Fmp4Error> {
+        let Some(start) = &self.start else {
+            return Ok(());
+        };
+        let video = start.video.as_ref();
+        let asc = start.audio.as_ref().map(|a| &a.asc);
+        let data = fmp4::init_segment(video, asc)?;
+        if let Some(v) = video {
+            self.info.video_codec = Some(v.codec_string());
+            self.info.resolution = Some((v.info.width, v.info.height));
+            self.info.frame_rate = self.info.frame_rate.or(v.info.frame_rate);
+        }
+        let name = format!("{}_{}.mp4", self.epoch, self.inits);
+        self.inits += 1;
+        out.push(Output::Init {
+            rendition: self.info.name.clone(),
+            name: name.clone(),
+            data: Bytes::from(data),
+        });
+        self.init = Some(name);
+        self.segmenter = Some(Segmenter::new(
+            self.settings,
+            self.info.has_video,
+            asc.map(|a| a.sample_rate),
+        ));
+        Ok(())
+    }
+
+    pub fn push(
+        &mut self,
+        frame: Frame,
+        target: &mut Option<u64>,
+        out: &mut Vec<Output>,
+    ) -> Result<(), Fmp4Error> {
+        if self.segmenter.is_none() {
+            // An encoded rung: its decoder configuration is in its first keyframe.
+            let Frame::Video(v) = &frame else {
+                return Ok(());
+            };
+            let Some(start) = self.start.as_mut() else {
+                return Ok(());
+            };
+            if !v.keyframe {
+                return Ok(());
+            }
+            let Ok(config) = annexb::decoder_config(&v.data) else {
+                return Ok(());
+            };
+            start.video = Some(config);
+            self.begin(out)?;
+        }
+        let part = match self.segmenter.as_mut() {
+            Some(s) => s.push(frame)?,
+            None => None,
+        };
+        if let Some(part) = part {
+            self.take_part(part, target, out);
+        }
+        Ok(())
+    }
+
+    /// Finishes the open segment (the input ended or starts over).
+    pub fn finish(
+        &mut self,
+        target: &mut Option<u64>,
+        out: &mut Vec<Output>,
+    ) -> Result<(), Fmp4Error> {
+        let part = match self.segmenter.as_mut() {
+            Some(s) => s.flush()?,
+            None => None,
+        };
+        if let Some(part) = part {
+            self.take_part(part, target, out);
+        }
+        Ok(())
+    }
+
+    fn take_part(&mut self, part: Part, target: &mut Option<u64>, out: &mut Vec<Output>) {
+        let ends = part.ends_segment;
+        self.open.push(part);
+        if ends {
+            self.close_segment(target, out);
+        }
+    }
+
+    /// The open segment is complete: its parts joined are the segment.
+    fn close_segment(&mut self, target: &mut Option<u64>, out: &mut Vec<Output>) {
+        let parts = std::mem::take(&mut self.open);
+        let (Some(first), Some(init)) = (parts.first(), self.init.clone()) else {
+            return;
+        };
+        let start = first.start;
+        let ticks: i64 = parts.iter().map(|p| p.duration).sum();
+        let duration = ticks as f64 / TICKS_PER_SECOND as f64;
+        let mut data = BytesMut::with_capacity(parts.iter().map(|p| p.data.len()).sum());
+        for p in &parts {
+            data.extend_from_slice(&p.data);
+        }
+        let data = data.freeze();
+        // The first segment fixes the target duration for the stream's life.
+        target.get_or_insert_with(|| {
+            let configured = self.settings.segment as f64 / TICKS_PER_SECOND as f64;
+            (duration.round() as u64).max(configured.round() as u64)
+        });
+        let bits = data.len() as u64 * 8;
+        self.bits += bits;
+        self.seconds += duration;
+        if duration >= MIN_SECONDS_FOR_PEAK {
+            self.peak_bps = self.peak_bps.max((bits as f64 / duration) as u64);
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let name = format!("{}_{seq}.m4s", self.epoch);
+        let program_date_time = self.start.as_ref().map(|s| s.anchor.wall_clock_of(start));
+        out.push(Output::Segment {
+            rendition: self.info.name.clone(),
+            name: name.clone(),
+            data,
+            duration,
+            program_date_time,
+        });
+        self.window.push_back(Entry {
+            seq,
+            name,
+            init,
+            duration,
+            discontinuity: std::mem::take(&mut self.discontinuity_pending),
+            program_date_time,
+        });
+    }
+
+    /// Slides the window to `size` segments; what leaves it is deleted a window later
+    /// (players that loaded the previous playlist may still fetch it).
+    pub fn slide(&mut self, size: usize, out: &mut Vec<Output>) {
+        while self.window.len() > size {
+            let Some(gone) = self.window.pop_front() else {
+                break;
+            };
+            self.media_sequence = gone.seq + 1;
+            if gone.discontinuity {
+                self.discontinuity_sequence += 1;
+            }
+            self.retired.push_back(gone.name);
+            let init_still_listed = self.window.iter().any(|e| e.init == gone.init)
+                || self.init.as_deref() == Some(gone.init.as_str());
+            if !init_still_listed && !self.retired.contains(&gone.init) {
+                self.retired.push_back(gone.init);
+            }
+        }
+        while self.retired.len() > size {
+            let Some(name) = self.retired.pop_front() else {
+                break;
+            };
+            out.push(Output::Remove {
+                rendition: self.info.name.clone(),
+                name,
+            });
+        }
+    }
+
+    pub fn playlist(&self, target_duration: u64, ended: bool) -> MediaPlaylist {
+        MediaPlaylist {
+            target_duration,
+            media_sequence: self.media_sequence,
+            discontinuity_sequence: self.discontinuity_sequence,
+            segments: self
+                .window
+                .iter()
+                .map(|e| MediaSegment {
+                    uri: e.name.clone(),
+                    map: e.init.clone(),
+                    duration: e.duration,
+                    discontinuity: e.discontinuity,
+                    program_date_time: e.program_date_time,
+                })
+                .collect(),
+            ended,
+        }
+    }
+
+    pub fn has_segments(&self) -> bool {
+        !self.window.is_empty()
+    }
+
+    /// Peak and average bits per second over the segments since the last reset.
+    pub fn bandwidth(&self) -> (u64, Option<u64>) {
+        let average = (self.seconds > 0.0).then(|| (self.bits as f64 / self.seconds) as u64);
+        (self.peak_bps.max(average.unwrap_or(0)), average)
+    }
+
+    /// Every file this rendition wrote that may still be on disk.
+    pub fn files(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .window
+            .iter()
+            .flat_map(|e| [e.name.clone(), e.init.clone()])
+            .chain(self.retired.iter().cloned())
+            .chain(self.init.clone())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+}

@@ -1,0 +1,202 @@
+//! FFmpeg's output back into typed frames: the i-th H.264 stream of its TS is the i-th
+//! scaled rung, and its one AAC stream goes with every rung. Timestamps come back from
+//! 33 bits onto the source's unwrapped clock. Pure: bytes in, frames out.
+
+use crate::media::annexb;
+use crate::media::frame::{AudioFrame, Frame, VideoFrame};
+use crate::media::time::TICKS_PER_SECOND;
+use crate::media::ts_demux::{
+    PesPacket, STREAM_TYPE_ADTS_AAC, STREAM_TYPE_H264, TsDemuxError, TsDemuxer, Unwrap33,
+};
+
+/// ADTS frames FFmpeg may put in one PES (it batches audio unless told not to).
+const MAX_ADTS_PER_PES: usize = 64;
+/// ISO/IEC 14496-3 Table 1.18.
+const SAMPLE_RATES: [i64; 13] = [
+    96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350,
+];
+
+#[derive(Debug)]
+pub struct RungDemuxer {
+    ts: TsDemuxer,
+    rungs: usize,
+    clock: Unwrap33,
+}
+
+impl RungDemuxer {
+    /// `reference`: the unwrapped DTS of the first frame FFmpeg is given.
+    pub fn new(rungs: usize, reference: i64) -> Self {
+        Self {
+            ts: TsDemuxer::new(),
+            rungs,
+            clock: Unwrap33::new(reference),
+        }
+    }
+
+    /// FFmpeg's output so far; returns `(rung, frame)` pairs in output order.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<(usize, Frame)>, TsDemuxError> {
+        let packets = self.ts.push(bytes)?;
+        let mut out = Vec::with_capacity(packets.len() * 2);
+        for packet in packets {
+            self.convert(packet, &mut out);
+        }
+        Ok(out)
+    }
+
+    /// FFmpeg's output ended.
+    pub fn flush(&mut self) -> Vec<(usize, Frame)> {
+        let mut out = Vec::new();
+        for packet in self.ts.flush() {
+            self.convert(packet, &mut out);
+        }
+        out
+    }
+
+    fn convert(&mut self, packet: PesPacket, out: &mut Vec<(usize, Frame)>) {
+        let (Some(pts), Some(dts)) = (packet.pts, packet.dts) else {
+            return;
+        };
+        match packet.stream_type {
+            STREAM_TYPE_H264 => {
+                let Some(rung) = self
+                    .ts
+                    .streams()
+                    .iter()
+                    .filter(|s| s.stream_type == STREAM_TYPE_H264)
+                    .position(|s| s.pid == packet.pid)
+                    .filter(|r| *r < self.rungs)
+                else {
+                    return;
+                };
+                let dts = self.clock.unwrap(dts);
+                let pts = self.clock.unwrap(pts);
+                let keyframe = annexb::has_idr(&packet.data);
+                out.push((
+                    rung,
+                    Frame::Video(VideoFrame {
+                        dts,
+                        pts,
+                        keyframe,
+                        data: packet.data,
+                    }),
+                ));
+            }
+            STREAM_TYPE_ADTS_AAC => {
+                let first = self.clock.unwrap(pts);
+                for (i, frame) in adts_frames(&packet.data).enumerate() {
+                    let (range, ticks) = frame;
+                    let pts = first + i as i64 * ticks;
+                    let data = packet.data.slice(range);
+                    for rung in 0..self.rungs {
+                        out.push((
+                            rung,
+                            Frame::Audio(AudioFrame {
+                                pts,
+                                data: data.clone(),
+                            }),
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The ADTS frames of a PES payload: each one's byte range and duration in 90 kHz
+/// ticks. Stops at the first frame whose header does not hold up.
+fn adts_frames(data: &[u8]) -> impl Iterator<Item = (std::ops::Range<usize>, i64)> + '_ {
+    let mut pos = 0;
+    std::iter::from_fn(move || {
+        let h = data.get(pos..pos + 7)?;
+        if h[0] != 0xFF || h[1] & 0xF0 != 0xF0 {
+            return None;
+        }
+        let len =
+            (usize::from(h[3] & 0x03) << 11) | (usize::from(h[4]) << 3) | usize::from(h[5] >> 5);
+        let rate = *SAMPLE_RATES.get(usize::from((h[2] >> 2) & 0x0F))?;
+        if len < 7 || pos + len > data.len() {
+            return None;
+        }
+        let range = pos..pos + len;
+        pos += len;
+        Some((range, 1024 * TICKS_PER_SECOND / rate))
+    })
+    .take(MAX_ADTS_PER_PES)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::ts::TsMuxer;
+
+    #[test]
+    fn adts_frames_split_with_their_durations() {
+        let frame = |n: u8| {
+            let mut f = vec![0xFF, 0xF1, 0x4C, 0x80, 0x01, 0x5F, 0xFC];
+            f.extend_from_slice(&[n; 3]);
+            f
+        };
+        let mut two = frame(1);
+        two.extend(frame(2));
+        two.extend_from_slice(&[0xFF, 0xF1]);
+        let frames: Vec<_> = adts_frames(&two).collect();
+        // Index 3 = 48 kHz: 1024 samples are 1920 ticks.
+        assert_eq!(frames, [(0..10, 1920), (10..20, 1920)]);
+        assert_eq!(
+            adts_frames(&[0xFF, 0xF1, 0x4C, 0x80, 0x7F, 0xFF, 0xFC]).count(),
+            0
+        );
+    }
+
+    #[test]
+    fn rung_streams_map_to_rungs_and_audio_goes_to_each() {
+        let mut muxer = TsMuxer::new(true, true);
+        let mut ts = Vec::new();
+        let key = bytes::Bytes::from_static(&[0, 0, 0, 1, 0x65, 1, 2, 3]);
+        let modulus = 1i64 << 33;
+        let dts = modulus + 900;
+        muxer
+            .write_frame(
+                &Frame::Video(VideoFrame {
+                    dts,
+                    pts: dts + 3000,
+                    keyframe: true,
+                    data: key.clone(),
+                }),
+                &mut ts,
+            )
+            .unwrap();
+        let adts = bytes::Bytes::from_static(&[0xFF, 0xF1, 0x4C, 0x80, 0x01, 0x5F, 0xFC, 9, 9, 9]);
+        muxer
+            .write_frame(
+                &Frame::Audio(AudioFrame {
+                    pts: dts,
+                    data: adts.clone(),
+                }),
+                &mut ts,
+            )
+            .unwrap();
+        let mut demuxer = RungDemuxer::new(2, modulus);
+        let mut frames = demuxer.push(&ts).unwrap();
+        frames.extend(demuxer.flush());
+        let video: Vec<_> = frames
+            .iter()
+            .filter(|(_, f)| matches!(f, Frame::Video(_)))
+            .collect();
+        assert_eq!(video.len(), 1);
+        let (rung, Frame::Video(v)) = video[0] else {
+            unreachable!()
+        };
+        assert_eq!(
+            (*rung, v.dts, v.pts, v.keyframe),
+            (0, dts, dts + 3000, true)
+        );
+        let audio: Vec<usize> = frames
+            .iter()
+            .filter(|(_, f)| matches!(f, Frame::Audio(a) if a.pts == dts && a.data == adts))
+            .map(|(r, _)| *r)
+            .collect();
+        assert_eq!(audio, [0, 1]);
+    }
+}
