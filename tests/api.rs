@@ -525,8 +525,8 @@ async fn http_is_done_as_clients_expect() {
     let dir = kawa.data_dir.join("hls/p-a/source");
     std::fs::create_dir_all(&dir).unwrap();
     let segment: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
-    std::fs::write(dir.join("1_1.ts"), &segment).unwrap();
-    let url = kawa.url("/hls/p-a/source/1_1.ts");
+    std::fs::write(dir.join("1_1.m4s"), &segment).unwrap();
+    let url = kawa.url("/hls/p-a/source/1_1.m4s");
     let head = anon.head(&url).send().await.unwrap();
     assert_eq!(head.status(), StatusCode::OK);
     assert_eq!(head.headers()["content-length"], "10000");

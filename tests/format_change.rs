@@ -132,17 +132,19 @@ async fn resolution_and_aac_changes_mid_stream_start_a_new_generation() {
         },
     )
     .await;
-    let last_segment = playlist
-        .lines()
-        .rfind(|l| l.ends_with(".ts"))
-        .unwrap()
-        .to_owned();
+    let Ok((_, m3u8_rs::Playlist::MediaPlaylist(parsed))) =
+        m3u8_rs::parse_playlist(playlist.as_bytes())
+    else {
+        panic!("not a media playlist:\n{playlist}")
+    };
+    let last = parsed.segments.len() - 1;
+    let file = common::playable_segment(&kawa, "/hls/shifty/source", &parsed, last).await;
     let probe = ffprobe_json(
         &[
             "-show_entries",
             "stream=codec_type,width,height,sample_rate,channels",
         ],
-        &kawa.url(&format!("/hls/shifty/source/{last_segment}")),
+        file.path().to_str().unwrap(),
     );
     let streams = probe["streams"].as_array().unwrap();
     let video = streams.iter().find(|s| s["codec_type"] == "video").unwrap();

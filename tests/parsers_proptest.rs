@@ -246,3 +246,97 @@ proptest! {
         }
     }
 }
+
+/// What FFmpeg's output looks like to the rung demuxer: Kawa's own TS of a fixture.
+static FIXTURE_TS: LazyLock<Vec<u8>> = LazyLock::new(|| {
+    let mut ts = Vec::new();
+    remux_flv_to_ts(&FIXTURES[1], &mut ts).unwrap();
+    ts
+});
+
+proptest! {
+    #[test]
+    fn ts_demuxer_on_damaged_streams_gives_frames_or_errors(
+        data in damaged(FIXTURE_TS.clone()),
+        piece in 1usize..400,
+    ) {
+        let mut demuxer = kawa::transcode::demux::RungDemuxer::new(2, 0);
+        for chunk in data.chunks(piece) {
+            if demuxer.push(chunk).is_err() {
+                return Ok(());
+            }
+        }
+        for (rung, _) in demuxer.flush() {
+            prop_assert!(rung < 2);
+        }
+    }
+
+    #[test]
+    fn ts_demuxer_on_random_packets(
+        packets in prop::collection::vec(prop::collection::vec(any::<u8>(), 188), 0..40),
+    ) {
+        let mut demuxer = kawa::media::ts_demux::TsDemuxer::new();
+        for mut packet in packets {
+            packet[0] = 0x47;
+            if demuxer.push(&packet).is_err() {
+                break;
+            }
+        }
+        let _ = demuxer.flush();
+    }
+
+    /// Any frame sequence (steps of any size, backwards too, keyframes anywhere, audio
+    /// interleaved) cuts into parts that are well-formed fragments, each at most the
+    /// part target (plus one frame) unless a single frame is longer, and no frame is
+    /// lost after the first keyframe.
+    #[test]
+    fn cmaf_segmenter_keeps_every_frame_in_well_formed_parts(
+        steps in prop::collection::vec((-4000i64..40_000, any::<bool>(), 0u8..3), 1..300),
+    ) {
+        use kawa::media::cmaf::{Segmenter, SegmenterSettings};
+        use kawa::media::frame::Frame;
+        use mp4_atom::{Decode, Moof};
+
+        let settings = SegmenterSettings::from_seconds(2.0, 0.5);
+        let mut segmenter = Segmenter::new(settings, true, Some(48_000));
+        let (mut dts, mut audio_pts) = (1_000_000i64, 1_000_000i64);
+        let mut parts = Vec::new();
+        let mut pushed = 0u64;
+        for (step, key, audio_frames) in steps {
+            dts += step;
+            let video = Frame::Video(VideoFrame {
+                dts,
+                pts: dts + 3000,
+                keyframe: key,
+                data: Bytes::from_static(&[0, 0, 0, 1, 0x65, 1, 2]),
+            });
+            pushed += 1;
+            parts.extend(segmenter.push(video).unwrap());
+            for _ in 0..audio_frames {
+                audio_pts += 1920;
+                pushed += 1;
+                let audio = Frame::Audio(AudioFrame {
+                    pts: audio_pts,
+                    data: Bytes::from_static(&[0xFF, 0xF1, 0x4C, 0x80, 0x01, 0x5F, 0xFC, 1, 2, 3]),
+                });
+                parts.extend(segmenter.push(audio).unwrap());
+            }
+        }
+        parts.extend(segmenter.flush().unwrap());
+        let mut samples = 0u64;
+        for part in &parts {
+            let mut buf = &part.data[..];
+            let moof = Moof::decode(&mut buf).unwrap();
+            for traf in &moof.traf {
+                for run in &traf.trun {
+                    samples += run.samples.len() as u64;
+                }
+            }
+            prop_assert!(part.duration >= 0);
+        }
+        prop_assert_eq!(samples + segmenter.dropped, pushed);
+        if let Some(last) = parts.last() {
+            prop_assert!(last.ends_segment);
+        }
+    }
+}

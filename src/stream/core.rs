@@ -42,6 +42,8 @@ pub enum Action {
     ScheduleRestart,
     /// The stream is over: every playlist has ENDLIST.
     Ended,
+    /// Something an operator should read in the log.
+    Note(&'static str),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +115,9 @@ impl StreamCore {
         if change.restarts_encoding() && self.source_live {
             // New resolution, profile or audio format: everything starts over at the
             // next keyframe, with a new init segment, DISCONTINUITY and a new ladder.
+            actions.push(Action::Note(
+                "codec configuration changed; a new generation starts",
+            ));
             self.new_timeline(&mut actions);
         }
         actions
@@ -129,6 +134,7 @@ impl StreamCore {
             Frame::Audio(a) => a.pts,
         };
         if self.timeline.observe(dts) == Continuity::Jump {
+            actions.push(Action::Note("timestamps jumped; a new generation starts"));
             self.new_timeline(&mut actions);
         }
         if let Frame::Video(v) = &frame {

@@ -4,5 +4,7 @@
 pub mod bitrate;
 pub mod config;
 pub mod core;
+#[cfg(test)]
+mod core_tests;
 pub mod gop;
 pub mod timeline;

@@ -174,6 +174,7 @@ impl StreamSession {
                 }
                 Action::ScheduleRestart => self.schedule_restart(ctx),
                 Action::Ended => self.ended(ctx),
+                Action::Note(note) => tracing::info!(parent: &self.span, "{note}"),
             }
         }
     }
