@@ -57,17 +57,28 @@ pub struct Transcoder {
     span: tracing::Span,
 }
 
+/// What one FFmpeg run is.
+pub struct EncoderJob {
+    pub generation: u64,
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    /// Tracks of the TS FFmpeg is fed.
+    pub has_video: bool,
+    pub has_audio: bool,
+    /// Reads FFmpeg's output.
+    pub output: RungDemuxer,
+}
+
 impl Transcoder {
-    pub fn new(
-        generation: u64,
-        program: PathBuf,
-        args: Vec<String>,
-        has_video: bool,
-        has_audio: bool,
-        output: RungDemuxer,
-        session: Addr<StreamSession>,
-        span: tracing::Span,
-    ) -> Self {
+    pub fn new(job: EncoderJob, session: Addr<StreamSession>, span: tracing::Span) -> Self {
+        let EncoderJob {
+            generation,
+            program,
+            args,
+            has_video,
+            has_audio,
+            output,
+        } = job;
         Self {
             generation,
             program,

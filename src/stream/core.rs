@@ -15,11 +15,16 @@ use crate::config::HlsSettings;
 use crate::hls::packager::{Anchor, Output, Packager, RenditionInfo, Start, nominal_frame_rate};
 use crate::media::cmaf::SegmenterSettings;
 use crate::media::frame::{CodecConfig, Frame};
+use crate::media::time::TICKS_PER_SECOND;
 use crate::stream::config::ConfigChange;
 use crate::transcode::{RenditionKind, SOURCE, TranscodePlan};
 
 /// Video frames counted before a measured frame rate is trusted.
 const FRAME_RATE_SAMPLE: u64 = 50;
+/// FFmpeg keeps input timestamps exactly only within about 26.5 hours of its first one
+/// (libavformat corrects a single 33-bit wrap): an FFmpeg is replaced at the first
+/// keyframe after this much media time.
+pub const ENCODER_MAX_TICKS: i64 = 24 * 3600 * TICKS_PER_SECOND;
 
 /// What the session must do, in order.
 #[derive(Debug)]
@@ -66,8 +71,9 @@ pub struct StreamCore {
     source_live: bool,
     anchor: Option<Anchor>,
     plan: Option<TranscodePlan>,
-    /// The running FFmpeg's generation.
+    /// The running FFmpeg's generation, and the DTS it started at.
     encoder: Option<u64>,
+    encoder_start: i64,
     restart_pending: bool,
     next_generation: u64,
     pub phase: Phase,
@@ -91,6 +97,7 @@ impl StreamCore {
             anchor: None,
             plan: None,
             encoder: None,
+            encoder_start: 0,
             restart_pending: false,
             next_generation: 0,
             phase: Phase::Live,
@@ -143,7 +150,16 @@ impl StreamCore {
         self.gop.remember(&frame, &self.config, now);
         if self.source_live {
             self.package(SOURCE, frame.clone(), &mut actions);
-            if self.encoder.is_some() {
+            let renew = matches!(&frame, Frame::Video(v) if v.keyframe)
+                && dts - self.encoder_start > ENCODER_MAX_TICKS;
+            if let (true, Some(generation)) = (renew, self.encoder) {
+                actions.push(Action::Note(
+                    "FFmpeg has run a day; replaced at this keyframe",
+                ));
+                actions.push(Action::FinishEncoder { generation });
+                self.encoder = None;
+                self.start_encoder(&mut actions);
+            } else if self.encoder.is_some() {
                 actions.push(Action::Feed(frame));
             }
         } else if self.gop.can_start(&self.config, self.expect_video) {
@@ -339,6 +355,11 @@ impl StreamCore {
             self.start_rendition(&name, start, actions);
         }
         self.encoder = Some(generation);
+        self.encoder_start = match self.gop.frames().first() {
+            Some(Frame::Video(v)) => v.dts,
+            Some(Frame::Audio(a)) => a.pts,
+            None => 0,
+        };
         actions.push(Action::StartEncoder {
             generation,
             plan,

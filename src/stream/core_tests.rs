@@ -297,3 +297,40 @@ fn unpublishing_a_passthrough_stream_ends_it_at_once() {
     assert_eq!(playlist.segments.len(), 2);
     assert!(playlist.ended);
 }
+
+#[test]
+fn ffmpeg_is_replaced_at_a_keyframe_after_a_day_of_media() {
+    let mut core = core(LadderPreset::Ladder);
+    core.on_config(config(false));
+    publish(&mut core, 0..60);
+    assert_eq!(core.encoder(), Some(0));
+    // A day later (the clock moved on steadily; jumps are a different matter).
+    let day = super::core::ENCODER_MAX_TICKS / FRAME;
+    let mut actions = Vec::new();
+    let mut n = 60;
+    while n < day + 120 {
+        // Only every 50th frame matters to the renewal; step fast between keyframes.
+        actions = core.on_frame(video(n, 50), now());
+        if core.encoder() != Some(0) {
+            break;
+        }
+        n += if n % 50 == 49 { 1 } else { 49 - n % 50 }.max(1);
+    }
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::FinishEncoder { generation: 0 }))
+    );
+    let Some(Action::StartEncoder {
+        generation: 1,
+        replay,
+        ..
+    }) = actions
+        .iter()
+        .find(|a| matches!(a, Action::StartEncoder { .. }))
+    else {
+        panic!("{actions:?}")
+    };
+    assert!(matches!(&replay[0], Frame::Video(v) if v.keyframe && v.dts == n * FRAME));
+    assert!(n * FRAME > super::core::ENCODER_MAX_TICKS);
+}

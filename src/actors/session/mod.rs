@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use super::backpressure::DropToKeyframe;
 use super::registry::{SessionEnded, StreamRegistry};
 use super::restart::RestartPolicy;
-use super::transcoder::{Feed, Finish, Kill, Transcoder};
+use super::transcoder::{EncoderJob, Feed, Finish, Kill, Transcoder};
 use super::uploader::{Deliver, Deliveries, StreamEnded, Uploader};
 use crate::config::Settings;
 use crate::delivery::local::{LocalSink, LocalWriter};
@@ -197,18 +197,17 @@ impl StreamSession {
         tracing::info!(parent: &self.span, generation, ?rungs, "starting FFmpeg");
         // The GOP goes in with the Transcoder, not through its mailbox: all of it
         // reaches the new FFmpeg, however long the GOP.
-        let addr = Transcoder::new(
+        let job = EncoderJob {
             generation,
-            settings.hls.ffmpeg_path.clone(),
+            program: settings.hls.ffmpeg_path.clone(),
             args,
-            plan.has_video,
-            plan.has_audio,
-            RungDemuxer::new(rungs.len(), reference),
-            ctx.address(),
-            self.span.clone(),
-        )
-        .with_replay(replay, self.metrics.frames_dropped.clone())
-        .start();
+            has_video: plan.has_video,
+            has_audio: plan.has_audio,
+            output: RungDemuxer::new(rungs.len(), reference),
+        };
+        let addr = Transcoder::new(job, ctx.address(), self.span.clone())
+            .with_replay(replay, self.metrics.frames_dropped.clone())
+            .start();
         self.to_transcoder = DropToKeyframe::default();
         self.encoder = Some(Encoder { generation, addr });
         self.metrics.ffmpeg_running.set(1);
