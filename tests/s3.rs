@@ -132,7 +132,7 @@ async fn a_stream_is_delivered_to_s3_and_plays_from_there() {
         ),
         (
             format!("live/cdn/source/{}", ended.segments[0].uri),
-            "video/mp2t",
+            "video/mp4",
             "immutable",
         ),
     ] {

@@ -53,6 +53,28 @@ impl SegmenterSettings {
     }
 }
 
+/// How parts are cut: `frames` per part (the same number in every part), never
+/// longer than `limit` (a dropped frame makes a gap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PartShape {
+    frames: usize,
+    limit: i64,
+}
+
+impl PartShape {
+    /// The whole number of frames of `step` ticks nearest the part target, plus room for
+    /// millisecond timestamp jitter: every part of steady frames is at least 85 % of the
+    /// limit, whatever the frame rate (even one frame per part).
+    fn new(part: i64, step: i64) -> Self {
+        let frames = ((part + step / 2) / step).max(1);
+        let slack = (step / 8).max(2 * TICKS_PER_MS);
+        Self {
+            frames: frames as usize,
+            limit: frames * step + slack,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Segmenter {
     settings: SegmenterSettings,
@@ -69,6 +91,9 @@ pub struct Segmenter {
     segment_start: Option<i64>,
     part_start: Option<i64>,
     last_video_duration: i64,
+    /// Frames per part and the longest part, once the frame duration is known (fixed
+    /// for the stream: PART-TARGET may never change).
+    part_shape: Option<PartShape>,
     /// Frames dropped because no segment could start with them (before the first IDR).
     pub dropped: u64,
 }
@@ -96,6 +121,9 @@ impl Segmenter {
             segment_start: None,
             part_start: None,
             last_video_duration: TICKS_PER_SECOND / 30,
+            // Audio only: the frame duration is known from the sample rate.
+            part_shape: (!has_video && audio_frame_ticks > 0)
+                .then(|| PartShape::new(settings.part, audio_frame_ticks)),
             dropped: 0,
         }
     }
@@ -140,14 +168,18 @@ impl Segmenter {
             let step = frame.dts - last.dts;
             if step > 0 {
                 self.last_video_duration = step;
+                self.part_shape
+                    .get_or_insert_with(|| PartShape::new(self.settings.part, step));
             }
         }
         // A segment may end half a frame short of the target: RTMP's millisecond
         // timestamps make a 2 s GOP 1.999 s as often as 2.001 s.
         let new_segment = frame.keyframe
             && frame.dts - segment_start >= self.settings.segment - self.last_video_duration / 2;
-        let part_full =
-            frame.dts + self.last_video_duration - part_start > self.settings.part + TICKS_PER_MS;
+        let part_full = self.part_full(
+            self.video.len(),
+            frame.dts + self.last_video_duration - part_start,
+        );
         let cut = new_segment || part_full || self.video.len() >= MAX_HELD_FRAMES;
         let part = if cut {
             let part = self.cut(frame.dts, frame.dts, new_segment)?;
@@ -183,7 +215,10 @@ impl Segmenter {
         let segment_start = self.segment_start.unwrap_or(part_start);
         let new_segment =
             frame.pts - segment_start >= self.settings.segment - self.audio_frame_ticks / 2;
-        let part_full = frame.pts + self.audio_frame_ticks - part_start > self.settings.part;
+        let part_full = self.part_full(
+            self.audio.len(),
+            frame.pts + self.audio_frame_ticks - part_start,
+        );
         let part = if new_segment || part_full || self.audio.len() >= MAX_HELD_FRAMES {
             let part = self.cut(frame.pts, frame.pts, new_segment)?;
             self.part_start = Some(frame.pts);
@@ -198,6 +233,20 @@ impl Segmenter {
         Ok(part)
     }
 
+    /// Whether the open part, holding `frames`, is complete: it has its number of frames,
+    /// or one more frame would take it to `duration_with_next`, past the limit.
+    fn part_full(&self, frames: usize, duration_with_next: i64) -> bool {
+        match self.part_shape {
+            Some(shape) => frames >= shape.frames || duration_with_next > shape.limit,
+            None => duration_with_next > self.settings.part + TICKS_PER_MS,
+        }
+    }
+
+    /// The longest a part can be (PART-TARGET), once known: after the second frame.
+    pub fn part_target(&self) -> Option<i64> {
+        self.part_shape.map(|s| s.limit)
+    }
+
     /// The input ended (or its timing restarts): the held frames become the last part,
     /// which ends its segment.
     pub fn flush(&mut self) -> Result<Option<Part>, Fmp4Error> {
@@ -206,6 +255,9 @@ impl Segmenter {
             None => self.audio.last().map(|a| a.pts + self.audio_frame_ticks),
         };
         let Some(end) = end else {
+            // No keyframe came: held audio has no segment to go in.
+            self.dropped += self.audio.len() as u64;
+            self.audio.clear();
             return Ok(None);
         };
         // Audio that came after the last video frame still belongs to this stream.
@@ -333,4 +385,65 @@ fn audio_fragment(
         samples,
         data,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn video(dts: i64, keyframe: bool) -> Frame {
+        Frame::Video(VideoFrame {
+            dts,
+            pts: dts,
+            keyframe,
+            data: Bytes::from_static(&[0, 0, 0, 1, 0x65, 1]),
+        })
+    }
+
+    /// Steady frames at any rate, with RTMP's millisecond rounding: every part is at most
+    /// PART-TARGET and, but a segment's last, at least 85 % of it.
+    #[test]
+    fn parts_fill_the_part_target_at_every_frame_rate() {
+        for fps in [5.0, 10.0, 15.0, 23.976, 25.0, 29.97, 30.0, 50.0, 60.0] {
+            for part_seconds in [0.2, 0.333, 0.5, 1.0] {
+                let settings = SegmenterSettings::from_seconds(2.0, part_seconds);
+                let mut segmenter = Segmenter::new(settings, true, None);
+                let mut parts = Vec::new();
+                let gop = (2.0 * fps as f64).round() as u64;
+                for n in 0..(gop * 5) {
+                    // Millisecond timestamps, as RTMP carries them.
+                    let ms = (n as f64 * 1000.0 / fps).round() as i64;
+                    parts.extend(
+                        segmenter
+                            .push(video(ms * TICKS_PER_MS, n % gop == 0))
+                            .unwrap(),
+                    );
+                }
+                let target = segmenter.part_target().unwrap();
+                // PART-TARGET is written in milliseconds, rounded up.
+                let target = (target + TICKS_PER_MS - 1) / TICKS_PER_MS * TICKS_PER_MS;
+                assert!(parts.len() > 4, "{fps} {part_seconds}");
+                for p in &parts {
+                    assert!(
+                        p.duration <= target,
+                        "{fps} fps, {part_seconds} s: {p:?} > {target}"
+                    );
+                    if !p.ends_segment {
+                        assert!(
+                            p.duration * 100 >= target * 85,
+                            "{fps} fps, {part_seconds} s: {} < 85 % of {target}",
+                            p.duration
+                        );
+                    }
+                }
+                // A segment's first part starts with its keyframe.
+                for pair in parts.windows(2) {
+                    assert_eq!(
+                        pair[1].independent, pair[0].ends_segment,
+                        "{fps} {part_seconds}"
+                    );
+                }
+            }
+        }
+    }
 }
