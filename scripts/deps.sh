@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs the system packages Kawa needs, when missing, on Debian/Ubuntu.
 #   scripts/deps.sh run    what `kawa serve` needs (FFmpeg)
-#   scripts/deps.sh test   what the test suite needs as well (Redis, ...)
+#   scripts/deps.sh test   what the test suite needs as well (Redis, players, ...)
 set -euo pipefail
 
 want=(ffmpeg:ffmpeg ffprobe:ffmpeg)
 if [ "${1:-run}" = test ]; then
   want+=(redis-server:redis-server prometheus:prometheus promtool:prometheus)
+  # Real players for tests/players.rs: a headless browser (hls.js runs in it, driven
+  # from Node.js) and GStreamer with its HLS demuxer and H.264/AAC decoders.
+  want+=(chromium:chromium gst-launch-1.0:gstreamer1.0-tools node:nodejs npm:npm)
 fi
 
 missing=()
@@ -14,6 +17,13 @@ for pair in "${want[@]}"; do
   cmd=${pair%%:*} pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
 done
+# Packages that bring plugins, not a command of their own.
+if [ "${1:-run}" = test ]; then
+  for pkg in gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
+    gstreamer1.0-libav; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || missing+=("$pkg")
+  done
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   # Deduplicate, keep order.
   mapfile -t missing < <(printf '%s\n' "${missing[@]}" | awk '!seen[$0]++')
@@ -36,6 +46,13 @@ if [ "${1:-run}" = test ] && ! python3 -c 'import moto.server, flask' >/dev/null
   # A Debian system Python refuses installs outside a venv (PEP 668) unless told.
   python3 -m pip install --quiet --disable-pip-version-check 'moto[server]' 2>/dev/null \
     || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages 'moto[server]'
+fi
+
+# The browser player's scripts (playwright-core drives Debian's chromium; hls.js plays).
+player="$(dirname "$0")/../tests/player"
+if [ "${1:-run}" = test ] && [ ! -d "$player/node_modules" ]; then
+  echo "installing: tests/player (npm ci)" >&2
+  (cd "$player" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --silent --no-audit --no-fund)
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
