@@ -18,6 +18,7 @@ use crate::actors::rtmp_listener::RtmpListener;
 use crate::actors::session::SessionContext;
 use crate::actors::uploader::Deliveries;
 use crate::config::Settings;
+use crate::delivery::memory::LiveStore;
 use crate::delivery::s3::S3Target;
 use crate::grpc;
 use crate::http::hls::HlsRoot;
@@ -187,11 +188,13 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         arbiters = cores,
         "RTMP connections and stream sessions spread over one arbiter per core"
     );
+    let live = Arc::new(LiveStore::default());
     let session_context = Arc::new(SessionContext {
         settings: Arc::clone(&settings),
         arbiters: arbiters.clone(),
         hls_root: hls_root.clone(),
         deliveries,
+        live: Arc::clone(&live),
     });
     let registry = StreamRegistry::new(
         settings.rtmp.takeover,
@@ -242,11 +245,13 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         registry: registry.clone(),
     });
     let hls_root = web::Data::new(HlsRoot(hls_root));
+    let live = web::Data::from(live);
 
     let http_server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
             .app_data(hls_root.clone())
+            .app_data(live.clone())
             .wrap(middleware::Compress::default())
             .configure(http::configure)
     })

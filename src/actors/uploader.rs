@@ -98,6 +98,8 @@ fn to_item(output: Output, delete_grace: Option<Duration>) -> Option<(ItemMeta, 
             };
             return Some((meta, Vec::new()));
         }
+        // CDNs get plain playlists and whole segments; parts stay on Kawa.
+        Output::Part { .. } | Output::Live { .. } => return None,
     };
     Some((
         ItemMeta {

@@ -35,6 +35,8 @@ impl LocalSink {
             }
             Output::Master { text } => write_atomic(&self.root, "master.m3u8", text.as_bytes()),
             Output::Remove { rendition, name } => remove(&self.root.join(rendition).join(name)),
+            // The live edge lives in memory (`memory::LiveStore`).
+            Output::Part { .. } | Output::Live { .. } => Ok(()),
         }
     }
 

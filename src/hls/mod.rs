@@ -2,6 +2,7 @@
 //! packager that turns FFmpeg's segments into Kawa's canonical playlists ([`packager`]).
 //! Both are pure: the session actor performs the writes they ask for.
 
+pub mod low_latency;
 pub mod packager;
 pub mod playlist;
 mod rendition;

@@ -9,6 +9,7 @@
 use bytes::Bytes;
 use time::OffsetDateTime;
 
+use super::low_latency::LivePlaylist;
 use super::playlist::{MasterPlaylist, MediaPlaylist, Variant};
 use super::rendition::Rendition;
 pub use super::rendition::{Anchor, Start};
@@ -35,7 +36,19 @@ pub enum Output {
         /// Ingest time of its first frame.
         program_date_time: Option<OffsetDateTime>,
     },
-    /// Store `{rendition}/index.m3u8`.
+    /// A part of `{rendition}`'s open segment, named `{epoch}_{msn}_{index}.m4s`: for
+    /// the live edge in memory only (the segment it goes into is stored whole).
+    Part {
+        rendition: String,
+        name: String,
+        data: Bytes,
+    },
+    /// `{rendition}`'s playlist with parts changed: for the live edge in memory.
+    Live {
+        rendition: String,
+        playlist: Box<LivePlaylist>,
+    },
+    /// Store `{rendition}/index.m3u8` (the plain playlist: no parts).
     Playlist { rendition: String, text: String },
     /// Store `master.m3u8`.
     Master { text: String },
@@ -73,6 +86,9 @@ pub struct Packager {
     settings: SegmenterSettings,
     window: usize,
     target_duration: Option<u64>,
+    /// PART-TARGET in seconds: the first rendition's longest part, fixed for the
+    /// stream's life (the rungs share its frame rate).
+    part_target: Option<f64>,
     audio_codec: Option<String>,
     renditions: Vec<Rendition>,
     ended: bool,
@@ -89,6 +105,7 @@ impl Packager {
             settings,
             window,
             target_duration: None,
+            part_target: None,
             audio_codec: None,
             renditions: Vec::new(),
             ended: false,
@@ -188,9 +205,37 @@ impl Packager {
         self.with_rendition(rendition, |r, target, out| r.push(frame, target, out))
     }
 
-    /// After new segments: the window slides, and the playlist (and the master, once
-    /// every rendition can be described) are written after the segments.
+    /// After new parts, the live playlist; after new segments, the window slides, and
+    /// the playlist (and the master, once every rendition can be described) are written
+    /// after the segments.
     fn announce(&mut self, i: usize, out: &mut Vec<Output>) {
+        if self.part_target.is_none() {
+            // Written in milliseconds, rounded up: no part may be longer.
+            self.part_target = self.renditions[i]
+                .part_target()
+                .map(|ticks| (ticks as f64 / 90.0).ceil() / 1000.0);
+        }
+        let new_parts = out.iter().any(|o| matches!(o, Output::Part { .. }));
+        self.announce_segments(i, out);
+        if new_parts {
+            self.announce_live(i, out);
+        }
+    }
+
+    fn announce_live(&self, i: usize, out: &mut Vec<Output>) {
+        if let (Some(target), Some(part_target)) = (self.target_duration, self.part_target) {
+            out.push(Output::Live {
+                rendition: self.renditions[i].info.name.clone(),
+                playlist: Box::new(self.renditions[i].live_playlist(
+                    target,
+                    part_target,
+                    self.ended,
+                )),
+            });
+        }
+    }
+
+    fn announce_segments(&mut self, i: usize, out: &mut Vec<Output>) {
         let target = self.target_duration;
         let new_segments: Vec<f64> = out
             .iter()
@@ -249,6 +294,7 @@ impl Packager {
                     text: playlist.render(),
                 });
             }
+            self.announce_live(i, &mut out);
         }
         out
     }

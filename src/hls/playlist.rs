@@ -49,31 +49,44 @@ impl MediaPlaylist {
         );
         let mut map: Option<&str> = None;
         for segment in &self.segments {
-            if segment.discontinuity {
-                out.push_str("#EXT-X-DISCONTINUITY\n");
-            }
-            // The first segment's init, and a new one wherever it changes (only after a
-            // discontinuity: Kawa starts a new init only when a rendition restarts).
-            if map != Some(segment.map.as_str()) {
-                let _ = writeln!(out, "#EXT-X-MAP:URI=\"{}\"", segment.map);
-                map = Some(&segment.map);
-            }
-            if let Some(pdt) = segment.program_date_time {
-                // ISO 8601 in UTC with milliseconds, as players expect.
-                let format = format_description!(
-                    "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-                );
-                if let Ok(text) = pdt.to_offset(UtcOffset::UTC).format(&format) {
-                    let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{text}");
-                }
-            }
-            let _ = writeln!(out, "#EXTINF:{:.3},\n{}", segment.duration, segment.uri);
+            write_segment_tags(&mut out, segment, &mut map);
+            write_extinf(&mut out, segment);
         }
         if self.ended {
             out.push_str("#EXT-X-ENDLIST\n");
         }
         out
     }
+}
+
+/// The tags that go before a segment (and before its parts): DISCONTINUITY, its init
+/// segment where it changes (only after a discontinuity: Kawa starts a new init only
+/// when a rendition restarts), and its PDT.
+pub(super) fn write_segment_tags<'a>(
+    out: &mut String,
+    segment: &'a MediaSegment,
+    map: &mut Option<&'a str>,
+) {
+    if segment.discontinuity {
+        out.push_str("#EXT-X-DISCONTINUITY\n");
+    }
+    if *map != Some(segment.map.as_str()) {
+        let _ = writeln!(out, "#EXT-X-MAP:URI=\"{}\"", segment.map);
+        *map = Some(&segment.map);
+    }
+    if let Some(pdt) = segment.program_date_time {
+        // ISO 8601 in UTC with milliseconds, as players expect.
+        let format = format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+        );
+        if let Ok(text) = pdt.to_offset(UtcOffset::UTC).format(&format) {
+            let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{text}");
+        }
+    }
+}
+
+pub(super) fn write_extinf(out: &mut String, segment: &MediaSegment) {
+    let _ = writeln!(out, "#EXTINF:{:.3},\n{}", segment.duration, segment.uri);
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use time::OffsetDateTime;
 
+use super::low_latency::{LivePlaylist, LiveSegment, OpenSegment, PartInfo};
 use super::packager::{Output, RenditionInfo};
 use super::playlist::{MediaPlaylist, MediaSegment};
 use crate::media::annexb;
@@ -23,6 +24,9 @@ use crate::media::time::TICKS_PER_SECOND;
 
 /// Segments shorter than this say little about the bitrate (the last one of a stream).
 const MIN_SECONDS_FOR_PEAK: f64 = 0.5;
+/// The last complete segments whose parts the live playlist lists (about three target
+/// durations, as RFC 8216bis §6.2.2 asks).
+const SEGMENTS_WITH_PARTS: usize = 3;
 
 /// Where a stream's media time meets the wall clock: PDT of media time `dts` is `wall`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -37,6 +41,18 @@ impl Anchor {
     }
 }
 
+impl Entry {
+    fn segment(&self) -> MediaSegment {
+        MediaSegment {
+            uri: self.name.clone(),
+            map: self.init.clone(),
+            duration: self.duration,
+            discontinuity: self.discontinuity,
+            program_date_time: self.program_date_time,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Entry {
     seq: u64,
@@ -45,6 +61,7 @@ struct Entry {
     duration: f64,
     discontinuity: bool,
     program_date_time: Option<OffsetDateTime>,
+    parts: Vec<PartInfo>,
 }
 
 /// What a (re)start gives a rendition.
@@ -217,6 +234,11 @@ impl Rendition {
 
     fn take_part(&mut self, part: Part, target: &mut Option<u64>, out: &mut Vec<Output>) {
         let ends = part.ends_segment;
+        out.push(Output::Part {
+            rendition: self.info.name.clone(),
+            name: self.part_name(self.next_seq, self.open.len()),
+            data: part.data.clone(),
+        });
         self.open.push(part);
         if ends {
             self.close_segment(target, out);
@@ -251,6 +273,7 @@ impl Rendition {
         let seq = self.next_seq;
         self.next_seq += 1;
         let name = format!("{}_{seq}.m4s", self.epoch);
+        let parts = self.part_infos(seq, &parts);
         let program_date_time = self.start.as_ref().map(|s| s.anchor.wall_clock_of(start));
         out.push(Output::Segment {
             rendition: self.info.name.clone(),
@@ -266,7 +289,80 @@ impl Rendition {
             duration,
             discontinuity: std::mem::take(&mut self.discontinuity_pending),
             program_date_time,
+            parts,
         });
+    }
+
+    /// Parts are named after their segment: `{epoch}_{msn}_{index}.m4s`.
+    fn part_name(&self, msn: u64, index: usize) -> String {
+        format!("{}_{msn}_{index}.m4s", self.epoch)
+    }
+
+    fn part_infos(&self, msn: u64, parts: &[Part]) -> Vec<PartInfo> {
+        parts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| PartInfo {
+                uri: self.part_name(msn, i),
+                duration: p.duration as f64 / TICKS_PER_SECOND as f64,
+                independent: p.independent,
+            })
+            .collect()
+    }
+
+    /// The longest part this rendition cuts, once its frame duration is known.
+    pub fn part_target(&self) -> Option<i64> {
+        self.segmenter.as_ref().and_then(Segmenter::part_target)
+    }
+
+    /// The playlist with parts, for LL-HLS viewers (`part_target` in seconds).
+    pub fn live_playlist(
+        &self,
+        target_duration: u64,
+        part_target: f64,
+        ended: bool,
+    ) -> LivePlaylist {
+        let with_parts = self.window.len().saturating_sub(SEGMENTS_WITH_PARTS);
+        let segments = self
+            .window
+            .iter()
+            .enumerate()
+            .map(|(i, e)| LiveSegment {
+                segment: e.segment(),
+                parts: if i >= with_parts {
+                    e.parts.clone()
+                } else {
+                    Vec::new()
+                },
+            })
+            .collect();
+        let open = match (self.open.first(), &self.init) {
+            (Some(first), Some(init)) if !ended => Some(OpenSegment {
+                segment: MediaSegment {
+                    uri: format!("{}_{}.m4s", self.epoch, self.next_seq),
+                    map: init.clone(),
+                    duration: 0.0,
+                    discontinuity: self.discontinuity_pending,
+                    program_date_time: self
+                        .start
+                        .as_ref()
+                        .map(|s| s.anchor.wall_clock_of(first.start)),
+                },
+                parts: self.part_infos(self.next_seq, &self.open),
+            }),
+            _ => None,
+        };
+        LivePlaylist {
+            target_duration,
+            part_target,
+            media_sequence: self.media_sequence,
+            discontinuity_sequence: self.discontinuity_sequence,
+            segments,
+            open,
+            preload_hint: (!ended && self.segmenter.is_some())
+                .then(|| self.part_name(self.next_seq, self.open.len())),
+            ended,
+        }
     }
 
     /// Slides the window to `size` segments; what leaves it is deleted a window later
@@ -303,17 +399,7 @@ impl Rendition {
             target_duration,
             media_sequence: self.media_sequence,
             discontinuity_sequence: self.discontinuity_sequence,
-            segments: self
-                .window
-                .iter()
-                .map(|e| MediaSegment {
-                    uri: e.name.clone(),
-                    map: e.init.clone(),
-                    duration: e.duration,
-                    discontinuity: e.discontinuity,
-                    program_date_time: e.program_date_time,
-                })
-                .collect(),
+            segments: self.window.iter().map(Entry::segment).collect(),
             ended,
         }
     }

@@ -1,15 +1,20 @@
-//! Serving HLS from the data directory: `/hls/{path}/master.m3u8`,
-//! `/hls/{path}/{rendition}/index.m3u8` and the segments beside it.
+//! Serving HLS: `/hls/{path}/master.m3u8`, `/hls/{path}/{rendition}/index.m3u8` and
+//! the segments and parts beside it. A live stream's media playlists (with parts, and
+//! blocking reloads) and its newest parts come from its edge in memory; everything else
+//! from the data directory.
 //!
 //! Every path component is checked against a strict pattern before it touches the
 //! file system, so no request can leave the HLS folder.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use actix_files::NamedFile;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, Responder, web};
 
+use crate::delivery::memory::{FileLookup, LiveStore, LiveStream, PlaylistLookup};
+use crate::hls::low_latency::Directives;
 use crate::keys::PublishPath;
 
 const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
@@ -32,17 +37,25 @@ fn rendition_ok(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
-/// Kawa's segment names: `{epoch_ms}_{sequence}.m4s`, and init segments
-/// `{epoch_ms}_{n}.mp4`.
+/// A held request is answered 503 after this many target durations (RFC 8216bis
+/// §6.2.5.2).
+const HOLD_TARGET_DURATIONS: u64 = 3;
+
+/// Kawa's segment names: `{epoch_ms}_{sequence}.m4s`, parts
+/// `{epoch_ms}_{sequence}_{part}.m4s`, and init segments `{epoch_ms}_{n}.mp4`.
 fn segment_ok(name: &str) -> bool {
-    name.strip_suffix(".m4s")
-        .or_else(|| name.strip_suffix(".mp4"))
-        .and_then(|stem| stem.split_once('_'))
-        .is_some_and(|(a, b)| {
-            [a, b].iter().all(|part| {
-                !part.is_empty() && part.len() <= 20 && part.bytes().all(|c| c.is_ascii_digit())
-            })
-        })
+    let fields = |stem: &str, counts: &[usize]| {
+        let fields: Vec<&str> = stem.split('_').collect();
+        counts.contains(&fields.len())
+            && fields
+                .iter()
+                .all(|f| !f.is_empty() && f.len() <= 20 && f.bytes().all(|c| c.is_ascii_digit()))
+    };
+    match (name.strip_suffix(".m4s"), name.strip_suffix(".mp4")) {
+        (Some(stem), _) => fields(stem, &[2, 3]),
+        (_, Some(stem)) => fields(stem, &[2]),
+        _ => false,
+    }
 }
 
 fn not_found() -> HttpResponse {
@@ -54,6 +67,108 @@ fn not_found() -> HttpResponse {
 
 async fn not_found_handler() -> HttpResponse {
     not_found()
+}
+
+fn plain(mut response: actix_web::HttpResponseBuilder, text: String) -> HttpResponse {
+    response
+        .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .content_type("text/plain")
+        .body(text)
+}
+
+/// Waits for the live edge to change, up to `deadline` (set at the first wait). `false`
+/// when the deadline passed; `Err` when the stream left memory.
+async fn wait_for_change(
+    changes: &mut tokio::sync::watch::Receiver<u64>,
+    deadline: &mut Option<tokio::time::Instant>,
+    target_duration: u64,
+) -> Result<bool, ()> {
+    let hold = Duration::from_secs(target_duration.max(1) * HOLD_TARGET_DURATIONS);
+    let until = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + hold);
+    match tokio::time::timeout_at(until, changes.changed()).await {
+        Ok(Ok(())) => Ok(true),
+        Ok(Err(_)) => Err(()),
+        Err(_) => Ok(false),
+    }
+}
+
+/// A live rendition's playlist with parts, held until it has what the request's
+/// `_HLS_msn`/`_HLS_part` ask for. `None`: not live here (the data directory answers).
+async fn live_playlist(
+    req: &HttpRequest,
+    edge: &LiveStream,
+    rendition: &str,
+) -> Option<HttpResponse> {
+    let directives = match Directives::parse(req.query_string()) {
+        Ok(d) => d,
+        Err(e) => return Some(plain(HttpResponse::BadRequest(), e.to_string())),
+    };
+    let mut changes = edge.subscribe();
+    let mut deadline = None;
+    loop {
+        changes.borrow_and_update();
+        match edge.playlist(rendition, &directives) {
+            PlaylistLookup::Ready(text) => {
+                return Some(
+                    HttpResponse::Ok()
+                        .content_type(PLAYLIST_TYPE)
+                        .insert_header((header::CACHE_CONTROL, PLAYLIST_CACHE))
+                        .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
+                        .body(text),
+                );
+            }
+            PlaylistLookup::Refuse(e) => {
+                return Some(plain(HttpResponse::BadRequest(), e.to_string()));
+            }
+            PlaylistLookup::Missing => return None,
+            PlaylistLookup::Wait { target_duration } => {
+                match wait_for_change(&mut changes, &mut deadline, target_duration).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        let text = "the playlist did not reach the requested part in time";
+                        return Some(plain(HttpResponse::ServiceUnavailable(), text.into()));
+                    }
+                    Err(()) => return None,
+                }
+            }
+        }
+    }
+}
+
+/// A part, init or recent segment from the live edge; a request for the hinted next
+/// part is held until it is made. `None`: the data directory answers.
+async fn live_file(edge: &LiveStream, rendition: &str, name: &str) -> Option<HttpResponse> {
+    let mut changes = edge.subscribe();
+    let mut deadline = None;
+    loop {
+        changes.borrow_and_update();
+        match edge.file(rendition, name) {
+            FileLookup::Found(pieces) => {
+                let size: usize = pieces.iter().map(|p| p.len()).sum();
+                let body = futures_util::stream::iter(
+                    pieces.into_iter().map(Ok::<_, std::convert::Infallible>),
+                );
+                return Some(
+                    HttpResponse::Ok()
+                        .content_type(SEGMENT_TYPE)
+                        .insert_header((header::CACHE_CONTROL, SEGMENT_CACHE))
+                        .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
+                        .insert_header((header::CONTENT_ENCODING, "identity"))
+                        .body(actix_web::body::SizedStream::new(size as u64, body)),
+                );
+            }
+            FileLookup::Missing => return None,
+            FileLookup::Wait { target_duration } => {
+                if !wait_for_change(&mut changes, &mut deadline, target_duration)
+                    .await
+                    .unwrap_or(false)
+                {
+                    return None;
+                }
+            }
+        }
+    }
 }
 
 /// Serves a file as a file server should (actix-files): HEAD, `ETag` with
@@ -112,6 +227,7 @@ async fn master(
 async fn rendition_file(
     req: HttpRequest,
     root: web::Data<HlsRoot>,
+    live: web::Data<LiveStore>,
     path: web::Path<(String, String, String)>,
 ) -> HttpResponse {
     let (stream, rendition, name) = path.into_inner();
@@ -121,8 +237,21 @@ async fn rendition_file(
     if !rendition_ok(&rendition) {
         return not_found();
     }
+    let playlist = name == "index.m3u8";
+    if (playlist || segment_ok(&name))
+        && let Some(edge) = live.get(stream.as_str())
+    {
+        let answer = if playlist {
+            live_playlist(&req, &edge, &rendition).await
+        } else {
+            live_file(&edge, &rendition, &name).await
+        };
+        if let Some(response) = answer {
+            return response;
+        }
+    }
     let dir = root.0.join(stream.as_str()).join(&rendition);
-    if name == "index.m3u8" {
+    if playlist {
         file(&req, dir.join(name), PLAYLIST_TYPE, PLAYLIST_CACHE, true).await
     } else if segment_ok(&name) {
         file(&req, dir.join(name), SEGMENT_TYPE, SEGMENT_CACHE, false).await
@@ -167,6 +296,9 @@ mod tests {
     fn only_kawa_names_pass() {
         assert!(segment_ok("1764244800123_42.m4s"));
         assert!(segment_ok("1764244800123_0.mp4"));
+        assert!(segment_ok("1764244800123_42_3.m4s"));
+        assert!(!segment_ok("1764244800123_42_3.mp4"));
+        assert!(!segment_ok("1_2_3_4.m4s"));
         for bad in [
             "../x.m4s",
             "a_1.m4s",

@@ -404,12 +404,12 @@ mod tests {
     /// PART-TARGET and, but a segment's last, at least 85 % of it.
     #[test]
     fn parts_fill_the_part_target_at_every_frame_rate() {
-        for fps in [5.0, 10.0, 15.0, 23.976, 25.0, 29.97, 30.0, 50.0, 60.0] {
+        for fps in [5.0f64, 10.0, 15.0, 23.976, 25.0, 29.97, 30.0, 50.0, 60.0] {
             for part_seconds in [0.2, 0.333, 0.5, 1.0] {
                 let settings = SegmenterSettings::from_seconds(2.0, part_seconds);
                 let mut segmenter = Segmenter::new(settings, true, None);
                 let mut parts = Vec::new();
-                let gop = (2.0 * fps as f64).round() as u64;
+                let gop = (2.0 * fps).round() as u64;
                 for n in 0..(gop * 5) {
                     // Millisecond timestamps, as RTMP carries them.
                     let ms = (n as f64 * 1000.0 / fps).round() as i64;

@@ -18,6 +18,7 @@ use super::transcoder::{EncoderJob, Feed, Finish, Kill, Transcoder};
 use super::uploader::{Deliver, Deliveries, StreamEnded, Uploader};
 use crate::config::Settings;
 use crate::delivery::local::{LocalSink, LocalWriter};
+use crate::delivery::memory::{LiveStore, LiveStream};
 use crate::hls::packager::Output;
 use crate::keys::PublishPath;
 use crate::media::frame::Frame;
@@ -34,6 +35,8 @@ pub struct SessionContext {
     pub hls_root: PathBuf,
     /// S3 uploaders (none when S3 is off).
     pub deliveries: Arc<Deliveries>,
+    /// The live edges that HTTP serves LL-HLS from.
+    pub live: Arc<LiveStore>,
 }
 
 pub use messages::*;
@@ -59,6 +62,8 @@ pub struct StreamSession {
     restarts: RestartPolicy,
     total_restarts: u64,
     sink: LocalWriter,
+    /// This stream's live edge (parts and LL playlists) in memory.
+    edge: Arc<LiveStream>,
     to_transcoder: DropToKeyframe,
     since: OffsetDateTime,
     started: Instant,
@@ -89,10 +94,12 @@ impl StreamSession {
             span.clone(),
         );
         let label = path.to_string();
+        let edge = context.live.open(path.as_str());
         Self {
             id,
             core: StreamCore::new(hls.clone(), epoch_ms),
             sink,
+            edge,
             path,
             registry,
             publisher: Some(conn_id),
@@ -246,6 +253,15 @@ impl StreamSession {
             // A newer session writes this path's playlists and series now.
             return;
         }
+        // The live edge first: LL-HLS viewers are waiting for this part.
+        self.edge.apply(&outputs);
+        let outputs: Vec<Output> = outputs
+            .into_iter()
+            .filter(|o| !matches!(o, Output::Part { .. } | Output::Live { .. }))
+            .collect();
+        if outputs.is_empty() {
+            return;
+        }
         for output in &outputs {
             if let Output::Segment {
                 rendition,
@@ -312,6 +328,7 @@ impl StreamSession {
         });
         let retention = Duration::from_secs(self.context.settings.hls.retention_seconds);
         ctx.run_later(retention, |this, ctx| {
+            this.context.live.close(this.path.as_str(), &this.edge);
             this.sink
                 .clean_up(this.core.packager.files(), !this.superseded);
             ctx.stop();
