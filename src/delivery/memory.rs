@@ -383,7 +383,7 @@ mod tests {
     fn playlists_report_the_other_renditions_until_the_stream_closes() {
         let store = LiveStore::default();
         let stream = store.open("live/b");
-        let mut changes = stream.subscribe();
+        let changes = stream.subscribe();
         stream.apply(&[live("source", 2, 1, 1), live("180p", 2, 1, 0)]);
         assert!(changes.has_changed().unwrap());
         let PlaylistLookup::Ready(text) = stream.playlist("source", &Directives::default()) else {

@@ -2,6 +2,8 @@
 // viewer would, and prints what happened as one JSON line.
 //
 //   node play.mjs URL SECONDS [LEVEL]
+//   PLAY_LOW_LATENCY=0 node play.mjs ...   hls.js with lowLatencyMode off (default on,
+//                                          as hls.js ships)
 //
 // URL: a master or media playlist. SECONDS: how long to play (wall clock) from the
 // first `playing` event, which must come within START_SECONDS of loading the URL.
@@ -23,6 +25,11 @@
 //   played_urls     their playlist URLs
 //   decoded_frames  the browser's count of decoded video frames (getVideoPlaybackQuality)
 //   video_size      the decoded picture's width x height at the end
+//   latency         behind live while playing, sampled every 250 ms: `hlsjs` is hls.js's
+//                   own `latency` (from the playlist's live edge), `pdt` is the wall
+//                   clock minus the PROGRAM-DATE-TIME of the frame on screen (what a
+//                   viewer sees against the streamer: Kawa's PDT is ingest time); each
+//                   {median, p95, max, samples}
 //   audio_decoded_bytes, video_decoded_bytes
 //                   Chromium's counts of the bytes its audio and video decoders took in
 // Exits 1 when hls.js reported a fatal error or the page could not play at all, 2 on
@@ -44,6 +51,7 @@ const [url, secondsArg, levelArg] = process.argv.slice(2);
 const seconds = Number(secondsArg);
 const level = levelArg === undefined ? -1 : Number(levelArg);
 const START_SECONDS = 20;
+const lowLatency = process.env.PLAY_LOW_LATENCY !== '0';
 if (!url || !(seconds > 0) || !Number.isInteger(level)) {
   console.error('usage: node play.mjs URL SECONDS [LEVEL]');
   process.exit(2);
@@ -105,7 +113,7 @@ try {
   await page.addScriptTag({ path: join(here, 'node_modules/hls.js/dist/hls.min.js') });
 
   const result = await page.evaluate(
-    async ({ url, seconds, level, variantUrl, startSeconds }) => {
+    async ({ url, seconds, level, variantUrl, startSeconds, lowLatency }) => {
       const video = document.getElementById('v');
       const out = {
         url,
@@ -126,7 +134,10 @@ try {
         video_size: '',
         started: false,
         visibility: document.visibilityState,
+        low_latency_mode: lowLatency,
+        latency: null,
       };
+      const samples = { hlsjs: [], pdt: [] };
       if (!Hls.isSupported()) {
         out.errors.push({ type: 'unsupported', details: 'Hls.isSupported() is false' });
         return out;
@@ -135,6 +146,7 @@ try {
         // Only what the test pins or ABR picks, never a level capped by the page's size.
         capLevelToPlayerSize: false,
         debug: false,
+        lowLatencyMode: lowLatency,
       });
       const played = new Set();
       let startTime = null;
@@ -188,13 +200,27 @@ try {
       if (startedAt === null && out.errors.length === 0) {
         out.errors.push({ type: 'test', details: `not playing ${startSeconds} s after loading` });
       }
+      let nextSample = 0;
       while (
         startedAt !== null &&
         performance.now() < startedAt + seconds * 1000 &&
         out.errors.length === 0
       ) {
         await tick();
+        if (performance.now() >= nextSample && !video.paused) {
+          nextSample = performance.now() + 250;
+          if (Number.isFinite(hls.latency)) samples.hlsjs.push(hls.latency);
+          const shown = hls.playingDate;
+          if (shown) samples.pdt.push((Date.now() - shown.getTime()) / 1000);
+        }
       }
+      const summary = (xs) => {
+        if (xs.length === 0) return null;
+        const sorted = [...xs].sort((a, b) => a - b);
+        const at = (q) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+        return { median: at(0.5), p95: at(0.95), max: sorted[sorted.length - 1], samples: xs.length };
+      };
+      out.latency = { hlsjs: summary(samples.hlsjs), pdt: summary(samples.pdt) };
       if (startTime !== null) out.played_seconds = video.currentTime - startTime;
       const q = video.getVideoPlaybackQuality();
       out.decoded_frames = q.totalVideoFrames;
@@ -210,7 +236,7 @@ try {
       hls.destroy();
       return out;
     },
-    { url, seconds, level, variantUrl, startSeconds: START_SECONDS },
+    { url, seconds, level, variantUrl, startSeconds: START_SECONDS, lowLatency },
   );
   if (result.errors.length > 0 || !result.started) result.console = console_.slice(-20);
   console.log(JSON.stringify(result));
