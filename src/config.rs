@@ -52,6 +52,17 @@ pub enum LogFormat {
 pub struct HttpSettings {
     pub addr: SocketAddr,
     pub public_url: String,
+    /// PEM certificate chain and key: HTTPS (with HTTP/2) when both are set.
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+}
+
+impl HttpSettings {
+    /// The certificate and key files, when HTTPS is on.
+    pub fn tls(&self) -> Option<(&Path, &Path)> {
+        (!self.tls_cert.as_os_str().is_empty())
+            .then(|| (self.tls_cert.as_path(), self.tls_key.as_path()))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -224,6 +235,12 @@ impl Settings {
     fn validate(&self) -> Result<(), ConfigError> {
         if self.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::invalid("data_dir", "must not be empty"));
+        }
+        if self.http.tls_cert.as_os_str().is_empty() != self.http.tls_key.as_os_str().is_empty() {
+            return Err(ConfigError::invalid(
+                "http.tls_cert",
+                "http.tls_cert and http.tls_key go together: set both, or neither",
+            ));
         }
         let app = &self.rtmp.app;
         if app.is_empty()

@@ -34,6 +34,8 @@ pub enum ServeError {
     AdminToken { path: PathBuf, source: io::Error },
     #[error("key store: {0}")]
     Store(#[from] crate::keys::StoreError),
+    #[error(transparent)]
+    Tls(#[from] http::tls::TlsError),
     #[error("cannot listen on {what} {addr}: {source}")]
     Bind {
         what: &'static str,
@@ -230,6 +232,10 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     });
     RtmpListener::new(rtmp_listener, ingest_context).start();
 
+    let tls = match settings.http.tls() {
+        Some((cert, key)) => Some(http::tls::server_config(cert, key)?),
+        None => None,
+    };
     let http_addr = settings.http.addr;
     let http_listener =
         std::net::TcpListener::bind(http_addr).map_err(|source| ServeError::Bind {
@@ -256,8 +262,11 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
             .configure(http::configure)
     })
     .disable_signals()
-    .shutdown_timeout(5)
-    .listen(http_listener)
+    .shutdown_timeout(5);
+    let http_server = match &tls {
+        Some(config) => http_server.listen_rustls_0_23(http_listener, config.clone()),
+        None => http_server.listen(http_listener),
+    }
     .map_err(|source| ServeError::Bind {
         what: "HTTP",
         addr: http_addr,
@@ -284,7 +293,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     let grpc_server = tokio::spawn(grpc::serve(incoming, keys, grpc_options, async {
         let _ = grpc_stopped.await;
     }));
-    tracing::info!(http = %http_addr, rtmp = %rtmp_addr, grpc = %grpc_addr, "kawa is up");
+    tracing::info!(http = %http_addr, https = tls.is_some(), rtmp = %rtmp_addr, grpc = %grpc_addr, "kawa is up");
 
     let http_task = tokio::spawn(http_server);
     tokio::pin!(http_task, grpc_server);

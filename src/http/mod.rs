@@ -6,6 +6,7 @@ pub mod error;
 pub mod health;
 pub mod hls;
 pub mod streams;
+pub mod tls;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use utoipa::OpenApi;
@@ -72,7 +73,8 @@ impl AppState {
             p.rtmp_url.clone()
         };
         let http_base = if p.http_base.is_empty() {
-            format!("http://{host}:{}", p.http_port)
+            let scheme = req.connection_info().scheme().to_owned();
+            format!("{scheme}://{host}:{}", p.http_port)
         } else {
             p.http_base.clone()
         };
