@@ -61,7 +61,7 @@ impl HttpSettings {
     /// The certificate and key files, when HTTPS is on.
     pub fn tls(&self) -> Option<(&Path, &Path)> {
         (!self.tls_cert.as_os_str().is_empty())
-            .then(|| (self.tls_cert.as_path(), self.tls_key.as_path()))
+            .then_some((self.tls_cert.as_path(), self.tls_key.as_path()))
     }
 }
 
