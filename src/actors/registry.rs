@@ -203,7 +203,9 @@ impl StreamRegistry {
         let session_id = self.next_session_id;
         self.next_session_id += 1;
         let context = Arc::clone(&self.context);
-        let arbiter = context.arbiters.pick(session_id).clone();
+        // The publisher's own thread (connections are placed by their id): every frame
+        // then goes from connection to session without waking another thread.
+        let arbiter = context.arbiters.pick(msg.conn_id).clone();
         let (path, conn_id, registry) = (msg.path.clone(), msg.conn_id, ctx.address());
         let session = StreamSession::start_in_arbiter(&arbiter, move |_| {
             StreamSession::new(session_id, path, conn_id, context, registry)

@@ -25,20 +25,10 @@ impl<'a> AnnexBNals<'a> {
 /// The position of the first start code in `data`, and where the NAL unit after it
 /// begins.
 fn find_start_code(data: &[u8]) -> Option<(usize, usize)> {
-    let mut i = 0;
-    while i + 3 <= data.len() {
-        // A start code's third byte is 1 and the two before it are 0: step over the
-        // bytes that cannot end one (the common case in slice data).
-        match data[i + 2] {
-            1 if data[i] == 0 && data[i + 1] == 0 => {
-                let start = if i > 0 && data[i - 1] == 0 { i - 1 } else { i };
-                return Some((start, i + 3));
-            }
-            0 => i += 1,
-            _ => i += 3,
-        }
-    }
-    None
+    // memchr's SIMD search: every byte of every frame passes through here.
+    let i = memchr::memmem::find(data, &[0, 0, 1])?;
+    let start = if i > 0 && data[i - 1] == 0 { i - 1 } else { i };
+    Some((start, i + 3))
 }
 
 impl<'a> Iterator for AnnexBNals<'a> {
@@ -77,6 +67,13 @@ pub struct AvcSample {
 /// a change of them starts a new init segment).
 pub fn to_sample(access_unit: &[u8]) -> AvcSample {
     let mut data = Vec::with_capacity(access_unit.len());
+    let idr = append_sample(access_unit, &mut data);
+    AvcSample { data, idr }
+}
+
+/// [`to_sample`] appending to `out` (an `mdat` being built: no copy in between);
+/// whether the access unit holds an IDR slice.
+pub fn append_sample(access_unit: &[u8], out: &mut Vec<u8>) -> bool {
     let mut idr = false;
     for nal in AnnexBNals::new(access_unit) {
         match nal[0] & 0x1F {
@@ -86,10 +83,10 @@ pub fn to_sample(access_unit: &[u8]) -> AvcSample {
         }
         // A NAL unit inside one access unit cannot reach 4 GiB: the frame is capped far
         // below that at ingest and in the TS demuxer.
-        data.extend_from_slice(&(nal.len() as u32).to_be_bytes());
-        data.extend_from_slice(nal);
+        out.extend_from_slice(&(nal.len() as u32).to_be_bytes());
+        out.extend_from_slice(nal);
     }
-    AvcSample { data, idr }
+    idr
 }
 
 /// Whether the access unit holds an IDR slice.

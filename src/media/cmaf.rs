@@ -335,8 +335,7 @@ fn video_fragment(
     for (i, frame) in frames.iter().enumerate() {
         let next = frames.get(i + 1).map_or(end, |n| n.dts);
         let before = data.len();
-        let sample = annexb::to_sample(&frame.data);
-        data.extend_from_slice(&sample.data);
+        annexb::append_sample(&frame.data, &mut data);
         samples.push(SampleInfo {
             duration: ticks_u32(next - frame.dts),
             size: (data.len() - before) as u32,

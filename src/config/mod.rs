@@ -13,7 +13,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::Deserialize;
 
 /// The documented defaults, compiled in so the binary and the reference cannot disagree.
-pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 
 const ENV_PREFIX: &str = "KAWA_";
 /// Settings whose values are secrets: read verbatim, never echoed.
@@ -204,6 +204,8 @@ pub fn env_name(key: &str) -> String {
     format!("{ENV_PREFIX}{}", key.replace('.', "__").to_uppercase())
 }
 
+mod validate;
+
 impl Settings {
     /// Loads the layered settings from the process environment.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
@@ -230,177 +232,6 @@ impl Settings {
         let settings: Settings = figment.extract().map_err(from_figment)?;
         settings.validate()?;
         Ok(settings)
-    }
-
-    fn validate(&self) -> Result<(), ConfigError> {
-        if self.data_dir.as_os_str().is_empty() {
-            return Err(ConfigError::invalid("data_dir", "must not be empty"));
-        }
-        if self.http.tls_cert.as_os_str().is_empty() != self.http.tls_key.as_os_str().is_empty() {
-            return Err(ConfigError::invalid(
-                "http.tls_cert",
-                "http.tls_cert and http.tls_key go together: set both, or neither",
-            ));
-        }
-        let app = &self.rtmp.app;
-        if app.is_empty()
-            || !app
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_-".contains(c))
-        {
-            return Err(ConfigError::invalid(
-                "rtmp.app",
-                "must be a non-empty name of letters, digits, '_' or '-'",
-            ));
-        }
-        for (key, value, schemes) in [
-            (
-                "http.public_url",
-                &self.http.public_url,
-                &["http", "https"][..],
-            ),
-            (
-                "rtmp.public_url",
-                &self.rtmp.public_url,
-                &["rtmp", "rtmps"][..],
-            ),
-        ] {
-            if !value.is_empty() {
-                check_url(key, value, schemes)?;
-            }
-        }
-        if !self.store.redis_url.is_empty() {
-            // The URL may hold a password: the error names the setting, never the value.
-            check_url(
-                "store.redis_url",
-                self.store.redis_url.expose(),
-                &["redis", "rediss", "redis+unix", "unix"],
-            )?;
-        }
-        if !self.rtmp.key_service_url.is_empty() {
-            check_url(
-                "rtmp.key_service_url",
-                &self.rtmp.key_service_url,
-                &["http", "https"],
-            )?;
-        }
-        for (key, value) in [
-            ("rtmp.max_connections", self.rtmp.max_connections as u64),
-            (
-                "rtmp.max_connections_per_ip",
-                self.rtmp.max_connections_per_ip as u64,
-            ),
-            (
-                "grpc.max_concurrent_requests",
-                self.grpc.max_concurrent_requests as u64,
-            ),
-            ("rtmp.handshake_timeout_ms", self.rtmp.handshake_timeout_ms),
-            ("rtmp.idle_timeout_ms", self.rtmp.idle_timeout_ms),
-            ("hls.segment_seconds", u64::from(self.hls.segment_seconds)),
-            ("hls.restart_max", self.hls.restart_max as u64),
-            (
-                "hls.restart_window_seconds",
-                self.hls.restart_window_seconds,
-            ),
-        ] {
-            if value == 0 {
-                return Err(ConfigError::invalid(key, "must be at least 1"));
-            }
-        }
-        if !(64 * 1024..=crate::ingest::chunk::MAX_MESSAGE_LENGTH)
-            .contains(&self.rtmp.max_message_bytes)
-        {
-            return Err(ConfigError::invalid(
-                "rtmp.max_message_bytes",
-                "must be from 65536 to 16777215 (what an RTMP chunk header can carry)",
-            ));
-        }
-        if !self.grpc.addr.ip().is_loopback() && self.grpc.token.is_empty() {
-            return Err(ConfigError::invalid(
-                "grpc.token",
-                "must be set when grpc.addr is not a loopback address",
-            ));
-        }
-        let part = self.hls.part_seconds;
-        if !(0.1..=f64::from(self.hls.segment_seconds)).contains(&part) {
-            return Err(ConfigError::invalid(
-                "hls.part_seconds",
-                "must be between 0.1 and hls.segment_seconds",
-            ));
-        }
-        if self.hls.playlist_segments < 6 {
-            return Err(ConfigError::invalid(
-                "hls.playlist_segments",
-                "must be at least 6 (Apple's HLS authoring rules)",
-            ));
-        }
-        let mut names = std::collections::HashSet::new();
-        for rung in &self.hls.rungs {
-            let name_ok = !rung.name.is_empty()
-                && rung.name != "source"
-                && rung.name.len() <= 32
-                && rung.name.bytes().all(|b| {
-                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
-                });
-            if !name_ok || !names.insert(rung.name.as_str()) {
-                return Err(ConfigError::invalid(
-                    "hls.rungs",
-                    format!(
-                        "rung name `{}` must be unique, not `source`, and match [a-z0-9_-]{{1,32}}",
-                        rung.name
-                    ),
-                ));
-            }
-            if rung.height < 16 || rung.height % 2 != 0 || rung.video_kbps == 0 {
-                return Err(ConfigError::invalid(
-                    "hls.rungs",
-                    format!(
-                        "rung `{}` needs an even height of at least 16 and a bitrate",
-                        rung.name
-                    ),
-                ));
-            }
-        }
-        if self.s3.enabled() {
-            if !self.s3.endpoint.is_empty() {
-                check_url("s3.endpoint", &self.s3.endpoint, &["http", "https"])?;
-            }
-            if self.s3.region.is_empty() {
-                return Err(ConfigError::invalid("s3.region", "must not be empty"));
-            }
-            if self.s3.request_timeout_ms == 0 {
-                return Err(ConfigError::invalid(
-                    "s3.request_timeout_ms",
-                    "must be at least 1",
-                ));
-            }
-        }
-        if self.store.timeout_ms == 0 {
-            return Err(ConfigError::invalid(
-                "store.timeout_ms",
-                "must be at least 1",
-            ));
-        }
-        let level_ok = tracing_subscriber::EnvFilter::try_new(&self.log.level).is_ok();
-        if !level_ok {
-            return Err(ConfigError::invalid("log.level", "not a valid log filter"));
-        }
-        Ok(())
-    }
-}
-
-fn check_url(key: &str, value: &str, schemes: &[&str]) -> Result<(), ConfigError> {
-    match url::Url::parse(value) {
-        Ok(url) if schemes.contains(&url.scheme()) => Ok(()),
-        Ok(url) => Err(ConfigError::invalid(
-            key,
-            format!(
-                "scheme `{}` is not one of {}",
-                url.scheme(),
-                schemes.join(", ")
-            ),
-        )),
-        Err(e) => Err(ConfigError::invalid(key, format!("not a URL ({e})"))),
     }
 }
 
