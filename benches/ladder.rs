@@ -8,6 +8,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "cpu.rs"]
+mod cpu;
 #[path = "source.rs"]
 mod source;
 
@@ -22,49 +24,13 @@ use kawa::transcode::TranscodePlan;
 
 const WARM_UP: Duration = Duration::from_secs(10);
 
-/// utime + stime of `pid` and every live descendant, in clock ticks.
-fn tree_ticks(root: u32) -> u64 {
-    let mut stats = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(") ") else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split(' ').collect();
-        let ppid: u32 = fields[1].parse().unwrap_or(0);
-        let ticks = fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0);
-        stats.push((pid, ppid, ticks));
-    }
-    let mut tree = vec![root];
-    let mut total = 0;
-    let mut i = 0;
-    while i < tree.len() {
-        let parent = tree[i];
-        for &(pid, ppid, ticks) in &stats {
-            if pid == parent {
-                total += ticks;
-            }
-            if ppid == parent && !tree.contains(&pid) {
-                tree.push(pid);
-            }
-        }
-        i += 1;
-    }
-    total
-}
-
 /// CPU of the trees under `roots`, in % of one core, over `seconds` after the warm-up.
 fn measure(roots: &[u32], seconds: u64) -> f64 {
     std::thread::sleep(WARM_UP);
-    let start: u64 = roots.iter().map(|r| tree_ticks(*r)).sum();
+    let start: u64 = roots.iter().map(|r| cpu::tree_ticks(*r)).sum();
     let started = Instant::now();
     std::thread::sleep(Duration::from_secs(seconds));
-    let end: u64 = roots.iter().map(|r| tree_ticks(*r)).sum();
+    let end: u64 = roots.iter().map(|r| cpu::tree_ticks(*r)).sum();
     (end - start) as f64 / 100.0 / started.elapsed().as_secs_f64() * 100.0
 }
 
