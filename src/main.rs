@@ -6,6 +6,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use kawa::config::Settings;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Kawa: RTMP in, adaptive-bitrate HLS out.
 #[derive(Parser)]
 #[command(name = "kawa", version, about, long_about = None)]

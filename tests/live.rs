@@ -13,21 +13,7 @@ use m3u8_rs::{MasterPlaylist, MediaPlaylist, Playlist};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-/// A ladder that fits a 320x240 test source: the source plus two scaled rungs.
-const LADDER: &str = r#"
-[hls]
-retention_seconds = 300
-
-[[hls.rungs]]
-name = "180p"
-height = 180
-video_kbps = 300
-
-[[hls.rungs]]
-name = "120p"
-height = 120
-video_kbps = 150
-"#;
+use common::SMALL_LADDER as LADDER;
 
 async fn get(kawa: &Kawa, path: &str) -> Option<reqwest::Response> {
     let r = reqwest::Client::new()

@@ -24,22 +24,7 @@ use common::{Kawa, Publisher, create_stream, wait_for};
 use m3u8_rs::{MasterPlaylist, Playlist, VariantStream};
 use serde_json::Value;
 
-/// A ladder that fits a 320x240 test source: the source plus two scaled rungs (as in
-/// tests/live.rs).
-const LADDER: &str = r#"
-[hls]
-retention_seconds = 300
-
-[[hls.rungs]]
-name = "180p"
-height = 180
-video_kbps = 300
-
-[[hls.rungs]]
-name = "120p"
-height = 120
-video_kbps = 150
-"#;
+use common::SMALL_LADDER as LADDER;
 
 /// Seconds each player plays a rendition (hls.js: from its first `playing` event, which
 /// play.mjs allows 20 s to come), and how much of the stream it must have played in

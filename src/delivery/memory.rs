@@ -136,19 +136,17 @@ impl LiveStream {
                         rendition,
                         name,
                         data,
-                    } => {
-                        let edge = state.renditions.entry(rendition.clone()).or_default();
-                        edge.files.insert(name.clone(), data.clone());
-                        edge.init = Some(name.clone());
                     }
-                    Output::Part {
+                    | Output::Part {
                         rendition,
                         name,
                         data,
-                        ..
                     } => {
                         let edge = state.renditions.entry(rendition.clone()).or_default();
                         edge.files.insert(name.clone(), data.clone());
+                        if matches!(output, Output::Init { .. }) {
+                            edge.init = Some(name.clone());
+                        }
                     }
                     Output::Live {
                         rendition,

@@ -24,9 +24,11 @@ use crate::media::time::TICKS_PER_SECOND;
 
 /// Segments shorter than this say little about the bitrate (the last one of a stream).
 const MIN_SECONDS_FOR_PEAK: f64 = 0.5;
-/// The last complete segments whose parts the live playlist lists (about three target
-/// durations, as RFC 8216bis §6.2.2 asks).
-const SEGMENTS_WITH_PARTS: usize = 3;
+/// The last complete segments whose parts the live playlist lists, besides the open
+/// one's. Players fetch parts only near the live edge (PART-HOLD-BACK is three parts);
+/// RFC 8216bis §4.4.4.9 wants none older than three target durations. One segment keeps
+/// the edge in memory small (its parts are what a stream holds beyond the GOP cache).
+const SEGMENTS_WITH_PARTS: usize = 1;
 
 /// Where a stream's media time meets the wall clock: PDT of media time `dts` is `wall`.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -182,12 +182,7 @@ impl Segmenter {
         );
         let cut = new_segment || part_full || self.video.len() >= MAX_HELD_FRAMES;
         let part = if cut {
-            let part = self.cut(frame.dts, frame.dts, new_segment)?;
-            self.part_start = Some(frame.dts);
-            if new_segment {
-                self.segment_start = Some(frame.dts);
-            }
-            part
+            self.cut_at(frame.dts, new_segment)?
         } else {
             None
         };
@@ -220,16 +215,21 @@ impl Segmenter {
             frame.pts + self.audio_frame_ticks - part_start,
         );
         let part = if new_segment || part_full || self.audio.len() >= MAX_HELD_FRAMES {
-            let part = self.cut(frame.pts, frame.pts, new_segment)?;
-            self.part_start = Some(frame.pts);
-            if new_segment {
-                self.segment_start = Some(frame.pts);
-            }
-            part
+            self.cut_at(frame.pts, new_segment)?
         } else {
             None
         };
         self.audio.push(frame);
+        Ok(part)
+    }
+
+    /// Ends the open part at `at`, where the next part (and maybe segment) begins.
+    fn cut_at(&mut self, at: i64, new_segment: bool) -> Result<Option<Part>, Fmp4Error> {
+        let part = self.cut(at, at, new_segment)?;
+        self.part_start = Some(at);
+        if new_segment {
+            self.segment_start = Some(at);
+        }
         Ok(part)
     }
 

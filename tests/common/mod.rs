@@ -748,3 +748,19 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A ladder that fits the 320x240 test source: the source plus two scaled rungs.
+pub const SMALL_LADDER: &str = r#"
+[hls]
+retention_seconds = 300
+
+[[hls.rungs]]
+name = "180p"
+height = 180
+video_kbps = 300
+
+[[hls.rungs]]
+name = "120p"
+height = 120
+video_kbps = 150
+"#;
