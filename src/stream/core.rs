@@ -106,6 +106,11 @@ impl StreamCore {
         }
     }
 
+    /// Frames in the GOP cache.
+    pub fn cached_frames(&self) -> usize {
+        self.gop.frames().len()
+    }
+
     pub fn encoder(&self) -> Option<u64> {
         self.encoder
     }
@@ -147,7 +152,19 @@ impl StreamCore {
         if let Frame::Video(v) = &frame {
             self.measure_frame_rate(v.dts);
         }
-        self.gop.remember(&frame, &self.config, now);
+        // The cache starts packaging and every FFmpeg; a live stream with no rung to
+        // encode will not replay it (a restart waits for the next keyframe), so it holds
+        // nothing then.
+        let replayable = !self.source_live
+            || self
+                .plan
+                .as_ref()
+                .is_some_and(|p| p.scaled().next().is_some());
+        if replayable {
+            self.gop.remember(&frame, &self.config, now);
+        } else {
+            self.gop.clear();
+        }
         if self.source_live {
             self.package(SOURCE, frame.clone(), &mut actions);
             let renew = matches!(&frame, Frame::Video(v) if v.keyframe)

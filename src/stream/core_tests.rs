@@ -334,3 +334,21 @@ fn ffmpeg_is_replaced_at_a_keyframe_after_a_day_of_media() {
     assert!(matches!(&replay[0], Frame::Video(v) if v.keyframe && v.dts == n * FRAME));
     assert!(n * FRAME > super::core::ENCODER_MAX_TICKS);
 }
+
+#[test]
+fn a_live_passthrough_stream_holds_no_gop_cache_but_a_ladder_does() {
+    let mut pass = core(LadderPreset::Passthrough);
+    pass.on_config(config(false));
+    publish(&mut pass, 0..60);
+    assert_eq!(pass.encoder(), None);
+    assert_eq!(pass.cached_frames(), 0);
+    // A new publisher starts over from its first keyframe, from the cache again.
+    pass.on_publisher_reset();
+    pass.on_frame(video(50, 50), now());
+    assert_eq!(pass.cached_frames(), 1);
+
+    let mut ladder = core(LadderPreset::Ladder);
+    ladder.on_config(config(false));
+    publish(&mut ladder, 0..60);
+    assert_eq!(ladder.cached_frames(), 10);
+}
