@@ -242,6 +242,27 @@ async fn blocking_reloads_wait_for_the_part_and_refuse_what_is_too_far() {
     let (status, _) = get(&kawa, &seg_uri).await;
     assert_eq!(status, 200, "{seg_uri}");
 
+    // A part that left the playlist is still served: its range of the segment's file.
+    let old = first.segments.last().unwrap().parts[1].uri.clone();
+    wait_for(
+        "the first part to leave the playlist",
+        Duration::from_secs(20),
+        || async { (!get(&kawa, path).await.1.contains(&old)).then_some(()) },
+    )
+    .await;
+    let fetch = |name: String| {
+        let url = kawa.url(&format!("/hls/ll/source/{name}"));
+        async move {
+            let r = reqwest::get(&url).await.unwrap();
+            assert_eq!(r.status(), 200, "{url}");
+            r.bytes().await.unwrap()
+        }
+    };
+    let part = fetch(old.clone()).await;
+    let segment = fetch(old.rsplit_once('_').unwrap().0.to_owned() + ".m4s").await;
+    assert_eq!(&part[4..8], b"moof");
+    assert!(segment.windows(part.len()).any(|w| w == part), "{old}");
+
     // Refusals: part without msn, too far ahead, not a number.
     let (msn, part) = parse(&get(&kawa, path).await.1).last();
     for query in [

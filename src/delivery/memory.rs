@@ -3,9 +3,10 @@
 //! a lock, no I/O), HTTP reads; a watch channel wakes the requests held for the next
 //! part, so a held request costs a waker, not a thread.
 //!
-//! Bounded: a rendition keeps only what its live playlist lists (parts of its last few
-//! segments) and what the playlist before it listed (a player may still fetch that).
-//! Older segments are served from the data directory.
+//! Bounded: a rendition keeps the bytes of what its live playlist lists (the parts of
+//! its open and last complete segment) and what the playlist before it listed. An older
+//! part is still served, as its byte range of the segment in the data directory: the
+//! edge remembers the part sizes of the last segments (a few numbers each).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
@@ -84,6 +85,9 @@ struct RenditionEdge {
     listed_before: HashSet<String>,
     /// The newest init segment (listed once the first part that needs it is).
     init: Option<String>,
+    /// Part sizes of the last segments, by sequence number: where each part lies in its
+    /// segment's file.
+    part_sizes: BTreeMap<u64, Vec<u32>>,
 }
 
 /// A playlist request's answer, now.
@@ -104,6 +108,13 @@ pub enum PlaylistLookup {
 pub enum FileLookup {
     /// The body, in pieces (a complete segment is its parts).
     Found(Vec<Bytes>),
+    /// A part that left memory: bytes `offset..offset + len` of `segment`, a file of the
+    /// data directory.
+    InSegment {
+        segment: String,
+        offset: u64,
+        len: u64,
+    },
     /// The part the playlist hints at: it is being made.
     Wait {
         target_duration: u64,
@@ -146,6 +157,8 @@ impl LiveStream {
                         edge.files.insert(name.clone(), data.clone());
                         if matches!(output, Output::Init { .. }) {
                             edge.init = Some(name.clone());
+                        } else if let Some((_, msn, index)) = parse_part(name) {
+                            edge.remember_size(msn, index, data.len());
                         }
                     }
                     Output::Live {
@@ -231,6 +244,18 @@ impl LiveStream {
                 target_duration: playlist.target_duration,
             };
         }
+        if let Some((epoch, msn, index)) = parse_part(name)
+            && msn < playlist.open_msn()
+            && let Some(sizes) = edge.part_sizes.get(&msn)
+            && index < sizes.len()
+        {
+            let offset = sizes[..index].iter().map(|&n| u64::from(n)).sum();
+            return FileLookup::InSegment {
+                segment: format!("{epoch}_{msn}.m4s"),
+                offset,
+                len: u64::from(sizes[index]),
+            };
+        }
         // A complete segment whose parts are all still here.
         let segment = playlist
             .segments
@@ -265,12 +290,35 @@ fn listed(playlist: &LivePlaylist) -> HashSet<String> {
     names
 }
 
-/// The segment a part belongs to: parts are named `{epoch}_{msn}_{part}.m4s`.
-fn part_msn(name: &str) -> Option<u64> {
+/// Segments whose part sizes a rendition remembers (more than a live window).
+const SIZED_SEGMENTS: usize = 32;
+
+impl RenditionEdge {
+    fn remember_size(&mut self, msn: u64, index: usize, len: usize) {
+        let sizes = self.part_sizes.entry(msn).or_default();
+        // Parts come in order; a repeat (a restart reusing the number) starts over.
+        if index <= sizes.len() {
+            sizes.truncate(index);
+            sizes.push(u32::try_from(len).unwrap_or(u32::MAX));
+        }
+        while self.part_sizes.len() > SIZED_SEGMENTS {
+            self.part_sizes.pop_first();
+        }
+    }
+}
+
+/// A part's name: `{epoch}_{msn}_{index}.m4s`.
+fn parse_part(name: &str) -> Option<(&str, u64, usize)> {
     let mut fields = name.strip_suffix(".m4s")?.split('_');
-    let msn = fields.nth(1)?.parse().ok()?;
-    fields.next()?;
-    Some(msn)
+    let epoch = fields.next()?;
+    let msn = fields.next()?.parse().ok()?;
+    let index = fields.next()?.parse().ok()?;
+    fields.next().is_none().then_some((epoch, msn, index))
+}
+
+/// The segment a part belongs to.
+fn part_msn(name: &str) -> Option<u64> {
+    parse_part(name).map(|(_, msn, _)| msn)
 }
 
 #[cfg(test)]
@@ -375,6 +423,16 @@ mod tests {
         stream.apply(&[live("source", 3, 1, 1)]);
         assert!(!found("1_0_0.m4s") && found("1_0.mp4"));
         assert_eq!(stream.file("source", "1_0.m4s"), FileLookup::Missing);
+        // ... but still served, from the segment's file: part 1 follows part 0's 4 bytes.
+        assert_eq!(
+            stream.file("source", "1_0_1.m4s"),
+            FileLookup::InSegment {
+                segment: "1_0.m4s".into(),
+                offset: 4,
+                len: 4
+            }
+        );
+        assert_eq!(stream.file("source", "1_0_2.m4s"), FileLookup::Missing);
     }
 
     #[test]

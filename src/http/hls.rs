@@ -136,9 +136,34 @@ async fn live_playlist(
     }
 }
 
+fn segment_response(body: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
+    let mut body = body;
+    body.content_type(SEGMENT_TYPE)
+        .insert_header((header::CACHE_CONTROL, SEGMENT_CACHE))
+        .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
+        .insert_header((header::CONTENT_ENCODING, "identity"));
+    body
+}
+
+/// Bytes `offset..offset + len` of a file (a part inside its segment's file).
+async fn read_range(path: PathBuf, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let mut file = tokio::fs::File::open(path).await?;
+    file.seek(std::io::SeekFrom::Start(offset)).await?;
+    // A part is far below this; the size came from Kawa's own output.
+    let mut data = vec![0; usize::try_from(len).map_err(std::io::Error::other)?];
+    file.read_exact(&mut data).await?;
+    Ok(data)
+}
+
 /// A part, init or recent segment from the live edge; a request for the hinted next
 /// part is held until it is made. `None`: the data directory answers.
-async fn live_file(edge: &LiveStream, rendition: &str, name: &str) -> Option<HttpResponse> {
+async fn live_file(
+    edge: &LiveStream,
+    dir: PathBuf,
+    rendition: &str,
+    name: &str,
+) -> Option<HttpResponse> {
     let mut changes = edge.subscribe();
     let mut deadline = None;
     loop {
@@ -150,13 +175,17 @@ async fn live_file(edge: &LiveStream, rendition: &str, name: &str) -> Option<Htt
                     pieces.into_iter().map(Ok::<_, std::convert::Infallible>),
                 );
                 return Some(
-                    HttpResponse::Ok()
-                        .content_type(SEGMENT_TYPE)
-                        .insert_header((header::CACHE_CONTROL, SEGMENT_CACHE))
-                        .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
-                        .insert_header((header::CONTENT_ENCODING, "identity"))
+                    segment_response(HttpResponse::Ok())
                         .body(actix_web::body::SizedStream::new(size as u64, body)),
                 );
+            }
+            FileLookup::InSegment {
+                segment,
+                offset,
+                len,
+            } => {
+                let data = read_range(dir.join(segment), offset, len).await.ok()?;
+                return Some(segment_response(HttpResponse::Ok()).body(data));
             }
             FileLookup::Missing => return None,
             FileLookup::Wait { target_duration } => {
@@ -244,7 +273,8 @@ async fn rendition_file(
         let answer = if playlist {
             live_playlist(&req, &edge, &rendition).await
         } else {
-            live_file(&edge, &rendition, &name).await
+            let dir = root.0.join(stream.as_str()).join(&rendition);
+            live_file(&edge, dir, &rendition, &name).await
         };
         if let Some(response) = answer {
             return response;
