@@ -53,6 +53,7 @@ fn bare_ffmpeg(plan: &TranscodePlan, settings: &Settings, input: &std::path::Pat
     let last = args.len() - 1;
     args[last] = "/dev/null".to_owned();
     Command::new("ffmpeg")
+        .arg("-y")
         .args(&args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -97,7 +98,6 @@ fn main() {
     let kawa_cpu = runtime.block_on(async {
         let kawa = Kawa::builder()
             .env("KAWA_HLS__PRESET", "ladder")
-            .env("RUST_LOG", "warn")
             .start();
         let mut publishers = Vec::new();
         for i in 0..streams {
