@@ -98,6 +98,7 @@ fn main() {
     let kawa_cpu = runtime.block_on(async {
         let kawa = Kawa::builder()
             .env("KAWA_HLS__PRESET", "ladder")
+            .env("RUST_LOG", "warn,kawa::server=info")
             .start();
         let mut publishers = Vec::new();
         for i in 0..streams {

@@ -37,6 +37,7 @@ fn main() {
     runtime.block_on(async {
         let kawa = Kawa::builder()
             .env("KAWA_HLS__PRESET", "passthrough")
+            .env("RUST_LOG", "warn,kawa::server=info")
             .start();
         let key = create_stream(&kawa, "latency").await;
         let _publisher = Publisher::start_file_loop(&kawa.rtmp_url(&key), &input);
