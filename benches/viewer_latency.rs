@@ -66,7 +66,10 @@ fn main() {
                 .last()
                 .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             else {
-                println!("{run}: no report: {stdout}");
+                println!(
+                    "{run}: no report: {stdout}{}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
                 continue;
             };
             let get = |kind: &str, q: &str| r["latency"][kind][q].as_f64().unwrap_or(f64::NAN);
