@@ -10,6 +10,8 @@ if [ "${1:-run}" = test ]; then
   # Real players for tests/players.rs: a headless browser (hls.js runs in it, driven
   # from Node.js) and GStreamer with its HLS demuxer and H.264/AAC decoders.
   want+=(chromium:chromium gst-launch-1.0:gstreamer1.0-tools node:nodejs npm:npm)
+  # tests/tls.rs: a certificate made by openssl, and curl as an HTTP/2 client.
+  want+=(openssl:openssl curl:curl)
 fi
 
 missing=()
