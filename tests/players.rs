@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{Kawa, Publisher, create_stream, wait_for};
+use common::{Kawa, Publisher, create_stream, metrics_text, wait_for};
 use m3u8_rs::{MasterPlaylist, Playlist, VariantStream};
 use serde_json::Value;
 
@@ -430,7 +430,21 @@ async fn hlsjs_plays_low_latency_for_30_seconds_without_a_stall() {
     let live = passthrough().await;
     let reports = hlsjs_plays(&live, true, 30);
     let r = &reports[0];
-    assert_eq!(r["stalls"], 0, "{r}");
+    // On a stall, what Kawa saw: frames it dropped, and the log's warnings.
+    let dropped: Vec<String> = metrics_text(&live.kawa)
+        .await
+        .lines()
+        .filter(|l| l.contains("dropped") && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect();
+    let warnings: Vec<String> = live
+        .kawa
+        .logs()
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(r["stalls"], 0, "{r}\n{dropped:#?}\n{warnings:#?}");
     let median = r["latency"]["pdt"]["median"].as_f64();
     assert!(median.is_some(), "no latency samples: {r}");
 }
