@@ -254,6 +254,10 @@ impl TsDemuxer {
         if declared != 0 && 6 + declared < bytes.len() {
             bytes.truncate(6 + declared);
         }
+        // A PES_packet_length shorter than its own header: damaged.
+        if bytes.len() < header_len {
+            return Err(bad);
+        }
         let data = bytes.split_off(header_len);
         Ok(Some(PesPacket {
             pid,
