@@ -136,37 +136,43 @@ impl LiveStream {
         self.notify();
     }
 
-    /// Takes what the packager made, and wakes the held requests if a playlist changed.
-    pub fn apply(&self, outputs: &[Output]) {
+    /// Takes what the packager made for the edge (parts and live playlists, and a copy of
+    /// each init segment), wakes the held requests if a playlist changed, and gives back
+    /// the rest, in order, for the data directory and S3.
+    pub fn take(&self, outputs: Vec<Output>) -> Vec<Output> {
         let mut changed = false;
+        let mut rest = Vec::with_capacity(outputs.len());
         {
             let mut state = write(&self.state);
             for output in outputs {
                 match output {
                     Output::Init {
-                        rendition,
-                        name,
-                        data,
+                        ref rendition,
+                        ref name,
+                        ref data,
+                    } => {
+                        let edge = state.renditions.entry(rendition.clone()).or_default();
+                        edge.files.insert(name.clone(), data.clone());
+                        edge.init = Some(name.clone());
+                        rest.push(output);
                     }
-                    | Output::Part {
+                    Output::Part {
                         rendition,
                         name,
                         data,
                     } => {
-                        let edge = state.renditions.entry(rendition.clone()).or_default();
-                        edge.files.insert(name.clone(), data.clone());
-                        if matches!(output, Output::Init { .. }) {
-                            edge.init = Some(name.clone());
-                        } else if let Some((_, msn, index)) = parse_part(name) {
+                        let edge = state.renditions.entry(rendition).or_default();
+                        if let Some((_, msn, index)) = parse_part(&name) {
                             edge.remember_size(msn, index, data.len());
                         }
+                        edge.files.insert(name, data);
                     }
                     Output::Live {
                         rendition,
                         playlist,
                     } => {
-                        let edge = state.renditions.entry(rendition.clone()).or_default();
-                        let before = std::mem::replace(&mut edge.listed_before, listed(playlist));
+                        let edge = state.renditions.entry(rendition).or_default();
+                        let before = std::mem::replace(&mut edge.listed_before, listed(&playlist));
                         let now = &edge.listed_before;
                         let open_msn = playlist.open_msn();
                         let init = edge.init.as_deref();
@@ -176,16 +182,17 @@ impl LiveStream {
                                 || init == Some(name.as_str())
                                 || part_msn(name).is_some_and(|msn| msn >= open_msn)
                         });
-                        edge.playlist = Some((**playlist).clone());
+                        edge.playlist = Some(*playlist);
                         changed = true;
                     }
-                    _ => {}
+                    other => rest.push(other),
                 }
             }
         }
         if changed {
             self.notify();
         }
+        rest
     }
 
     /// A rendition's playlist for a request with `directives`.
@@ -392,16 +399,19 @@ mod tests {
     #[test]
     fn the_edge_serves_listed_parts_holds_the_hinted_one_and_forgets_old_ones() {
         let stream = LiveStore::default().open("live/a");
-        stream.apply(&[
-            Output::Init {
-                rendition: "source".into(),
-                name: "1_0.mp4".into(),
-                data: Bytes::from_static(b"init"),
-            },
+        let init = Output::Init {
+            rendition: "source".into(),
+            name: "1_0.mp4".into(),
+            data: Bytes::from_static(b"init"),
+        };
+        let rest = stream.take(vec![
+            init.clone(),
             part("source", 0, 0),
             part("source", 0, 1),
             live("source", 0, 0, 2),
         ]);
+        // Parts and playlists stay here; the init segment also goes to disk and S3.
+        assert_eq!(rest, vec![init]);
         let found = |name: &str| matches!(stream.file("source", name), FileLookup::Found(_));
         assert!(found("1_0.mp4") && found("1_0_1.m4s"));
         assert_eq!(
@@ -411,16 +421,16 @@ mod tests {
         assert_eq!(stream.file("source", "1_9_0.m4s"), FileLookup::Missing);
 
         // Segment 0 completes: it is served as its two parts.
-        stream.apply(&[part("source", 1, 0), live("source", 1, 1, 1)]);
+        stream.take(vec![part("source", 1, 0), live("source", 1, 1, 1)]);
         let FileLookup::Found(pieces) = stream.file("source", "1_0.m4s") else {
             panic!("segment 0 is not served from its parts")
         };
         assert_eq!(pieces.len(), 2);
 
         // Segment 0's parts leave the playlist, then the one after it: gone.
-        stream.apply(&[live("source", 3, 1, 1)]);
+        stream.take(vec![live("source", 3, 1, 1)]);
         assert!(found("1_0_0.m4s"), "the previous playlist still listed it");
-        stream.apply(&[live("source", 3, 1, 1)]);
+        stream.take(vec![live("source", 3, 1, 1)]);
         assert!(!found("1_0_0.m4s") && found("1_0.mp4"));
         assert_eq!(stream.file("source", "1_0.m4s"), FileLookup::Missing);
         // ... but still served, from the segment's file: part 1 follows part 0's 4 bytes.
@@ -440,7 +450,7 @@ mod tests {
         let store = LiveStore::default();
         let stream = store.open("live/b");
         let changes = stream.subscribe();
-        stream.apply(&[live("source", 2, 1, 1), live("180p", 2, 1, 0)]);
+        stream.take(vec![live("source", 2, 1, 1), live("180p", 2, 1, 0)]);
         assert!(changes.has_changed().unwrap());
         let PlaylistLookup::Ready(text) = stream.playlist("source", &Directives::default()) else {
             panic!("no playlist")

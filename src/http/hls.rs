@@ -77,19 +77,27 @@ fn plain(mut response: actix_web::HttpResponseBuilder, text: String) -> HttpResp
         .body(text)
 }
 
-/// Waits for the live edge to change, up to `deadline` (set at the first wait). `false`
-/// when the deadline passed; `Err` when the stream left memory.
+/// How a wait for the live edge ended.
+enum Waited {
+    Changed,
+    /// The deadline passed.
+    TimedOut,
+    /// The stream left memory.
+    Gone,
+}
+
+/// Waits for the live edge to change, up to `deadline` (set at the first wait).
 async fn wait_for_change(
     changes: &mut tokio::sync::watch::Receiver<u64>,
     deadline: &mut Option<tokio::time::Instant>,
     target_duration: u64,
-) -> Result<bool, ()> {
+) -> Waited {
     let hold = Duration::from_secs(target_duration.max(1) * HOLD_TARGET_DURATIONS);
     let until = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + hold);
     match tokio::time::timeout_at(until, changes.changed()).await {
-        Ok(Ok(())) => Ok(true),
-        Ok(Err(_)) => Err(()),
-        Err(_) => Ok(false),
+        Ok(Ok(())) => Waited::Changed,
+        Ok(Err(_)) => Waited::Gone,
+        Err(_) => Waited::TimedOut,
     }
 }
 
@@ -124,12 +132,12 @@ async fn live_playlist(
             PlaylistLookup::Missing => return None,
             PlaylistLookup::Wait { target_duration } => {
                 match wait_for_change(&mut changes, &mut deadline, target_duration).await {
-                    Ok(true) => {}
-                    Ok(false) => {
+                    Waited::Changed => {}
+                    Waited::TimedOut => {
                         let text = "the playlist did not reach the requested part in time";
                         return Some(plain(HttpResponse::ServiceUnavailable(), text.into()));
                     }
-                    Err(()) => return None,
+                    Waited::Gone => return None,
                 }
             }
         }
@@ -189,10 +197,8 @@ async fn live_file(
             }
             FileLookup::Missing => return None,
             FileLookup::Wait { target_duration } => {
-                if !wait_for_change(&mut changes, &mut deadline, target_duration)
-                    .await
-                    .unwrap_or(false)
-                {
+                let waited = wait_for_change(&mut changes, &mut deadline, target_duration).await;
+                if !matches!(waited, Waited::Changed) {
                     return None;
                 }
             }

@@ -254,11 +254,7 @@ impl StreamSession {
             return;
         }
         // The live edge first: LL-HLS viewers are waiting for this part.
-        self.edge.apply(&outputs);
-        let outputs: Vec<Output> = outputs
-            .into_iter()
-            .filter(|o| !matches!(o, Output::Part { .. } | Output::Live { .. }))
-            .collect();
+        let outputs = self.edge.take(outputs);
         if outputs.is_empty() {
             return;
         }
