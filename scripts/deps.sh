@@ -50,6 +50,13 @@ if [ "${1:-run}" = test ] && ! python3 -c 'import moto.server, flask' >/dev/null
     || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages 'moto[server]'
 fi
 
+# tests/deploy.rs checks deploy/k8s against the Kubernetes API schemas, offline.
+if [ "${1:-run}" = test ] && ! command -v kubernetes-validate >/dev/null 2>&1; then
+  echo "installing: kubernetes-validate (pip)" >&2
+  python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate 2>/dev/null \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages kubernetes-validate
+fi
+
 # The browser player's scripts (playwright-core drives Debian's chromium; hls.js plays).
 player="$(dirname "$0")/../tests/player"
 if [ "${1:-run}" = test ] && [ ! -d "$player/node_modules" ]; then

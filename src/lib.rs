@@ -11,6 +11,7 @@
 //! - [`telemetry`]: logging set-up.
 
 pub mod actors;
+pub mod cluster;
 pub mod config;
 pub mod delivery;
 pub mod grpc;

@@ -44,6 +44,8 @@ pub enum ServeError {
     },
     #[error("rtmp.key_service_url: {0}")]
     KeyService(#[from] crate::keys::authorizer::AuthorizeError),
+    #[error("cluster: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
     #[error("{what} server failed: {reason}")]
     Server { what: &'static str, reason: String },
 }
@@ -176,10 +178,18 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     } else {
         None
     };
+    let cluster = crate::cluster::Cluster::from_settings(&settings)?;
+    if let Some(cluster) = &cluster {
+        tracing::info!(
+            node = cluster.node_id(),
+            "cluster on: stream ownership in Redis"
+        );
+    }
     let deliveries = Deliveries::new(
         s3,
         settings.data_dir.join("spool/s3"),
         settings.s3.delete_grace_seconds,
+        cluster.clone(),
     );
     // Uploads an earlier run could not finish (an outage, a crash) go out first.
     deliveries.resume();
@@ -197,6 +207,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         hls_root: hls_root.clone(),
         deliveries,
         live: Arc::clone(&live),
+        cluster: cluster.clone(),
     });
     let registry = StreamRegistry::new(
         settings.rtmp.takeover,
@@ -244,6 +255,10 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
             source,
         })?;
     let http_addr = http_listener.local_addr().unwrap_or(http_addr);
+    if let Some(cluster) = &cluster {
+        cluster.advertise_default(http_addr);
+        cluster.spawn_heartbeat();
+    }
     let state = web::Data::new(AppState {
         keys: keys.clone(),
         admin_token: AdminToken::new(&token),
@@ -252,13 +267,19 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     });
     let hls_root = web::Data::new(HlsRoot(hls_root));
     let live = web::Data::from(live);
+    let proxy = cluster
+        .clone()
+        .map(|c| web::Data::new(http::proxy::ClusterProxy::new(c)));
 
     let http_server = HttpServer::new(move || {
-        App::new()
+        let mut app = App::new()
             .app_data(state.clone())
             .app_data(hls_root.clone())
-            .app_data(live.clone())
-            .wrap(middleware::Compress::default())
+            .app_data(live.clone());
+        if let Some(proxy) = &proxy {
+            app = app.app_data(proxy.clone());
+        }
+        app.wrap(middleware::Compress::default())
             .configure(http::configure)
     })
     .disable_signals()

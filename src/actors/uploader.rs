@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 
+use crate::cluster::Cluster;
 use crate::delivery::s3::S3Target;
 use crate::delivery::spool::{Item, ItemKind, ItemMeta, Spool};
 use crate::hls::packager::Output;
@@ -20,10 +21,14 @@ const SINK: &str = "s3";
 const BACKOFF_START: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
-/// The packager's outputs for this stream, in order.
+/// The packager's outputs for this stream, in order; `fence`: the session's lease token
+/// in a cluster.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Deliver(pub Vec<Output>);
+pub struct Deliver {
+    pub outputs: Vec<Output>,
+    pub fence: Option<u64>,
+}
 
 /// The stream ended: once the queue is empty, its upload series can go.
 #[derive(Message)]
@@ -41,6 +46,7 @@ pub struct Uploader {
     failures_in_a_row: u32,
     metrics: Option<UploadMetrics>,
     stream_live: bool,
+    cluster: Option<Arc<Cluster>>,
 }
 
 fn now_ms() -> u64 {
@@ -61,7 +67,11 @@ fn backoff(failures: u32) -> Duration {
 }
 
 /// An output as a spool item: its key below the stream, and its body.
-fn to_item(output: Output, delete_grace: Option<Duration>) -> Option<(ItemMeta, Vec<u8>)> {
+fn to_item(
+    output: Output,
+    delete_grace: Option<Duration>,
+    fence: Option<u64>,
+) -> Option<(ItemMeta, Vec<u8>)> {
     let (kind, key, body) = match output {
         Output::Init {
             rendition,
@@ -95,6 +105,7 @@ fn to_item(output: Output, delete_grace: Option<Duration>) -> Option<(ItemMeta, 
                 kind: ItemKind::Delete,
                 key: format!("{rendition}/{name}"),
                 not_before_ms: now_ms() + grace.as_millis() as u64,
+                fence: None,
             };
             return Some((meta, Vec::new()));
         }
@@ -106,6 +117,8 @@ fn to_item(output: Output, delete_grace: Option<Duration>) -> Option<(ItemMeta, 
             kind,
             key,
             not_before_ms: 0,
+            // Segment names are unique to their writer; playlists are shared.
+            fence: fence.filter(|_| matches!(kind, ItemKind::Playlist | ItemKind::Master)),
         },
         body,
     ))
@@ -117,6 +130,7 @@ impl Uploader {
         target: S3Target,
         spool_dir: PathBuf,
         delete_grace: Option<Duration>,
+        cluster: Option<Arc<Cluster>>,
     ) -> Self {
         Self {
             stream,
@@ -129,6 +143,7 @@ impl Uploader {
             failures_in_a_row: 0,
             metrics: None,
             stream_live: true,
+            cluster,
         }
     }
 
@@ -177,13 +192,28 @@ impl Uploader {
         let target = self.target.clone();
         let key = target.object_key(&self.stream, &item.meta.key);
         let kind = item.meta.kind;
+        let fenced = self
+            .cluster
+            .clone()
+            .zip(item.meta.fence)
+            .map(|(cluster, token)| (cluster, self.stream.clone(), token));
         let upload = async move {
             let started = Instant::now();
+            if let Some((cluster, stream, token)) = fenced {
+                match cluster.is_current(&stream, token).await {
+                    Ok(true) => {}
+                    Ok(false) => return (Ok(Sent::Fenced), started.elapsed()),
+                    Err(e) => return (Err(UploadError::Fence(e)), started.elapsed()),
+                }
+            }
             let result = match kind {
                 ItemKind::Delete => target.delete(&key).await,
                 _ => target.put(&key, kind, body).await,
             };
-            (result, started.elapsed())
+            (
+                result.map(|()| Sent::Done).map_err(UploadError::S3),
+                started.elapsed(),
+            )
         };
         ctx.spawn(
             upload
@@ -197,13 +227,16 @@ impl Uploader {
     fn finished(
         &mut self,
         item: Item,
-        result: Result<(), crate::delivery::s3::S3Error>,
+        result: Result<Sent, UploadError>,
         elapsed: Duration,
         ctx: &mut Context<Self>,
     ) {
         self.busy = false;
         match result {
-            Ok(()) => {
+            Ok(sent) => {
+                if sent == Sent::Fenced {
+                    tracing::info!(stream = %self.stream, key = %item.meta.key, "not uploaded: another node owns this stream's playlists now");
+                }
                 if self.failures_in_a_row > 0 {
                     tracing::info!(stream = %self.stream, after = self.failures_in_a_row, "uploads to S3 work again");
                 }
@@ -234,6 +267,21 @@ impl Uploader {
 #[derive(Message)]
 #[rtype(result = "()")]
 struct Kick;
+
+#[derive(Debug, PartialEq, Eq)]
+enum Sent {
+    Done,
+    /// A playlist of a path another node owns now: dropped.
+    Fenced,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum UploadError {
+    #[error(transparent)]
+    S3(#[from] crate::delivery::s3::S3Error),
+    #[error("cannot check the path's lease: {0}")]
+    Fence(crate::cluster::ClusterError),
+}
 
 impl Actor for Uploader {
     type Context = Context<Self>;
@@ -275,7 +323,7 @@ impl Supervised for Uploader {
 impl Handler<Deliver> for Uploader {
     type Result = ();
 
-    fn handle(&mut self, Deliver(outputs): Deliver, ctx: &mut Context<Self>) {
+    fn handle(&mut self, Deliver { outputs, fence }: Deliver, ctx: &mut Context<Self>) {
         self.stream_live = true;
         let grace = self.delete_grace;
         let Some(mut spool) = self.spool.take() else {
@@ -289,7 +337,7 @@ impl Handler<Deliver> for Uploader {
         let stream = self.stream.clone();
         let write = tokio::task::spawn_blocking(move || {
             for output in outputs {
-                let Some((meta, body)) = to_item(output, grace) else {
+                let Some((meta, body)) = to_item(output, grace, fence) else {
                     continue;
                 };
                 if let Err(e) = spool.push(meta, &body) {
@@ -332,6 +380,7 @@ pub struct Deliveries {
     target: Option<S3Target>,
     spool_root: PathBuf,
     delete_grace: Option<Duration>,
+    cluster: Option<Arc<Cluster>>,
     uploaders: Mutex<HashMap<String, Addr<Uploader>>>,
 }
 
@@ -341,14 +390,21 @@ impl Deliveries {
         target: Option<S3Target>,
         spool_root: PathBuf,
         delete_grace_seconds: u64,
+        cluster: Option<Arc<Cluster>>,
     ) -> Arc<Self> {
         Arc::new(Self {
             target,
             spool_root,
+            cluster,
             delete_grace: (delete_grace_seconds > 0)
                 .then(|| Duration::from_secs(delete_grace_seconds)),
             uploaders: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The bucket, when S3 is on.
+    pub fn target(&self) -> Option<&S3Target> {
+        self.target.as_ref()
     }
 
     /// The stream's uploader (started if needed), or `None` when S3 is off. Call from
@@ -359,13 +415,14 @@ impl Deliveries {
         if let Some(addr) = uploaders.get(stream).filter(|a| a.connected()) {
             return Some(addr.clone());
         }
-        let (name, target, dir, grace) = (
+        let (name, target, dir, grace, cluster) = (
             stream.to_owned(),
             target.clone(),
             self.spool_root.join(stream),
             self.delete_grace,
+            self.cluster.clone(),
         );
-        let addr = Supervisor::start(move |_| Uploader::new(name, target, dir, grace));
+        let addr = Supervisor::start(move |_| Uploader::new(name, target, dir, grace, cluster));
         uploaders.insert(stream.to_owned(), addr.clone());
         Some(addr)
     }

@@ -17,7 +17,12 @@ pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 
 const ENV_PREFIX: &str = "KAWA_";
 /// Settings whose values are secrets: read verbatim, never echoed.
-const SECRET_KEYS: &[&str] = &["admin_token", "store.redis_url", "grpc.token"];
+const SECRET_KEYS: &[&str] = &[
+    "admin_token",
+    "store.redis_url",
+    "grpc.token",
+    "cluster.token",
+];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,6 +36,7 @@ pub struct Settings {
     pub s3: S3Settings,
     pub grpc: GrpcSettings,
     pub store: StoreSettings,
+    pub cluster: ClusterSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -146,6 +152,21 @@ pub struct StoreSettings {
     /// A Redis URL may carry a password, so it is a secret too.
     pub redis_url: Secret,
     pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// Share stream ownership and playlist state with other nodes through Redis.
+    pub enabled: bool,
+    /// This node's name in Redis; empty: the host name and a random suffix.
+    pub node_id: String,
+    /// Where other nodes reach this node's HTTP (proxied viewers).
+    pub advertise_url: String,
+    /// How long a path's lease outlives its owner's last renewal.
+    pub lease_ms: u64,
+    /// Shared secret for node-to-node HTTP (`authorization: Bearer`).
+    pub token: Secret,
 }
 
 /// A string that must never reach a log line or an error message.

@@ -49,6 +49,7 @@ impl Settings {
                 &["redis", "rediss", "redis+unix", "unix"],
             )?;
         }
+        self.validate_cluster()?;
         if !self.rtmp.key_service_url.is_empty() {
             check_url(
                 "rtmp.key_service_url",
@@ -173,5 +174,62 @@ fn check_url(key: &str, value: &str, schemes: &[&str]) -> Result<(), ConfigError
             ),
         )),
         Err(e) => Err(ConfigError::invalid(key, format!("not a URL ({e})"))),
+    }
+}
+
+impl Settings {
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let cluster = &self.cluster;
+        if !cluster.enabled {
+            return Ok(());
+        }
+        if self.store.redis_url.is_empty() {
+            return Err(ConfigError::invalid(
+                "cluster.enabled",
+                "a cluster shares its state through Redis: set store.redis_url too",
+            ));
+        }
+        if self.http.tls().is_some() {
+            return Err(ConfigError::invalid(
+                "cluster.enabled",
+                "nodes forward viewers to each other over plain HTTP: terminate TLS in front of \
+                 the nodes (at the load balancer) instead of http.tls_cert",
+            ));
+        }
+        if cluster.advertise_url.is_empty() {
+            if self.http.addr.ip().is_unspecified() {
+                return Err(ConfigError::invalid(
+                    "cluster.advertise_url",
+                    "the other nodes need this node's address: set it (http.addr listens on every address)",
+                ));
+            }
+        } else {
+            // Node-to-node HTTP is plain HTTP inside the cluster's network.
+            check_url("cluster.advertise_url", &cluster.advertise_url, &["http"])?;
+        }
+        if cluster.token.expose().len() < 16 {
+            return Err(ConfigError::invalid(
+                "cluster.token",
+                "must be at least 16 characters (the nodes' shared secret)",
+            ));
+        }
+        if !(500..=60_000).contains(&cluster.lease_ms) {
+            return Err(ConfigError::invalid(
+                "cluster.lease_ms",
+                "must be between 500 and 60000",
+            ));
+        }
+        if !cluster
+            .node_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            || cluster.node_id.len() > 64
+        {
+            return Err(ConfigError::invalid(
+                "cluster.node_id",
+                "at most 64 letters, digits, '.', '_' or '-'",
+            ));
+        }
+        Ok(())
     }
 }

@@ -60,7 +60,7 @@ impl LocalSink {
     }
 }
 
-fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> io::Result<()> {
+pub fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(".{name}.tmp"));
     std::fs::write(&tmp, data)?;

@@ -76,6 +76,40 @@ impl S3Target {
             .map_err(|e| S3Error(describe(&e)))
     }
 
+    /// An object's bytes, `None` when it does not exist; at most `limit` bytes.
+    pub async fn get(&self, key: &str, limit: usize) -> Result<Option<Vec<u8>>, S3Error> {
+        let answer = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await;
+        let object = match answer {
+            Ok(object) => object,
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(S3Error(describe(&e))),
+        };
+        if object
+            .content_length()
+            .is_some_and(|n| n < 0 || n as usize > limit)
+        {
+            return Err(S3Error(format!("{key} is over {limit} bytes")));
+        }
+        let body = object
+            .body
+            .collect()
+            .await
+            .map_err(|e| S3Error(describe(&e)))?
+            .into_bytes();
+        if body.len() > limit {
+            return Err(S3Error(format!("{key} is over {limit} bytes")));
+        }
+        Ok(Some(body.to_vec()))
+    }
+
     pub async fn delete(&self, key: &str) -> Result<(), S3Error> {
         self.client
             .delete_object()

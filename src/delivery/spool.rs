@@ -29,6 +29,10 @@ pub struct ItemMeta {
     /// Unix milliseconds before which the item must not run (delayed deletes).
     #[serde(default)]
     pub not_before_ms: u64,
+    /// In a cluster, the path's lease token when the item was made: a playlist is put
+    /// only while that token is the newest (a replaced owner's late writes are dropped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,6 +192,7 @@ mod tests {
             kind,
             key: key.into(),
             not_before_ms: 0,
+            fence: None,
         }
     }
 
@@ -262,6 +267,7 @@ mod tests {
                     kind: ItemKind::Delete,
                     key: "source/0.ts".into(),
                     not_before_ms: 1000,
+                    fence: None,
                 },
                 b"",
             )

@@ -6,3 +6,4 @@ pub mod low_latency;
 pub mod packager;
 pub mod playlist;
 mod rendition;
+pub mod resume;

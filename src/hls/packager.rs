@@ -13,6 +13,7 @@ use super::low_latency::LivePlaylist;
 use super::playlist::{MasterPlaylist, MediaPlaylist, Variant};
 use super::rendition::Rendition;
 pub use super::rendition::{Anchor, Start};
+use super::resume::PathState;
 use crate::media::cmaf::SegmenterSettings;
 use crate::media::fmp4::Fmp4Error;
 use crate::media::frame::Frame;
@@ -91,6 +92,9 @@ pub struct Packager {
     part_target: Option<f64>,
     audio_codec: Option<String>,
     renditions: Vec<Rendition>,
+    /// A predecessor's playlists, continued by the renditions of the same name as they
+    /// are declared.
+    resumed: Option<PathState>,
     ended: bool,
     /// Segments longer than the target duration (the encoder's keyframe interval grew).
     pub overlong_segments: u64,
@@ -108,6 +112,7 @@ impl Packager {
             part_target: None,
             audio_codec: None,
             renditions: Vec::new(),
+            resumed: None,
             ended: false,
             overlong_segments: 0,
         }
@@ -131,9 +136,17 @@ impl Packager {
                     r.info.frame_rate = info.frame_rate.or(r.info.frame_rate);
                     r.reset_bitrate();
                 }
-                None => self
-                    .renditions
-                    .push(Rendition::new(info, self.epoch, self.settings)),
+                None => {
+                    let mut r = Rendition::new(info, self.epoch, self.settings);
+                    if let Some(state) = self
+                        .resumed
+                        .as_ref()
+                        .and_then(|s| s.rendition(&r.info.name))
+                    {
+                        r.resume(state);
+                    }
+                    self.renditions.push(r);
+                }
             }
         }
     }
@@ -153,6 +166,42 @@ impl Packager {
         self.renditions
             .iter()
             .any(|r| r.info.has_video && r.info.frame_rate.is_none())
+    }
+
+    /// Continues `state`'s playlists (call before the first frame): the same target
+    /// duration, and each rendition of the same name goes on from its sequence numbers
+    /// and listed segments.
+    pub fn resume(&mut self, state: PathState) {
+        if self.target_duration.is_none() {
+            self.target_duration = state.target_duration;
+        }
+        for r in &mut self.renditions {
+            if let Some(s) = state.rendition(&r.info.name) {
+                r.resume(s);
+            }
+        }
+        self.resumed = Some(state);
+    }
+
+    /// What a successor needs to continue these playlists.
+    pub fn snapshot(&self) -> PathState {
+        PathState {
+            target_duration: self.target_duration,
+            renditions: self
+                .renditions
+                .iter()
+                .map(Rendition::snapshot)
+                .chain(
+                    // A predecessor's renditions this ladder has not declared (yet).
+                    self.resumed.iter().flat_map(|s| {
+                        s.renditions
+                            .iter()
+                            .filter(|p| !self.renditions.iter().any(|r| r.info.name == p.name))
+                            .cloned()
+                    }),
+                )
+                .collect(),
+        }
     }
 
     pub fn target_duration(&self) -> Option<u64> {

@@ -15,6 +15,7 @@ use time::OffsetDateTime;
 use super::low_latency::{LivePlaylist, LiveSegment, OpenSegment, PartInfo};
 use super::packager::{Output, RenditionInfo};
 use super::playlist::{MediaPlaylist, MediaSegment};
+use super::resume::{RenditionState, SegmentRecord};
 use crate::media::annexb;
 use crate::media::avc::AvcDecoderConfig;
 use crate::media::cmaf::{Part, Segmenter, SegmenterSettings};
@@ -404,6 +405,50 @@ impl Rendition {
             segments: self.window.iter().map(Entry::segment).collect(),
             ended,
         }
+    }
+
+    /// What a successor needs to continue this playlist.
+    pub fn snapshot(&self) -> RenditionState {
+        RenditionState {
+            name: self.info.name.clone(),
+            media_sequence: self.media_sequence,
+            discontinuity_sequence: self.discontinuity_sequence,
+            segments: self
+                .window
+                .iter()
+                .map(|e| SegmentRecord {
+                    uri: e.name.clone(),
+                    init: e.init.clone(),
+                    duration: e.duration,
+                    discontinuity: e.discontinuity,
+                    program_date_time: e.program_date_time,
+                })
+                .collect(),
+        }
+    }
+
+    /// Continues a predecessor's playlist (before this rendition's first start): its
+    /// segments stay listed, the sequence numbers go on, and this rendition's first
+    /// segment is marked with a discontinuity.
+    pub fn resume(&mut self, state: &RenditionState) {
+        self.media_sequence = state.media_sequence;
+        self.discontinuity_sequence = state.discontinuity_sequence;
+        self.window = state
+            .segments
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Entry {
+                seq: state.media_sequence + i as u64,
+                name: s.uri.clone(),
+                init: s.init.clone(),
+                duration: s.duration,
+                discontinuity: s.discontinuity,
+                program_date_time: s.program_date_time,
+                parts: Vec::new(),
+            })
+            .collect();
+        self.next_seq = state.next_msn();
+        self.discontinuity_pending = self.next_seq > 0;
     }
 
     pub fn has_segments(&self) -> bool {

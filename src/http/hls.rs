@@ -13,6 +13,7 @@ use actix_files::NamedFile;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, Responder, web};
 
+use super::proxy::ClusterProxy;
 use crate::delivery::memory::{FileLookup, LiveStore, LiveStream, PlaylistLookup};
 use crate::hls::low_latency::Directives;
 use crate::keys::PublishPath;
@@ -241,14 +242,35 @@ async fn file(
     response.respond_to(req).map_into_boxed_body()
 }
 
+/// In a cluster, the owner's answer when another node owns the stream (this node has
+/// no live edge for it).
+async fn from_owner(
+    req: &HttpRequest,
+    live: &LiveStore,
+    proxy: Option<&ClusterProxy>,
+    stream: &PublishPath,
+) -> Option<HttpResponse> {
+    if live.get(stream.as_str()).is_some() {
+        return None;
+    }
+    proxy?.forward(req, stream.as_str()).await
+}
+
 async fn master(
     req: HttpRequest,
     root: web::Data<HlsRoot>,
+    live: web::Data<LiveStore>,
+    proxy: Option<web::Data<ClusterProxy>>,
     path: web::Path<String>,
 ) -> HttpResponse {
     let Ok(stream) = PublishPath::parse(&path) else {
         return not_found();
     };
+    if let Some(answer) =
+        from_owner(&req, &live, proxy.as_ref().map(|p| p.get_ref()), &stream).await
+    {
+        return answer;
+    }
     file(
         &req,
         root.0.join(stream.as_str()).join("master.m3u8"),
@@ -263,6 +285,7 @@ async fn rendition_file(
     req: HttpRequest,
     root: web::Data<HlsRoot>,
     live: web::Data<LiveStore>,
+    proxy: Option<web::Data<ClusterProxy>>,
     path: web::Path<(String, String, String)>,
 ) -> HttpResponse {
     let (stream, rendition, name) = path.into_inner();
@@ -271,6 +294,11 @@ async fn rendition_file(
     };
     if !rendition_ok(&rendition) {
         return not_found();
+    }
+    if let Some(answer) =
+        from_owner(&req, &live, proxy.as_ref().map(|p| p.get_ref()), &stream).await
+    {
+        return answer;
     }
     let playlist = name == "index.m3u8";
     if (playlist || segment_ok(&name))

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod error;
 pub mod health;
 pub mod hls;
+pub mod proxy;
 pub mod streams;
 pub mod tls;
 

@@ -352,3 +352,51 @@ fn a_live_passthrough_stream_holds_no_gop_cache_but_a_ladder_does() {
     publish(&mut ladder, 0..60);
     assert_eq!(ladder.cached_frames(), 10);
 }
+
+/// A successor (another session, or in a cluster another node) continues the same
+/// playlists: the media sequence goes on, the predecessor's segments stay listed, its
+/// first segment is a discontinuity, and the target duration is the predecessor's.
+#[test]
+fn a_successor_continues_the_predecessors_playlists() {
+    let mut first = core(LadderPreset::Passthrough);
+    first.on_config(config(false));
+    publish(&mut first, 0..400); // 7 segments of 2 s; 6 listed
+    let state = first.packager.snapshot();
+    let before = first.packager.playlist_of("source").unwrap();
+    assert_eq!(before.media_sequence, 1);
+    assert_eq!(before.segments.len(), 6);
+
+    let json = state.to_json();
+    let state = crate::hls::resume::PathState::from_json(json.as_bytes()).unwrap();
+    let mut next = StreamCore::new(
+        {
+            let mut hls = Settings::load(None).unwrap().hls;
+            hls.preset = LadderPreset::Passthrough;
+            hls
+        },
+        1_800_000_000_000,
+    );
+    next.packager.resume(state);
+    next.on_config(config(false));
+    let out = publish(&mut next, 0..51);
+    let written = writes(&out);
+    assert_eq!(segments_of(&written, "source"), ["1800000000000_7.m4s"]);
+    let after = next.packager.playlist_of("source").unwrap();
+    // One segment more slid the window by one: nothing listed went missing.
+    assert_eq!(after.media_sequence, 2);
+    assert_eq!(after.target_duration, before.target_duration);
+    let uris: Vec<&str> = after.segments.iter().map(|s| s.uri.as_str()).collect();
+    let old: Vec<&str> = before.segments[1..]
+        .iter()
+        .map(|s| s.uri.as_str())
+        .collect();
+    assert_eq!(&uris[..5], &old[..]);
+    assert_eq!(uris[5], "1800000000000_7.m4s");
+    assert!(after.segments[5].discontinuity);
+    assert!(!after.segments[4].discontinuity);
+    assert_eq!(after.discontinuity_sequence, 0);
+    assert_eq!(
+        after.segments[4].map, before.segments[5].map,
+        "old EXT-X-MAP kept"
+    );
+}

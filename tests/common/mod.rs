@@ -1,7 +1,9 @@
 //! Real parts for integration tests: a `kawa` process, a `redis-server`, free ports.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod cluster;
 pub mod rtmp;
+pub mod s3;
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener};
@@ -723,12 +725,22 @@ impl Drop for TcpRelay {
 }
 
 impl Kawa {
-    /// SIGKILL, then start again with the same data directory and settings.
-    pub fn kill_and_restart(&mut self) {
+    /// SIGKILL: a crashed node.
+    pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// SIGKILL, then start again with the same data directory and settings.
+    pub fn kill_and_restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+
+    /// Starts a killed or stopped Kawa again (new ports, same data directory).
+    pub fn start_again(&mut self) {
         self.launch();
     }
 }

@@ -158,3 +158,11 @@ impl Handler<GetStatus> for StreamSession {
         })
     }
 }
+
+impl Handler<LeaseLost> for StreamSession {
+    type Result = ();
+
+    fn handle(&mut self, _: LeaseLost, ctx: &mut Context<Self>) {
+        self.lease_lost(ctx);
+    }
+}

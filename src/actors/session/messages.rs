@@ -79,3 +79,8 @@ pub struct LiveStatus {
     pub transcoder_restarts: u64,
     pub transcoder_running: bool,
 }
+
+/// Another node took this path over (the lease's fencing token moved on).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct LeaseLost;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+mod cluster;
 mod messages;
 
 use actix::prelude::*;
@@ -37,6 +38,8 @@ pub struct SessionContext {
     pub deliveries: Arc<Deliveries>,
     /// The live edges that HTTP serves LL-HLS from.
     pub live: Arc<LiveStore>,
+    /// Stream ownership shared with other nodes (`cluster.enabled`).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 pub use messages::*;
@@ -69,6 +72,10 @@ pub struct StreamSession {
     started: Instant,
     bitrate: BitrateWindow,
     superseded: bool,
+    /// Another node owns the path (or never let this one have it): nothing is written.
+    fenced: bool,
+    /// The path's lease, in a cluster.
+    ownership: Option<cluster::Ownership>,
     uploader: Option<Addr<Uploader>>,
     metrics: StreamMetrics,
     last_keyframe: Option<Instant>,
@@ -114,6 +121,8 @@ impl StreamSession {
             started: Instant::now(),
             bitrate: BitrateWindow::default(),
             superseded: false,
+            fenced: false,
+            ownership: None,
             uploader: None,
             metrics: StreamMetrics::new(&label),
             last_keyframe: None,
@@ -249,7 +258,7 @@ impl StreamSession {
     /// Performs the packager's outputs: the local sink first (viewers of Kawa's own HLS
     /// never wait on S3), then the S3 uploader's queue.
     fn apply(&self, outputs: Vec<Output>) {
-        if self.superseded || outputs.is_empty() {
+        if self.superseded || self.fenced || outputs.is_empty() {
             // A newer session writes this path's playlists and series now.
             return;
         }
@@ -257,6 +266,9 @@ impl StreamSession {
         let outputs = self.edge.take(outputs);
         if outputs.is_empty() {
             return;
+        }
+        if outputs.iter().any(|o| matches!(o, Output::Playlist { .. })) {
+            self.save_state();
         }
         for output in &outputs {
             if let Output::Segment {
@@ -279,7 +291,10 @@ impl StreamSession {
         match &self.uploader {
             Some(uploader) => {
                 self.sink.apply(outputs.clone());
-                uploader.do_send(Deliver(outputs));
+                uploader.do_send(Deliver {
+                    outputs,
+                    fence: self.ownership.as_ref().map(|o| o.lease.token),
+                });
             }
             None => self.sink.apply(outputs),
         }
@@ -314,6 +329,7 @@ impl StreamSession {
         if !self.superseded {
             self.metrics.remove();
         }
+        self.release();
         if let Some(uploader) = &self.uploader {
             uploader.do_send(StreamEnded);
         }
@@ -344,11 +360,16 @@ impl StreamSession {
         if let Err(panic) = result {
             let detail = crate::telemetry::panic_message(&*panic);
             tracing::error!(parent: &self.span, panic = %detail, "stream session panicked; ending the stream");
-            self.kill_encoder();
             self.publisher = None;
-            let actions = self.core.force_end();
-            self.perform(actions, ctx);
+            self.end_now(ctx);
         }
+    }
+
+    /// Ends the stream without waiting for FFmpeg (a failure, or the path moved away).
+    fn end_now(&mut self, ctx: &mut Context<Self>) {
+        self.kill_encoder();
+        let actions = self.core.force_end();
+        self.perform(actions, ctx);
     }
 
     /// A panic for the fault tests, in debug builds only: `TEST_KAWA_PANIC_PATH` names a
@@ -374,10 +395,14 @@ impl Actor for StreamSession {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         self.uploader = self.context.deliveries.uploader(self.path.as_str());
         tracing::info!(parent: &self.span, "stream session started");
+        if let Some(cluster) = self.context.cluster.clone() {
+            self.claim(cluster, ctx);
+        }
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
         self.kill_encoder();
+        self.release();
     }
 }
 

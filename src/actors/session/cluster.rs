@@ -1,0 +1,202 @@
+//! A session in a cluster: it owns its path through a lease in Redis, taken before its
+//! first frame and renewed while it lives; it continues the playlists the path's
+//! previous owner left (fetching their segments), saves their state after every new
+//! segment, and stops writing the moment another node takes the path over.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use tokio::sync::watch;
+
+use super::{LeaseLost, StreamSession};
+use crate::cluster::restore::{Sources, keep_present};
+use crate::cluster::{Acquired, Cluster, ClusterError, Lease};
+use crate::hls::resume::PathState;
+
+/// How often a publish waiting for a dead owner's lease to lapse asks again.
+const RETRY: Duration = Duration::from_millis(250);
+
+/// The path's lease and the task that saves its playlist state.
+pub(super) struct Ownership {
+    pub cluster: Arc<Cluster>,
+    pub lease: Lease,
+    /// The newest state; the saver writes the latest one, in order.
+    pub state: watch::Sender<Option<PathState>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ClaimError {
+    #[error("node {0} publishes this path now (rtmp.takeover is off)")]
+    HeldByLiveNode(String),
+    #[error("the path's lease could not be taken in time: {0}")]
+    Unavailable(ClusterError),
+    #[error("the path's lease is still held by node {0}")]
+    StillHeld(String),
+}
+
+/// Takes `path`'s lease: from anybody with `force` (a publisher that moved here wins, and
+/// the old owner is fenced); otherwise only once nobody holds it, waiting for a dead
+/// owner's lease to lapse.
+async fn take_lease(cluster: &Cluster, path: &str, force: bool) -> Result<Lease, ClaimError> {
+    let deadline = Instant::now() + cluster.lease_ttl() + cluster.renew_every();
+    loop {
+        let error = match cluster.acquire(path, force).await {
+            Ok(Acquired::Taken(lease)) => return Ok(lease),
+            Ok(Acquired::HeldBy(holder)) => match cluster.node(&holder.node).await {
+                Ok(Some(_)) => return Err(ClaimError::HeldByLiveNode(holder.node)),
+                Ok(None) => ClaimError::StillHeld(holder.node),
+                Err(e) => ClaimError::Unavailable(e),
+            },
+            Err(e) => ClaimError::Unavailable(e),
+        };
+        if Instant::now() >= deadline {
+            return Err(error);
+        }
+        tokio::time::sleep(RETRY).await;
+    }
+}
+
+impl StreamSession {
+    /// Claims the path before any frame is handled (`ctx.wait` holds the mailbox).
+    pub(super) fn claim(&mut self, cluster: Arc<Cluster>, ctx: &mut Context<Self>) {
+        let path = self.path.as_str().to_owned();
+        let force = self.context.settings.rtmp.takeover;
+        let local = self.context.hls_root.join(&path);
+        let deliveries = Arc::clone(&self.context.deliveries);
+        let claim = async move {
+            let lease = take_lease(&cluster, &path, force).await?;
+            let mut state = match cluster.load_state(&path).await {
+                Ok(state) => state,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the path's previous playlists cannot be continued");
+                    None
+                }
+            };
+            let mut dropped = 0;
+            if let Some(state) = state.as_mut() {
+                let sources = Sources {
+                    local,
+                    s3: deliveries.target().map(|t| (t, path.as_str())),
+                };
+                dropped = keep_present(state, &sources).await;
+            }
+            Ok::<_, ClaimError>((cluster, lease, state, dropped))
+        };
+        ctx.wait(claim.into_actor(self).map(|result, this, ctx| match result {
+            Ok((cluster, lease, state, dropped)) => this.owned(cluster, lease, state, dropped, ctx),
+            Err(e) => {
+                tracing::warn!(parent: &this.span, error = %e, "publish refused: the path is not ours");
+                this.fenced = true;
+                this.end_now(ctx);
+            }
+        }));
+    }
+
+    fn owned(
+        &mut self,
+        cluster: Arc<Cluster>,
+        lease: Lease,
+        state: Option<PathState>,
+        dropped: usize,
+        ctx: &mut Context<Self>,
+    ) {
+        tracing::info!(parent: &self.span, token = lease.token, node = cluster.node_id(), "owns the path");
+        if let Some(state) = state {
+            let next: Vec<(String, u64)> = state
+                .renditions
+                .iter()
+                .map(|r| (r.name.clone(), r.next_msn()))
+                .collect();
+            tracing::info!(parent: &self.span, ?next, missing_segments = dropped, "continuing the path's playlists");
+            self.core.packager.resume(state);
+        }
+        let (state, saves) = watch::channel(None);
+        spawn_saver(Arc::clone(&cluster), lease.clone(), saves, ctx.address());
+        self.ownership = Some(Ownership {
+            cluster,
+            lease,
+            state,
+        });
+        let every = self.ownership.as_ref().map(|o| o.cluster.renew_every());
+        if let Some(every) = every {
+            ctx.run_interval(every, |this, ctx| this.renew(ctx));
+        }
+    }
+
+    fn renew(&mut self, ctx: &mut Context<Self>) {
+        let Some(o) = &self.ownership else { return };
+        let (cluster, lease) = (Arc::clone(&o.cluster), o.lease.clone());
+        let renew = async move { cluster.renew(&lease).await };
+        ctx.spawn(renew.into_actor(self).map(|result, this, ctx| match result {
+            Ok(true) => {}
+            Ok(false) => this.lease_lost(ctx),
+            Err(e) => tracing::warn!(parent: &this.span, error = %e, "cannot renew the path's lease"),
+        }));
+    }
+
+    /// Another node owns the path now: this one writes nothing more and lets go of its
+    /// publisher (whose encoder, if it still reaches us, should not be split in two).
+    pub(super) fn lease_lost(&mut self, ctx: &mut Context<Self>) {
+        if self.ownership.take().is_none() {
+            return;
+        }
+        tracing::warn!(parent: &self.span, "another node took this path over; this node stops writing it");
+        self.fenced = true;
+        // Viewers asking this node from now on are sent to the new owner.
+        self.context.live.close(self.path.as_str(), &self.edge);
+        self.end_now(ctx);
+    }
+
+    /// Saves the playlists' state after new segments (the saver coalesces).
+    pub(super) fn save_state(&self) {
+        if let Some(o) = &self.ownership {
+            o.state.send_replace(Some(self.core.packager.snapshot()));
+        }
+    }
+
+    /// The stream ended here: the path is free for the next publish, on any node.
+    pub(super) fn release(&mut self) {
+        if let Some(o) = self.ownership.take() {
+            let state = o.state.borrow().clone();
+            tokio::spawn(async move {
+                // The last state (ENDLIST written) first: the next owner goes on from it.
+                if let Some(state) = state {
+                    let _ = o.cluster.save_state(&o.lease, &state).await;
+                }
+                if let Err(e) = o.cluster.release(&o.lease).await {
+                    tracing::warn!(error = %e, "cannot release the path's lease; it lapses");
+                }
+            });
+        }
+    }
+}
+
+/// Writes each newest state in turn; tells the session when the lease was lost.
+fn spawn_saver(
+    cluster: Arc<Cluster>,
+    lease: Lease,
+    mut saves: watch::Receiver<Option<PathState>>,
+    session: Addr<StreamSession>,
+) {
+    tokio::spawn(async move {
+        let mut failing = false;
+        while saves.changed().await.is_ok() {
+            let Some(state) = saves.borrow_and_update().clone() else {
+                continue;
+            };
+            match cluster.save_state(&lease, &state).await {
+                Ok(true) => failing = false,
+                Ok(false) => {
+                    session.do_send(LeaseLost);
+                    return;
+                }
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e, "cannot save the path's playlist state");
+                }
+                Err(_) => {}
+            }
+        }
+    });
+}

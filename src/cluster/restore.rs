@@ -1,0 +1,69 @@
+//! Before a new owner lists its predecessor's segments, it makes sure each one is where
+//! its playlists point: in its own data dir (fetched from S3 when another node wrote it).
+//! A segment that cannot be found was never in a playlist S3 viewers saw (the uploader
+//! puts a segment before the playlist that lists it), so it and every later one are
+//! left out; the sequence numbers still only go forward.
+
+use std::path::PathBuf;
+
+use crate::delivery::local::write_atomic;
+use crate::delivery::s3::S3Target;
+use crate::hls::resume::PathState;
+
+/// Larger than any segment Kawa cuts (8 MiB messages, a few seconds each).
+const MAX_SEGMENT_BYTES: usize = 256 * 1024 * 1024;
+
+/// Where the predecessor's files can be found besides the local data dir.
+pub struct Sources<'a> {
+    /// `DATA_DIR/hls/{path}`.
+    pub local: PathBuf,
+    pub s3: Option<(&'a S3Target, &'a str)>,
+}
+
+async fn present(sources: &Sources<'_>, rendition: &str, name: &str) -> bool {
+    let dir = sources.local.join(rendition);
+    if tokio::fs::try_exists(dir.join(name)).await.unwrap_or(false) {
+        return true;
+    }
+    let Some((s3, stream)) = sources.s3 else {
+        return false;
+    };
+    let key = s3.object_key(stream, &format!("{rendition}/{name}"));
+    match s3.get(&key, MAX_SEGMENT_BYTES).await {
+        Ok(Some(data)) => {
+            let name = name.to_owned();
+            let written =
+                tokio::task::spawn_blocking(move || write_atomic(&dir, &name, &data)).await;
+            matches!(written, Ok(Ok(())))
+        }
+        Ok(None) => false,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot fetch a predecessor's segment");
+            false
+        }
+    }
+}
+
+/// Keeps, per rendition, the segments (and their init segments) that are present or
+/// could be fetched, up to the first that could not. Returns how many were left out.
+pub async fn keep_present(state: &mut PathState, sources: &Sources<'_>) -> usize {
+    let mut dropped = 0;
+    for rendition in &mut state.renditions {
+        let mut kept = 0;
+        let mut inits_seen: Vec<String> = Vec::new();
+        for segment in &rendition.segments {
+            let init_ok = inits_seen.contains(&segment.init)
+                || present(sources, &rendition.name, &segment.init).await;
+            if !init_ok || !present(sources, &rendition.name, &segment.uri).await {
+                break;
+            }
+            if !inits_seen.contains(&segment.init) {
+                inits_seen.push(segment.init.clone());
+            }
+            kept += 1;
+        }
+        dropped += rendition.segments.len() - kept;
+        rendition.truncate(kept);
+    }
+    dropped
+}

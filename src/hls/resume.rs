@@ -1,0 +1,173 @@
+//! What a stream's playlists must carry on with when another session (on this node or,
+//! in a cluster, another one) continues the path: per rendition the media sequence, the
+//! discontinuity sequence and the segments listed now; and the target duration, fixed for
+//! the path's life. Stored as JSON (in Redis for a cluster) after every new segment.
+//!
+//! Pure. The JSON comes from another node: it is size-capped and checked before use.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// Larger than any real state: a window of a few segments per rendition.
+pub const MAX_STATE_BYTES: usize = 256 * 1024;
+/// More renditions or listed segments than this is not a state Kawa wrote.
+const MAX_RENDITIONS: usize = 32;
+const MAX_SEGMENTS: usize = 1024;
+const MAX_NAME: usize = 128;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PathState {
+    pub target_duration: Option<u64>,
+    pub renditions: Vec<RenditionState>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RenditionState {
+    pub name: String,
+    pub media_sequence: u64,
+    pub discontinuity_sequence: u64,
+    /// The segments the playlist lists, oldest first.
+    pub segments: Vec<SegmentRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SegmentRecord {
+    pub uri: String,
+    /// Its init segment (`EXT-X-MAP`).
+    pub init: String,
+    pub duration: f64,
+    pub discontinuity: bool,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub program_date_time: Option<OffsetDateTime>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("stream state of {0} bytes is over the {MAX_STATE_BYTES}-byte cap")]
+    TooLarge(usize),
+    #[error("stream state is not valid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("stream state is out of bounds: {0}")]
+    Invalid(&'static str),
+}
+
+/// A file name Kawa writes: `{epoch}_{n}.m4s` / `.mp4`, nothing that leaves its folder.
+fn is_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+        && !name.starts_with('.')
+}
+
+impl PathState {
+    pub fn to_json(&self) -> String {
+        // Plain data: serializing cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    pub fn from_json(bytes: &[u8]) -> Result<Self, StateError> {
+        if bytes.len() > MAX_STATE_BYTES {
+            return Err(StateError::TooLarge(bytes.len()));
+        }
+        let state: Self = serde_json::from_slice(bytes)?;
+        state.check()?;
+        Ok(state)
+    }
+
+    fn check(&self) -> Result<(), StateError> {
+        if self.renditions.len() > MAX_RENDITIONS {
+            return Err(StateError::Invalid("too many renditions"));
+        }
+        if self.target_duration.is_some_and(|t| t == 0 || t > 600) {
+            return Err(StateError::Invalid("target duration"));
+        }
+        for r in &self.renditions {
+            if !is_file_name(&r.name) {
+                return Err(StateError::Invalid("rendition name"));
+            }
+            if r.segments.len() > MAX_SEGMENTS {
+                return Err(StateError::Invalid("too many segments"));
+            }
+            if r.media_sequence > u64::MAX / 2 || r.discontinuity_sequence > u64::MAX / 2 {
+                return Err(StateError::Invalid("sequence number"));
+            }
+            for s in &r.segments {
+                if !is_file_name(&s.uri) || !is_file_name(&s.init) {
+                    return Err(StateError::Invalid("segment name"));
+                }
+                if !(s.duration.is_finite() && s.duration >= 0.0 && s.duration <= 600.0) {
+                    return Err(StateError::Invalid("segment duration"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn rendition(&self, name: &str) -> Option<&RenditionState> {
+        self.renditions.iter().find(|r| r.name == name)
+    }
+}
+
+impl RenditionState {
+    /// Keeps only the first `n` segments (the rest could not be found where the previous
+    /// owner stored them: they were never listed where viewers look).
+    pub fn truncate(&mut self, n: usize) {
+        self.segments.truncate(n);
+    }
+
+    /// The media sequence number the next segment gets.
+    pub fn next_msn(&self) -> u64 {
+        self.media_sequence + self.segments.len() as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> PathState {
+        PathState {
+            target_duration: Some(2),
+            renditions: vec![RenditionState {
+                name: "source".into(),
+                media_sequence: 40,
+                discontinuity_sequence: 2,
+                segments: vec![SegmentRecord {
+                    uri: "1700000000000_40.m4s".into(),
+                    init: "1700000000000_0.mp4".into(),
+                    duration: 2.0,
+                    discontinuity: true,
+                    program_date_time: Some(time::macros::datetime!(2026-11-30 12:00 UTC)),
+                }],
+            }],
+        }
+    }
+
+    #[test]
+    fn round_trips_through_json() {
+        let s = state();
+        assert_eq!(PathState::from_json(s.to_json().as_bytes()).unwrap(), s);
+        assert_eq!(s.renditions[0].next_msn(), 41);
+    }
+
+    #[test]
+    fn refuses_names_that_leave_the_folder_and_oversized_input() {
+        let mut s = state();
+        s.renditions[0].segments[0].uri = "../../etc/passwd".into();
+        assert!(matches!(
+            PathState::from_json(s.to_json().as_bytes()),
+            Err(StateError::Invalid("segment name"))
+        ));
+        let big = vec![b' '; MAX_STATE_BYTES + 1];
+        assert!(matches!(
+            PathState::from_json(&big),
+            Err(StateError::TooLarge(_))
+        ));
+        assert!(matches!(
+            PathState::from_json(b"{\"target_duration\":"),
+            Err(StateError::Json(_))
+        ));
+    }
+}

@@ -1,0 +1,177 @@
+//! A Kawa cluster on loopback: real `redis-server` and moto, N `kawa serve` nodes sharing
+//! them, a TCP balancer in front of their RTMP ports (what encoders reach), and an ffmpeg
+//! publisher that reconnects when its connection breaks, as OBS does.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::s3::with_s3;
+use super::{Kawa, MotoServer, RedisServer, free_port};
+
+pub const CLUSTER_TOKEN: &str = "cluster-test-token-0123456789";
+pub const LEASE_MS: u64 = 3000;
+
+/// Node `i` of a cluster: its own data dir and ports, the shared Redis and bucket.
+pub fn node(i: usize, redis: &RedisServer, moto: &MotoServer) -> Kawa {
+    with_s3(Kawa::builder(), &moto.endpoint())
+        .redis(redis)
+        .env("KAWA_CLUSTER__ENABLED", "true")
+        .env("KAWA_CLUSTER__NODE_ID", &format!("node-{i}"))
+        .env("KAWA_CLUSTER__TOKEN", CLUSTER_TOKEN)
+        .env("KAWA_CLUSTER__LEASE_MS", &LEASE_MS.to_string())
+        .env("KAWA_HLS__RETENTION_SECONDS", "60")
+        .start()
+}
+
+/// A TCP balancer: each new connection goes to the next backend that accepts it.
+pub struct Balancer {
+    pub port: u16,
+    backends: Arc<Mutex<Vec<SocketAddr>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Balancer {
+    pub async fn start(backends: Vec<SocketAddr>) -> Self {
+        let port = free_port();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let next = Arc::new(AtomicUsize::new(0));
+        let backends = Arc::new(Mutex::new(backends));
+        let shared = Arc::clone(&backends);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                let backends = shared.lock().unwrap().clone();
+                let next = Arc::clone(&next);
+                tokio::spawn(async move {
+                    let first = next.fetch_add(1, Ordering::Relaxed);
+                    for i in 0..backends.len() {
+                        let backend = backends[(first + i) % backends.len()];
+                        let connect = tokio::net::TcpStream::connect(backend);
+                        if let Ok(Ok(mut outbound)) =
+                            tokio::time::timeout(Duration::from_millis(500), connect).await
+                        {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self {
+            port,
+            backends,
+            task,
+        }
+    }
+
+    /// A node restarted on new ports.
+    pub fn set_backends(&self, backends: Vec<SocketAddr>) {
+        *self.backends.lock().unwrap() = backends;
+    }
+
+    pub fn rtmp_url(&self, key: &str) -> String {
+        format!("rtmp://127.0.0.1:{}/live/{key}", self.port)
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// An ffmpeg publisher (320x240 testsrc2, 25 fps, 2 s GOP, AAC) started again 200 ms
+/// after each exit, for as long as it lives. Keeps the time of every (re)start.
+pub struct ReconnectingPublisher {
+    stop: Arc<AtomicBool>,
+    pub starts: Arc<Mutex<Vec<Instant>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+fn publish(url: &str) -> Child {
+    Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-v", "error", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
+        .args(["-t", "900"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+        ])
+        .args(["-g", "50", "-pix_fmt", "yuv420p"])
+        .args(["-c:a", "aac", "-ac", "2", "-b:a", "64k", "-f", "flv", url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ffmpeg must be installed (scripts/test.sh installs it)")
+}
+
+impl ReconnectingPublisher {
+    pub fn start(url: String) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let starts = Arc::new(Mutex::new(Vec::new()));
+        let thread = {
+            let (stop, starts) = (Arc::clone(&stop), Arc::clone(&starts));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    starts.lock().unwrap().push(Instant::now());
+                    let mut child = publish(&url);
+                    while child.try_wait().unwrap().is_none() {
+                        if stop.load(Ordering::Relaxed) {
+                            let _ = child.kill();
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            })
+        };
+        Self {
+            stop,
+            starts,
+            thread: Some(thread),
+        }
+    }
+
+    /// When the publisher last (re)connected.
+    pub fn last_start(&self) -> Instant {
+        *self.starts.lock().unwrap().last().unwrap()
+    }
+
+    pub fn start_count(&self) -> usize {
+        self.starts.lock().unwrap().len()
+    }
+}
+
+impl Drop for ReconnectingPublisher {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The node (index) that owns `path` now, read from its lease in Redis.
+pub fn owner(redis: &RedisServer, path: &str) -> Option<usize> {
+    let out = Command::new("redis-cli")
+        .args(["-u", &redis.url(), "GET", &format!("kawa:lease:{path}")])
+        .output()
+        .ok()?;
+    let value = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let (_, node) = value.split_once(':')?;
+    node.strip_prefix("node-")?.parse().ok()
+}
