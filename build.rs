@@ -5,6 +5,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // SAFETY: build scripts are single-threaded; prost-build reads PROTOC.
     unsafe { std::env::set_var("PROTOC", protoc) };
     println!("cargo:rerun-if-changed=proto/kawa.proto");
-    tonic_prost_build::configure().compile_protos(&["proto/kawa.proto"], &["proto"])?;
+    tonic_prost_build::configure()
+        // Frames cross the wire as `Bytes`: no copy between the socket and FFmpeg.
+        .bytes(".kawa.v1.MediaFrame.data")
+        .compile_protos(&["proto/kawa.proto"], &["proto"])?;
     Ok(())
 }

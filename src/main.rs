@@ -28,6 +28,14 @@ enum Command {
         #[arg(long, short, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Run FFmpeg for the nodes of a cluster (a transcoder worker, reached over gRPC).
+    ///
+    /// Uses the [cluster], [store], [hls] and [transcoder] settings, like `serve`.
+    Transcoder {
+        /// A TOML file layered over the defaults.
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// Tools for operators and developers.
     #[command(subcommand)]
     Tools(Tool),
@@ -69,6 +77,33 @@ fn main() -> ExitCode {
             };
             kawa::telemetry::init(&settings.log);
             let result = actix_web::rt::System::new().block_on(kawa::server::serve(settings));
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    eprintln!("kawa: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Transcoder { config } => {
+            let settings = match Settings::load(config.as_deref()) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("kawa: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            kawa::telemetry::init(&settings.log);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build();
+            let result = match runtime {
+                Ok(runtime) => runtime
+                    .block_on(kawa::grpc::worker::run(settings))
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

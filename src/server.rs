@@ -115,7 +115,7 @@ fn open_store(settings: &Settings) -> Result<Arc<dyn KeyStore>, ServeError> {
 }
 
 /// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
     tokio::select! {
@@ -256,7 +256,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         })?;
     let http_addr = http_listener.local_addr().unwrap_or(http_addr);
     if let Some(cluster) = &cluster {
-        cluster.advertise_default(http_addr);
+        cluster.advertise_default(http_addr)?;
         cluster.spawn_heartbeat();
     }
     let state = web::Data::new(AppState {

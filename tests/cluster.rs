@@ -9,9 +9,14 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::cluster::{Balancer, ReconnectingPublisher, node, owner};
+use common::cluster::{
+    Balancer, CLUSTER_TOKEN, LEASE_MS, ReconnectingPublisher, Worker, node, owner,
+};
 use common::s3::{BUCKET, PREFIX, s3_has, s3_playlist};
-use common::{Kawa, MotoServer, Publisher, RedisServer, create_stream, ffprobe_json, wait_for};
+use common::{
+    Kawa, MotoServer, Publisher, RedisServer, SMALL_LADDER, create_stream, ffmpeg_children_of,
+    ffprobe_json, wait_for,
+};
 use m3u8_rs::MediaPlaylist;
 
 struct Cluster {
@@ -290,4 +295,107 @@ async fn a_publisher_moving_between_live_nodes_fences_the_old_owner() {
         "node-0 wrote over node-1's playlist"
     );
     assert_all_in_s3(&c.s3, PATH, &later).await;
+}
+
+/// The init segments (`EXT-X-MAP`) a rung's live playlist names: one per encoder run.
+async fn maps(kawa: &Kawa, path: &str, rendition: &str) -> Vec<String> {
+    let url = kawa.url(&format!("/hls/{path}/{rendition}/index.m3u8"));
+    let Ok(answer) = reqwest::get(url).await else {
+        return Vec::new();
+    };
+    let text = answer.text().await.unwrap_or_default();
+    let mut maps: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXT-X-MAP:URI=\""))
+        .map(|l| l.trim_end_matches('"').to_owned())
+        .collect();
+    maps.dedup();
+    maps
+}
+
+/// The node encodes its ladder on a transcoder worker (no FFmpeg of its own); when that
+/// worker is killed, the other one takes the encode over (GOP replayed, the rungs go on
+/// with a new init segment after a DISCONTINUITY).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_transcoder_worker_is_replaced() {
+    const PATH: &str = "ladder";
+    let redis = RedisServer::start();
+    let mut workers = [Worker::start(0, &redis), Worker::start(1, &redis)];
+    let kawa = Kawa::builder()
+        .config(SMALL_LADDER)
+        .redis(&redis)
+        .env("KAWA_HLS__PRESET", "ladder")
+        .env("KAWA_CLUSTER__ENABLED", "true")
+        .env("KAWA_CLUSTER__NODE_ID", "node-0")
+        .env("KAWA_CLUSTER__TOKEN", CLUSTER_TOKEN)
+        .env("KAWA_CLUSTER__LEASE_MS", &LEASE_MS.to_string())
+        .env("KAWA_CLUSTER__REMOTE_TRANSCODING", "true")
+        .start();
+    let key = create_stream(&kawa, PATH).await;
+    let _publisher = Publisher::start(&kawa.rtmp_url(&key), 90);
+    for rung in ["180p", "120p"] {
+        wait_for(
+            &format!("{rung} segments"),
+            Duration::from_secs(40),
+            || async { (!maps(&kawa, PATH, rung).await.is_empty()).then_some(()) },
+        )
+        .await;
+    }
+    assert!(
+        kawa.ffmpeg_children().is_empty(),
+        "the node ran FFmpeg itself"
+    );
+    let busy = wait_for("a worker's FFmpeg", Duration::from_secs(10), || async {
+        workers
+            .iter()
+            .position(|w| !ffmpeg_children_of(w.pid()).is_empty())
+    })
+    .await;
+    let spare = 1 - busy;
+    let before = maps(&kawa, PATH, "180p").await;
+    workers[busy].kill();
+    let killed = Instant::now();
+    for rung in ["180p", "120p"] {
+        wait_for(&format!("{rung} back"), Duration::from_secs(20), || async {
+            (maps(&kawa, PATH, rung).await.len() > before.len()).then_some(())
+        })
+        .await;
+    }
+    eprintln!(
+        "rungs back {:.2?} after the worker was killed",
+        killed.elapsed()
+    );
+    // A functional bound; the 3 s target's figure comes from the kill-to-rungs time above.
+    assert!(killed.elapsed() < Duration::from_secs(10));
+    assert!(
+        !ffmpeg_children_of(workers[spare].pid()).is_empty(),
+        "the other worker does not encode"
+    );
+    assert!(
+        kawa.ffmpeg_children().is_empty(),
+        "the node ran FFmpeg itself"
+    );
+    let text = reqwest::get(kawa.url(&format!("/hls/{PATH}/180p/index.m3u8")))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("#EXT-X-DISCONTINUITY"), "{text}");
+    // The rungs play after the change of encoder.
+    let probe = ffprobe_json(
+        &[
+            "-show_entries",
+            "stream=codec_type,height",
+            "-read_intervals",
+            "%+1",
+        ],
+        &kawa.url(&format!("/hls/{PATH}/120p/index.m3u8")),
+    );
+    assert!(
+        probe["streams"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|s| s["height"] == 120)),
+        "{probe}"
+    );
 }

@@ -7,7 +7,6 @@
 //! └── Transcoder (one FFmpeg child; the session starts a new one when it dies)
 //! ```
 
-pub mod backpressure;
 pub mod registry;
 pub mod restart;
 pub mod rtmp_conn;

@@ -13,7 +13,6 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::codec::{BytesCodec, FramedRead};
 
-use super::backpressure::DropToKeyframe;
 use super::registry::{Disconnect, Publish, PublishRefused, StreamRegistry, Unpublish};
 use super::rtmp_listener::Admission;
 use super::session::{Ingest, IngestInput, StreamSession};
@@ -23,6 +22,7 @@ use crate::keys::PublishPath;
 use crate::keys::authorizer::{Decision, PublishAuthorizer};
 use crate::media::demux::MediaEvent;
 use crate::metrics::METRICS;
+use crate::stream::backpressure::DropToKeyframe;
 
 /// What every connection needs.
 pub struct IngestContext {

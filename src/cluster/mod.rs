@@ -6,9 +6,10 @@
 
 pub mod lease;
 pub mod restore;
+pub mod workers;
 
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
 use redis::AsyncCommands;
@@ -22,6 +23,9 @@ use crate::hls::resume::{MAX_STATE_BYTES, PathState, StateError};
 
 /// How long a path's playlist state outlives its last write.
 const STATE_TTL_SECONDS: u64 = 24 * 3600;
+/// How long a transcoder worker this node saw fail is passed over (its announcement may
+/// outlive it by up to three renewals).
+const FAILED_WORKER_AVOIDED: Duration = Duration::from_secs(10);
 /// A node counts as alive while its heartbeat is younger than this many renewals.
 const HEARTBEATS_KEPT: u32 = 3;
 
@@ -31,11 +35,13 @@ pub enum ClusterError {
     Redis(String),
     #[error("unexpected answer from redis for {0}")]
     Answer(&'static str),
+    #[error("cluster.advertise_url is needed: http.addr listens on every address")]
+    NoAddress,
     #[error("path state in redis: {0}")]
     State(#[from] StateError),
 }
 
-fn redis_error(e: impl std::fmt::Display) -> ClusterError {
+pub(crate) fn redis_error(e: impl std::fmt::Display) -> ClusterError {
     // Redis errors never carry the URL (it may hold a password).
     ClusterError::Redis(e.to_string())
 }
@@ -53,6 +59,8 @@ pub struct Cluster {
     advertise_url: OnceLock<String>,
     lease_ttl: Duration,
     token: Secret,
+    /// Transcoder workers that failed lately, and when.
+    failed_workers: Mutex<Vec<(String, Instant)>>,
 }
 
 /// `{host}-{random}`: a new id every start, so a restarted node never takes an old
@@ -110,12 +118,21 @@ impl Cluster {
             advertise_url,
             lease_ttl: Duration::from_millis(cluster.lease_ms),
             token: cluster.token.clone(),
+            failed_workers: Mutex::new(Vec::new()),
         })))
     }
 
-    /// Sets the internal address from the bound HTTP address, unless one was configured.
-    pub fn advertise_default(&self, http: std::net::SocketAddr) {
+    /// Sets the internal address from the bound HTTP address, unless one was configured;
+    /// an address that listens everywhere says nothing to other nodes.
+    pub fn advertise_default(&self, http: std::net::SocketAddr) -> Result<(), ClusterError> {
+        if self.advertise_url.get().is_some() {
+            return Ok(());
+        }
+        if http.ip().is_unspecified() {
+            return Err(ClusterError::NoAddress);
+        }
         let _ = self.advertise_url.set(format!("http://{http}"));
+        Ok(())
     }
 
     pub fn node_id(&self) -> &str {
@@ -131,12 +148,35 @@ impl Cluster {
         self.lease_ttl
     }
 
+    /// Passes over `worker` for a while: it did not answer.
+    pub fn worker_failed(&self, worker: &str) {
+        let mut failed = self
+            .failed_workers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        failed.retain(|(id, at)| id != worker && at.elapsed() < FAILED_WORKER_AVOIDED);
+        failed.push((worker.to_owned(), Instant::now()));
+    }
+
+    /// The workers that failed lately.
+    pub fn failed_workers(&self) -> Vec<String> {
+        let failed = self
+            .failed_workers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        failed
+            .iter()
+            .filter(|(_, at)| at.elapsed() < FAILED_WORKER_AVOIDED)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     /// How often an owner renews its leases and a node its heartbeat.
     pub fn renew_every(&self) -> Duration {
         self.lease_ttl / 3
     }
 
-    async fn conn(&self) -> Result<deadpool_redis::Connection, ClusterError> {
+    pub(crate) async fn conn(&self) -> Result<deadpool_redis::Connection, ClusterError> {
         self.pool.get().await.map_err(redis_error)
     }
 

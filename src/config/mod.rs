@@ -37,6 +37,7 @@ pub struct Settings {
     pub grpc: GrpcSettings,
     pub store: StoreSettings,
     pub cluster: ClusterSettings,
+    pub transcoder: TranscoderSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -165,8 +166,22 @@ pub struct ClusterSettings {
     pub advertise_url: String,
     /// How long a path's lease outlives its owner's last renewal.
     pub lease_ms: u64,
-    /// Shared secret for node-to-node HTTP (`authorization: Bearer`).
+    /// Shared secret for node-to-node HTTP and transcoder workers (`authorization: Bearer`).
     pub token: Secret,
+    /// Encode the ladder on transcoder workers (`kawa transcoder`) when one is alive.
+    pub remote_transcoding: bool,
+}
+
+/// `kawa transcoder`: a worker that runs FFmpeg for the nodes of a cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TranscoderSettings {
+    /// The worker's gRPC address.
+    pub addr: SocketAddr,
+    /// Where nodes reach it; empty: `addr`, when it names one address.
+    pub advertise_url: String,
+    /// Encodes run at once; more are refused (the node picks another worker).
+    pub max_jobs: usize,
 }
 
 /// A string that must never reach a log line or an error message.

@@ -196,15 +196,9 @@ impl Settings {
                  the nodes (at the load balancer) instead of http.tls_cert",
             ));
         }
-        if cluster.advertise_url.is_empty() {
-            if self.http.addr.ip().is_unspecified() {
-                return Err(ConfigError::invalid(
-                    "cluster.advertise_url",
-                    "the other nodes need this node's address: set it (http.addr listens on every address)",
-                ));
-            }
-        } else {
-            // Node-to-node HTTP is plain HTTP inside the cluster's network.
+        // Node-to-node HTTP is plain HTTP inside the cluster's network. (Empty: `kawa
+        // serve` advertises http.addr, and refuses to start when that is no one address.)
+        if !cluster.advertise_url.is_empty() {
             check_url("cluster.advertise_url", &cluster.advertise_url, &["http"])?;
         }
         if cluster.token.expose().len() < 16 {
@@ -212,6 +206,19 @@ impl Settings {
                 "cluster.token",
                 "must be at least 16 characters (the nodes' shared secret)",
             ));
+        }
+        if self.transcoder.max_jobs == 0 {
+            return Err(ConfigError::invalid(
+                "transcoder.max_jobs",
+                "must be at least 1",
+            ));
+        }
+        if !self.transcoder.advertise_url.is_empty() {
+            check_url(
+                "transcoder.advertise_url",
+                &self.transcoder.advertise_url,
+                &["http"],
+            )?;
         }
         if !(500..=60_000).contains(&cluster.lease_ms) {
             return Err(ConfigError::invalid(

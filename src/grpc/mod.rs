@@ -17,6 +17,8 @@ use tonic::{Request, Response, Status};
 use crate::keys::{Authorization, KeyManager};
 
 /// Code generated from `proto/kawa.proto`.
+pub mod worker;
+
 pub mod proto {
     tonic::include_proto!("kawa.v1");
 }

@@ -1,6 +1,7 @@
 //! Pure parts of a live stream's bookkeeping, kept out of the session actor so they can be
 //! tested without actors.
 
+pub mod backpressure;
 pub mod bitrate;
 pub mod config;
 pub mod core;

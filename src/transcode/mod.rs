@@ -5,6 +5,8 @@
 //! Pure: settings and codec config in, argv out. The Transcoder actor runs it.
 
 pub mod demux;
+pub mod ffmpeg;
+pub mod wire;
 
 use crate::config::{HlsSettings, LadderPreset};
 use crate::media::frame::CodecConfig;

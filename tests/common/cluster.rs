@@ -175,3 +175,75 @@ pub fn owner(redis: &RedisServer, path: &str) -> Option<usize> {
     let (_, node) = value.split_once(':')?;
     node.strip_prefix("node-")?.parse().ok()
 }
+
+/// A `kawa transcoder` worker on a free loopback port, in the cluster of `redis`.
+/// Killed on drop.
+pub struct Worker {
+    pub id: String,
+    child: Option<Child>,
+    log_path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Worker {
+    pub fn start(i: usize, redis: &RedisServer) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let log_path = dir.path().join("worker.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let id = format!("worker-{i}");
+        let child = Command::new(env!("CARGO_BIN_EXE_kawa"))
+            .arg("transcoder")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "debug")
+            .env("KAWA_DATA_DIR", dir.path())
+            .env("KAWA_STORE__REDIS_URL", redis.url())
+            .env("KAWA_CLUSTER__ENABLED", "true")
+            .env("KAWA_CLUSTER__NODE_ID", &id)
+            .env("KAWA_CLUSTER__TOKEN", CLUSTER_TOKEN)
+            .env("KAWA_CLUSTER__LEASE_MS", LEASE_MS.to_string())
+            .env("KAWA_TRANSCODER__ADDR", "127.0.0.1:0")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn kawa transcoder");
+        let mut worker = Self {
+            id,
+            child: Some(child),
+            log_path,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !worker.logs().contains("kawa transcoder is up") {
+            if let Some(status) = worker.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("kawa transcoder exited ({status}):\n{}", worker.logs());
+            }
+            assert!(Instant::now() < deadline, "no worker:\n{}", worker.logs());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        worker
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// SIGKILL: a lost worker machine.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

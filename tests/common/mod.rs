@@ -265,25 +265,7 @@ impl Kawa {
 
     /// PIDs of the FFmpeg children Kawa runs now.
     pub fn ffmpeg_children(&self) -> Vec<u32> {
-        let me = self.pid();
-        let mut pids = Vec::new();
-        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                continue;
-            };
-            // pid (comm) state ppid ...
-            let Some((comm_part, rest)) = stat.rsplit_once(") ") else {
-                continue;
-            };
-            let ppid = rest.split(' ').nth(1).and_then(|p| p.parse::<u32>().ok());
-            if ppid == Some(me) && comm_part.ends_with("(ffmpeg") {
-                pids.push(pid);
-            }
-        }
-        pids
+        ffmpeg_children_of(self.pid())
     }
 
     pub fn rtmp_url(&self, key: &str) -> String {
@@ -776,3 +758,25 @@ name = "120p"
 height = 120
 video_kbps = 150
 "#;
+
+/// PIDs of the FFmpeg children of process `me`.
+pub fn ffmpeg_children_of(me: u32) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...
+        let Some((comm_part, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let ppid = rest.split(' ').nth(1).and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(me) && comm_part.ends_with("(ffmpeg") {
+            pids.push(pid);
+        }
+    }
+    pids
+}

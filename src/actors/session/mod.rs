@@ -12,7 +12,6 @@ mod messages;
 use actix::prelude::*;
 use time::OffsetDateTime;
 
-use super::backpressure::DropToKeyframe;
 use super::registry::{SessionEnded, StreamRegistry};
 use super::restart::RestartPolicy;
 use super::transcoder::{EncoderJob, Feed, Finish, Kill, Transcoder};
@@ -24,9 +23,9 @@ use crate::hls::packager::Output;
 use crate::keys::PublishPath;
 use crate::media::frame::Frame;
 use crate::metrics::{METRICS, StreamMetrics};
+use crate::stream::backpressure::DropToKeyframe;
 use crate::stream::bitrate::BitrateWindow;
 use crate::stream::core::{Action, Phase, StreamCore};
-use crate::transcode::demux::RungDemuxer;
 
 /// What every session shares.
 pub struct SessionContext {
@@ -217,9 +216,13 @@ impl StreamSession {
             generation,
             program: settings.hls.ffmpeg_path.clone(),
             args,
-            has_video: plan.has_video,
-            has_audio: plan.has_audio,
-            output: RungDemuxer::new(rungs.len(), reference),
+            plan,
+            reference,
+            workers: self
+                .context
+                .cluster
+                .clone()
+                .filter(|_| settings.cluster.remote_transcoding),
         };
         let addr = Transcoder::new(job, ctx.address(), self.span.clone())
             .with_replay(replay, self.metrics.frames_dropped.clone())

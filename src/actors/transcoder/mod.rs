@@ -1,0 +1,295 @@
+//! The Transcoder: one encode of a stream's rungs, fed the session's frames, its rungs'
+//! frames handed to the session in batches; the session waits for each batch to be
+//! taken, so a slow session slows the encoder rather than growing a queue. When the
+//! encode ends (after its last output was handed on) it tells the session, which owns
+//! the restart policy.
+//!
+//! FFmpeg runs on this node ([`crate::transcode::ffmpeg`]) or, in a cluster with
+//! `cluster.remote_transcoding`, on the least loaded transcoder worker ([`remote`]);
+//! with no worker alive it runs here.
+
+mod remote;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use tokio::sync::{mpsc, oneshot};
+
+use super::session::{Encoded, StreamSession, TranscoderExited};
+use crate::cluster::Cluster;
+use crate::cluster::workers::WorkerInfo;
+use crate::grpc::proto::{TranscodeInput, transcode_input::Input};
+use crate::media::frame::Frame;
+use crate::stream::backpressure::DropToKeyframe;
+use crate::transcode::TranscodePlan;
+use crate::transcode::demux::RungDemuxer;
+use crate::transcode::ffmpeg::{self, EncodeSpec, Feeder, STDIN_QUEUE};
+use crate::transcode::wire;
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Feed(pub Frame);
+
+/// Close FFmpeg's input: it writes its last segment and exits.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Finish;
+
+/// Kill FFmpeg now.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Kill;
+
+/// What one encode is.
+pub struct EncoderJob {
+    pub generation: u64,
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub plan: TranscodePlan,
+    /// The source's clock at the first frame, to unwrap FFmpeg's output.
+    pub reference: i64,
+    /// Transcoder workers to prefer over a local FFmpeg.
+    pub workers: Option<Arc<Cluster>>,
+}
+
+/// Where the frames go.
+enum Sink {
+    Local(Feeder),
+    Remote {
+        frames: mpsc::Sender<TranscodeInput>,
+        policy: DropToKeyframe,
+    },
+}
+
+impl Sink {
+    fn dropped(&self) -> u64 {
+        match self {
+            Self::Local(feeder) => feeder.dropped(),
+            Self::Remote { policy, .. } => policy.dropped,
+        }
+    }
+
+    fn feed(&mut self, frame: &Frame, span: &tracing::Span) {
+        match self {
+            Self::Local(feeder) => {
+                if let Err(e) = feeder.feed(frame) {
+                    tracing::warn!(parent: span, error = %e, "frame not muxed");
+                }
+            }
+            Self::Remote { frames, policy } => {
+                if policy.admit(frame, frames.capacity() > 0) {
+                    let message = TranscodeInput {
+                        input: Some(Input::Frame(wire::to_wire(frame, 0))),
+                    };
+                    if frames.try_send(message).is_err() {
+                        policy.rejected(frame);
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub struct Transcoder {
+    job: Option<EncoderJob>,
+    generation: u64,
+    session: Addr<StreamSession>,
+    input: Option<Sink>,
+    kill: Option<oneshot::Sender<()>>,
+    /// The GOP cache, written to FFmpeg first.
+    replay: Vec<Frame>,
+    /// The stream's dropped-frames counter.
+    dropped: Option<prometheus::IntCounter>,
+    span: tracing::Span,
+}
+
+impl Transcoder {
+    pub fn new(job: EncoderJob, session: Addr<StreamSession>, span: tracing::Span) -> Self {
+        Self {
+            generation: job.generation,
+            job: Some(job),
+            session,
+            input: None,
+            kill: None,
+            replay: Vec::new(),
+            dropped: None,
+            span,
+        }
+    }
+
+    /// Frames the encoder gets before any `Feed`, all of them (its queue is made long
+    /// enough), and the counter frames dropped later are added to.
+    pub fn with_replay(mut self, replay: Vec<Frame>, dropped: prometheus::IntCounter) -> Self {
+        self.replay = replay;
+        self.dropped = Some(dropped);
+        self
+    }
+
+    fn feed(&mut self, frame: &Frame) {
+        let Some(input) = self.input.as_mut() else {
+            return;
+        };
+        let before = input.dropped();
+        input.feed(frame, &self.span);
+        if let Some(counter) = &self.dropped {
+            counter.inc_by(input.dropped() - before);
+        }
+    }
+
+    fn exited(&self, status: String) {
+        self.session.do_send(TranscoderExited {
+            generation: self.generation,
+            status,
+        });
+    }
+
+    /// FFmpeg on this node.
+    fn start_local(&mut self, job: EncoderJob, ctx: &mut Context<Self>) {
+        let generation = job.generation;
+        let spec = EncodeSpec {
+            program: &job.program,
+            args: &job.args,
+            has_video: job.plan.has_video,
+            has_audio: job.plan.has_audio,
+            replay: self.replay.len(),
+            generation,
+        };
+        let output = RungDemuxer::new(job.plan.scaled().count(), job.reference);
+        let session = self.session.clone();
+        let on_frames = move |frames| {
+            let session = session.clone();
+            async move { session.send(Encoded { generation, frames }).await.is_ok() }
+        };
+        match ffmpeg::start(spec, output, self.span.clone(), on_frames) {
+            Ok((encode, run)) => {
+                self.input = Some(Sink::Local(encode.feeder));
+                self.kill = Some(encode.kill);
+                let session = self.session.clone();
+                actix::spawn(async move {
+                    let status = run.await;
+                    session.do_send(TranscoderExited { generation, status });
+                });
+            }
+            Err(e) => {
+                tracing::error!(parent: &self.span, program = %job.program.display(), error = %e, "cannot start FFmpeg");
+                self.exited(format!("spawn failed: {e}"));
+                ctx.stop();
+            }
+        }
+    }
+
+    /// FFmpeg on a transcoder worker.
+    fn start_remote(&mut self, job: EncoderJob, cluster: Arc<Cluster>, worker: WorkerInfo) {
+        tracing::info!(parent: &self.span, generation = job.generation, worker = %worker.id, "encoding on a transcoder worker");
+        let (frames, outbound) = mpsc::channel(STDIN_QUEUE + self.replay.len() + 1);
+        let first = TranscodeInput {
+            input: Some(Input::Job(wire::job(&job.plan, job.reference))),
+        };
+        // The queue is empty and long enough: the job always fits.
+        let _ = frames.try_send(first);
+        self.input = Some(Sink::Remote {
+            frames,
+            policy: DropToKeyframe::default(),
+        });
+        let (kill, killed) = oneshot::channel();
+        self.kill = Some(kill);
+        let rungs = job.plan.scaled().count();
+        let (session, generation) = (self.session.clone(), job.generation);
+        actix::spawn(async move {
+            let status = remote::run(
+                cluster,
+                worker,
+                outbound,
+                rungs,
+                generation,
+                session.clone(),
+                killed,
+            )
+            .await;
+            session.do_send(TranscoderExited { generation, status });
+        });
+    }
+
+    fn begin(
+        &mut self,
+        job: EncoderJob,
+        worker: Option<(Arc<Cluster>, WorkerInfo)>,
+        ctx: &mut Context<Self>,
+    ) {
+        match worker {
+            Some((cluster, worker)) => self.start_remote(job, cluster, worker),
+            None => self.start_local(job, ctx),
+        }
+        for frame in std::mem::take(&mut self.replay) {
+            self.feed(&frame);
+        }
+    }
+}
+
+impl Actor for Transcoder {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(super::session::MAILBOX_CAPACITY);
+        let Some(job) = self.job.take() else { return };
+        match job.workers.clone() {
+            // Choosing a worker holds the mailbox: frames fed meanwhile wait in order.
+            Some(cluster) => {
+                let pick = async move {
+                    let worker = remote::pick(&cluster).await;
+                    (cluster, worker)
+                };
+                ctx.wait(pick.into_actor(self).map(move |(cluster, worker), this, ctx| {
+                    if worker.is_none() {
+                        tracing::warn!(parent: &this.span, "no transcoder worker is alive; FFmpeg runs on this node");
+                    }
+                    this.begin(job, worker.map(|w| (cluster, w)), ctx);
+                }));
+            }
+            None => self.begin(job, None, ctx),
+        }
+    }
+}
+
+impl Handler<Feed> for Transcoder {
+    type Result = ();
+
+    fn handle(&mut self, Feed(frame): Feed, _: &mut Context<Self>) {
+        self.feed(&frame);
+    }
+}
+
+impl Handler<Finish> for Transcoder {
+    type Result = ();
+
+    fn handle(&mut self, _: Finish, _: &mut Context<Self>) {
+        match self.input.as_mut() {
+            // The writer task drains what is queued, then closes the pipe.
+            Some(Sink::Local(feeder)) => feeder.finish(),
+            Some(Sink::Remote { frames, .. }) => {
+                // After what is queued; then the stream closes.
+                let frames = frames.clone();
+                self.input = None;
+                actix::spawn(async move {
+                    let finish = TranscodeInput {
+                        input: Some(Input::Finish(true)),
+                    };
+                    let _ = frames.send(finish).await;
+                });
+            }
+            None => {}
+        }
+    }
+}
+
+impl Handler<Kill> for Transcoder {
+    type Result = ();
+
+    fn handle(&mut self, _: Kill, ctx: &mut Context<Self>) {
+        if let Some(kill) = self.kill.take() {
+            let _ = kill.send(());
+        }
+        ctx.stop();
+    }
+}

@@ -1,0 +1,180 @@
+//! Running one FFmpeg encode: frames in (muxed to MPEG-TS on its stdin), the rungs'
+//! frames out (its stdout demuxed), and its exit status at the end. Used by the
+//! session's local Transcoder and by `kawa transcoder` workers alike; both hand the
+//! output on with backpressure (the next read waits until the last batch was taken).
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::media::frame::Frame;
+use crate::media::ts::TsMuxer;
+use crate::stream::backpressure::DropToKeyframe;
+use crate::transcode::demux::RungDemuxer;
+
+/// Bytes read from FFmpeg's stdout at a time (a pipe holds 64 KiB).
+const READ_CHUNK: usize = 64 * 1024;
+/// TS chunks (one per frame) queued for FFmpeg's stdin; about 10 s of 30 fps video.
+pub const STDIN_QUEUE: usize = 512;
+/// How long FFmpeg may take to exit once its output ended.
+const EXIT_WAIT: Duration = Duration::from_secs(5);
+
+/// Muxes frames into FFmpeg's stdin queue, dropping video up to the next keyframe when
+/// the queue is full (decided before muxing: a frame dropped after muxing would break
+/// the TS continuity counters FFmpeg checks).
+pub struct Feeder {
+    muxer: TsMuxer,
+    policy: DropToKeyframe,
+    stdin: Option<mpsc::Sender<Bytes>>,
+}
+
+impl Feeder {
+    /// Frames dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.policy.dropped
+    }
+
+    /// Queues `frame` for FFmpeg; `Err` only when it cannot be muxed.
+    pub fn feed(&mut self, frame: &Frame) -> Result<(), crate::media::ts::TsError> {
+        let Some(stdin) = &self.stdin else {
+            return Ok(());
+        };
+        if self.policy.admit(frame, stdin.capacity() > 0) {
+            // TS adds 4 bytes per 184, plus PES header and tables.
+            let len = frame.data().len();
+            let mut chunk = Vec::with_capacity(len + len / 8 + 600);
+            self.muxer.write_frame(frame, &mut chunk)?;
+            if stdin.try_send(Bytes::from(chunk)).is_err() {
+                self.policy.rejected(frame);
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes FFmpeg's input once what is queued was written: it flushes and exits.
+    pub fn finish(&mut self) {
+        self.stdin = None;
+    }
+}
+
+/// A running encode: its input, and a switch that kills it.
+pub struct Encode {
+    pub feeder: Feeder,
+    pub kill: oneshot::Sender<()>,
+}
+
+/// What one FFmpeg run needs.
+pub struct EncodeSpec<'a> {
+    pub program: &'a Path,
+    pub args: &'a [String],
+    pub has_video: bool,
+    pub has_audio: bool,
+    /// Room for the frames written first (the GOP cache) on top of [`STDIN_QUEUE`].
+    pub replay: usize,
+    pub generation: u64,
+}
+
+/// Starts FFmpeg. `on_frames` gets each batch of the rungs' frames and answers whether
+/// more are wanted; the returned future (spawn it) reads FFmpeg's output to its end,
+/// reaps it, and resolves to its exit status, only after the last batch was handed on.
+pub fn start<F, Fut>(
+    spec: EncodeSpec<'_>,
+    mut demuxer: RungDemuxer,
+    span: tracing::Span,
+    mut on_frames: F,
+) -> std::io::Result<(Encode, impl Future<Output = String> + Send + 'static)>
+where
+    F: FnMut(Vec<(usize, Frame)>) -> Fut + Send + 'static,
+    Fut: Future<Output = bool> + Send,
+{
+    let generation = spec.generation;
+    let mut child = Command::new(spec.program)
+        .args(spec.args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    tracing::debug!(parent: &span, generation, pid = child.id(), "FFmpeg started");
+    let (tx, mut rx) = mpsc::channel::<Bytes>(STDIN_QUEUE + spec.replay);
+    if let Some(mut stdin) = child.stdin.take() {
+        tokio::spawn(async move {
+            while let Some(chunk) = rx.recv().await {
+                if stdin.write_all(&chunk).await.is_err() {
+                    break;
+                }
+            }
+            // Dropping stdin closes the pipe: FFmpeg flushes and exits.
+        });
+    }
+    if let Some(stderr) = child.stderr.take() {
+        let span = span.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                tracing::warn!(target: "ffmpeg", parent: &span, generation, "{line}");
+            }
+        });
+    }
+    let (kill, killed) = oneshot::channel();
+    let stdout = child.stdout.take();
+    let run = async move {
+        let read_all = async {
+            let Some(mut stdout) = stdout else { return };
+            let mut buf = vec![0u8; READ_CHUNK];
+            loop {
+                let n = match stdout.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                match demuxer.push(&buf[..n]) {
+                    Ok(frames) if frames.is_empty() => {}
+                    Ok(frames) => {
+                        if !on_frames(frames).await {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(parent: &span, generation, error = %e, "FFmpeg output cannot be read; stopping it");
+                        return;
+                    }
+                }
+            }
+            let frames = demuxer.flush();
+            if !frames.is_empty() {
+                on_frames(frames).await;
+            }
+        };
+        let status = tokio::select! {
+            _ = read_all => {
+                // Output ended (or was refused): FFmpeg exits, or is made to.
+                match tokio::time::timeout(EXIT_WAIT, child.wait()).await {
+                    Ok(status) => status,
+                    Err(_) => {
+                        let _ = child.start_kill();
+                        child.wait().await
+                    }
+                }
+            }
+            _ = killed => {
+                let _ = child.start_kill();
+                child.wait().await
+            }
+        };
+        match status {
+            Ok(s) => s.to_string(),
+            Err(e) => e.to_string(),
+        }
+    };
+    let feeder = Feeder {
+        muxer: TsMuxer::new(spec.has_video, spec.has_audio),
+        policy: DropToKeyframe::default(),
+        stdin: Some(tx),
+    };
+    Ok((Encode { feeder, kill }, run))
+}
