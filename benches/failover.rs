@@ -6,17 +6,23 @@
 //! lease, and until that node's live playlist listed a part of the new session (the
 //! stream is live again), counted from the reconnect.
 //!
-//! `cargo bench --bench failover` (env: KAWA_BENCH_KILLS, default 10). Figures are
-//! printed, never asserted.
+//! Then transcoder workers: a node encodes a small ladder on one of two `kawa
+//! transcoder` workers; the busy worker is killed, again and again (and started again),
+//! and it prints how long until both rungs had a new encoder's init segment.
+//!
+//! `cargo bench --bench failover` (env: KAWA_BENCH_KILLS, default 10;
+//! KAWA_BENCH_WORKER_KILLS, default 5). Figures are printed, never asserted.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::cluster::{Balancer, ReconnectingPublisher, node, owner};
+use common::cluster::{Balancer, ReconnectingPublisher, Worker, ladder_node, maps, node, owner};
 use common::s3::BUCKET;
-use common::{MotoServer, RedisServer, create_stream, env_number, wait_for};
+use common::{
+    MotoServer, Publisher, RedisServer, create_stream, env_number, ffmpeg_children_of, wait_for,
+};
 
 const PATH: &str = "failover";
 
@@ -60,6 +66,46 @@ async fn epochs(kawa: &common::Kawa) -> Vec<String> {
     epochs.sort();
     epochs.dedup();
     epochs
+}
+
+/// Kills the busy worker `kills` times; seconds until both rungs were back, each time.
+async fn worker_kills(redis: &RedisServer, kills: usize) -> Vec<f64> {
+    const LADDER: &str = "ladder";
+    let mut workers = [Worker::start(0, redis), Worker::start(1, redis)];
+    let kawa = ladder_node(redis);
+    let key = create_stream(&kawa, LADDER).await;
+    let _publisher = Publisher::start(&kawa.rtmp_url(&key), 3600);
+    let mut times = Vec::new();
+    for kill in 0..kills {
+        let busy = wait_for("a busy worker", Duration::from_secs(60), || async {
+            workers
+                .iter()
+                .position(|w| !ffmpeg_children_of(w.pid()).is_empty())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let before = [
+            maps(&kawa, LADDER, "180p").await,
+            maps(&kawa, LADDER, "120p").await,
+        ];
+        workers[busy].kill();
+        let killed = Instant::now();
+        for (rung, before) in ["180p", "120p"].iter().zip(&before) {
+            wait_for("the rungs back", Duration::from_secs(60), || async {
+                let now = maps(&kawa, LADDER, rung).await;
+                now.last().filter(|m| !before.contains(m)).map(|_| ())
+            })
+            .await;
+        }
+        let back = killed.elapsed().as_secs_f64();
+        println!(
+            "worker kill {:>2}: worker-{busy} killed; both rungs back after {back:.2} s",
+            kill + 1
+        );
+        times.push(back);
+        workers[busy] = Worker::start(busy, redis);
+    }
+    times
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -144,5 +190,17 @@ fn main() {
             total.last().copied().unwrap_or(0.0),
         );
         drop(publisher);
+
+        let mut back =
+            worker_kills(&redis, env_number("KAWA_BENCH_WORKER_KILLS", 5) as usize).await;
+        back.sort_by(f64::total_cmp);
+        if !back.is_empty() {
+            println!(
+                "{} worker kills: rungs back after median {:.2} s, max {:.2} s",
+                back.len(),
+                percentile(&back, 0.5),
+                back.last().copied().unwrap_or(0.0)
+            );
+        }
     });
 }

@@ -9,13 +9,12 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::cluster::{
-    Balancer, CLUSTER_TOKEN, LEASE_MS, ReconnectingPublisher, Worker, node, owner,
-};
+use common::cluster::{Balancer, ReconnectingPublisher, Worker, ladder_node, maps, node, owner};
+
 use common::s3::{BUCKET, PREFIX, s3_has, s3_playlist};
 use common::{
-    Kawa, MotoServer, Publisher, RedisServer, SMALL_LADDER, create_stream, ffmpeg_children_of,
-    ffprobe_json, wait_for,
+    Kawa, MotoServer, Publisher, RedisServer, create_stream, ffmpeg_children_of, ffprobe_json,
+    wait_for,
 };
 use m3u8_rs::MediaPlaylist;
 
@@ -297,22 +296,6 @@ async fn a_publisher_moving_between_live_nodes_fences_the_old_owner() {
     assert_all_in_s3(&c.s3, PATH, &later).await;
 }
 
-/// The init segments (`EXT-X-MAP`) a rung's live playlist names: one per encoder run.
-async fn maps(kawa: &Kawa, path: &str, rendition: &str) -> Vec<String> {
-    let url = kawa.url(&format!("/hls/{path}/{rendition}/index.m3u8"));
-    let Ok(answer) = reqwest::get(url).await else {
-        return Vec::new();
-    };
-    let text = answer.text().await.unwrap_or_default();
-    let mut maps: Vec<String> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("#EXT-X-MAP:URI=\""))
-        .map(|l| l.trim_end_matches('"').to_owned())
-        .collect();
-    maps.dedup();
-    maps
-}
-
 /// The node encodes its ladder on a transcoder worker (no FFmpeg of its own); when that
 /// worker is killed, the other one takes the encode over (GOP replayed, the rungs go on
 /// with a new init segment after a DISCONTINUITY).
@@ -321,16 +304,7 @@ async fn a_killed_transcoder_worker_is_replaced() {
     const PATH: &str = "ladder";
     let redis = RedisServer::start();
     let mut workers = [Worker::start(0, &redis), Worker::start(1, &redis)];
-    let kawa = Kawa::builder()
-        .config(SMALL_LADDER)
-        .redis(&redis)
-        .env("KAWA_HLS__PRESET", "ladder")
-        .env("KAWA_CLUSTER__ENABLED", "true")
-        .env("KAWA_CLUSTER__NODE_ID", "node-0")
-        .env("KAWA_CLUSTER__TOKEN", CLUSTER_TOKEN)
-        .env("KAWA_CLUSTER__LEASE_MS", &LEASE_MS.to_string())
-        .env("KAWA_CLUSTER__REMOTE_TRANSCODING", "true")
-        .start();
+    let kawa = ladder_node(&redis);
     let key = create_stream(&kawa, PATH).await;
     let _publisher = Publisher::start(&kawa.rtmp_url(&key), 90);
     for rung in ["180p", "120p"] {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::s3::with_s3;
-use super::{Kawa, MotoServer, RedisServer, free_port};
+use super::{Kawa, MotoServer, RedisServer, SMALL_LADDER, free_port};
 
 pub const CLUSTER_TOKEN: &str = "cluster-test-token-0123456789";
 pub const LEASE_MS: u64 = 3000;
@@ -246,4 +246,34 @@ impl Drop for Worker {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A node that encodes its (small) ladder on transcoder workers, without S3.
+pub fn ladder_node(redis: &RedisServer) -> Kawa {
+    Kawa::builder()
+        .config(SMALL_LADDER)
+        .redis(redis)
+        .env("KAWA_HLS__PRESET", "ladder")
+        .env("KAWA_CLUSTER__ENABLED", "true")
+        .env("KAWA_CLUSTER__NODE_ID", "ladder-node")
+        .env("KAWA_CLUSTER__TOKEN", CLUSTER_TOKEN)
+        .env("KAWA_CLUSTER__LEASE_MS", &LEASE_MS.to_string())
+        .env("KAWA_CLUSTER__REMOTE_TRANSCODING", "true")
+        .start()
+}
+
+/// The init segments (`EXT-X-MAP`) a rung's live playlist names: one per encoder run.
+pub async fn maps(kawa: &Kawa, path: &str, rendition: &str) -> Vec<String> {
+    let url = kawa.url(&format!("/hls/{path}/{rendition}/index.m3u8"));
+    let Ok(answer) = reqwest::get(url).await else {
+        return Vec::new();
+    };
+    let text = answer.text().await.unwrap_or_default();
+    let mut maps: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXT-X-MAP:URI=\""))
+        .map(|l| l.trim_end_matches('"').to_owned())
+        .collect();
+    maps.dedup();
+    maps
 }
