@@ -13,10 +13,13 @@ mod common;
 mod cpu;
 #[path = "source.rs"]
 mod source;
+#[path = "stats.rs"]
+mod stats;
 
 use std::time::{Duration, Instant};
 
 use common::{Kawa, Publisher, create_stream, env_number, wait_for};
+use stats::percentile;
 
 /// The newest (segment, part) of an LL-HLS playlist, and the segment's part count
 /// when it is complete.
@@ -37,10 +40,6 @@ fn last_part(text: &str) -> Option<(u64, u64)> {
     }
     // The next part: of the open segment, or the first of the next one.
     Some((sequence + complete, open_parts))
-}
-
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)]
 }
 
 fn main() {

@@ -15,6 +15,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "stats.rs"]
+mod stats;
 
 use std::time::{Duration, Instant};
 
@@ -23,6 +25,7 @@ use common::s3::BUCKET;
 use common::{
     MotoServer, Publisher, RedisServer, create_stream, env_number, ffmpeg_children_of, wait_for,
 };
+use stats::percentile;
 
 const PATH: &str = "failover";
 
@@ -106,11 +109,6 @@ async fn worker_kills(redis: &RedisServer, kills: usize) -> Vec<f64> {
         workers[busy] = Worker::start(busy, redis);
     }
     times
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 fn main() {

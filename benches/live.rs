@@ -13,12 +13,15 @@
 mod common;
 #[path = "source.rs"]
 mod source;
+#[path = "stats.rs"]
+mod stats;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use common::{Kawa, Publisher, create_stream, env_number, rss_kib};
 use m3u8_rs::Playlist;
+use stats::percentile;
 
 /// Kawa's utime + stime in clock ticks (children not included).
 fn cpu_ticks(pid: u32) -> u64 {
@@ -26,13 +29,6 @@ fn cpu_ticks(pid: u32) -> u64 {
     let rest = stat.rsplit_once(") ").unwrap().1;
     let fields: Vec<&str> = rest.split(' ').collect();
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 fn main() {

@@ -64,55 +64,44 @@ enum Tool {
 /// Exit code for configuration errors, so scripts can tell them from crashes.
 const EXIT_CONFIG: u8 = 2;
 
+/// Loads the settings (exit code 2 when they are wrong), sets up logging, and runs
+/// `command` with them.
+fn run(config: Option<PathBuf>, command: impl FnOnce(Settings) -> Result<(), String>) -> ExitCode {
+    let settings = match Settings::load(config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("kawa: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    kawa::telemetry::init(&settings.log);
+    match command(settings) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("kawa: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config } => {
-            let settings = match Settings::load(config.as_deref()) {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("kawa: {e}");
-                    return ExitCode::from(EXIT_CONFIG);
-                }
-            };
-            kawa::telemetry::init(&settings.log);
-            let result = actix_web::rt::System::new().block_on(kawa::server::serve(settings));
-            match result {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!("{e}");
-                    eprintln!("kawa: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        Command::Transcoder { config } => {
-            let settings = match Settings::load(config.as_deref()) {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("kawa: {e}");
-                    return ExitCode::from(EXIT_CONFIG);
-                }
-            };
-            kawa::telemetry::init(&settings.log);
+        Command::Serve { config } => run(config, |settings| {
+            actix_web::rt::System::new()
+                .block_on(kawa::server::serve(settings))
+                .map_err(|e| e.to_string())
+        }),
+        Command::Transcoder { config } => run(config, |settings| {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
-                .build();
-            let result = match runtime {
-                Ok(runtime) => runtime
-                    .block_on(kawa::grpc::worker::run(settings))
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            match result {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!("{e}");
-                    eprintln!("kawa: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime
+                .block_on(kawa::grpc::worker::run(settings))
+                .map_err(|e| e.to_string())
+        }),
         Command::Tools(Tool::Remux {
             input,
             output,

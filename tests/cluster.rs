@@ -106,6 +106,32 @@ fn assert_continues(before: &MediaPlaylist, after: &MediaPlaylist, old: &HashSet
     );
 }
 
+/// Waits for the S3 playlist to list two segments of the new owner, checks it continues
+/// `before`, and returns it.
+async fn continued_in_s3(
+    s3: &aws_sdk_s3::Client,
+    path: &str,
+    before: &MediaPlaylist,
+    old: &HashSet<String>,
+) -> MediaPlaylist {
+    let after = wait_for(
+        "the new owner's segments in S3",
+        Duration::from_secs(30),
+        || async {
+            s3_playlist(s3, path).await.filter(|p| {
+                p.segments
+                    .iter()
+                    .filter(|s| !old.contains(epoch_of(&s.uri)))
+                    .count()
+                    >= 2
+            })
+        },
+    )
+    .await;
+    assert_continues(before, &after, old);
+    after
+}
+
 /// The new owner's live playlist lists a part of the new session.
 async fn new_parts_live(kawa: &Kawa, path: &str, old: &HashSet<String>) -> bool {
     let url = kawa.url(&format!("/hls/{path}/source/index.m3u8"));
@@ -171,21 +197,7 @@ async fn a_killed_owners_stream_continues_on_another_node() {
     // A functional bound (the 3 s target is measured by `cargo bench --bench failover`).
     assert!(reconnected.elapsed() < Duration::from_secs(10));
 
-    let after = wait_for(
-        "the new owner's segments in S3",
-        Duration::from_secs(30),
-        || async {
-            s3_playlist(&c.s3, PATH).await.filter(|p| {
-                p.segments
-                    .iter()
-                    .filter(|s| !old.contains(epoch_of(&s.uri)))
-                    .count()
-                    >= 2
-            })
-        },
-    )
-    .await;
-    assert_continues(&before, &after, &old);
+    let after = continued_in_s3(&c.s3, PATH, &before, &old).await;
     assert_all_in_s3(&c.s3, PATH, &after).await;
 
     // A viewer on the node that owns nothing plays the stream (proxied to the owner).
@@ -266,21 +278,7 @@ async fn a_publisher_moving_between_live_nodes_fences_the_old_owner() {
             .then_some(())
     })
     .await;
-    let after = wait_for(
-        "node-1's segments in S3",
-        Duration::from_secs(30),
-        || async {
-            s3_playlist(&c.s3, PATH).await.filter(|p| {
-                p.segments
-                    .iter()
-                    .filter(|s| !old.contains(epoch_of(&s.uri)))
-                    .count()
-                    >= 2
-            })
-        },
-    )
-    .await;
-    assert_continues(&before, &after, &old);
+    let after = continued_in_s3(&c.s3, PATH, &before, &old).await;
     // Long enough for anything node-0 still had queued: the bucket's playlist stays
     // node-1's (a late write from node-0 would list none of node-1's segments).
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -11,7 +11,7 @@ pub mod workers;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
+use deadpool_redis::Pool;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
@@ -90,18 +90,7 @@ impl Cluster {
             return Ok(None);
         }
         let timeout = Duration::from_millis(settings.store.timeout_ms);
-        let mut config = Config::from_url(settings.store.redis_url.expose());
-        config.pool = Some(PoolConfig {
-            max_size: 16,
-            timeouts: Timeouts {
-                wait: Some(timeout),
-                create: Some(timeout),
-                recycle: Some(timeout),
-            },
-            ..PoolConfig::default()
-        });
-        let pool = config
-            .create_pool(Some(Runtime::Tokio1))
+        let pool = crate::keys::redis::pool(settings.store.redis_url.expose(), timeout)
             .map_err(redis_error)?;
         let node_id = if cluster.node_id.is_empty() {
             default_node_id()

@@ -414,4 +414,49 @@ mod tests {
         let err = Settings::load(Some(Path::new("/nonexistent/kawa.toml"))).unwrap_err();
         assert!(matches!(err, ConfigError::File { .. }));
     }
+
+    #[test]
+    fn a_cluster_needs_redis_and_a_real_token_and_no_tls_of_its_own() {
+        let on = ("KAWA_CLUSTER__ENABLED", "true");
+        let redis = ("KAWA_STORE__REDIS_URL", "redis://127.0.0.1:6379/0");
+        let token = ("KAWA_CLUSTER__TOKEN", "a-long-cluster-secret-1234");
+        let err = load(None, &[on, token]).unwrap_err();
+        assert!(
+            err.contains("`cluster.enabled`") && err.contains("redis_url"),
+            "{err}"
+        );
+        let err = load(None, &[on, redis, ("KAWA_CLUSTER__TOKEN", "short")]).unwrap_err();
+        assert!(
+            err.contains("`cluster.token`") && !err.contains("short"),
+            "{err}"
+        );
+        let tls = [
+            on,
+            redis,
+            token,
+            ("KAWA_HTTP__TLS_CERT", "/c.pem"),
+            ("KAWA_HTTP__TLS_KEY", "/k.pem"),
+        ];
+        assert!(load(None, &tls).unwrap_err().contains("TLS"));
+        let err = load(
+            None,
+            &[
+                on,
+                redis,
+                token,
+                ("KAWA_CLUSTER__ADVERTISE_URL", "https://x"),
+            ],
+        )
+        .unwrap_err();
+        assert!(err.contains("`cluster.advertise_url`"), "{err}");
+        let s = load(
+            None,
+            &[on, redis, token, ("KAWA_CLUSTER__NODE_ID", "node-a")],
+        )
+        .unwrap();
+        assert!(s.cluster.enabled && s.cluster.lease_ms == 3000);
+        assert!(!format!("{s:?}").contains("a-long-cluster-secret"));
+        let err = load(None, &[on, redis, token, ("KAWA_CLUSTER__NODE_ID", "a/b")]).unwrap_err();
+        assert!(err.contains("`cluster.node_id`"), "{err}");
+    }
 }

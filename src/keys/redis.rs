@@ -70,6 +70,23 @@ static REMOVE: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
+/// A connection pool to `url` where every wait, connect and check takes at most
+/// `timeout`. No connection is made until the first call. The URL may carry a
+/// password: the error describes the failure, never the URL.
+pub fn pool(url: &str, timeout: Duration) -> Result<Pool, deadpool_redis::CreatePoolError> {
+    let mut config = Config::from_url(url);
+    config.pool = Some(PoolConfig {
+        max_size: 16,
+        timeouts: Timeouts {
+            wait: Some(timeout),
+            create: Some(timeout),
+            recycle: Some(timeout),
+        },
+        ..PoolConfig::default()
+    });
+    config.create_pool(Some(Runtime::Tokio1))
+}
+
 pub struct RedisStore {
     pool: Pool,
 }
@@ -78,20 +95,8 @@ impl RedisStore {
     /// Builds the pool; no connection is made until the first call, so Kawa starts (and
     /// reports not-ready) while Redis is still down.
     pub fn connect(url: &str, timeout: Duration) -> Result<Self, StoreError> {
-        let mut config = Config::from_url(url);
-        config.pool = Some(PoolConfig {
-            max_size: 16,
-            timeouts: Timeouts {
-                wait: Some(timeout),
-                create: Some(timeout),
-                recycle: Some(timeout),
-            },
-            ..PoolConfig::default()
-        });
-        // The URL may carry a password: errors describe the failure, never the URL.
-        let pool = config
-            .create_pool(Some(Runtime::Tokio1))
-            .map_err(|e| StoreError::Unavailable(format!("redis pool: {e}")))?;
+        let pool =
+            pool(url, timeout).map_err(|e| StoreError::Unavailable(format!("redis pool: {e}")))?;
         Ok(Self { pool })
     }
 
