@@ -9,9 +9,11 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::cluster::{Balancer, ReconnectingPublisher, Worker, ladder_node, maps, node, owner};
+use common::cluster::{
+    Balancer, ReconnectingPublisher, Worker, ladder_node, ladder_node_with_s3, maps, node, owner,
+};
 
-use common::s3::{BUCKET, PREFIX, s3_has, s3_playlist};
+use common::s3::{BUCKET, PREFIX, s3_has, s3_playlist, s3_rendition_playlist};
 use common::{
     Kawa, MotoServer, Publisher, RedisServer, create_stream, ffmpeg_children_of, ffprobe_json,
     wait_for,
@@ -23,21 +25,32 @@ struct Cluster {
     _moto: MotoServer,
     s3: aws_sdk_s3::Client,
     nodes: Vec<Kawa>,
+    _worker: Option<Worker>,
 }
 
-async fn cluster(n: usize) -> Cluster {
+/// `n` nodes; with `ladder`, they encode a small ladder on one transcoder worker.
+async fn cluster(n: usize, ladder: bool) -> Cluster {
     let redis = RedisServer::start();
     let moto = MotoServer::start();
     moto.public_bucket(BUCKET).await;
     let s3 = moto.client().await;
-    let nodes = (0..n).map(|i| node(i, &redis, &moto)).collect();
+    let worker = ladder.then(|| Worker::start(0, &redis));
+    let nodes = (0..n)
+        .map(|i| match ladder {
+            true => ladder_node_with_s3(i, &redis, &moto),
+            false => node(i, &redis, &moto),
+        })
+        .collect();
     Cluster {
         redis,
         _moto: moto,
         s3,
         nodes,
+        _worker: worker,
     }
 }
+
+const LADDER: [&str; 3] = ["source", "180p", "120p"];
 
 /// The epoch (`{epoch}_` prefix) of each segment a playlist lists.
 fn epochs(p: &MediaPlaylist) -> HashSet<String> {
@@ -52,10 +65,10 @@ fn epoch_of(uri: &str) -> &str {
 }
 
 /// Every segment and init segment `p` lists is in the bucket.
-async fn assert_all_in_s3(s3: &aws_sdk_s3::Client, path: &str, p: &MediaPlaylist) {
+async fn assert_all_in_s3(s3: &aws_sdk_s3::Client, path: &str, rendition: &str, p: &MediaPlaylist) {
     for s in &p.segments {
         for name in std::iter::once(&s.uri).chain(s.map.as_ref().map(|m| &m.uri)) {
-            let key = format!("{PREFIX}/{path}/source/{name}");
+            let key = format!("{PREFIX}/{path}/{rendition}/{name}");
             assert!(
                 s3_has(s3, &key).await,
                 "the S3 playlist lists {key}, which is not in S3"
@@ -111,20 +124,23 @@ fn assert_continues(before: &MediaPlaylist, after: &MediaPlaylist, old: &HashSet
 async fn continued_in_s3(
     s3: &aws_sdk_s3::Client,
     path: &str,
+    rendition: &str,
     before: &MediaPlaylist,
     old: &HashSet<String>,
 ) -> MediaPlaylist {
     let after = wait_for(
-        "the new owner's segments in S3",
+        &format!("the new owner's {rendition} segments in S3"),
         Duration::from_secs(30),
         || async {
-            s3_playlist(s3, path).await.filter(|p| {
-                p.segments
-                    .iter()
-                    .filter(|s| !old.contains(epoch_of(&s.uri)))
-                    .count()
-                    >= 2
-            })
+            s3_rendition_playlist(s3, path, rendition)
+                .await
+                .filter(|p| {
+                    p.segments
+                        .iter()
+                        .filter(|s| !old.contains(epoch_of(&s.uri)))
+                        .count()
+                        >= 2
+                })
         },
     )
     .await;
@@ -148,19 +164,32 @@ async fn new_parts_live(kawa: &Kawa, path: &str, old: &HashSet<String>) -> bool 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_owners_stream_continues_on_another_node() {
     const PATH: &str = "failover";
-    let mut c = cluster(3).await;
+    let mut c = cluster(3, true).await;
     let balancer = Balancer::start(c.nodes.iter().map(|k| k.rtmp).collect()).await;
     let key = create_stream(&c.nodes[0], PATH).await;
     let publisher = ReconnectingPublisher::start(balancer.rtmp_url(&key));
 
-    let before = wait_for("3 segments in S3", Duration::from_secs(40), || async {
-        s3_playlist(&c.s3, PATH)
-            .await
-            .filter(|p| p.segments.len() >= 3)
-    })
-    .await;
+    let mut before = Vec::new();
+    for rendition in LADDER {
+        before.push(
+            wait_for(
+                &format!("3 {rendition} segments in S3"),
+                Duration::from_secs(40),
+                || async {
+                    s3_rendition_playlist(&c.s3, PATH, rendition)
+                        .await
+                        .filter(|p| p.segments.len() >= 3)
+                },
+            )
+            .await,
+        );
+    }
     let first = owner(&c.redis, PATH).expect("the path's lease in Redis");
-    let old = epochs(&before);
+    assert!(
+        c.nodes[first].ffmpeg_children().is_empty(),
+        "the ladder is encoded on the worker"
+    );
+    let old: HashSet<String> = before.iter().flat_map(epochs).collect();
     let starts = publisher.start_count();
     c.nodes[first].kill();
     let killed = Instant::now();
@@ -197,8 +226,11 @@ async fn a_killed_owners_stream_continues_on_another_node() {
     // A functional bound (the 3 s target is measured by `cargo bench --bench failover`).
     assert!(reconnected.elapsed() < Duration::from_secs(10));
 
-    let after = continued_in_s3(&c.s3, PATH, &before, &old).await;
-    assert_all_in_s3(&c.s3, PATH, &after).await;
+    // Every rendition's playlist in S3 goes on from where the dead node left it.
+    for (rendition, before) in LADDER.iter().zip(&before) {
+        let after = continued_in_s3(&c.s3, PATH, rendition, before, &old).await;
+        assert_all_in_s3(&c.s3, PATH, rendition, &after).await;
+    }
 
     // A viewer on the node that owns nothing plays the stream (proxied to the owner).
     let third = (0..3).find(|i| *i != first && *i != next).unwrap();
@@ -248,7 +280,7 @@ async fn a_killed_owners_stream_continues_on_another_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publisher_moving_between_live_nodes_fences_the_old_owner() {
     const PATH: &str = "moved";
-    let c = cluster(2).await;
+    let c = cluster(2, false).await;
     let key = create_stream(&c.nodes[0], PATH).await;
     let mut first = Publisher::start(&c.nodes[0].rtmp_url(&key), 60);
     let before = wait_for("2 segments in S3", Duration::from_secs(40), || async {
@@ -278,7 +310,7 @@ async fn a_publisher_moving_between_live_nodes_fences_the_old_owner() {
             .then_some(())
     })
     .await;
-    let after = continued_in_s3(&c.s3, PATH, &before, &old).await;
+    let after = continued_in_s3(&c.s3, PATH, "source", &before, &old).await;
     // Long enough for anything node-0 still had queued: the bucket's playlist stays
     // node-1's (a late write from node-0 would list none of node-1's segments).
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -291,7 +323,7 @@ async fn a_publisher_moving_between_live_nodes_fences_the_old_owner() {
             .any(|s| !old.contains(epoch_of(&s.uri))),
         "node-0 wrote over node-1's playlist"
     );
-    assert_all_in_s3(&c.s3, PATH, &later).await;
+    assert_all_in_s3(&c.s3, PATH, "source", &later).await;
 }
 
 /// The node encodes its ladder on a transcoder worker (no FFmpeg of its own); when that

@@ -16,6 +16,19 @@ pub const LEASE_MS: u64 = 3000;
 
 /// Node `i` of a cluster: its own data dir and ports, the shared Redis and bucket.
 pub fn node(i: usize, redis: &RedisServer, moto: &MotoServer) -> Kawa {
+    node_builder(i, redis, moto).start()
+}
+
+/// Node `i` with a small ladder encoded on transcoder workers.
+pub fn ladder_node_with_s3(i: usize, redis: &RedisServer, moto: &MotoServer) -> Kawa {
+    node_builder(i, redis, moto)
+        .config(SMALL_LADDER)
+        .env("KAWA_HLS__PRESET", "ladder")
+        .env("KAWA_CLUSTER__REMOTE_TRANSCODING", "true")
+        .start()
+}
+
+fn node_builder(i: usize, redis: &RedisServer, moto: &MotoServer) -> super::KawaBuilder {
     with_s3(Kawa::builder(), &moto.endpoint())
         .redis(redis)
         .env("KAWA_CLUSTER__ENABLED", "true")
@@ -23,7 +36,6 @@ pub fn node(i: usize, redis: &RedisServer, moto: &MotoServer) -> Kawa {
         .env("KAWA_CLUSTER__TOKEN", CLUSTER_TOKEN)
         .env("KAWA_CLUSTER__LEASE_MS", &LEASE_MS.to_string())
         .env("KAWA_HLS__RETENTION_SECONDS", "60")
-        .start()
 }
 
 /// A TCP balancer: each new connection goes to the next backend that accepts it.

@@ -32,7 +32,15 @@ pub async fn s3_text(client: &aws_sdk_s3::Client, key: &str) -> Option<Vec<u8>> 
 }
 
 pub async fn s3_playlist(client: &aws_sdk_s3::Client, stream: &str) -> Option<MediaPlaylist> {
-    let body = s3_text(client, &format!("{PREFIX}/{stream}/source/index.m3u8")).await?;
+    s3_rendition_playlist(client, stream, "source").await
+}
+
+pub async fn s3_rendition_playlist(
+    client: &aws_sdk_s3::Client,
+    stream: &str,
+    rendition: &str,
+) -> Option<MediaPlaylist> {
+    let body = s3_text(client, &format!("{PREFIX}/{stream}/{rendition}/index.m3u8")).await?;
     match m3u8_rs::parse_playlist_res(&body) {
         Ok(Playlist::MediaPlaylist(p)) => Some(p),
         _ => panic!(
