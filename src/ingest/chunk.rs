@@ -401,6 +401,21 @@ pub fn write_single_chunk(message: &ChunkMessage, out: &mut Vec<u8>) {
     out.extend_from_slice(&message.payload);
 }
 
+pub const ACKNOWLEDGEMENT: u8 = 3;
+pub const WINDOW_ACK_SIZE: u8 = 5;
+pub const AUDIO: u8 = 8;
+pub const VIDEO: u8 = 9;
+
+/// An Acknowledgement (§5.4.3) of `sequence` bytes received, as sent to the peer: one
+/// chunk on chunk stream 2, where protocol control messages go.
+pub fn acknowledgement(sequence: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16);
+    // fmt 0, csid 2; timestamp 0; length 4; type 3; message stream 0.
+    out.extend_from_slice(&[0x02, 0, 0, 0, 0, 0, 4, ACKNOWLEDGEMENT, 0, 0, 0, 0]);
+    out.extend_from_slice(&sequence.to_be_bytes());
+    out
+}
+
 /// Set Chunk Size to the largest size there is, for a reader fed by
 /// [`write_single_chunk`].
 pub fn largest_chunk_size_message() -> ChunkMessage {

@@ -132,6 +132,16 @@ pub struct RtmpProtocol {
     /// Scratch space: messages read, and one message re-chunked for rml_rtmp.
     messages: Vec<ChunkMessage>,
     rechunked: Vec<u8>,
+    /// The message stream of the last publish command, and of the accepted publish:
+    /// its audio and video go straight to the demuxer, not through rml_rtmp (which
+    /// would copy each message twice more and zero a buffer for it).
+    publish_stream: Option<u32>,
+    publishing: Option<u32>,
+    /// Acknowledgements are Kawa's (rml_rtmp never sees the media bytes): every
+    /// `peer_window` bytes (the peer's Window Acknowledgement Size), the total so far.
+    received: u64,
+    acked: u64,
+    peer_window: Option<u32>,
 }
 
 impl Default for RtmpProtocol {
@@ -165,6 +175,11 @@ impl RtmpProtocol {
             held_bytes: 0,
             messages: Vec::new(),
             rechunked: Vec::new(),
+            publish_stream: None,
+            publishing: None,
+            received: 0,
+            acked: 0,
+            peer_window: None,
         }
     }
 
@@ -213,6 +228,7 @@ impl RtmpProtocol {
 
     fn receive_inner(&mut self, bytes: &[u8]) -> Result<Vec<IngestEvent>, IngestError> {
         let mut events = Vec::new();
+        self.received += bytes.len() as u64;
         match &mut self.state {
             State::Failed => return Err(IngestError::Closed),
             State::Handshaking(handshake) => {
@@ -250,9 +266,23 @@ impl RtmpProtocol {
                 }
                 self.messages = messages;
                 result?;
+                self.acknowledge(&mut events);
             }
         }
         Ok(events)
+    }
+
+    /// Sends an Acknowledgement once a window's worth of bytes came in since the last.
+    fn acknowledge(&mut self, events: &mut Vec<IngestEvent>) {
+        if let Some(window) = self.peer_window
+            && self.received - self.acked >= u64::from(window)
+        {
+            self.acked = self.received;
+            // The sequence number is the byte count, wrapping at 32 bits (§5.4.3).
+            events.push(IngestEvent::Send(Bytes::from(chunk::acknowledgement(
+                self.received as u32,
+            ))));
+        }
     }
 
     /// Keeps a message that came behind a publish request until the request is decided.
@@ -288,6 +318,25 @@ impl RtmpProtocol {
         events: &mut Vec<IngestEvent>,
     ) -> Result<(), IngestError> {
         match message.type_id {
+            // The published stream's media: straight to the demuxer.
+            chunk::AUDIO | chunk::VIDEO if self.publishing == Some(message.stream_id) => {
+                let event = if message.type_id == chunk::VIDEO {
+                    media(self.demuxer.video(message.timestamp, &message.payload))
+                } else {
+                    media(self.demuxer.audio(message.timestamp, &message.payload))
+                };
+                events.push(event);
+                return Ok(());
+            }
+            // The peer's window: Kawa acknowledges (rml_rtmp would count only what it
+            // sees). A window under 4 KiB would have us answer every read: not taken.
+            chunk::WINDOW_ACK_SIZE => {
+                if let Some(size) = message.payload.get(..4) {
+                    let size = u32::from_be_bytes([size[0], size[1], size[2], size[3]]);
+                    self.peer_window = (size >= 4096).then_some(size);
+                }
+                return Ok(());
+            }
             // Protocol control, user control, audio, video: fixed layouts rml_rtmp reads.
             3..=6 | 8 | 9 => {}
             // AMF0 data; 15 is "AMF3" data that is AMF0 in practice (rml_rtmp reads it so).
@@ -311,6 +360,9 @@ impl RtmpProtocol {
                     error,
                 })?;
                 check_command(&summary)?;
+                if summary.name == Some("publish") {
+                    self.publish_stream = Some(message.stream_id);
+                }
             }
             // Shared objects and aggregate messages: no encoder Kawa serves sends them.
             _ => return Ok(()),
@@ -353,6 +405,7 @@ impl RtmpProtocol {
         self.handle_results(results, &mut events);
         if self.publish_pending == Some(request_id) {
             self.publish_pending = None;
+            self.publishing = self.publish_stream;
             self.chunks
                 .set_limits(ChunkLimits::publishing(self.max_media_message));
             self.release_held(&mut events)?;
@@ -417,7 +470,10 @@ impl RtmpProtocol {
             ServerSessionEvent::PlayStreamRequested { request_id, .. } => {
                 IngestEvent::PlayRequested { request_id }
             }
-            ServerSessionEvent::PublishStreamFinished { .. } => IngestEvent::PublishFinished,
+            ServerSessionEvent::PublishStreamFinished { .. } => {
+                self.publishing = None;
+                IngestEvent::PublishFinished
+            }
             ServerSessionEvent::StreamMetadataChanged { metadata, .. } => IngestEvent::Metadata {
                 has_video: metadata.video_codec_id.is_some() || metadata.video_width.is_some(),
                 has_audio: metadata.audio_codec_id.is_some()

@@ -308,3 +308,48 @@ fn garbage_is_an_error_and_the_connection_stays_failed() {
     assert!(matches!(err, IngestError::Handshake(_)), "{err}");
     assert_eq!(p.receive(&[0; 10]).unwrap_err(), IngestError::Closed);
 }
+
+/// Media goes to the demuxer without rml_rtmp, so Kawa acknowledges the peer's window
+/// itself: one Acknowledgement of the total bytes received once a window's worth came
+/// in, and media on another message stream than the published one is not taken.
+#[test]
+fn kawa_acknowledges_the_peers_window_and_takes_only_the_published_streams_media() {
+    let (mut pair, id) = connected_publish_request("k");
+    let events = pair.server.accept(id).unwrap();
+    pair.handle_server_events(events);
+    let mut bytes = Vec::new();
+    chunk::write_single_chunk(
+        &message(0, chunk::WINDOW_ACK_SIZE, &5000u32.to_be_bytes()),
+        &mut bytes,
+    );
+    let events = pair.server.receive(&bytes).unwrap();
+    assert!(!events.iter().any(|e| matches!(e, IngestEvent::Send(_))));
+    // Another stream's audio: ignored (rml_rtmp ignores it too).
+    let mut stray = message(0, 8, &[0xAF, 0, 0x12, 0x10]);
+    stray.stream_id = 7;
+    bytes.clear();
+    chunk::write_single_chunk(&stray, &mut bytes);
+    let events = pair.server.receive(&bytes).unwrap();
+    assert_eq!(media_events(&events), 0, "{events:?}");
+    // 4000 bytes of video on the published stream (one chunk of the client's 4096):
+    // more than a window since the start, so one acknowledgement.
+    let mut video = vec![0x17, 0x01, 0, 0, 0];
+    video.resize(4000, 0);
+    bytes.clear();
+    chunk::write_single_chunk(&message(40, 9, &video), &mut bytes);
+    let events = pair.server.receive(&bytes).unwrap();
+    assert_eq!(media_events(&events), 1, "{events:?}");
+    let acks: Vec<&Bytes> = events
+        .iter()
+        .filter_map(|e| match e {
+            IngestEvent::Send(b) => Some(b),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acks.len(), 1, "{events:?}");
+    let received = pair.server.received as u32;
+    assert_eq!(acks[0][..12], [2, 0, 0, 0, 0, 0, 4, 3, 0, 0, 0, 0]);
+    assert_eq!(acks[0][12..], received.to_be_bytes());
+    // The client's rml_rtmp reads it without an error.
+    pair.client.handle_input(acks[0]).unwrap();
+}
