@@ -3,8 +3,15 @@
 //! against a bare FFmpeg making the same rungs from the same input with the same encoder
 //! settings (the floor: what encoding alone costs).
 //!
+//! Both sides get their input the same way: an `ffmpeg -re -c copy` publisher sends the
+//! file in real time (to Kawa over RTMP; to the bare FFmpeg as FLV through a pipe), so
+//! both encoders share the machine with the same neighbour. The publisher is measured in
+//! neither. Bare and Kawa take turns, KAWA_BENCH_ROUNDS times, so drift in the machine's
+//! speed falls on both.
+//!
 //! `cargo bench --bench ladder` (env: KAWA_BENCH_STREAMS, default 1; KAWA_BENCH_SECONDS,
-//! default 30, after a 10 s warm-up). Figures are printed, never asserted.
+//! default 30, after a 10 s warm-up; KAWA_BENCH_ROUNDS, default 2). Figures are printed,
+//! never asserted.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -34,31 +41,46 @@ fn measure(roots: &[u32], seconds: u64) -> f64 {
     (end - start) as f64 / 100.0 / started.elapsed().as_secs_f64() * 100.0
 }
 
-/// The bare FFmpeg: Kawa's own rung command line, reading the FLV file in real time
-/// instead of Kawa's TS pipe, writing its TS to /dev/null.
-fn bare_ffmpeg(plan: &TranscodePlan, settings: &Settings, input: &std::path::Path) -> Child {
+/// The bare FFmpeg: Kawa's own rung command line, reading FLV from a real-time
+/// publisher through a pipe instead of Kawa's TS, writing its TS to /dev/null. Returns
+/// the publisher and the encoder.
+fn bare_ffmpeg(
+    plan: &TranscodePlan,
+    settings: &Settings,
+    input: &std::path::Path,
+) -> (Child, Child) {
+    let mut publisher = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-nostdin",
+            "-v",
+            "error",
+            "-re",
+            "-stream_loop",
+            "-1",
+            "-i",
+        ])
+        .arg(input)
+        .args(["-c", "copy", "-f", "flv", "pipe:1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("ffmpeg");
+    let flv = publisher.stdout.take().unwrap();
     let mut args = plan.ffmpeg_args(&settings.hls);
     let at = args.iter().position(|a| a == "-f").unwrap();
-    // `-f mpegts -i pipe:0` -> `-re -stream_loop -1 -i FILE`
-    args.splice(
-        at..at + 4,
-        [
-            "-re".to_owned(),
-            "-stream_loop".to_owned(),
-            "-1".to_owned(),
-            "-i".to_owned(),
-            input.display().to_string(),
-        ],
-    );
+    // `-f mpegts -i pipe:0` -> `-f flv -i pipe:0`
+    args[at + 1] = "flv".to_owned();
     let last = args.len() - 1;
     args[last] = "/dev/null".to_owned();
-    Command::new("ffmpeg")
+    let encoder = Command::new("ffmpeg")
         .arg("-y")
         .args(&args)
-        .stdin(Stdio::null())
+        .stdin(Stdio::from(flv))
         .stdout(Stdio::null())
         .spawn()
-        .expect("ffmpeg")
+        .expect("ffmpeg");
+    (publisher, encoder)
 }
 
 fn main() {
@@ -84,53 +106,79 @@ fn main() {
     let plan = TranscodePlan::new(demuxer.config(), &settings.hls);
     let rungs: Vec<&str> = plan.scaled().map(|r| r.name.as_str()).collect();
 
-    let mut bare: Vec<Child> = (0..streams)
-        .map(|_| bare_ffmpeg(&plan, &settings, &input))
-        .collect();
-    let pids: Vec<u32> = bare.iter().map(Child::id).collect();
-    let bare_cpu = measure(&pids, seconds);
-    for child in &mut bare {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-
+    let rounds = env_number("KAWA_BENCH_ROUNDS", 2) as usize;
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let kawa_cpu = runtime.block_on(async {
-        let kawa = Kawa::builder()
-            .env("KAWA_HLS__PRESET", "ladder")
-            .env("RUST_LOG", "warn,kawa::server=info")
-            .start();
-        let mut publishers = Vec::new();
-        for i in 0..streams {
-            let key = create_stream(&kawa, &format!("ladder{i}")).await;
-            publishers.push(Publisher::start_file_loop(&kawa.rtmp_url(&key), &input));
-        }
-        let pid = kawa.pid();
-        let cpu = tokio::task::spawn_blocking(move || measure(&[pid], seconds))
-            .await
-            .unwrap();
-        assert_eq!(
-            kawa.ffmpeg_children().len(),
-            streams,
-            "one FFmpeg per stream"
-        );
-        for p in &mut publishers {
-            assert!(p.running(), "a publisher stopped: {}", p.stderr());
-        }
-        cpu
-    });
-
+    let (mut bare_total, mut kawa_total) = (0.0, 0.0);
     println!(
-        "ladder {rungs:?} of a 3 Mbit/s 720p30 source, {streams} stream(s), {seconds} s after a {} s warm-up",
+        "ladder {rungs:?} of a 3 Mbit/s 720p30 source, {streams} stream(s), {seconds} s after a {} s warm-up, {rounds} round(s)",
         WARM_UP.as_secs()
     );
+    for round in 1..=rounds {
+        let bare_cpu = measure_bare(&plan, &settings, &input, streams, seconds);
+        let kawa_cpu = runtime.block_on(measure_kawa(&input, streams, seconds, round));
+        println!(
+            "  round {round}: bare FFmpeg {:.1} %, Kawa's process tree {:.1} % of one core per stream (ratio {:.3})",
+            bare_cpu / streams as f64,
+            kawa_cpu / streams as f64,
+            kawa_cpu / bare_cpu
+        );
+        bare_total += bare_cpu;
+        kawa_total += kawa_cpu;
+    }
+    let n = (rounds * streams) as f64;
     println!(
         "  bare FFmpeg making the rungs:       {:.1} % of one core per stream",
-        bare_cpu / streams as f64
+        bare_total / n
     );
     println!(
         "  Kawa's process tree (rungs + CMAF): {:.1} % of one core per stream",
-        kawa_cpu / streams as f64
+        kawa_total / n
     );
-    println!("  ratio Kawa / bare FFmpeg: {:.3}", kawa_cpu / bare_cpu);
+    println!("  ratio Kawa / bare FFmpeg: {:.3}", kawa_total / bare_total);
+}
+
+fn measure_bare(
+    plan: &TranscodePlan,
+    settings: &Settings,
+    input: &std::path::Path,
+    streams: usize,
+    seconds: u64,
+) -> f64 {
+    let mut bare: Vec<(Child, Child)> = (0..streams)
+        .map(|_| bare_ffmpeg(plan, settings, input))
+        .collect();
+    let pids: Vec<u32> = bare.iter().map(|(_, encoder)| encoder.id()).collect();
+    let cpu = measure(&pids, seconds);
+    for (publisher, encoder) in &mut bare {
+        for child in [publisher, encoder] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+    cpu
+}
+
+async fn measure_kawa(input: &std::path::Path, streams: usize, seconds: u64, round: usize) -> f64 {
+    let kawa = Kawa::builder()
+        .env("KAWA_HLS__PRESET", "ladder")
+        .env("RUST_LOG", "warn,kawa::server=info")
+        .start();
+    let mut publishers = Vec::new();
+    for i in 0..streams {
+        let key = create_stream(&kawa, &format!("ladder{round}x{i}")).await;
+        publishers.push(Publisher::start_file_loop(&kawa.rtmp_url(&key), input));
+    }
+    let pid = kawa.pid();
+    let cpu = tokio::task::spawn_blocking(move || measure(&[pid], seconds))
+        .await
+        .unwrap();
+    assert_eq!(
+        kawa.ffmpeg_children().len(),
+        streams,
+        "one FFmpeg per stream"
+    );
+    for p in &mut publishers {
+        assert!(p.running(), "a publisher stopped: {}", p.stderr());
+    }
+    cpu
 }
