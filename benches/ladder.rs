@@ -102,7 +102,8 @@ fn main() {
             TagKind::Script => None,
         };
     }
-    let settings = Settings::load(None).unwrap();
+    // Not `load`: the bench's own KAWA_BENCH_* variables are no settings.
+    let settings = Settings::defaults().unwrap();
     let plan = TranscodePlan::new(demuxer.config(), &settings.hls);
     let rungs: Vec<&str> = plan.scaled().map(|r| r.name.as_str()).collect();
 

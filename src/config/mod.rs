@@ -269,6 +269,16 @@ impl Settings {
         settings.validate()?;
         Ok(settings)
     }
+
+    /// The documented defaults alone (no file, no environment): what tools and benches
+    /// that only need Kawa's encoder settings use.
+    pub fn defaults() -> Result<Self, ConfigError> {
+        let settings: Settings = Figment::from(Toml::string(DEFAULT_TOML))
+            .extract()
+            .map_err(from_figment)?;
+        settings.validate()?;
+        Ok(settings)
+    }
 }
 
 fn from_figment(err: figment::Error) -> ConfigError {
