@@ -403,3 +403,41 @@ async fn a_killed_transcoder_worker_is_replaced() {
         "{probe}"
     );
 }
+
+/// With no worker alive the node encodes its ladder itself; once a worker is up again
+/// the encode moves to it (the node's FFmpeg ends, the worker's starts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encode_falls_back_to_the_node_and_returns_to_a_worker() {
+    const PATH: &str = "fallback";
+    let redis = RedisServer::start();
+    let kawa = ladder_node(&redis);
+    let key = create_stream(&kawa, PATH).await;
+    let _publisher = Publisher::start(&kawa.rtmp_url(&key), 90);
+    wait_for("the node's own FFmpeg", Duration::from_secs(30), || async {
+        (!kawa.ffmpeg_children().is_empty()).then_some(())
+    })
+    .await;
+    let local = wait_for(
+        "120p from the node's FFmpeg",
+        Duration::from_secs(30),
+        || async { Some(maps(&kawa, PATH, "120p").await).filter(|m| !m.is_empty()) },
+    )
+    .await;
+    let worker = Worker::start(0, &redis);
+    wait_for(
+        "the encode on the worker",
+        Duration::from_secs(30),
+        || async {
+            (kawa.ffmpeg_children().is_empty() && !ffmpeg_children_of(worker.pid()).is_empty())
+                .then_some(())
+        },
+    )
+    .await;
+    // The worker's rung: a new init segment after the node's.
+    wait_for("120p from the worker", Duration::from_secs(20), || async {
+        let now = maps(&kawa, PATH, "120p").await;
+        now.last().filter(|m| !local.contains(m)).map(|_| ())
+    })
+    .await;
+    assert!(kawa.logs().contains("moving the encode to it"));
+}

@@ -59,7 +59,7 @@ pub struct Cluster {
     advertise_url: OnceLock<String>,
     lease_ttl: Duration,
     token: Secret,
-    /// Transcoder workers that failed lately, and when.
+    /// Addresses of transcoder workers that failed lately, and when.
     failed_workers: Mutex<Vec<(String, Instant)>>,
 }
 
@@ -137,7 +137,7 @@ impl Cluster {
         self.lease_ttl
     }
 
-    /// Passes over `worker` for a while: it did not answer.
+    /// Passes over the worker at `worker` (its URL) for a while: it did not answer.
     pub fn worker_failed(&self, worker: &str) {
         let mut failed = self
             .failed_workers
@@ -147,7 +147,7 @@ impl Cluster {
         failed.push((worker.to_owned(), Instant::now()));
     }
 
-    /// The workers that failed lately.
+    /// The addresses of the workers that failed lately.
     pub fn failed_workers(&self) -> Vec<String> {
         let failed = self
             .failed_workers

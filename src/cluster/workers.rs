@@ -32,11 +32,12 @@ pub struct WorkerInfo {
     pub jobs: u32,
 }
 
-/// The least loaded of `workers` not in `avoid` (ties: the first).
+/// The least loaded of `workers` whose address is not in `avoid` (ties: the first). By
+/// address, not id: a worker started again under the same id listens somewhere new.
 pub fn least_loaded<'a>(workers: &'a [WorkerInfo], avoid: &[String]) -> Option<&'a WorkerInfo> {
     workers
         .iter()
-        .filter(|w| !avoid.contains(&w.id))
+        .filter(|w| !avoid.contains(&w.url))
         .min_by_key(|w| w.jobs)
 }
 
@@ -89,7 +90,11 @@ mod tests {
         };
         let workers = [w("a", 3), w("b", 1), w("c", 1)];
         assert_eq!(least_loaded(&workers, &[]).unwrap().id, "b");
-        assert_eq!(least_loaded(&workers, &["b".into()]).unwrap().id, "c");
-        assert!(least_loaded(&workers, &["a".into(), "b".into(), "c".into()]).is_none());
+        assert_eq!(
+            least_loaded(&workers, &["http://b".into()]).unwrap().id,
+            "c"
+        );
+        let all = ["http://a".into(), "http://b".into(), "http://c".into()];
+        assert!(least_loaded(&workers, &all).is_none());
     }
 }

@@ -36,6 +36,9 @@ pub struct Feed(pub Frame);
 #[rtype(result = "()")]
 pub struct Finish;
 
+/// How often an encode that fell back to this node looks for a worker again.
+const WORKER_RECHECK: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Kill FFmpeg now.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -227,6 +230,24 @@ impl Transcoder {
     }
 }
 
+impl Transcoder {
+    /// An encode that fell back to this node moves to a worker once one is alive again
+    /// (it ends; the session starts the next one, which picks the worker), so a worker
+    /// outage does not leave every node encoding for good.
+    fn watch_for_workers(&mut self, cluster: Arc<Cluster>, ctx: &mut Context<Self>) {
+        ctx.run_interval(WORKER_RECHECK, move |this, ctx| {
+            let cluster = Arc::clone(&cluster);
+            let look = async move { remote::pick(&cluster).await };
+            ctx.spawn(look.into_actor(this).map(|worker, this, _| {
+                if let (Some(worker), Some(kill)) = (worker, this.kill.take()) {
+                    tracing::info!(parent: &this.span, worker = %worker.id, "a transcoder worker is alive again; moving the encode to it");
+                    let _ = kill.send(());
+                }
+            }));
+        });
+    }
+}
+
 impl Actor for Transcoder {
     type Context = Context<Self>;
 
@@ -243,6 +264,7 @@ impl Actor for Transcoder {
                 ctx.wait(pick.into_actor(self).map(move |(cluster, worker), this, ctx| {
                     if worker.is_none() {
                         tracing::warn!(parent: &this.span, "no transcoder worker is alive; FFmpeg runs on this node");
+                        this.watch_for_workers(Arc::clone(&cluster), ctx);
                     }
                     this.begin(job, worker.map(|w| (cluster, w)), ctx);
                 }));

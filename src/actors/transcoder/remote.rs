@@ -67,7 +67,7 @@ pub async fn run(
     let mut client = match connect.await {
         Ok(client) => client,
         Err(e) => {
-            cluster.worker_failed(&worker.id);
+            cluster.worker_failed(&worker.url);
             return format!("transcoder worker {} unreachable: {e}", worker.id);
         }
     };
@@ -79,7 +79,7 @@ pub async fn run(
     let mut answers = match client.transcode(outbound).await {
         Ok(answers) => answers.into_inner(),
         Err(status) => {
-            cluster.worker_failed(&worker.id);
+            cluster.worker_failed(&worker.url);
             return format!(
                 "transcoder worker {} refused the job: {}",
                 worker.id,
@@ -121,7 +121,7 @@ pub async fn run(
                 Ok(Some(_)) => {}
                 Ok(None) => return format!("transcoder worker {} ended the encode", worker.id),
                 Err(status) => {
-                    cluster.worker_failed(&worker.id);
+                    cluster.worker_failed(&worker.url);
                     return format!("transcoder worker {} lost: {}", worker.id, status.message());
                 }
             }
