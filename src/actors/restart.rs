@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-const FIRST_DELAY: Duration = Duration::from_millis(250);
+pub const FIRST_DELAY: Duration = Duration::from_millis(250);
 /// 250 ms doubled five times.
 const MAX_BACKOFF_DOUBLINGS: u32 = 5;
 

@@ -111,6 +111,7 @@ impl Handler<TranscoderExited> for StreamSession {
         tracing::info!(parent: &self.span, generation = msg.generation, status = %msg.status, current, "FFmpeg exited");
         if current {
             self.encoder = None;
+            self.worker_lost = msg.worker_lost;
             self.metrics.ffmpeg_running.set(0);
             if self.core.phase == Phase::Live {
                 tracing::warn!(parent: &self.span, generation = msg.generation, "FFmpeg died mid-stream; restarting");

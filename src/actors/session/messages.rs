@@ -59,6 +59,9 @@ pub struct Encoded {
 pub struct TranscoderExited {
     pub generation: u64,
     pub status: String,
+    /// The transcoder worker it ran on was lost (not the encode's own failure): the
+    /// next one starts at once, on another worker, without counting as a failure.
+    pub worker_lost: bool,
 }
 
 #[derive(Message)]

@@ -63,6 +63,8 @@ pub struct StreamSession {
     encoder: Option<Encoder>,
     restarts: RestartPolicy,
     total_restarts: u64,
+    /// The last encode ended because its transcoder worker was lost.
+    worker_lost: bool,
     sink: LocalWriter,
     /// This stream's live edge (parts and LL playlists) in memory.
     edge: Arc<LiveStream>,
@@ -115,6 +117,7 @@ impl StreamSession {
                 Duration::from_secs(hls.restart_window_seconds),
             ),
             total_restarts: 0,
+            worker_lost: false,
             to_transcoder: DropToKeyframe::default(),
             since: OffsetDateTime::now_utc(),
             started: Instant::now(),
@@ -304,17 +307,25 @@ impl StreamSession {
     }
 
     fn schedule_restart(&mut self, ctx: &mut Context<Self>) {
-        let (delay, capped) = self.restarts.delay(Instant::now());
+        // A lost worker is no failure of this stream's encode: no backoff, not counted.
+        let worker_lost = std::mem::take(&mut self.worker_lost);
+        let (delay, capped) = if worker_lost {
+            (super::restart::FIRST_DELAY, false)
+        } else {
+            self.restarts.delay(Instant::now())
+        };
         if capped {
             tracing::error!(parent: &self.span, ?delay, "FFmpeg keeps failing; waiting before the next restart");
         }
-        ctx.run_later(delay, |this, ctx| {
+        ctx.run_later(delay, move |this, ctx| {
             let actions = this.core.restart_encoder();
             if actions
                 .iter()
                 .any(|a| matches!(a, Action::StartEncoder { .. }))
             {
-                this.restarts.record(Instant::now());
+                if !worker_lost {
+                    this.restarts.record(Instant::now());
+                }
                 this.total_restarts += 1;
                 this.metrics.ffmpeg_restarts.inc();
                 METRICS

@@ -144,6 +144,7 @@ impl Transcoder {
         self.session.do_send(TranscoderExited {
             generation: self.generation,
             status,
+            worker_lost: false,
         });
     }
 
@@ -171,7 +172,11 @@ impl Transcoder {
                 let session = self.session.clone();
                 actix::spawn(async move {
                     let status = run.await;
-                    session.do_send(TranscoderExited { generation, status });
+                    session.do_send(TranscoderExited {
+                        generation,
+                        status,
+                        worker_lost: false,
+                    });
                 });
             }
             Err(e) => {
@@ -200,7 +205,7 @@ impl Transcoder {
         let rungs = job.plan.scaled().count();
         let (session, generation) = (self.session.clone(), job.generation);
         actix::spawn(async move {
-            let status = remote::run(
+            let (status, worker_lost) = remote::run(
                 cluster,
                 worker,
                 outbound,
@@ -210,7 +215,11 @@ impl Transcoder {
                 killed,
             )
             .await;
-            session.do_send(TranscoderExited { generation, status });
+            session.do_send(TranscoderExited {
+                generation,
+                status,
+                worker_lost,
+            });
         });
     }
 

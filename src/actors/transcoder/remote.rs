@@ -32,7 +32,8 @@ pub async fn pick(cluster: &Cluster) -> Option<WorkerInfo> {
 }
 
 /// Runs one encode on `worker`: sends what arrives on `input`, hands each batch of the
-/// rungs' frames to the session (waiting for it to be taken), and returns how it ended.
+/// rungs' frames to the session (waiting for it to be taken), and returns how it ended,
+/// and whether the worker was lost (unreachable or gone mid-encode).
 pub async fn run(
     cluster: Arc<Cluster>,
     worker: WorkerInfo,
@@ -41,7 +42,7 @@ pub async fn run(
     generation: u64,
     session: Addr<StreamSession>,
     killed: oneshot::Receiver<()>,
-) -> String {
+) -> (String, bool) {
     let connect = async {
         let channel = tonic::transport::Endpoint::from_shared(worker.url.clone())
             .map_err(|e| e.to_string())?
@@ -68,7 +69,10 @@ pub async fn run(
         Ok(client) => client,
         Err(e) => {
             cluster.worker_failed(&worker.url);
-            return format!("transcoder worker {} unreachable: {e}", worker.id);
+            return (
+                format!("transcoder worker {} unreachable: {e}", worker.id),
+                true,
+            );
         }
     };
     let outbound =
@@ -80,11 +84,12 @@ pub async fn run(
         Ok(answers) => answers.into_inner(),
         Err(status) => {
             cluster.worker_failed(&worker.url);
-            return format!(
+            let status = format!(
                 "transcoder worker {} refused the job: {}",
                 worker.id,
                 status.message()
             );
+            return (status, true);
         }
     };
     let read = async {
@@ -98,37 +103,54 @@ pub async fn run(
                         match wire::from_wire(m) {
                             Ok((rung, frame)) if rung < rungs => frames.push((rung, frame)),
                             Ok((rung, _)) => {
-                                return format!(
+                                let status = format!(
                                     "transcoder worker {} sent rung {rung} of {rungs}",
                                     worker.id
                                 );
+                                return (status, false);
                             }
                             Err(e) => {
-                                return format!(
+                                let status = format!(
                                     "transcoder worker {} sent a bad frame: {e}",
                                     worker.id
                                 );
+                                return (status, false);
                             }
                         }
                     }
                     if session.send(Encoded { generation, frames }).await.is_err() {
-                        return "the session is gone".to_owned();
+                        return ("the session is gone".to_owned(), false);
                     }
                 }
                 Ok(Some(TranscodeOutput {
                     output: Some(Output::Exited(status)),
-                })) => return format!("FFmpeg on transcoder worker {}: {status}", worker.id),
+                })) => {
+                    return (
+                        format!("FFmpeg on transcoder worker {}: {status}", worker.id),
+                        false,
+                    );
+                }
                 Ok(Some(_)) => {}
-                Ok(None) => return format!("transcoder worker {} ended the encode", worker.id),
+                // The stream ended without FFmpeg's exit: the worker went away.
+                Ok(None) => {
+                    cluster.worker_failed(&worker.url);
+                    return (
+                        format!("transcoder worker {} ended the encode", worker.id),
+                        true,
+                    );
+                }
                 Err(status) => {
                     cluster.worker_failed(&worker.url);
-                    return format!("transcoder worker {} lost: {}", worker.id, status.message());
+                    return (
+                        format!("transcoder worker {} lost: {}", worker.id, status.message()),
+                        true,
+                    );
                 }
             }
         }
     };
     tokio::select! {
         status = read => status,
-        _ = killed => "killed".to_owned(),
+        _ = killed => ("killed".to_owned(), false),
     }
 }
