@@ -10,7 +10,8 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use common::cluster::{
-    Balancer, ReconnectingPublisher, Worker, ladder_node, ladder_node_with_s3, maps, node, owner,
+    Balancer, ReconnectingPublisher, Worker, ladder_node, ladder_node_with_s3, maps, node,
+    node_without_takeover, owner,
 };
 
 use common::s3::{BUCKET, PREFIX, s3_has, s3_playlist, s3_rendition_playlist};
@@ -440,4 +441,49 @@ async fn an_encode_falls_back_to_the_node_and_returns_to_a_worker() {
     })
     .await;
     assert!(kawa.logs().contains("moving the encode to it"));
+}
+
+/// With `rtmp.takeover` off, a publish to a path a live node owns is refused (the owner
+/// keeps renewing its lease); once the owner dies, its lease lapses and the next publish
+/// takes the path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_takeover_a_live_owner_keeps_its_path_and_a_dead_ones_lapses() {
+    const PATH: &str = "kept";
+    let redis = RedisServer::start();
+    let moto = MotoServer::start();
+    moto.public_bucket(BUCKET).await;
+    let mut nodes: Vec<Kawa> = (0..2)
+        .map(|i| node_without_takeover(i, &redis, &moto))
+        .collect();
+    let key = create_stream(&nodes[0], PATH).await;
+    let _first = Publisher::start(&nodes[0].rtmp_url(&key), 60);
+    wait_for(
+        "node-0 to own the path",
+        Duration::from_secs(20),
+        || async { (owner(&redis, PATH) == Some(0)).then_some(()) },
+    )
+    .await;
+    let mut second = Publisher::start(&nodes[1].rtmp_url(&key), 60);
+    assert!(
+        second.wait_exit(Duration::from_secs(15)).is_some(),
+        "node-1 took a path node-0 still publishes"
+    );
+    assert_eq!(owner(&redis, PATH), Some(0));
+    assert!(
+        nodes[1]
+            .logs()
+            .contains("publish refused: the path is not ours")
+    );
+
+    nodes[0].kill();
+    let killed = Instant::now();
+    let _third = Publisher::start(&nodes[1].rtmp_url(&key), 60);
+    wait_for(
+        "node-1 to own the path",
+        Duration::from_secs(20),
+        || async { (owner(&redis, PATH) == Some(1)).then_some(()) },
+    )
+    .await;
+    // Not before the dead owner's lease lapsed.
+    assert!(killed.elapsed() >= Duration::from_millis(common::cluster::LEASE_MS / 2));
 }

@@ -5,7 +5,9 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use super::memory::LiveStream;
 use crate::hls::packager::Output;
 
 pub struct LocalSink {
@@ -96,20 +98,29 @@ pub struct LocalWriter {
 }
 
 impl LocalWriter {
-    /// Starts the writer task on the current runtime.
-    pub fn spawn(sink: LocalSink, span: tracing::Span) -> Self {
+    /// Starts the writer task on the current runtime. Each segment written is reported
+    /// to `edge`, which then lets its parts go.
+    pub fn spawn(sink: LocalSink, edge: Arc<LiveStream>, span: tracing::Span) -> Self {
         let (jobs, mut rx) = tokio::sync::mpsc::channel::<Job>(WRITER_QUEUE);
-        let sink = std::sync::Arc::new(sink);
+        let sink = Arc::new(sink);
         let task_span = span.clone();
         tokio::spawn(async move {
             while let Some(job) = rx.recv().await {
-                let sink = std::sync::Arc::clone(&sink);
+                let sink = Arc::clone(&sink);
                 let span = task_span.clone();
+                let edge = Arc::clone(&edge);
                 let done = tokio::task::spawn_blocking(move || match job {
                     Job::Apply(outputs) => {
                         for output in &outputs {
-                            if let Err(e) = sink.apply(output) {
-                                tracing::error!(parent: &span, error = %e, "writing HLS output failed");
+                            match sink.apply(output) {
+                                Ok(()) => {
+                                    if let Output::Segment { rendition, name, .. } = output {
+                                        edge.segment_stored(rendition, name);
+                                    }
+                                }
+                                Err(e) => {
+                                    tracing::error!(parent: &span, error = %e, "writing HLS output failed");
+                                }
                             }
                         }
                     }

@@ -88,6 +88,9 @@ struct RenditionEdge {
     /// Part sizes of the last segments, by sequence number: where each part lies in its
     /// segment's file.
     part_sizes: BTreeMap<u64, Vec<u32>>,
+    /// The newest segment stored in the data directory: its parts (and older ones) are
+    /// served from there, not kept here.
+    stored: Option<u64>,
 }
 
 /// A playlist request's answer, now.
@@ -176,11 +179,16 @@ impl LiveStream {
                         let now = &edge.listed_before;
                         let open_msn = playlist.open_msn();
                         let init = edge.init.as_deref();
+                        let stored = edge.stored;
                         edge.files.retain(|name, _| {
+                            let msn = part_msn(name);
+                            if msn.is_some_and(|m| stored.is_some_and(|s| m <= s)) {
+                                return false;
+                            }
                             now.contains(name)
                                 || before.contains(name)
                                 || init == Some(name.as_str())
-                                || part_msn(name).is_some_and(|msn| msn >= open_msn)
+                                || msn.is_some_and(|m| m >= open_msn)
                         });
                         edge.playlist = Some(*playlist);
                         changed = true;
@@ -193,6 +201,30 @@ impl LiveStream {
             self.notify();
         }
         rest
+    }
+
+    /// `rendition`'s segment `name` (`{epoch}_{msn}.m4s`) is in the data directory now:
+    /// its parts leave memory and are served as byte ranges of the file, so a stream
+    /// holds only its open segment's parts (the data directory writes each segment as it
+    /// closes, a few milliseconds later).
+    pub fn segment_stored(&self, rendition: &str, name: &str) {
+        let Some(msn) = name
+            .strip_suffix(".m4s")
+            .and_then(|stem| stem.rsplit_once('_'))
+            .and_then(|(_, msn)| msn.parse::<u64>().ok())
+        else {
+            return;
+        };
+        let mut state = write(&self.state);
+        let Some(edge) = state.renditions.get_mut(rendition) else {
+            return;
+        };
+        if edge.stored.is_some_and(|s| s >= msn) {
+            return;
+        }
+        edge.stored = Some(msn);
+        edge.files
+            .retain(|name, _| part_msn(name).is_none_or(|m| m > msn));
     }
 
     /// A rendition's playlist for a request with `directives`.
@@ -329,162 +361,5 @@ fn part_msn(name: &str) -> Option<u64> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::hls::low_latency::{LiveSegment, OpenSegment, PartInfo};
-    use crate::hls::playlist::MediaSegment;
-
-    fn part_name(msn: u64, i: usize) -> String {
-        format!("1_{msn}_{i}.m4s")
-    }
-
-    fn parts(msn: u64, n: usize) -> Vec<PartInfo> {
-        (0..n)
-            .map(|i| PartInfo {
-                uri: part_name(msn, i),
-                duration: 0.5,
-                independent: i == 0,
-            })
-            .collect()
-    }
-
-    fn segment(msn: u64) -> MediaSegment {
-        MediaSegment {
-            uri: format!("1_{msn}.m4s"),
-            map: "1_0.mp4".into(),
-            duration: 1.0,
-            discontinuity: false,
-            program_date_time: None,
-        }
-    }
-
-    /// Segments `0..complete` (parts listed for those in `with_parts`), and `open`
-    /// parts of the next.
-    fn live(rendition: &str, complete: u64, with_parts: u64, open: usize) -> Output {
-        Output::Live {
-            rendition: rendition.into(),
-            playlist: Box::new(LivePlaylist {
-                target_duration: 1,
-                part_target: 0.5,
-                media_sequence: 0,
-                discontinuity_sequence: 0,
-                segments: (0..complete)
-                    .map(|msn| LiveSegment {
-                        segment: segment(msn),
-                        parts: if msn + with_parts >= complete {
-                            parts(msn, 2)
-                        } else {
-                            Vec::new()
-                        },
-                    })
-                    .collect(),
-                open: (open > 0).then(|| OpenSegment {
-                    segment: segment(complete),
-                    parts: parts(complete, open),
-                }),
-                preload_hint: Some(part_name(complete, open)),
-                ended: false,
-            }),
-        }
-    }
-
-    fn part(rendition: &str, msn: u64, i: usize) -> Output {
-        Output::Part {
-            rendition: rendition.into(),
-            name: part_name(msn, i),
-            data: Bytes::from(vec![i as u8; 4]),
-        }
-    }
-
-    #[test]
-    fn the_edge_serves_listed_parts_holds_the_hinted_one_and_forgets_old_ones() {
-        let stream = LiveStore::default().open("live/a");
-        let init = Output::Init {
-            rendition: "source".into(),
-            name: "1_0.mp4".into(),
-            data: Bytes::from_static(b"init"),
-        };
-        let rest = stream.take(vec![
-            init.clone(),
-            part("source", 0, 0),
-            part("source", 0, 1),
-            live("source", 0, 0, 2),
-        ]);
-        // Parts and playlists stay here; the init segment also goes to disk and S3.
-        assert_eq!(rest, vec![init]);
-        let found = |name: &str| matches!(stream.file("source", name), FileLookup::Found(_));
-        assert!(found("1_0.mp4") && found("1_0_1.m4s"));
-        assert_eq!(
-            stream.file("source", "1_0_2.m4s"),
-            FileLookup::Wait { target_duration: 1 }
-        );
-        assert_eq!(stream.file("source", "1_9_0.m4s"), FileLookup::Missing);
-
-        // Segment 0 completes: it is served as its two parts.
-        stream.take(vec![part("source", 1, 0), live("source", 1, 1, 1)]);
-        let FileLookup::Found(pieces) = stream.file("source", "1_0.m4s") else {
-            panic!("segment 0 is not served from its parts")
-        };
-        assert_eq!(pieces.len(), 2);
-
-        // Segment 0's parts leave the playlist, then the one after it: gone.
-        stream.take(vec![live("source", 3, 1, 1)]);
-        assert!(found("1_0_0.m4s"), "the previous playlist still listed it");
-        stream.take(vec![live("source", 3, 1, 1)]);
-        assert!(!found("1_0_0.m4s") && found("1_0.mp4"));
-        assert_eq!(stream.file("source", "1_0.m4s"), FileLookup::Missing);
-        // ... but still served, from the segment's file: part 1 follows part 0's 4 bytes.
-        assert_eq!(
-            stream.file("source", "1_0_1.m4s"),
-            FileLookup::InSegment {
-                segment: "1_0.m4s".into(),
-                offset: 4,
-                len: 4
-            }
-        );
-        assert_eq!(stream.file("source", "1_0_2.m4s"), FileLookup::Missing);
-    }
-
-    #[test]
-    fn playlists_report_the_other_renditions_until_the_stream_closes() {
-        let store = LiveStore::default();
-        let stream = store.open("live/b");
-        let changes = stream.subscribe();
-        stream.take(vec![live("source", 2, 1, 1), live("180p", 2, 1, 0)]);
-        assert!(changes.has_changed().unwrap());
-        let PlaylistLookup::Ready(text) = stream.playlist("source", &Directives::default()) else {
-            panic!("no playlist")
-        };
-        assert!(
-            text.contains(
-                "#EXT-X-RENDITION-REPORT:URI=\"../180p/index.m3u8\",LAST-MSN=1,LAST-PART=1\n"
-            ),
-            "{text}"
-        );
-        assert!(!text.contains("../source/"));
-        let ahead = Directives {
-            msn: Some(3),
-            part: None,
-            skip: false,
-        };
-        assert_eq!(
-            stream.playlist("source", &ahead),
-            PlaylistLookup::Wait { target_duration: 1 }
-        );
-        assert_eq!(
-            stream.playlist("720p", &Directives::default()),
-            PlaylistLookup::Missing
-        );
-        // A new publish of the path replaces the edge; the old session's close leaves
-        // the new one alone.
-        let newer = store.open("live/b");
-        store.close("live/b", &stream);
-        assert!(store.get("live/b").is_some_and(|s| Arc::ptr_eq(&s, &newer)));
-        assert_eq!(
-            stream.playlist("source", &Directives::default()),
-            PlaylistLookup::Missing
-        );
-        store.close("live/b", &newer);
-        assert!(store.get("live/b").is_none());
-    }
-}
+#[path = "memory_tests.rs"]
+mod tests;

@@ -19,6 +19,13 @@ pub fn node(i: usize, redis: &RedisServer, moto: &MotoServer) -> Kawa {
     node_builder(i, redis, moto).start()
 }
 
+/// Node `i` with `rtmp.takeover` off: a publish never takes a path another node holds.
+pub fn node_without_takeover(i: usize, redis: &RedisServer, moto: &MotoServer) -> Kawa {
+    node_builder(i, redis, moto)
+        .env("KAWA_RTMP__TAKEOVER", "false")
+        .start()
+}
+
 /// Node `i` with a small ladder encoded on transcoder workers.
 pub fn ladder_node_with_s3(i: usize, redis: &RedisServer, moto: &MotoServer) -> Kawa {
     node_builder(i, redis, moto)

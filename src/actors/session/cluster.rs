@@ -14,7 +14,7 @@ use crate::cluster::restore::{Sources, keep_present};
 use crate::cluster::{Acquired, Cluster, ClusterError, Lease};
 use crate::hls::resume::PathState;
 
-/// How often a publish waiting for a dead owner's lease to lapse asks again.
+/// How often a publish waiting for a lease to lapse asks again.
 const RETRY: Duration = Duration::from_millis(250);
 
 /// The path's lease and the task that saves its playlist state.
@@ -31,23 +31,18 @@ enum ClaimError {
     HeldByLiveNode(String),
     #[error("the path's lease could not be taken in time: {0}")]
     Unavailable(ClusterError),
-    #[error("the path's lease is still held by node {0}")]
-    StillHeld(String),
 }
 
 /// Takes `path`'s lease: from anybody with `force` (a publisher that moved here wins, and
-/// the old owner is fenced); otherwise only once nobody holds it, waiting for a dead
-/// owner's lease to lapse.
+/// the old owner is fenced); otherwise once nobody holds it. An owner that is alive keeps
+/// renewing its lease, a dead one's lapses within `cluster.lease_ms`: so without `force`
+/// this waits that long (and a renewal more) before it takes the holder for alive.
 async fn take_lease(cluster: &Cluster, path: &str, force: bool) -> Result<Lease, ClaimError> {
     let deadline = Instant::now() + cluster.lease_ttl() + cluster.renew_every();
     loop {
         let error = match cluster.acquire(path, force).await {
             Ok(Acquired::Taken(lease)) => return Ok(lease),
-            Ok(Acquired::HeldBy(holder)) => match cluster.node(&holder.node).await {
-                Ok(Some(_)) => return Err(ClaimError::HeldByLiveNode(holder.node)),
-                Ok(None) => ClaimError::StillHeld(holder.node),
-                Err(e) => ClaimError::Unavailable(e),
-            },
+            Ok(Acquired::HeldBy(holder)) => ClaimError::HeldByLiveNode(holder.node),
             Err(e) => ClaimError::Unavailable(e),
         };
         if Instant::now() >= deadline {

@@ -97,12 +97,13 @@ impl StreamSession {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         let span = tracing::info_span!("stream", publish_path = %path, session = id);
+        let edge = context.live.open(path.as_str());
         let sink = LocalWriter::spawn(
             LocalSink::new(context.hls_root.join(path.as_str())),
+            Arc::clone(&edge),
             span.clone(),
         );
         let label = path.to_string();
-        let edge = context.live.open(path.as_str());
         Self {
             id,
             core: StreamCore::new(hls.clone(), epoch_ms),
