@@ -8,6 +8,7 @@ pub mod hls;
 pub mod proxy;
 pub mod streams;
 pub mod tls;
+pub mod watch;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use utoipa::OpenApi;
@@ -178,6 +179,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/readyz", web::get().to(health::readyz))
     .route("/metrics", web::get().to(metrics))
     .configure(hls::configure)
+    .configure(watch::configure)
     .service(
         web::scope("/api/v1")
             .service(resource("/openapi.json").route(web::get().to(openapi_json)))

@@ -1,0 +1,55 @@
+//! The player page (`/watch/{path}`) in a real browser (Debian's headless Chromium driven
+//! by playwright-core): opened before the stream is live it says it is waiting; once the
+//! publisher starts, its video plays at the stream's size and it says live.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Kawa, Publisher, create_stream};
+
+fn player_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/player")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_player_page_waits_for_the_stream_then_plays_it() {
+    assert!(
+        player_dir().join("node_modules/playwright-core").is_dir(),
+        "tests/player needs `npm ci` (scripts/test.sh runs it)"
+    );
+    let kawa = Kawa::start();
+    let key = create_stream(&kawa, "watched").await;
+    let page = kawa.url("/watch/watched");
+    let viewer = std::thread::spawn(move || {
+        Command::new("node")
+            .current_dir(player_dir())
+            .args(["watch.mjs", &page, "60"])
+            .output()
+            .expect("node")
+    });
+    // The page is up and waiting before anything is published.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _publisher = Publisher::start(&kawa.rtmp_url(&key), 60);
+    let output = tokio::task::spawn_blocking(move || viewer.join().unwrap())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let report = format!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let line = stdout.lines().last().unwrap_or_else(|| panic!("{report}"));
+    let r: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|_| panic!("{report}"));
+    assert!(output.status.success(), "the page did not play: {report}");
+    assert!(
+        r["first_status"].as_str().unwrap().starts_with("offline"),
+        "{report}"
+    );
+    assert_eq!(r["status"], "live", "{report}");
+    assert_eq!(r["resolution"], "320x240", "{report}");
+    assert!(
+        r["latency"].as_str().unwrap().ends_with("behind live"),
+        "{report}"
+    );
+    assert_eq!(r["page_errors"], serde_json::json!([]), "{report}");
+}
