@@ -30,6 +30,7 @@ pub struct Metrics {
     pub upload_seconds: HistogramVec,
     pub upload_failures: IntCounterVec,
     pub upload_queue_depth: IntGaugeVec,
+    pub stream_viewers: IntGaugeVec,
 }
 
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -143,6 +144,14 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             &["stream", "sink"],
         )
         .expect("valid metric"),
+        stream_viewers: IntGaugeVec::new(
+            Opts::new(
+                "kawa_stream_viewers",
+                "Distinct clients that read the stream's playlists in the last 30 s",
+            ),
+            &["stream"],
+        )
+        .expect("valid metric"),
     };
     let r = &m.registry;
     let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -164,6 +173,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         Box::new(m.upload_seconds.clone()),
         Box::new(m.upload_failures.clone()),
         Box::new(m.upload_queue_depth.clone()),
+        Box::new(m.stream_viewers.clone()),
         Box::new(prometheus::process_collector::ProcessCollector::for_self()),
     ];
     for c in collectors {

@@ -270,12 +270,14 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     let proxy = cluster
         .clone()
         .map(|c| web::Data::new(http::proxy::ClusterProxy::new(c)));
+    let viewers = web::Data::new(http::viewers::Viewers::default());
 
     let http_server = HttpServer::new(move || {
         let mut app = App::new()
             .app_data(state.clone())
             .app_data(hls_root.clone())
-            .app_data(live.clone());
+            .app_data(live.clone())
+            .app_data(viewers.clone());
         if let Some(proxy) = &proxy {
             app = app.app_data(proxy.clone());
         }

@@ -14,6 +14,7 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, Responder, web};
 
 use super::proxy::ClusterProxy;
+use super::viewers::Viewers;
 use crate::delivery::memory::{FileLookup, LiveStore, LiveStream, PlaylistLookup};
 use crate::hls::low_latency::Directives;
 use crate::keys::PublishPath;
@@ -286,6 +287,7 @@ async fn rendition_file(
     root: web::Data<HlsRoot>,
     live: web::Data<LiveStore>,
     proxy: Option<web::Data<ClusterProxy>>,
+    viewers: Option<web::Data<Viewers>>,
     path: web::Path<(String, String, String)>,
 ) -> HttpResponse {
     let (stream, rendition, name) = path.into_inner();
@@ -301,6 +303,9 @@ async fn rendition_file(
         return answer;
     }
     let playlist = name == "index.m3u8";
+    if playlist && let Some(viewers) = &viewers {
+        viewers.seen(stream.as_str(), viewers.viewer_id(&req));
+    }
     if (playlist || segment_ok(&name))
         && let Some(edge) = live.get(stream.as_str())
     {

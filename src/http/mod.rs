@@ -8,6 +8,7 @@ pub mod hls;
 pub mod proxy;
 pub mod streams;
 pub mod tls;
+pub mod viewers;
 pub mod watch;
 
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -123,7 +124,15 @@ impl utoipa::Modify for BearerAuth {
 }
 
 /// Prometheus text format; no secrets are in any metric.
-async fn metrics() -> HttpResponse {
+async fn metrics(viewers: Option<web::Data<viewers::Viewers>>) -> HttpResponse {
+    // Viewer counts decay with time, not with events: they are read at each scrape.
+    if let Some(viewers) = viewers {
+        let gauge = &crate::metrics::METRICS.stream_viewers;
+        gauge.reset();
+        for (path, n) in viewers.counts() {
+            gauge.with_label_values(&[&path]).set(n as i64);
+        }
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(crate::metrics::render())

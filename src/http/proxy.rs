@@ -22,10 +22,11 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bounded cache: paths asked for that nobody owns must not grow it without end.
 const MAX_CACHED: usize = 4096;
 /// Request headers a player's request keeps on the way to the owner.
-const REQUEST_HEADERS: [header::HeaderName; 3] = [
+const REQUEST_HEADERS: [header::HeaderName; 4] = [
     header::RANGE,
     header::IF_NONE_MATCH,
     header::IF_MODIFIED_SINCE,
+    header::USER_AGENT,
 ];
 /// Answer headers passed back to the player.
 const ANSWER_HEADERS: [header::HeaderName; 8] = [
@@ -128,6 +129,10 @@ impl ClusterProxy {
             if let Some(value) = req.headers().get(name) {
                 forwarded = forwarded.header(name.as_str(), value.as_bytes());
             }
+        }
+        // The owner counts viewers by address and user agent: pass on the viewer's.
+        if let Some(client) = req.connection_info().realip_remote_addr() {
+            forwarded = forwarded.header("x-forwarded-for", client);
         }
         let answer = match forwarded.send().await {
             Ok(answer) => answer,

@@ -7,6 +7,7 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::auth::Admin;
 use super::error::{ApiError, ErrorBody};
+use super::viewers::Viewers;
 use crate::actors::registry::{GetLive, Kick, LivePaths};
 use crate::actors::session::LiveStatus;
 use crate::keys::{PublishPath, StreamKey, StreamRecord};
@@ -60,6 +61,9 @@ pub struct StreamInfo {
     pub playback_url: String,
     /// Whether a publisher is live on this path now.
     pub live: bool,
+    /// Distinct clients that read this stream's playlists from this node in the last
+    /// 30 s (in a cluster: on the node that owns the stream).
+    pub viewers: usize,
     /// Details of the live stream (only on `GET /api/v1/streams/{path}` while live).
     pub live_status: Option<LiveStatus>,
 }
@@ -79,6 +83,8 @@ pub struct ListQuery {
     pub limit: Option<usize>,
     /// Start after this publish path (the `next` of the previous page).
     pub after: Option<String>,
+    /// Only the streams that are live (`true`) or not (`false`).
+    pub live: Option<bool>,
 }
 
 const DEFAULT_PAGE: usize = 100;
@@ -103,6 +109,7 @@ fn info(state: &AppState, req: &HttpRequest, record: StreamRecord, live: bool) -
         created_at: rfc3339(record.created_at),
         key_rotated_at: record.key_rotated_at.map(rfc3339),
         live,
+        viewers: 0,
         live_status: None,
     }
 }
@@ -180,6 +187,7 @@ pub async fn create_stream(
 pub async fn list_streams(
     _: Admin,
     state: web::Data<AppState>,
+    viewers: Option<web::Data<Viewers>>,
     query: web::Query<ListQuery>,
     req: HttpRequest,
 ) -> Result<web::Json<StreamList>, ApiError> {
@@ -195,14 +203,23 @@ pub async fn list_streams(
     if let Some(after) = &query.after {
         records.retain(|r| r.publish_path.as_str() > after.as_str());
     }
+    let live = state.registry.send(LivePaths).await.unwrap_or_default();
+    if let Some(wanted) = query.live {
+        records.retain(|r| live.contains(&r.publish_path) == wanted);
+    }
     let next = (records.len() > limit).then(|| records[limit - 1].publish_path.to_string());
     records.truncate(limit);
-    let live = state.registry.send(LivePaths).await.unwrap_or_default();
     let streams = records
         .into_iter()
         .map(|r| {
             let is_live = live.contains(&r.publish_path);
-            info(&state, &req, r, is_live)
+            let watching = viewers
+                .as_ref()
+                .map_or(0, |v| v.count(r.publish_path.as_str()));
+            StreamInfo {
+                viewers: watching,
+                ..info(&state, &req, r, is_live)
+            }
         })
         .collect();
     Ok(web::Json(StreamList { streams, next }))
@@ -224,6 +241,7 @@ pub async fn list_streams(
 pub async fn get_stream(
     _: Admin,
     state: web::Data<AppState>,
+    viewers: Option<web::Data<Viewers>>,
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<web::Json<StreamInfo>, ApiError> {
@@ -231,9 +249,11 @@ pub async fn get_stream(
     let Some(record) = state.keys.get(&path).await? else {
         return Err(ApiError::NotFound(format!("no stream `{path}`")));
     };
+    let watching = viewers.as_ref().map_or(0, |v| v.count(path.as_str()));
     let status = state.registry.send(GetLive { path }).await.ok().flatten();
     let mut shown = info(&state, &req, record, status.is_some());
     shown.live_status = status;
+    shown.viewers = watching;
     Ok(web::Json(shown))
 }
 

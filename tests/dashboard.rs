@@ -1,0 +1,82 @@
+//! The stream list for dashboards: `GET /api/v1/streams?live=true` with paging, and each
+//! stream's viewers (distinct playlist readers over the last 30 s), also in `/metrics`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Kawa, Publisher, admin_client, create_stream, metrics_text, wait_for};
+use serde_json::Value;
+
+async fn list(kawa: &Kawa, query: &str) -> Value {
+    admin_client()
+        .get(kawa.url(&format!("/api/v1/streams?{query}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+fn paths(list: &Value) -> Vec<&str> {
+    list["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["publish_path"].as_str().unwrap())
+        .collect()
+}
+
+/// Reads the stream's playlist as a player with this user agent would.
+async fn read_playlist(kawa: &Kawa, agent: &str) {
+    let answer = reqwest::Client::new()
+        .get(kawa.url("/hls/on-air/source/index.m3u8"))
+        .header("user-agent", agent)
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success());
+}
+
+#[tokio::test]
+async fn the_live_list_pages_and_counts_viewers() {
+    let kawa = Kawa::start();
+    let key = create_stream(&kawa, "on-air").await;
+    for path in ["off-air", "quiet"] {
+        create_stream(&kawa, path).await;
+    }
+    let _publisher = Publisher::start(&kawa.rtmp_url(&key), 60);
+    wait_for("the live playlist", Duration::from_secs(20), || async {
+        let url = kawa.url("/hls/on-air/source/index.m3u8");
+        reqwest::get(url)
+            .await
+            .ok()
+            .filter(|a| a.status().is_success())
+            .map(|_| ())
+    })
+    .await;
+
+    read_playlist(&kawa, "viewer-a").await;
+    read_playlist(&kawa, "viewer-b").await;
+    read_playlist(&kawa, "viewer-a").await;
+
+    let live = list(&kawa, "live=true").await;
+    assert_eq!(paths(&live), ["on-air"], "{live}");
+    // The readiness poll above had no user agent of its own: a third viewer.
+    assert_eq!(live["streams"][0]["viewers"], 3, "{live}");
+    assert_eq!(live["streams"][0]["live"], true);
+
+    let offline = list(&kawa, "live=false&limit=1").await;
+    assert_eq!(paths(&offline), ["off-air"], "{offline}");
+    assert_eq!(offline["next"], "off-air");
+    let rest = list(&kawa, "live=false&limit=1&after=off-air").await;
+    assert_eq!(paths(&rest), ["quiet"], "{rest}");
+    assert_eq!(rest["next"], Value::Null);
+
+    let metrics = metrics_text(&kawa).await;
+    assert!(
+        metrics.contains("kawa_stream_viewers{stream=\"on-air\"} 3"),
+        "{metrics}"
+    );
+}
