@@ -1,11 +1,12 @@
-//! The stream list for dashboards: `GET /api/v1/streams?live=true` with paging, and each
-//! stream's viewers (distinct playlist readers over the last 30 s), also in `/metrics`.
+//! The stream list for dashboards: `GET /api/v1/streams?live=true` with paging, each
+//! stream's viewers (distinct playlist readers over the last 30 s, also in `/metrics`)
+//! and its thumbnail (a JPEG of a recent keyframe, checked with ffprobe).
 
 mod common;
 
 use std::time::Duration;
 
-use common::{Kawa, Publisher, admin_client, create_stream, metrics_text, wait_for};
+use common::{Kawa, Publisher, admin_client, create_stream, ffprobe_json, metrics_text, wait_for};
 use serde_json::Value;
 
 async fn list(kawa: &Kawa, query: &str) -> Value {
@@ -79,4 +80,35 @@ async fn the_live_list_pages_and_counts_viewers() {
         metrics.contains("kawa_stream_viewers{stream=\"on-air\"} 3"),
         "{metrics}"
     );
+
+    // The live stream links its thumbnail; the others have none.
+    let url = live["streams"][0]["thumbnail_url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(url.ends_with("/hls/on-air/thumbnail.jpg"), "{url}");
+    assert_eq!(offline["streams"][0]["thumbnail_url"], Value::Null);
+    let first = wait_for("the thumbnail", Duration::from_secs(20), || async {
+        let answer = reqwest::get(&url).await.ok()?;
+        (answer.status().is_success() && answer.headers()["content-type"] == "image/jpeg")
+            .then_some(())?;
+        answer.bytes().await.ok()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let jpeg = dir.path().join("thumbnail.jpg");
+    std::fs::write(&jpeg, &first).unwrap();
+    let probe = ffprobe_json(
+        &["-show_entries", "stream=codec_name,width,height"],
+        jpeg.to_str().unwrap(),
+    );
+    assert_eq!(probe["streams"][0]["codec_name"], "mjpeg", "{probe}");
+    assert_eq!(probe["streams"][0]["width"], 320, "{probe}");
+    assert_eq!(probe["streams"][0]["height"], 240, "{probe}");
+    // A newer picture a few seconds later (the test source's clock moves).
+    wait_for("a newer thumbnail", Duration::from_secs(15), || async {
+        let now = reqwest::get(&url).await.ok()?.bytes().await.ok()?;
+        (now != first).then_some(())
+    })
+    .await;
 }

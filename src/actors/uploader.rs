@@ -98,6 +98,11 @@ fn to_item(
             "master.m3u8".to_owned(),
             text.into_bytes(),
         ),
+        Output::Thumbnail { data } => (
+            ItemKind::Thumbnail,
+            "thumbnail.jpg".to_owned(),
+            data.to_vec(),
+        ),
         Output::Remove { rendition, name } => {
             // No grace configured: keep every segment for replay.
             let grace = delete_grace?;

@@ -101,6 +101,8 @@ pub struct HlsSettings {
     pub x264_preset: String,
     pub restart_max: usize,
     pub restart_window_seconds: u64,
+    /// A JPEG of the latest keyframe every this many seconds (0: none).
+    pub thumbnail_seconds: u64,
     pub rungs: Vec<RungSettings>,
 }
 

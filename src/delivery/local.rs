@@ -36,6 +36,7 @@ impl LocalSink {
                 write_atomic(&self.root.join(rendition), "index.m3u8", text.as_bytes())
             }
             Output::Master { text } => write_atomic(&self.root, "master.m3u8", text.as_bytes()),
+            Output::Thumbnail { data } => write_atomic(&self.root, "thumbnail.jpg", data),
             Output::Remove { rendition, name } => remove(&self.root.join(rendition).join(name)),
             // The live edge lives in memory (`memory::LiveStore`).
             Output::Part { .. } | Output::Live { .. } => Ok(()),
@@ -57,6 +58,7 @@ impl LocalSink {
                 let _ = std::fs::remove_dir(&dir);
             }
             let _ = remove(&self.root.join("master.m3u8"));
+            let _ = remove(&self.root.join("thumbnail.jpg"));
             let _ = std::fs::remove_dir(&self.root);
         }
     }

@@ -128,6 +128,8 @@ pub fn headers(kind: ItemKind) -> (&'static str, &'static str) {
     match kind {
         // CMAF init segments (`.mp4`) and media segments (`.m4s`).
         ItemKind::Segment => ("video/mp4", "public, max-age=31536000, immutable"),
+        // A new picture every few seconds.
+        ItemKind::Thumbnail => ("image/jpeg", "public, max-age=5"),
         ItemKind::Playlist | ItemKind::Master | ItemKind::Delete => {
             ("application/vnd.apple.mpegurl", "public, max-age=1")
         }

@@ -17,6 +17,7 @@ pub enum ItemKind {
     Segment,
     Playlist,
     Master,
+    Thumbnail,
     Delete,
 }
 

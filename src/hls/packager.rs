@@ -53,6 +53,8 @@ pub enum Output {
     Playlist { rendition: String, text: String },
     /// Store `master.m3u8`.
     Master { text: String },
+    /// Store `thumbnail.jpg`: a picture of the stream now.
+    Thumbnail { data: Bytes },
     /// Delete `{rendition}/{name}`: it left the playlist a whole window ago.
     Remove { rendition: String, name: String },
 }

@@ -282,6 +282,26 @@ async fn master(
     .await
 }
 
+/// `thumbnail.jpg`: the stream's latest picture, made every few seconds while live.
+async fn thumbnail(
+    req: HttpRequest,
+    root: web::Data<HlsRoot>,
+    live: web::Data<LiveStore>,
+    proxy: Option<web::Data<ClusterProxy>>,
+    path: web::Path<String>,
+) -> HttpResponse {
+    let Ok(stream) = PublishPath::parse(&path) else {
+        return not_found();
+    };
+    if let Some(answer) =
+        from_owner(&req, &live, proxy.as_ref().map(|p| p.get_ref()), &stream).await
+    {
+        return answer;
+    }
+    let file_path = root.0.join(stream.as_str()).join("thumbnail.jpg");
+    file(&req, file_path, "image/jpeg", "no-cache", false).await
+}
+
 async fn rendition_file(
     req: HttpRequest,
     root: web::Data<HlsRoot>,
@@ -347,6 +367,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::scope("/hls")
             .route("/{path}/master.m3u8", web::get().to(master))
             .route("/{path}/master.m3u8", web::head().to(master))
+            .route("/{path}/thumbnail.jpg", web::get().to(thumbnail))
+            .route("/{path}/thumbnail.jpg", web::head().to(thumbnail))
             .route("/{path}/{rendition}/{file}", web::get().to(rendition_file))
             .route("/{path}/{rendition}/{file}", web::head().to(rendition_file))
             .route(

@@ -64,6 +64,8 @@ pub struct StreamInfo {
     /// Distinct clients that read this stream's playlists from this node in the last
     /// 30 s (in a cluster: on the node that owns the stream).
     pub viewers: usize,
+    /// A JPEG of the stream, a few seconds old, while it is live.
+    pub thumbnail_url: Option<String>,
     /// Details of the live stream (only on `GET /api/v1/streams/{path}` while live).
     pub live_status: Option<LiveStatus>,
 }
@@ -99,15 +101,25 @@ fn parse_path(text: &str) -> Result<PublishPath, ApiError> {
     PublishPath::parse(text).map_err(|e| ApiError::BadRequest("invalid_path", e.to_string()))
 }
 
+/// `…/hls/{path}/master.m3u8` → `…/hls/{path}/thumbnail.jpg`.
+fn thumbnail_url(playback_url: &str) -> String {
+    let base = playback_url
+        .strip_suffix("master.m3u8")
+        .unwrap_or(playback_url);
+    format!("{base}thumbnail.jpg")
+}
+
 fn info(state: &AppState, req: &HttpRequest, record: StreamRecord, live: bool) -> StreamInfo {
     let urls = state.urls(req);
+    let playback_url = urls.playback(&record.publish_path);
     StreamInfo {
         rtmp_url: urls.rtmp.clone(),
-        playback_url: urls.playback(&record.publish_path),
         publish_path: record.publish_path.to_string(),
         label: record.label,
         created_at: rfc3339(record.created_at),
         key_rotated_at: record.key_rotated_at.map(rfc3339),
+        thumbnail_url: live.then(|| thumbnail_url(&playback_url)),
+        playback_url,
         live,
         viewers: 0,
         live_status: None,

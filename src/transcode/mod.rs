@@ -6,6 +6,7 @@
 
 pub mod demux;
 pub mod ffmpeg;
+pub mod thumbnail;
 pub mod wire;
 
 use crate::config::{HlsSettings, LadderPreset};

@@ -21,6 +21,7 @@ impl StreamSession {
             IngestInput::Config(config) => self.core.on_config(config),
             IngestInput::Frame(frame) => {
                 self.record_ingest(&frame);
+                self.thumbnail(&frame, ctx);
                 #[cfg(debug_assertions)]
                 self.injected_panic();
                 self.core.on_frame(frame, OffsetDateTime::now_utc())

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod cluster;
 mod messages;
+mod thumbnail;
 
 use actix::prelude::*;
 use time::OffsetDateTime;
@@ -77,6 +78,7 @@ pub struct StreamSession {
     fenced: bool,
     /// The path's lease, in a cluster.
     ownership: Option<cluster::Ownership>,
+    thumbnails: thumbnail::Thumbnails,
     uploader: Option<Addr<Uploader>>,
     metrics: StreamMetrics,
     last_keyframe: Option<Instant>,
@@ -126,6 +128,7 @@ impl StreamSession {
             superseded: false,
             fenced: false,
             ownership: None,
+            thumbnails: thumbnail::Thumbnails::default(),
             uploader: None,
             metrics: StreamMetrics::new(&label),
             last_keyframe: None,
