@@ -16,6 +16,7 @@ pub mod config;
 pub mod delivery;
 pub mod grpc;
 pub mod hls;
+pub mod hooks;
 pub mod http;
 pub mod ingest;
 pub mod keys;

@@ -185,6 +185,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
             "cluster on: stream ownership in Redis"
         );
     }
+    let hooks = crate::hooks::Hooks::from_settings(&settings.hooks);
     let deliveries = Deliveries::new(
         s3,
         settings.data_dir.join("spool/s3"),
@@ -208,6 +209,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         deliveries,
         live: Arc::clone(&live),
         cluster: cluster.clone(),
+        hooks: hooks.clone(),
     });
     let registry = StreamRegistry::new(
         settings.rtmp.takeover,
@@ -240,6 +242,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         arbiters,
         authorizer,
         registry: registry.clone(),
+        hooks,
     });
     RtmpListener::new(rtmp_listener, ingest_context).start();
 

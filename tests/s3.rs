@@ -87,7 +87,11 @@ async fn a_stream_is_delivered_to_s3_and_plays_from_there() {
             "immutable",
         ),
         // The stream's thumbnail goes to the bucket too.
-        ("live/cdn/thumbnail.jpg".to_owned(), "image/jpeg", "max-age=5"),
+        (
+            "live/cdn/thumbnail.jpg".to_owned(),
+            "image/jpeg",
+            "max-age=5",
+        ),
     ] {
         let head = client
             .head_object()

@@ -17,9 +17,10 @@ use super::registry::{Disconnect, Publish, PublishRefused, StreamRegistry, Unpub
 use super::rtmp_listener::Admission;
 use super::session::{Ingest, IngestInput, StreamSession};
 use crate::config::Settings;
+use crate::hooks::{HookEvent, Verdict};
 use crate::ingest::{IngestError, IngestEvent, RtmpProtocol};
 use crate::keys::PublishPath;
-use crate::keys::authorizer::{Decision, PublishAuthorizer};
+use crate::keys::authorizer::{Decision, PublishAuthorizer, Refusal};
 use crate::media::demux::MediaEvent;
 use crate::metrics::METRICS;
 use crate::stream::backpressure::DropToKeyframe;
@@ -30,6 +31,8 @@ pub struct IngestContext {
     pub arbiters: super::Arbiters,
     pub authorizer: PublishAuthorizer,
     pub registry: Addr<StreamRegistry>,
+    /// Asked before a publish, told when one starts (`[hooks]`).
+    pub hooks: Option<Arc<crate::hooks::Hooks>>,
 }
 
 /// Bytes queued for the socket. A publisher gets little back (acknowledgements and
@@ -199,7 +202,18 @@ impl RtmpConnection {
         self.state = State::Authorizing;
         let authorizer = self.context.authorizer.clone();
         let peer = self.peer.to_string();
-        let check = async move { authorizer.authorize(&app, &stream_key, &peer).await };
+        let hooks = self.context.hooks.clone();
+        let check = async move {
+            let decision = authorizer.authorize(&app, &stream_key, &peer).await?;
+            // The key is good: the operator's publish hook has the last word.
+            if let (Decision::Allowed(path), Some(hooks)) = (&decision, hooks) {
+                let ask = HookEvent::new("publish", path, Some(peer));
+                if hooks.ask_publish(&ask).await == Verdict::Refuse {
+                    return Ok(Decision::Refused(Refusal::Hook));
+                }
+            }
+            Ok::<_, crate::keys::authorizer::AuthorizeError>(decision)
+        };
         ctx.wait(check.into_actor(self).map(move |decision, this, ctx| match decision {
             Ok(Decision::Allowed(path)) => this.register_publisher(request_id, path, ctx),
             Ok(Decision::Refused(refusal)) => {
@@ -230,6 +244,10 @@ impl RtmpConnection {
                     METRICS.publish_attempts.with_label_values(&["accepted"]).inc();
                     this.span.record("publish_path", tracing::field::display(&path));
                     tracing::info!(parent: &this.span, "publish accepted");
+                    if let Some(hooks) = &this.context.hooks {
+                        let peer = Some(this.peer.to_string());
+                        hooks.notify(HookEvent::new("publish_started", &path, peer));
+                    }
                     this.state = State::Publishing { path, session };
                     this.handle_events(events, ctx);
                 }

@@ -22,6 +22,7 @@ const SECRET_KEYS: &[&str] = &[
     "store.redis_url",
     "grpc.token",
     "cluster.token",
+    "hooks.secret",
 ];
 
 #[derive(Debug, Clone, Deserialize)]
@@ -38,6 +39,7 @@ pub struct Settings {
     pub store: StoreSettings,
     pub cluster: ClusterSettings,
     pub transcoder: TranscoderSettings,
+    pub hooks: HooksSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -172,6 +174,30 @@ pub struct ClusterSettings {
     pub token: Secret,
     /// Encode the ladder on transcoder workers (`kawa transcoder`) when one is alive.
     pub remote_transcoding: bool,
+}
+
+/// Webhooks: Kawa tells the operator's systems about publishes (and may be told no).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HooksSettings {
+    /// Asked before each publish (after the key was checked): 2xx allows it, any other
+    /// answer refuses it; no answer in time means `publish_default`.
+    pub publish_url: String,
+    /// Told of `publish_started` and `unpublish`, with retries.
+    pub events_url: String,
+    /// HMAC-SHA256 key of the `Kawa-Signature` header.
+    pub secret: Secret,
+    pub timeout_ms: u64,
+    pub publish_default: HookDefault,
+    /// Attempts after the first for an event (backoff 0.5 s doubling).
+    pub retries: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HookDefault {
+    Allow,
+    Refuse,
 }
 
 /// `kawa transcoder`: a worker that runs FFmpeg for the nodes of a cluster.

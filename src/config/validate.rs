@@ -50,6 +50,7 @@ impl Settings {
             )?;
         }
         self.validate_cluster()?;
+        self.validate_hooks()?;
         if !self.rtmp.key_service_url.is_empty() {
             check_url(
                 "rtmp.key_service_url",
@@ -235,6 +236,31 @@ impl Settings {
             return Err(ConfigError::invalid(
                 "cluster.node_id",
                 "at most 64 letters, digits, '.', '_' or '-'",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_hooks(&self) -> Result<(), ConfigError> {
+        let hooks = &self.hooks;
+        for (key, url) in [
+            ("hooks.publish_url", &hooks.publish_url),
+            ("hooks.events_url", &hooks.events_url),
+        ] {
+            if !url.is_empty() {
+                check_url(key, url, &["http", "https"])?;
+                if hooks.secret.expose().len() < 16 {
+                    return Err(ConfigError::invalid(
+                        "hooks.secret",
+                        "webhooks are signed: set a secret of at least 16 characters",
+                    ));
+                }
+            }
+        }
+        if !(100..=60_000).contains(&hooks.timeout_ms) {
+            return Err(ConfigError::invalid(
+                "hooks.timeout_ms",
+                "must be between 100 and 60000",
             ));
         }
         Ok(())

@@ -15,6 +15,8 @@ use crate::grpc::proto::key_service_client::KeyServiceClient;
 pub enum Refusal {
     UnknownKey,
     UnknownApp,
+    /// The publish hook (`hooks.publish_url`) said no.
+    Hook,
 }
 
 impl Refusal {
@@ -22,6 +24,7 @@ impl Refusal {
         match self {
             Self::UnknownKey => "unknown_key",
             Self::UnknownApp => "unknown_app",
+            Self::Hook => "refused_by_hook",
         }
     }
 }

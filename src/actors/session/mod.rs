@@ -40,6 +40,8 @@ pub struct SessionContext {
     pub live: Arc<LiveStore>,
     /// Stream ownership shared with other nodes (`cluster.enabled`).
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Told when a stream ends (`[hooks]`).
+    pub hooks: Option<Arc<crate::hooks::Hooks>>,
 }
 
 pub use messages::*;
@@ -348,6 +350,9 @@ impl StreamSession {
             self.metrics.remove();
         }
         self.release();
+        if let (Some(hooks), false) = (&self.context.hooks, self.superseded || self.fenced) {
+            hooks.notify(crate::hooks::HookEvent::new("unpublish", &self.path, None));
+        }
         if let Some(uploader) = &self.uploader {
             uploader.do_send(StreamEnded);
         }
