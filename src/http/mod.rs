@@ -124,13 +124,24 @@ impl utoipa::Modify for BearerAuth {
 }
 
 /// Prometheus text format; no secrets are in any metric.
-async fn metrics(viewers: Option<web::Data<viewers::Viewers>>) -> HttpResponse {
-    // Viewer counts decay with time, not with events: they are read at each scrape.
-    if let Some(viewers) = viewers {
+async fn metrics(
+    state: Option<web::Data<AppState>>,
+    viewers: Option<web::Data<viewers::Viewers>>,
+) -> HttpResponse {
+    // Viewer counts decay with time, not with events: they are read at each scrape, for
+    // the live streams only (an ended stream's series go, like its other series).
+    if let (Some(state), Some(viewers)) = (state, viewers) {
+        let live = state
+            .registry
+            .send(crate::actors::registry::LivePaths)
+            .await
+            .unwrap_or_default();
         let gauge = &crate::metrics::METRICS.stream_viewers;
         gauge.reset();
         for (path, n) in viewers.counts() {
-            gauge.with_label_values(&[&path]).set(n as i64);
+            if live.iter().any(|p| p.as_str() == path) {
+                gauge.with_label_values(&[&path]).set(n as i64);
+            }
         }
     }
     HttpResponse::Ok()
