@@ -6,18 +6,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Kawa, Publisher, admin_client, create_stream, ffprobe_json, metrics_text, wait_for};
+use common::{Kawa, Publisher, admin_get, create_stream, ffprobe_json, metrics_text, wait_for};
 use serde_json::Value;
 
 async fn list(kawa: &Kawa, query: &str) -> Value {
-    admin_client()
-        .get(kawa.url(&format!("/api/v1/streams?{query}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    admin_get(kawa, &format!("/api/v1/streams?{query}")).await
 }
 
 fn paths(list: &Value) -> Vec<&str> {

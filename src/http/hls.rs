@@ -257,12 +257,15 @@ async fn from_owner(
     proxy?.forward(req, stream.as_str()).await
 }
 
-async fn master(
+/// A file beside the stream's renditions (the master playlist, the thumbnail): from the
+/// owner in a cluster, else from the data directory.
+async fn stream_file(
     req: HttpRequest,
     root: web::Data<HlsRoot>,
     live: web::Data<LiveStore>,
     proxy: Option<web::Data<ClusterProxy>>,
     path: web::Path<String>,
+    (name, content_type, cache, compressible): (&str, &str, &str, bool),
 ) -> HttpResponse {
     let Ok(stream) = PublishPath::parse(&path) else {
         return not_found();
@@ -272,14 +275,19 @@ async fn master(
     {
         return answer;
     }
-    file(
-        &req,
-        root.0.join(stream.as_str()).join("master.m3u8"),
-        PLAYLIST_TYPE,
-        PLAYLIST_CACHE,
-        true,
-    )
-    .await
+    let file_path = root.0.join(stream.as_str()).join(name);
+    file(&req, file_path, content_type, cache, compressible).await
+}
+
+async fn master(
+    req: HttpRequest,
+    root: web::Data<HlsRoot>,
+    live: web::Data<LiveStore>,
+    proxy: Option<web::Data<ClusterProxy>>,
+    path: web::Path<String>,
+) -> HttpResponse {
+    let kind = ("master.m3u8", PLAYLIST_TYPE, PLAYLIST_CACHE, true);
+    stream_file(req, root, live, proxy, path, kind).await
 }
 
 /// `thumbnail.jpg`: the stream's latest picture, made every few seconds while live.
@@ -290,16 +298,8 @@ async fn thumbnail(
     proxy: Option<web::Data<ClusterProxy>>,
     path: web::Path<String>,
 ) -> HttpResponse {
-    let Ok(stream) = PublishPath::parse(&path) else {
-        return not_found();
-    };
-    if let Some(answer) =
-        from_owner(&req, &live, proxy.as_ref().map(|p| p.get_ref()), &stream).await
-    {
-        return answer;
-    }
-    let file_path = root.0.join(stream.as_str()).join("thumbnail.jpg");
-    file(&req, file_path, "image/jpeg", "no-cache", false).await
+    let kind = ("thumbnail.jpg", "image/jpeg", "no-cache", false);
+    stream_file(req, root, live, proxy, path, kind).await
 }
 
 async fn rendition_file(

@@ -430,8 +430,13 @@ pub async fn metrics_text(kawa: &Kawa) -> String {
 }
 
 pub async fn stream_info(kawa: &Kawa, path: &str) -> serde_json::Value {
+    admin_get(kawa, &format!("/api/v1/streams/{path}")).await
+}
+
+/// `GET url` (a path and query on `kawa`) as the admin, as JSON.
+pub async fn admin_get(kawa: &Kawa, url: &str) -> serde_json::Value {
     admin_client()
-        .get(kawa.url(&format!("/api/v1/streams/{path}")))
+        .get(kawa.url(url))
         .send()
         .await
         .unwrap()
