@@ -22,6 +22,7 @@ pub mod ingest;
 pub mod keys;
 pub mod media;
 pub mod metrics;
+pub mod recordings;
 pub mod server;
 pub mod stream;
 pub mod telemetry;

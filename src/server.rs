@@ -25,6 +25,7 @@ use crate::http::hls::HlsRoot;
 use crate::http::{self, AppState, PublicUrls, auth::AdminToken};
 use crate::keys::authorizer::PublishAuthorizer;
 use crate::keys::{KeyManager, KeyStore, embedded::EmbeddedStore, redis::RedisStore};
+use crate::recordings::{RecordingIndex, Recordings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -99,18 +100,23 @@ fn write_private(path: &Path, text: &str) -> io::Result<()> {
     file.sync_all()
 }
 
-fn open_store(settings: &Settings) -> Result<Arc<dyn KeyStore>, ServeError> {
+/// The key store, and the recordings index it keeps too.
+type Stores = (Arc<dyn KeyStore>, Arc<dyn RecordingIndex>);
+
+fn open_store(settings: &Settings) -> Result<Stores, ServeError> {
     let timeout = Duration::from_millis(settings.store.timeout_ms);
     if settings.store.redis_url.is_empty() {
         let path = settings.data_dir.join("keys.redb");
         tracing::info!(path = %path.display(), "key store: embedded");
-        Ok(Arc::new(EmbeddedStore::open(&path)?))
+        let store = Arc::new(EmbeddedStore::open(&path)?);
+        Ok((store.clone(), store))
     } else {
         tracing::info!("key store: redis");
-        Ok(Arc::new(RedisStore::connect(
+        let store = Arc::new(RedisStore::connect(
             settings.store.redis_url.expose(),
             timeout,
-        )?))
+        )?);
+        Ok((store.clone(), store))
     }
 }
 
@@ -159,7 +165,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
             tracing::warn!(path = %path.display(), "admin token: generated and written to file (mode 0600)")
         }
     }
-    let store = open_store(&settings)?;
+    let (store, recording_index) = open_store(&settings)?;
     let store_timeout = Duration::from_millis(settings.store.timeout_ms);
     let keys = KeyManager::new(store, store_timeout);
     let settings = Arc::new(settings);
@@ -186,6 +192,16 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         );
     }
     let hooks = crate::hooks::Hooks::from_settings(&settings.hooks);
+    let recordings = Recordings::new(
+        recording_index,
+        settings.data_dir.join("recordings"),
+        s3.clone(),
+        store_timeout,
+    );
+    crate::recordings::spawn_sweeper(
+        Arc::clone(&recordings),
+        settings.recordings.retention_seconds,
+    );
     let deliveries = Deliveries::new(
         s3,
         settings.data_dir.join("spool/s3"),
@@ -210,6 +226,8 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         live: Arc::clone(&live),
         cluster: cluster.clone(),
         hooks: hooks.clone(),
+        keys: Some(keys.clone()),
+        recordings: Some(Arc::clone(&recordings)),
     });
     let registry = StreamRegistry::new(
         settings.rtmp.takeover,
@@ -274,13 +292,15 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         .clone()
         .map(|c| web::Data::new(http::proxy::ClusterProxy::new(c)));
     let viewers = web::Data::new(http::viewers::Viewers::default());
+    let recordings = web::Data::new(recordings);
 
     let http_server = HttpServer::new(move || {
         let mut app = App::new()
             .app_data(state.clone())
             .app_data(hls_root.clone())
             .app_data(live.clone())
-            .app_data(viewers.clone());
+            .app_data(viewers.clone())
+            .app_data(recordings.clone());
         if let Some(proxy) = &proxy {
             app = app.app_data(proxy.clone());
         }

@@ -15,6 +15,7 @@ use crate::cluster::Cluster;
 use crate::delivery::s3::S3Target;
 use crate::delivery::spool::{Item, ItemKind, ItemMeta, Spool};
 use crate::hls::packager::Output;
+use crate::hls::recording::{RecordingBatch, RecordingOutput};
 use crate::metrics::{METRICS, UploadMetrics};
 
 const SINK: &str = "s3";
@@ -28,6 +29,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 pub struct Deliver {
     pub outputs: Vec<Output>,
     pub fence: Option<u64>,
+    /// What a recording keeps of these outputs (queued after them).
+    pub recording: Option<RecordingBatch>,
 }
 
 /// The stream ended: once the queue is empty, its upload series can go.
@@ -129,6 +132,31 @@ fn to_item(
     ))
 }
 
+/// A recording's output as a spool item, under `recordings/{id}/` below the stream.
+fn recording_item(id: u64, output: RecordingOutput) -> (ItemMeta, Vec<u8>) {
+    let key = format!(
+        "{}/{}",
+        crate::recordings::RecordingInfo::s3_folder(id),
+        output.file()
+    );
+    let (kind, body) = match output {
+        // The stream's own object, uploaded before this item: copied in the bucket.
+        RecordingOutput::Keep { rendition, name } => {
+            (ItemKind::Copy, format!("{rendition}/{name}").into_bytes())
+        }
+        RecordingOutput::Playlist { text, .. } => (ItemKind::Playlist, text.into_bytes()),
+        RecordingOutput::Master { text } => (ItemKind::Master, text.into_bytes()),
+    };
+    let meta = ItemMeta {
+        kind,
+        key,
+        not_before_ms: 0,
+        // A recording's keys are its own, whoever owns the path now.
+        fence: None,
+    };
+    (meta, body)
+}
+
 impl Uploader {
     pub fn new(
         stream: String,
@@ -202,6 +230,7 @@ impl Uploader {
             .clone()
             .zip(item.meta.fence)
             .map(|(cluster, token)| (cluster, self.stream.clone(), token));
+        let stream_name = self.stream.clone();
         let upload = async move {
             let started = Instant::now();
             if let Some((cluster, stream, token)) = fenced {
@@ -212,13 +241,17 @@ impl Uploader {
                 }
             }
             let result = match kind {
-                ItemKind::Delete => target.delete(&key).await,
-                _ => target.put(&key, kind, body).await,
+                ItemKind::Delete => target.delete(&key).await.map(|()| Sent::Done),
+                ItemKind::Copy => {
+                    let from = target.object_key(&stream_name, &String::from_utf8_lossy(&body));
+                    target
+                        .copy(&from, &key, kind)
+                        .await
+                        .map(|found| if found { Sent::Done } else { Sent::Missing })
+                }
+                _ => target.put(&key, kind, body).await.map(|()| Sent::Done),
             };
-            (
-                result.map(|()| Sent::Done).map_err(UploadError::S3),
-                started.elapsed(),
-            )
+            (result.map_err(UploadError::S3), started.elapsed())
         };
         ctx.spawn(
             upload
@@ -239,8 +272,14 @@ impl Uploader {
         self.busy = false;
         match result {
             Ok(sent) => {
-                if sent == Sent::Fenced {
-                    tracing::info!(stream = %self.stream, key = %item.meta.key, "not uploaded: another node owns this stream's playlists now");
+                match sent {
+                    Sent::Fenced => {
+                        tracing::info!(stream = %self.stream, key = %item.meta.key, "not uploaded: another node owns this stream's playlists now");
+                    }
+                    Sent::Missing => {
+                        tracing::error!(stream = %self.stream, key = %item.meta.key, "not recorded in S3: the stream's object to copy is missing");
+                    }
+                    Sent::Done => {}
                 }
                 if self.failures_in_a_row > 0 {
                     tracing::info!(stream = %self.stream, after = self.failures_in_a_row, "uploads to S3 work again");
@@ -278,6 +317,8 @@ enum Sent {
     Done,
     /// A playlist of a path another node owns now: dropped.
     Fenced,
+    /// A copy whose source is gone: dropped (retrying cannot bring it back).
+    Missing,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -328,7 +369,15 @@ impl Supervised for Uploader {
 impl Handler<Deliver> for Uploader {
     type Result = ();
 
-    fn handle(&mut self, Deliver { outputs, fence }: Deliver, ctx: &mut Context<Self>) {
+    fn handle(
+        &mut self,
+        Deliver {
+            outputs,
+            fence,
+            recording,
+        }: Deliver,
+        ctx: &mut Context<Self>,
+    ) {
         self.stream_live = true;
         let grace = self.delete_grace;
         let Some(mut spool) = self.spool.take() else {
@@ -341,10 +390,18 @@ impl Handler<Deliver> for Uploader {
         // spool while it is away.
         let stream = self.stream.clone();
         let write = tokio::task::spawn_blocking(move || {
-            for output in outputs {
-                let Some((meta, body)) = to_item(output, grace, fence) else {
-                    continue;
-                };
+            let recorded = recording.into_iter().flat_map(|batch| {
+                let id = batch.id;
+                batch
+                    .outputs
+                    .into_iter()
+                    .map(move |o| recording_item(id, o))
+            });
+            let items = outputs
+                .into_iter()
+                .filter_map(|o| to_item(o, grace, fence))
+                .chain(recorded);
+            for (meta, body) in items {
                 if let Err(e) = spool.push(meta, &body) {
                     tracing::error!(stream = %stream, error = %e, "cannot queue an upload");
                 }

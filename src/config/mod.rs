@@ -40,6 +40,7 @@ pub struct Settings {
     pub cluster: ClusterSettings,
     pub transcoder: TranscoderSettings,
     pub hooks: HooksSettings,
+    pub recordings: RecordingsSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -191,6 +192,16 @@ pub struct HooksSettings {
     pub publish_default: HookDefault,
     /// Attempts after the first for an event (backoff 0.5 s doubling).
     pub retries: u32,
+}
+
+/// Recordings: every segment of a broadcast kept, with VOD playlists when it ends.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingsSettings {
+    /// Record every stream whose own `record` flag is unset.
+    pub enabled: bool,
+    /// Seconds a finished recording is kept (locally and in S3); 0 keeps it for good.
+    pub retention_seconds: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

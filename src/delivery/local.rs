@@ -1,4 +1,5 @@
-//! The local sink: a stream's HLS files under `DATA_DIR/hls/{path}/`, served by Kawa.
+//! The local sink: a stream's HLS files under `DATA_DIR/hls/{path}/`, served by Kawa,
+//! and its recordings under `DATA_DIR/recordings/{path}/{id}/`.
 //!
 //! Every file is written to a temporary name and renamed into place, so a reader (Kawa's
 //! HTTP, or anyone watching the folder) never sees half a segment or half a playlist.
@@ -9,14 +10,40 @@ use std::sync::Arc;
 
 use super::memory::LiveStream;
 use crate::hls::packager::Output;
+use crate::hls::recording::{RecordingBatch, RecordingOutput};
 
 pub struct LocalSink {
     root: PathBuf,
+    /// `DATA_DIR/recordings/{path}`.
+    recordings: PathBuf,
 }
 
 impl LocalSink {
-    pub fn new(root: PathBuf) -> Self {
-        Self { root }
+    pub fn new(root: PathBuf, recordings: PathBuf) -> Self {
+        Self { root, recordings }
+    }
+
+    /// A recording's output: a kept segment is hard-linked (the live copy is deleted
+    /// when it leaves the window; the recording's stays), playlists are written.
+    pub fn apply_recording(&self, id: u64, output: &RecordingOutput) -> io::Result<()> {
+        let dir = self.recordings.join(id.to_string());
+        match output {
+            RecordingOutput::Keep { rendition, name } => {
+                let dir = dir.join(rendition);
+                std::fs::create_dir_all(&dir)?;
+                let (from, to) = (self.root.join(rendition).join(name), dir.join(name));
+                match std::fs::hard_link(&from, &to) {
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+                    // Another file system (a recordings folder mounted elsewhere).
+                    Err(_) => std::fs::copy(&from, &to).map(drop),
+                    Ok(()) => Ok(()),
+                }
+            }
+            RecordingOutput::Playlist { rendition, text } => {
+                write_atomic(&dir.join(rendition), "index.m3u8", text.as_bytes())
+            }
+            RecordingOutput::Master { text } => write_atomic(&dir, "master.m3u8", text.as_bytes()),
+        }
     }
 
     pub fn apply(&self, output: &Output) -> io::Result<()> {
@@ -80,7 +107,9 @@ fn remove(path: &Path) -> io::Result<()> {
 
 /// What the writer does, in order.
 enum Job {
-    Apply(Vec<Output>),
+    Apply(Vec<Output>, Option<RecordingBatch>),
+    /// Answered once every job before it is done.
+    Flush(tokio::sync::oneshot::Sender<()>),
     CleanUp {
         files: Vec<(String, String)>,
         playlists: bool,
@@ -112,7 +141,7 @@ impl LocalWriter {
                 let span = task_span.clone();
                 let edge = Arc::clone(&edge);
                 let done = tokio::task::spawn_blocking(move || match job {
-                    Job::Apply(outputs) => {
+                    Job::Apply(outputs, recording) => {
                         for output in &outputs {
                             match sink.apply(output) {
                                 Ok(()) => {
@@ -125,6 +154,16 @@ impl LocalWriter {
                                 }
                             }
                         }
+                        for batch in recording.iter() {
+                            for output in &batch.outputs {
+                                if let Err(e) = sink.apply_recording(batch.id, output) {
+                                    tracing::error!(parent: &span, error = %e, file = %output.file(), "writing a recording failed");
+                                }
+                            }
+                        }
+                    }
+                    Job::Flush(done) => {
+                        let _ = done.send(());
                     }
                     Job::CleanUp { files, playlists } => sink.clean_up(&files, playlists),
                 })
@@ -137,8 +176,17 @@ impl LocalWriter {
         Self { jobs, span }
     }
 
-    pub fn apply(&self, outputs: Vec<Output>) {
-        self.send(Job::Apply(outputs));
+    pub fn apply(&self, outputs: Vec<Output>, recording: Option<RecordingBatch>) {
+        self.send(Job::Apply(outputs, recording));
+    }
+
+    /// Resolves once everything sent before is on disk (or failed, and was logged).
+    pub fn flushed(&self) -> impl Future<Output = ()> + use<> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(Job::Flush(tx));
+        async move {
+            let _ = rx.await;
+        }
     }
 
     pub fn clean_up(&self, files: Vec<(String, String)>, playlists: bool) {

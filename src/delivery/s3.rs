@@ -110,6 +110,75 @@ impl S3Target {
         Ok(Some(body.to_vec()))
     }
 
+    /// Copies `from` to `to` inside the bucket (a recording keeps a live segment this
+    /// way: no bytes go through Kawa). `Ok(false)` when `from` does not exist.
+    pub async fn copy(&self, from: &str, to: &str, kind: ItemKind) -> Result<bool, S3Error> {
+        let (content_type, cache_control) = headers(kind);
+        let answer = self
+            .client
+            .copy_object()
+            .bucket(&self.bucket)
+            .copy_source(format!("{}/{}", self.bucket, url_path(from)))
+            .key(to)
+            .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
+            .content_type(content_type)
+            .cache_control(cache_control)
+            .send()
+            .await;
+        match answer {
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(false),
+            Err(e) => Err(S3Error(describe(&e))),
+        }
+    }
+
+    /// Deletes every object whose key starts with `prefix`.
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<(), S3Error> {
+        use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+        loop {
+            // One page at a time, deleted before the next listing: what is left is
+            // always listed again from the start.
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .max_keys(1000)
+                .send()
+                .await
+                .map_err(|e| S3Error(describe(&e)))?;
+            let objects: Vec<ObjectIdentifier> = page
+                .contents()
+                .iter()
+                .filter_map(|o| o.key())
+                .filter_map(|k| ObjectIdentifier::builder().key(k).build().ok())
+                .collect();
+            if objects.is_empty() {
+                return Ok(());
+            }
+            let delete = Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+                .map_err(|e| S3Error(e.to_string()))?;
+            let answer = self
+                .client
+                .delete_objects()
+                .bucket(&self.bucket)
+                .delete(delete)
+                .send()
+                .await
+                .map_err(|e| S3Error(describe(&e)))?;
+            if let Some(error) = answer.errors().first() {
+                return Err(S3Error(format!(
+                    "{}: {}",
+                    error.key().unwrap_or("?"),
+                    error.message().unwrap_or("not deleted")
+                )));
+            }
+        }
+    }
+
     pub async fn delete(&self, key: &str) -> Result<(), S3Error> {
         self.client
             .delete_object()
@@ -126,14 +195,29 @@ impl S3Target {
 /// segment names are never reused, so a CDN may keep them for good.
 pub fn headers(kind: ItemKind) -> (&'static str, &'static str) {
     match kind {
-        // CMAF init segments (`.mp4`) and media segments (`.m4s`).
-        ItemKind::Segment => ("video/mp4", "public, max-age=31536000, immutable"),
+        // CMAF init segments (`.mp4`) and media segments (`.m4s`), a recording's too.
+        ItemKind::Segment | ItemKind::Copy => ("video/mp4", "public, max-age=31536000, immutable"),
         // A new picture every few seconds.
         ItemKind::Thumbnail => ("image/jpeg", "public, max-age=5"),
         ItemKind::Playlist | ItemKind::Master | ItemKind::Delete => {
             ("application/vnd.apple.mpegurl", "public, max-age=1")
         }
     }
+}
+
+/// A key as the path of a URL (`x-amz-copy-source`): every byte outside the unreserved
+/// set and `/` percent-encoded. Kawa's keys are ASCII already; this keeps a prefix with
+/// spaces working.
+fn url_path(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// The SDK's error with its cause chain, for the log (no credentials are in it).

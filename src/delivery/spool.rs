@@ -19,6 +19,9 @@ pub enum ItemKind {
     Master,
     Thumbnail,
     Delete,
+    /// A server-side copy to `key` of the stream's object named by the body (a recording
+    /// keeping a segment).
+    Copy,
 }
 
 /// What to do with one object.
@@ -140,15 +143,15 @@ impl Spool {
         Ok(())
     }
 
-    /// The next item to run at `now_ms`: a due delete first, else the oldest upload.
+    /// The next item to run at `now_ms`: a due delete first (unless an upload queued
+    /// before it is still waiting: a recording's copy of a segment goes before the
+    /// segment's delete), else the oldest upload.
     /// A playlist with a newer version queued behind it is skipped (and removed): the
     /// newer one lists everything it did, and comes after the same segments.
     pub fn next(&mut self, now_ms: u64) -> Option<Item> {
-        if self
-            .deletes
-            .front()
-            .is_some_and(|d| d.meta.not_before_ms <= now_ms)
-        {
+        if self.deletes.front().is_some_and(|d| {
+            d.meta.not_before_ms <= now_ms && self.puts.front().is_none_or(|p| p.seq > d.seq)
+        }) {
             return self.deletes.front().cloned();
         }
         loop {
@@ -277,6 +280,29 @@ mod tests {
             .push(meta(ItemKind::Segment, "source/9.ts"), b"9")
             .unwrap();
         assert_eq!(spool.next(500).unwrap().meta.key, "source/9.ts");
+        assert_eq!(spool.next(1000).unwrap().meta.kind, ItemKind::Delete);
+    }
+
+    #[test]
+    fn a_delete_never_overtakes_an_upload_queued_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(dir.path().to_owned()).unwrap();
+        spool
+            .push(
+                meta(ItemKind::Copy, "recordings/1/source/1_0.m4s"),
+                b"source/1_0.m4s",
+            )
+            .unwrap();
+        spool
+            .push(meta(ItemKind::Delete, "source/1_0.m4s"), b"")
+            .unwrap();
+        let first = spool.next(1000).unwrap();
+        assert_eq!(
+            first.meta.kind,
+            ItemKind::Copy,
+            "the copy, though the delete is due"
+        );
+        spool.complete(&first);
         assert_eq!(spool.next(1000).unwrap().meta.kind, ItemKind::Delete);
     }
 

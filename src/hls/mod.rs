@@ -5,5 +5,6 @@
 pub mod low_latency;
 pub mod packager;
 pub mod playlist;
+pub mod recording;
 mod rendition;
 pub mod resume;

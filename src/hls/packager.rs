@@ -36,6 +36,10 @@ pub enum Output {
         duration: f64,
         /// Ingest time of its first frame.
         program_date_time: Option<OffsetDateTime>,
+        /// The init segment it needs (`EXT-X-MAP`), in the same rendition.
+        init: String,
+        /// It follows a restart of its rendition (`EXT-X-DISCONTINUITY`).
+        discontinuity: bool,
     },
     /// A part of `{rendition}`'s open segment, named `{epoch}_{msn}_{index}.m4s`: for
     /// the live edge in memory only (the segment it goes into is stored whole).
@@ -368,29 +372,50 @@ impl Packager {
     pub fn master_playlist(&self) -> Option<MasterPlaylist> {
         let mut variants = Vec::new();
         for r in self.renditions.iter().filter(|r| r.active) {
-            if r.next_seq == 0 || (r.info.has_video && r.info.video_codec.is_none()) {
-                return None;
-            }
-            let codecs: Vec<&str> = r
-                .info
-                .video_codec
-                .as_deref()
-                .into_iter()
-                .chain(self.audio_codec.as_deref())
-                .collect();
-            let (bandwidth, average_bandwidth) = r.bandwidth();
-            variants.push(Variant {
-                uri: format!("{}/index.m3u8", r.info.name),
-                bandwidth,
-                average_bandwidth,
-                codecs: codecs.join(","),
-                resolution: r.info.resolution,
-                frame_rate: r.info.frame_rate,
-            });
+            variants.push(self.variant(r)?);
         }
-        // Players start with the first variant: the highest bitrate goes first.
+        Some(Self::sorted(variants))
+    }
+
+    /// A master over `names` (a recording's renditions), ladder or not; those that
+    /// cannot be described are left out.
+    pub fn master_of(&self, names: &[String]) -> MasterPlaylist {
+        let variants = self
+            .renditions
+            .iter()
+            .filter(|r| names.contains(&r.info.name))
+            .filter_map(|r| self.variant(r))
+            .collect();
+        Self::sorted(variants)
+    }
+
+    /// A rendition as the master lists it, once it has a segment and known codecs.
+    fn variant(&self, r: &Rendition) -> Option<Variant> {
+        if r.next_seq == 0 || (r.info.has_video && r.info.video_codec.is_none()) {
+            return None;
+        }
+        let codecs: Vec<&str> = r
+            .info
+            .video_codec
+            .as_deref()
+            .into_iter()
+            .chain(self.audio_codec.as_deref())
+            .collect();
+        let (bandwidth, average_bandwidth) = r.bandwidth();
+        Some(Variant {
+            uri: format!("{}/index.m3u8", r.info.name),
+            bandwidth,
+            average_bandwidth,
+            codecs: codecs.join(","),
+            resolution: r.info.resolution,
+            frame_rate: r.info.frame_rate,
+        })
+    }
+
+    /// Players start with the first variant: the highest bitrate goes first.
+    fn sorted(mut variants: Vec<Variant>) -> MasterPlaylist {
         variants.sort_by_key(|v| std::cmp::Reverse(v.bandwidth));
-        Some(MasterPlaylist { variants })
+        MasterPlaylist { variants }
     }
 }
 

@@ -29,6 +29,8 @@ pub struct MediaPlaylist {
     pub discontinuity_sequence: u64,
     pub segments: Vec<MediaSegment>,
     pub ended: bool,
+    /// `EXT-X-PLAYLIST-TYPE:VOD`: a recording, complete and never changing.
+    pub vod: bool,
 }
 
 impl MediaPlaylist {
@@ -40,6 +42,9 @@ impl MediaPlaylist {
             out,
             "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-INDEPENDENT-SEGMENTS"
         );
+        if self.vod {
+            out.push_str("#EXT-X-PLAYLIST-TYPE:VOD\n");
+        }
         let _ = writeln!(out, "#EXT-X-TARGETDURATION:{}", self.target_duration);
         let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{}", self.media_sequence);
         let _ = writeln!(
@@ -155,6 +160,7 @@ mod tests {
                 },
             ],
             ended: true,
+            vod: true,
         };
         let text = playlist.render();
         assert!(
@@ -176,6 +182,7 @@ mod tests {
         assert_eq!(parsed.media_sequence, 41);
         assert_eq!(parsed.discontinuity_sequence, 3);
         assert!(parsed.end_list && parsed.independent_segments);
+        assert_eq!(parsed.playlist_type, Some(m3u8_rs::MediaPlaylistType::Vod));
         assert_eq!(parsed.segments.len(), 2);
         assert_eq!(parsed.version, Some(7));
         assert_eq!(
@@ -194,10 +201,11 @@ mod tests {
             discontinuity_sequence: 0,
             segments: vec![],
             ended: false,
+            vod: false,
         }
         .render();
         assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-DISCONTINUITY-SEQUENCE:0\n"));
-        assert!(!text.contains("ENDLIST"));
+        assert!(!text.contains("ENDLIST") && !text.contains("PLAYLIST-TYPE"));
     }
 
     #[test]

@@ -278,19 +278,22 @@ impl Rendition {
         let name = format!("{}_{seq}.m4s", self.epoch);
         let parts = self.part_infos(seq, &parts);
         let program_date_time = self.start.as_ref().map(|s| s.anchor.wall_clock_of(start));
+        let discontinuity = std::mem::take(&mut self.discontinuity_pending);
         out.push(Output::Segment {
             rendition: self.info.name.clone(),
             name: name.clone(),
             data,
             duration,
             program_date_time,
+            init: init.clone(),
+            discontinuity,
         });
         self.window.push_back(Entry {
             seq,
             name,
             init,
             duration,
-            discontinuity: std::mem::take(&mut self.discontinuity_pending),
+            discontinuity,
             program_date_time,
             parts,
         });
@@ -404,6 +407,7 @@ impl Rendition {
             discontinuity_sequence: self.discontinuity_sequence,
             segments: self.window.iter().map(Entry::segment).collect(),
             ended,
+            vod: false,
         }
     }
 

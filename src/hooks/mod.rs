@@ -20,9 +20,9 @@ use crate::keys::PublishPath;
 const FIRST_RETRY: Duration = Duration::from_millis(500);
 
 /// What happened, as the hook's JSON body says it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct HookEvent {
-    /// `publish`, `publish_started` or `unpublish`.
+    /// `publish`, `publish_started`, `unpublish` or `recording_ready`.
     pub event: &'static str,
     pub publish_path: String,
     /// The publisher's address (publish and publish_started).
@@ -30,6 +30,9 @@ pub struct HookEvent {
     pub client_addr: Option<String>,
     /// RFC 3339.
     pub time: String,
+    /// The recording (`recording_ready`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recording: Option<crate::recordings::RecordingView>,
 }
 
 impl HookEvent {
@@ -42,6 +45,16 @@ impl HookEvent {
             publish_path: path.to_string(),
             client_addr,
             time,
+            recording: None,
+        }
+    }
+
+    /// `recording_ready`: a recording's VOD playlists are written.
+    pub fn recording_ready(recording: crate::recordings::RecordingView) -> Self {
+        let path = recording.info.publish_path.clone();
+        Self {
+            recording: Some(recording),
+            ..Self::new("recording_ready", &path, None)
         }
     }
 }

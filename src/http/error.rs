@@ -97,3 +97,21 @@ impl From<StoreError> for ApiError {
         }
     }
 }
+
+impl From<crate::recordings::RecordingError> for ApiError {
+    fn from(err: crate::recordings::RecordingError) -> Self {
+        use crate::recordings::RecordingError as E;
+        match err {
+            E::Store(e) => e.into(),
+            E::Timeout(_) => {
+                tracing::warn!(error = %err, "recordings index unavailable");
+                Self::StoreUnavailable
+            }
+            E::InProgress => Self::Conflict("the recording is still going".to_owned()),
+            E::S3(_) | E::Files(_) => {
+                tracing::error!(error = %err, "recording not deleted");
+                Self::Internal
+            }
+        }
+    }
+}

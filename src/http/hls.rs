@@ -19,19 +19,19 @@ use crate::delivery::memory::{FileLookup, LiveStore, LiveStream, PlaylistLookup}
 use crate::hls::low_latency::Directives;
 use crate::keys::PublishPath;
 
-const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
+pub(super) const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
 /// CMAF init (`.mp4`) and media (`.m4s`) segments.
-const SEGMENT_TYPE: &str = "video/mp4";
+pub(super) const SEGMENT_TYPE: &str = "video/mp4";
 /// Live playlists change every segment; a CDN may hold them a second.
 const PLAYLIST_CACHE: &str = "public, max-age=1";
 /// Segment names are never reused (they carry the stream's start time).
-const SEGMENT_CACHE: &str = "public, max-age=31536000, immutable";
+pub(super) const SEGMENT_CACHE: &str = "public, max-age=31536000, immutable";
 
 /// `DATA_DIR/hls`.
 #[derive(Clone)]
 pub struct HlsRoot(pub PathBuf);
 
-fn rendition_ok(name: &str) -> bool {
+pub(super) fn rendition_ok(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 32
         && name
@@ -45,7 +45,7 @@ const HOLD_TARGET_DURATIONS: u64 = 3;
 
 /// Kawa's segment names: `{epoch_ms}_{sequence}.m4s`, parts
 /// `{epoch_ms}_{sequence}_{part}.m4s`, and init segments `{epoch_ms}_{n}.mp4`.
-fn segment_ok(name: &str) -> bool {
+pub(super) fn segment_ok(name: &str) -> bool {
     let fields = |stem: &str, counts: &[usize]| {
         let fields: Vec<&str> = stem.split('_').collect();
         counts.contains(&fields.len())
@@ -211,7 +211,7 @@ async fn live_file(
 /// Serves a file as a file server should (actix-files): HEAD, `ETag` with
 /// `If-None-Match` (304), `Last-Modified`, byte ranges, and the body streamed from disk
 /// rather than read whole. Opening the file runs off the worker thread.
-async fn file(
+pub(super) async fn file(
     req: &HttpRequest,
     path: PathBuf,
     content_type: &str,

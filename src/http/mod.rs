@@ -6,6 +6,7 @@ pub mod error;
 pub mod health;
 pub mod hls;
 pub mod proxy;
+pub mod recordings;
 pub mod streams;
 pub mod tls;
 pub mod viewers;
@@ -101,6 +102,7 @@ fn request_host(req: &HttpRequest) -> String {
         streams::create_stream,
         streams::list_streams,
         streams::get_stream,
+        streams::update_stream,
         streams::rotate_key,
         streams::delete_stream,
         streams::kick,
@@ -200,6 +202,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/metrics", web::get().to(metrics))
     .configure(hls::configure)
     .configure(watch::configure)
+    .configure(recordings::configure)
     .service(
         web::scope("/api/v1")
             .service(resource("/openapi.json").route(web::get().to(openapi_json)))
@@ -211,7 +214,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(
                 resource("/streams/{path}")
                     .route(web::get().to(streams::get_stream))
+                    .route(web::patch().to(streams::update_stream))
                     .route(web::delete().to(streams::delete_stream)),
+            )
+            .service(resource("/recordings").route(web::get().to(recordings::list)))
+            .service(
+                resource("/recordings/{path}/{id}")
+                    .route(web::get().to(recordings::get))
+                    .route(web::delete().to(recordings::delete)),
             )
             .service(resource("/streams/{path}/rotate").route(web::post().to(streams::rotate_key)))
             .service(resource("/streams/{path}/kick").route(web::post().to(streams::kick)))

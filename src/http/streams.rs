@@ -68,6 +68,25 @@ pub struct StreamInfo {
     pub thumbnail_url: Option<String>,
     /// Details of the live stream (only on `GET /api/v1/streams/{path}` while live).
     pub live_status: Option<LiveStatus>,
+    /// Whether its broadcasts are recorded; null follows the server's
+    /// `recordings.enabled`.
+    pub record: Option<bool>,
+}
+
+/// What `PATCH /api/v1/streams/{path}` changes.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateStream {
+    /// Record this stream's broadcasts (`true`/`false`), or follow the server's
+    /// `recordings.enabled` (`null`). Applies from the next publish.
+    #[serde(default, deserialize_with = "explicit_null")]
+    #[schema(value_type = Option<bool>)]
+    pub record: Option<Option<bool>>,
+}
+
+/// Tells a field set to `null` (`Some(None)`) from a missing one (`None`).
+fn explicit_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<bool>>, D::Error> {
+    Option::<bool>::deserialize(d).map(Some)
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -123,6 +142,7 @@ fn info(state: &AppState, req: &HttpRequest, record: StreamRecord, live: bool) -
         live,
         viewers: 0,
         live_status: None,
+        record: record.record,
     }
 }
 
@@ -267,6 +287,47 @@ pub async fn get_stream(
     shown.live_status = status;
     shown.viewers = watching;
     Ok(web::Json(shown))
+}
+
+/// Change a stream's settings (its `record` flag).
+#[utoipa::path(
+    patch, path = "/api/v1/streams/{path}", tag = "streams",
+    params(("path" = String, Path, description = "Publish path", pattern = r"^[a-z0-9][a-z0-9_-]{0,63}$")),
+    request_body = UpdateStream,
+    responses(
+        (status = 200, body = StreamInfo),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn update_stream(
+    _: Admin,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Json<UpdateStream>,
+) -> Result<web::Json<StreamInfo>, ApiError> {
+    let path = parse_path(&path)?;
+    let record = match body.into_inner().record {
+        Some(record) => state.keys.set_record(&path, record).await?,
+        None => state
+            .keys
+            .get(&path)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no stream `{path}`")))?,
+    };
+    tracing::info!(publish_path = %path, record = ?record.record, "stream updated");
+    let live = state
+        .registry
+        .send(GetLive { path })
+        .await
+        .ok()
+        .flatten()
+        .is_some();
+    Ok(web::Json(info(&state, &req, record, live)))
 }
 
 /// Issue a new key; the old one stops working at once.

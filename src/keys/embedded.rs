@@ -9,11 +9,14 @@ use redb::{Database, ReadableTable, TableDefinition};
 use time::OffsetDateTime;
 
 use super::{KeyHash, KeyStore, PublishPath, StoreError, StreamRecord};
+use crate::recordings::{RecordingIndex, RecordingInfo};
 
 /// publish path -> JSON `StreamRecord`.
 const STREAMS: TableDefinition<&str, &[u8]> = TableDefinition::new("streams");
 /// SHA-256 of a key -> publish path.
 const KEYS: TableDefinition<&[u8; 32], &str> = TableDefinition::new("keys");
+/// `{path}/{id}` -> JSON `RecordingInfo`.
+const RECORDINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("recordings");
 
 pub struct EmbeddedStore {
     db: Arc<Database>,
@@ -27,6 +30,7 @@ impl EmbeddedStore {
         let tx = db.begin_write().map_err(unavailable)?;
         tx.open_table(STREAMS).map_err(unavailable)?;
         tx.open_table(KEYS).map_err(unavailable)?;
+        tx.open_table(RECORDINGS).map_err(unavailable)?;
         tx.commit().map_err(unavailable)?;
         Ok(Self { db: Arc::new(db) })
     }
@@ -161,6 +165,32 @@ impl KeyStore for EmbeddedStore {
         .await
     }
 
+    async fn set_record(
+        &self,
+        path: &PublishPath,
+        record: Option<bool>,
+    ) -> Result<StreamRecord, StoreError> {
+        let path = path.clone();
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(unavailable)?;
+            let updated = {
+                let mut streams = tx.open_table(STREAMS).map_err(unavailable)?;
+                let mut updated = match streams.get(path.as_str()).map_err(unavailable)? {
+                    Some(v) => decode(v.value())?,
+                    None => return Err(StoreError::NotFound(path)),
+                };
+                updated.record = record;
+                streams
+                    .insert(path.as_str(), encode(&updated).as_slice())
+                    .map_err(unavailable)?;
+                updated
+            };
+            tx.commit().map_err(unavailable)?;
+            Ok(updated)
+        })
+        .await
+    }
+
     async fn path_for_key(&self, hash: KeyHash) -> Result<Option<PublishPath>, StoreError> {
         self.blocking(move |db| {
             let tx = db.begin_read().map_err(unavailable)?;
@@ -179,5 +209,56 @@ impl KeyStore for EmbeddedStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.blocking(|db| db.begin_read().map(drop).map_err(unavailable))
             .await
+    }
+}
+
+#[async_trait]
+impl RecordingIndex for EmbeddedStore {
+    async fn put_recording(&self, info: &RecordingInfo) -> Result<(), StoreError> {
+        let key = RecordingInfo::key(&info.publish_path, info.id);
+        let json = serde_json::to_vec(info).expect("a RecordingInfo always serializes");
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(unavailable)?;
+            tx.open_table(RECORDINGS)
+                .map_err(unavailable)?
+                .insert(key.as_str(), json.as_slice())
+                .map_err(unavailable)?;
+            tx.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn recordings(&self) -> Result<Vec<RecordingInfo>, StoreError> {
+        self.blocking(|db| {
+            let tx = db.begin_read().map_err(unavailable)?;
+            let table = tx.open_table(RECORDINGS).map_err(unavailable)?;
+            let mut all = Vec::new();
+            for entry in table.iter().map_err(unavailable)? {
+                let (_, value) = entry.map_err(unavailable)?;
+                all.push(
+                    serde_json::from_slice::<RecordingInfo>(value.value())
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                );
+            }
+            all.sort_by(|a, b| (&a.publish_path, a.id).cmp(&(&b.publish_path, b.id)));
+            Ok(all)
+        })
+        .await
+    }
+
+    async fn remove_recording(&self, path: &PublishPath, id: u64) -> Result<bool, StoreError> {
+        let key = RecordingInfo::key(path, id);
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(unavailable)?;
+            let removed = tx
+                .open_table(RECORDINGS)
+                .map_err(unavailable)?
+                .remove(key.as_str())
+                .map_err(unavailable)?
+                .is_some();
+            tx.commit().map_err(unavailable)?;
+            Ok(removed)
+        })
+        .await
     }
 }

@@ -152,6 +152,9 @@ pub struct StreamRecord {
     pub key_rotated_at: Option<OffsetDateTime>,
     /// Hex SHA-256 of the current key.
     pub key_hash: String,
+    /// Record this stream's broadcasts; unset follows `recordings.enabled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -183,6 +186,12 @@ pub trait KeyStore: Send + Sync + 'static {
         at: OffsetDateTime,
     ) -> Result<StreamRecord, StoreError>;
     async fn remove(&self, path: &PublishPath) -> Result<(), StoreError>;
+    /// Sets (or, with `None`, clears) a stream's `record` flag.
+    async fn set_record(
+        &self,
+        path: &PublishPath,
+        record: Option<bool>,
+    ) -> Result<StreamRecord, StoreError>;
     async fn path_for_key(&self, hash: KeyHash) -> Result<Option<PublishPath>, StoreError>;
     /// Checks the store answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
@@ -234,6 +243,7 @@ impl KeyManager {
             created_at: now(),
             key_rotated_at: None,
             key_hash: key.hash().to_hex(),
+            record: None,
         };
         self.timed(self.store.insert(&record)).await?;
         Ok((record, key))
@@ -257,6 +267,14 @@ impl KeyManager {
             .timed(self.store.replace_key(path, key.hash(), now()))
             .await?;
         Ok((record, key))
+    }
+
+    pub async fn set_record(
+        &self,
+        path: &PublishPath,
+        record: Option<bool>,
+    ) -> Result<StreamRecord, StoreError> {
+        self.timed(self.store.set_record(path, record)).await
     }
 
     pub async fn delete(&self, path: &PublishPath) -> Result<(), StoreError> {

@@ -14,8 +14,11 @@ use redis::Script;
 use time::OffsetDateTime;
 
 use super::{KeyHash, KeyStore, PublishPath, StoreError, StreamRecord};
+use crate::recordings::{RecordingIndex, RecordingInfo};
 
 const STREAMS_SET: &str = "kawa:streams";
+/// Hash: `{path}/{id}` -> JSON `RecordingInfo`.
+const RECORDINGS_HASH: &str = "kawa:recordings";
 
 fn stream_key(path: &PublishPath) -> String {
     format!("kawa:stream:{path}")
@@ -51,6 +54,22 @@ static REPLACE_KEY: LazyLock<Script> = LazyLock::new(|| {
         local encoded = cjson.encode(record)
         redis.call('SET', KEYS[1], encoded)
         redis.call('SET', 'kawa:key:' .. ARGV[1], ARGV[3])
+        return encoded
+        "#,
+    )
+});
+
+/// KEYS: stream. ARGV: "true", "false" or "" (unset). Returns the new record JSON, or
+/// false.
+static SET_RECORD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+        local old = redis.call('GET', KEYS[1])
+        if not old then return false end
+        local record = cjson.decode(old)
+        if ARGV[1] == '' then record.record = nil else record.record = (ARGV[1] == 'true') end
+        local encoded = cjson.encode(record)
+        redis.call('SET', KEYS[1], encoded)
         return encoded
         "#,
     )
@@ -213,6 +232,24 @@ impl KeyStore for RedisStore {
         }
     }
 
+    async fn set_record(
+        &self,
+        path: &PublishPath,
+        record: Option<bool>,
+    ) -> Result<StreamRecord, StoreError> {
+        let mut conn = self.conn().await?;
+        let json: Option<String> = SET_RECORD
+            .key(stream_key(path))
+            .arg(record.map_or(String::new(), |r| r.to_string()))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        match json {
+            Some(json) => decode(&json),
+            None => Err(StoreError::NotFound(path.clone())),
+        }
+    }
+
     async fn path_for_key(&self, hash: KeyHash) -> Result<Option<PublishPath>, StoreError> {
         let mut conn = self.conn().await?;
         let path: Option<String> = redis::cmd("GET")
@@ -234,5 +271,50 @@ impl KeyStore for RedisStore {
             .await
             .map(drop)
             .map_err(unavailable)
+    }
+}
+
+#[async_trait]
+impl RecordingIndex for RedisStore {
+    async fn put_recording(&self, info: &RecordingInfo) -> Result<(), StoreError> {
+        let json = serde_json::to_string(info).expect("a RecordingInfo always serializes");
+        let mut conn = self.conn().await?;
+        redis::cmd("HSET")
+            .arg(RECORDINGS_HASH)
+            .arg(RecordingInfo::key(&info.publish_path, info.id))
+            .arg(json)
+            .query_async::<i64>(&mut conn)
+            .await
+            .map(drop)
+            .map_err(unavailable)
+    }
+
+    async fn recordings(&self) -> Result<Vec<RecordingInfo>, StoreError> {
+        let mut conn = self.conn().await?;
+        let values: Vec<String> = redis::cmd("HVALS")
+            .arg(RECORDINGS_HASH)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let mut all = values
+            .iter()
+            .map(|json| {
+                serde_json::from_str::<RecordingInfo>(json)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        all.sort_by(|a, b| (&a.publish_path, a.id).cmp(&(&b.publish_path, b.id)));
+        Ok(all)
+    }
+
+    async fn remove_recording(&self, path: &PublishPath, id: u64) -> Result<bool, StoreError> {
+        let mut conn = self.conn().await?;
+        let removed: i64 = redis::cmd("HDEL")
+            .arg(RECORDINGS_HASH)
+            .arg(RecordingInfo::key(path, id))
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(removed == 1)
     }
 }

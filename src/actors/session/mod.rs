@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod cluster;
 mod messages;
+mod recording;
 mod thumbnail;
 
 use actix::prelude::*;
@@ -42,6 +43,10 @@ pub struct SessionContext {
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Told when a stream ends (`[hooks]`).
     pub hooks: Option<Arc<crate::hooks::Hooks>>,
+    /// Where a stream's `record` flag is read.
+    pub keys: Option<crate::keys::KeyManager>,
+    /// The recordings index.
+    pub recordings: Option<Arc<crate::recordings::Recordings>>,
 }
 
 pub use messages::*;
@@ -81,6 +86,10 @@ pub struct StreamSession {
     /// The path's lease, in a cluster.
     ownership: Option<cluster::Ownership>,
     thumbnails: thumbnail::Thumbnails,
+    /// Unix milliseconds of the start: the prefix of this stream's file names.
+    epoch: u64,
+    /// This broadcast's recording, when it is recorded.
+    recording: Option<recording::Recording>,
     uploader: Option<Addr<Uploader>>,
     metrics: StreamMetrics,
     last_keyframe: Option<Instant>,
@@ -103,7 +112,14 @@ impl StreamSession {
         let span = tracing::info_span!("stream", publish_path = %path, session = id);
         let edge = context.live.open(path.as_str());
         let sink = LocalWriter::spawn(
-            LocalSink::new(context.hls_root.join(path.as_str())),
+            LocalSink::new(
+                context.hls_root.join(path.as_str()),
+                context
+                    .settings
+                    .data_dir
+                    .join("recordings")
+                    .join(path.as_str()),
+            ),
             Arc::clone(&edge),
             span.clone(),
         );
@@ -131,6 +147,8 @@ impl StreamSession {
             fenced: false,
             ownership: None,
             thumbnails: thumbnail::Thumbnails::default(),
+            epoch: epoch_ms,
+            recording: None,
             uploader: None,
             metrics: StreamMetrics::new(&label),
             last_keyframe: None,
@@ -269,7 +287,7 @@ impl StreamSession {
 
     /// Performs the packager's outputs: the local sink first (viewers of Kawa's own HLS
     /// never wait on S3), then the S3 uploader's queue.
-    fn apply(&self, outputs: Vec<Output>) {
+    fn apply(&mut self, outputs: Vec<Output>) {
         if self.superseded || self.fenced || outputs.is_empty() {
             // A newer session writes this path's playlists and series now.
             return;
@@ -300,15 +318,17 @@ impl StreamSession {
                 }
             }
         }
+        let recording = self.record(&outputs);
         match &self.uploader {
             Some(uploader) => {
-                self.sink.apply(outputs.clone());
+                self.sink.apply(outputs.clone(), recording.clone());
                 uploader.do_send(Deliver {
                     outputs,
                     fence: self.ownership.as_ref().map(|o| o.lease.token),
+                    recording,
                 });
             }
-            None => self.sink.apply(outputs),
+            None => self.sink.apply(outputs, recording),
         }
     }
 
@@ -346,6 +366,7 @@ impl StreamSession {
     /// The core ended the stream: ENDLIST was written; tell the uploader and registry.
     fn ended(&mut self, ctx: &mut Context<Self>) {
         self.kill_encoder();
+        self.finish_recording();
         if !self.superseded {
             self.metrics.remove();
         }
@@ -421,6 +442,7 @@ impl Actor for StreamSession {
         if let Some(cluster) = self.context.cluster.clone() {
             self.claim(cluster, ctx);
         }
+        self.decide_recording(ctx);
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {

@@ -1,0 +1,330 @@
+//! A recording of one broadcast: every segment the stream's renditions made, kept after
+//! it leaves the live window, and the VOD playlists (`EXT-X-PLAYLIST-TYPE:VOD`) that list
+//! them all once the broadcast ends.
+//!
+//! Pure: fed the packager's outputs in order, the [`Recorder`] says which of the stream's
+//! files to keep, and at the end what playlists to write. The recording's files mirror
+//! the stream's layout (`{rendition}/{name}`, `{rendition}/index.m3u8`, `master.m3u8`),
+//! so the segments are kept under their own names (a hard link locally, a server-side
+//! copy in S3) and nothing is muxed twice.
+
+use super::packager::Output;
+use super::playlist::{MasterPlaylist, MediaPlaylist, MediaSegment};
+
+/// What a recording asks its sinks to do, in order, after the stream's own outputs of
+/// the same batch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecordingOutput {
+    /// Keep the stream's `{rendition}/{name}` (just stored) in the recording.
+    Keep { rendition: String, name: String },
+    /// The recording's `{rendition}/index.m3u8`.
+    Playlist { rendition: String, text: String },
+    /// The recording's `master.m3u8`.
+    Master { text: String },
+}
+
+impl RecordingOutput {
+    /// Where it goes inside the recording.
+    pub fn file(&self) -> String {
+        match self {
+            Self::Keep { rendition, name } => format!("{rendition}/{name}"),
+            Self::Playlist { rendition, .. } => format!("{rendition}/index.m3u8"),
+            Self::Master { .. } => "master.m3u8".to_owned(),
+        }
+    }
+}
+
+/// A recording's outputs for one batch of the stream's: `id` names the recording.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordingBatch {
+    pub id: u64,
+    pub outputs: Vec<RecordingOutput>,
+}
+
+/// What a recording holds so far.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RecordingSummary {
+    /// Seconds of the first rendition (the source).
+    pub duration_seconds: f64,
+    /// Segments of every rendition.
+    pub segments: u64,
+    /// Bytes of every kept file.
+    pub bytes: u64,
+    pub renditions: Vec<String>,
+}
+
+#[derive(Debug)]
+struct Track {
+    rendition: String,
+    segments: Vec<MediaSegment>,
+    /// Init segments kept so far.
+    inits: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct Recorder {
+    tracks: Vec<Track>,
+    /// Sizes of the init segments written but not kept yet: (rendition, name, bytes).
+    init_sizes: Vec<(String, String, u64)>,
+    bytes: u64,
+}
+
+impl Recorder {
+    /// Takes note of a batch of the stream's outputs: what of it to keep.
+    pub fn observe(&mut self, outputs: &[Output]) -> Vec<RecordingOutput> {
+        let mut keep = Vec::new();
+        for output in outputs {
+            match output {
+                Output::Init {
+                    rendition,
+                    name,
+                    data,
+                } => self
+                    .init_sizes
+                    .push((rendition.clone(), name.clone(), data.len() as u64)),
+                Output::Segment {
+                    rendition,
+                    name,
+                    data,
+                    duration,
+                    program_date_time,
+                    init,
+                    discontinuity,
+                } => {
+                    let index = self.track(rendition);
+                    if !self.tracks[index].inits.contains(init) {
+                        if let Some(i) = self
+                            .init_sizes
+                            .iter()
+                            .position(|(r, n, _)| r == rendition && n == init)
+                        {
+                            self.bytes += self.init_sizes.swap_remove(i).2;
+                        }
+                        self.tracks[index].inits.push(init.clone());
+                        keep.push(RecordingOutput::Keep {
+                            rendition: rendition.clone(),
+                            name: init.clone(),
+                        });
+                    }
+                    let track = &mut self.tracks[index];
+                    track.segments.push(MediaSegment {
+                        uri: name.clone(),
+                        map: init.clone(),
+                        duration: *duration,
+                        // A recording starts with its own first segment, whatever came
+                        // before it on the path.
+                        discontinuity: *discontinuity && !track.segments.is_empty(),
+                        program_date_time: *program_date_time,
+                    });
+                    self.bytes += data.len() as u64;
+                    keep.push(RecordingOutput::Keep {
+                        rendition: rendition.clone(),
+                        name: name.clone(),
+                    });
+                }
+                _ => {}
+            }
+        }
+        keep
+    }
+
+    fn track(&mut self, rendition: &str) -> usize {
+        match self.tracks.iter().position(|t| t.rendition == rendition) {
+            Some(i) => i,
+            None => {
+                self.tracks.push(Track {
+                    rendition: rendition.to_owned(),
+                    segments: Vec::new(),
+                    inits: Vec::new(),
+                });
+                self.tracks.len() - 1
+            }
+        }
+    }
+
+    /// No segment recorded yet.
+    pub fn is_empty(&self) -> bool {
+        self.tracks.is_empty()
+    }
+
+    pub fn summary(&self) -> RecordingSummary {
+        RecordingSummary {
+            duration_seconds: self
+                .tracks
+                .first()
+                .map_or(0.0, |t| t.segments.iter().map(|s| s.duration).sum()),
+            segments: self.tracks.iter().map(|t| t.segments.len() as u64).sum(),
+            bytes: self.bytes,
+            renditions: self.renditions(),
+        }
+    }
+
+    /// The renditions with recorded segments, in the order they first had one.
+    pub fn renditions(&self) -> Vec<String> {
+        self.tracks.iter().map(|t| t.rendition.clone()).collect()
+    }
+
+    /// The broadcast ended: every rendition's VOD playlist, then `master` (the stream's
+    /// master over the recorded renditions) when there is one.
+    pub fn finish(&self, master: Option<MasterPlaylist>) -> Vec<RecordingOutput> {
+        let mut out: Vec<RecordingOutput> = self
+            .tracks
+            .iter()
+            .map(|t| RecordingOutput::Playlist {
+                rendition: t.rendition.clone(),
+                text: vod_playlist(&t.segments).render(),
+            })
+            .collect();
+        if let Some(master) = master.filter(|m| !m.variants.is_empty()) {
+            out.push(RecordingOutput::Master {
+                text: master.render(),
+            });
+        }
+        out
+    }
+}
+
+fn vod_playlist(segments: &[MediaSegment]) -> MediaPlaylist {
+    MediaPlaylist {
+        // RFC 8216 §4.3.3.1: every EXTINF, rounded, at most the target duration.
+        target_duration: segments
+            .iter()
+            .map(|s| s.duration.round() as u64)
+            .max()
+            .unwrap_or(1)
+            .max(1),
+        media_sequence: 0,
+        discontinuity_sequence: 0,
+        segments: segments.to_vec(),
+        ended: true,
+        vod: true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use m3u8_rs::{MediaPlaylistType, Playlist};
+
+    use super::*;
+    use crate::hls::playlist::Variant;
+
+    fn init(rendition: &str, name: &str) -> Output {
+        Output::Init {
+            rendition: rendition.into(),
+            name: name.into(),
+            data: Bytes::from_static(&[0; 100]),
+        }
+    }
+
+    fn segment(rendition: &str, seq: u64, init: &str, duration: f64, disc: bool) -> Output {
+        Output::Segment {
+            rendition: rendition.into(),
+            name: format!("7_{seq}.m4s"),
+            data: Bytes::from(vec![0; 1000]),
+            duration,
+            program_date_time: None,
+            init: init.into(),
+            discontinuity: disc,
+        }
+    }
+
+    fn parse(text: &str) -> m3u8_rs::MediaPlaylist {
+        match m3u8_rs::parse_playlist(text.as_bytes()) {
+            Ok((_, Playlist::MediaPlaylist(p))) => p,
+            _ => panic!("not a media playlist:\n{text}"),
+        }
+    }
+
+    #[test]
+    fn keeps_each_segment_and_its_init_once_and_lists_all_of_them_at_the_end() {
+        let mut recorder = Recorder::default();
+        let first = recorder.observe(&[
+            init("source", "7_0.mp4"),
+            segment("source", 0, "7_0.mp4", 2.0, false),
+        ]);
+        assert_eq!(
+            first.iter().map(RecordingOutput::file).collect::<Vec<_>>(),
+            ["source/7_0.mp4", "source/7_0.m4s"]
+        );
+        // The live window slides (a Remove) and the playlist changes: nothing to keep.
+        let second = recorder.observe(&[
+            segment("source", 1, "7_0.mp4", 2.0, false),
+            Output::Remove {
+                rendition: "source".into(),
+                name: "7_0.m4s".into(),
+            },
+        ]);
+        assert_eq!(second.len(), 1, "{second:?}");
+        // A restart: a new init, a discontinuity.
+        recorder.observe(&[
+            init("source", "7_1.mp4"),
+            segment("source", 2, "7_1.mp4", 2.6, true),
+        ]);
+        let summary = recorder.summary();
+        assert!((summary.duration_seconds - 6.6).abs() < 1e-9);
+        assert_eq!(summary.segments, 3);
+        assert_eq!(summary.bytes, 3 * 1000 + 2 * 100);
+
+        let out = recorder.finish(None);
+        assert_eq!(out.len(), 1, "no master without one given");
+        let RecordingOutput::Playlist { rendition, text } = &out[0] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(rendition, "source");
+        let parsed = parse(text);
+        assert_eq!(parsed.playlist_type, Some(MediaPlaylistType::Vod));
+        assert!(parsed.end_list);
+        assert_eq!(parsed.target_duration, 3, "2.6 s rounds to 3");
+        assert_eq!(parsed.segments.len(), 3);
+        assert!(parsed.segments[2].discontinuity);
+        assert_eq!(
+            parsed.segments[2].map.as_ref().map(|m| m.uri.as_str()),
+            Some("7_1.mp4")
+        );
+    }
+
+    #[test]
+    fn a_first_segment_after_a_takeover_starts_the_recording_cleanly() {
+        let mut recorder = Recorder::default();
+        recorder.observe(&[
+            init("source", "9_0.mp4"),
+            segment("source", 40, "9_0.mp4", 2.0, true),
+        ]);
+        let out = recorder.finish(None);
+        let RecordingOutput::Playlist { text, .. } = &out[0] else {
+            panic!()
+        };
+        assert!(!text.contains("DISCONTINUITY\n"), "{text}");
+    }
+
+    #[test]
+    fn every_rendition_gets_a_playlist_and_the_master_comes_last() {
+        let mut recorder = Recorder::default();
+        assert!(recorder.is_empty());
+        recorder.observe(&[
+            init("source", "7_0.mp4"),
+            segment("source", 0, "7_0.mp4", 2.0, false),
+            init("360p", "7_0.mp4"),
+            segment("360p", 0, "7_0.mp4", 2.0, false),
+        ]);
+        assert_eq!(recorder.renditions(), ["source", "360p"]);
+        let master = MasterPlaylist {
+            variants: vec![Variant {
+                uri: "source/index.m3u8".into(),
+                bandwidth: 1,
+                average_bandwidth: None,
+                codecs: "avc1.64001f".into(),
+                resolution: None,
+                frame_rate: None,
+            }],
+        };
+        let out = recorder.finish(Some(master));
+        let files: Vec<String> = out.iter().map(RecordingOutput::file).collect();
+        assert_eq!(
+            files,
+            ["source/index.m3u8", "360p/index.m3u8", "master.m3u8"]
+        );
+        assert_eq!(recorder.summary().duration_seconds, 2.0, "the source's");
+    }
+}

@@ -1,0 +1,176 @@
+//! Recordings over HTTP: `/api/v1/recordings` lists, shows and deletes them (admin
+//! token), and `/recordings/{path}/{id}/…` serves a finished recording's playlists and
+//! segments from the node that recorded it, for any player.
+
+use std::sync::Arc;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::{Deserialize, Serialize};
+
+use super::auth::Admin;
+use super::error::ApiError;
+use super::hls::{PLAYLIST_TYPE, SEGMENT_CACHE, SEGMENT_TYPE, file, rendition_ok, segment_ok};
+use crate::keys::PublishPath;
+use crate::recordings::{RecordingInfo, RecordingStatus, RecordingView, Recordings};
+
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
+/// A VOD playlist never changes once written.
+const RECORDING_PLAYLIST_CACHE: &str = "public, max-age=3600";
+
+/// Filters and paging of the recordings list, by path then id.
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    /// Only this publish path's recordings.
+    pub path: Option<String>,
+    /// `recording` or `ready`.
+    pub status: Option<RecordingStatus>,
+    /// Recordings per page (1 to 1000; default 100).
+    pub limit: Option<usize>,
+    /// Start after this recording (`{path}/{id}`, the `next` of the previous page).
+    pub after: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RecordingList {
+    pub recordings: Vec<RecordingView>,
+    /// More follow: pass this as `after` for the next page.
+    pub next: Option<String>,
+}
+
+fn parse(path: &str, id: &str) -> Result<(PublishPath, u64), ApiError> {
+    let path = PublishPath::parse(path)
+        .map_err(|e| ApiError::BadRequest("invalid_path", e.to_string()))?;
+    let id = id.parse().map_err(|_| {
+        ApiError::BadRequest("invalid_path", "a recording id is a number".to_owned())
+    })?;
+    Ok((path, id))
+}
+
+/// `GET /api/v1/recordings`.
+pub async fn list(
+    _: Admin,
+    recordings: web::Data<Arc<Recordings>>,
+    query: web::Query<ListQuery>,
+) -> Result<web::Json<RecordingList>, ApiError> {
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::BadRequest(
+            "invalid_query",
+            format!("limit must be 1 to {MAX_PAGE}"),
+        ));
+    }
+    let path = match &query.path {
+        Some(p) => Some(
+            PublishPath::parse(p)
+                .map_err(|e| ApiError::BadRequest("invalid_query", e.to_string()))?,
+        ),
+        None => None,
+    };
+    let mut page: Vec<RecordingInfo> = recordings
+        .list()
+        .await?
+        .into_iter()
+        .filter(|r| path.as_ref().is_none_or(|p| &r.publish_path == p))
+        .filter(|r| query.status.is_none_or(|s| r.status == s))
+        .filter(|r| {
+            query.after.as_deref().is_none_or(|after| {
+                // Index order: by path, then by id.
+                let (p, id) = after.rsplit_once('/').unwrap_or((after, ""));
+                (r.publish_path.as_str(), r.id) > (p, id.parse().unwrap_or(u64::MAX))
+            })
+        })
+        .take(limit + 1)
+        .collect();
+    let next = (page.len() > limit).then(|| {
+        page.truncate(limit);
+        page.last()
+            .map(|r| RecordingInfo::key(&r.publish_path, r.id))
+            .unwrap_or_default()
+    });
+    Ok(web::Json(RecordingList {
+        recordings: page.into_iter().map(|r| recordings.view(r)).collect(),
+        next,
+    }))
+}
+
+/// `GET /api/v1/recordings/{path}/{id}`.
+pub async fn get(
+    _: Admin,
+    recordings: web::Data<Arc<Recordings>>,
+    ids: web::Path<(String, String)>,
+) -> Result<web::Json<RecordingView>, ApiError> {
+    let (path, id) = parse(&ids.0, &ids.1)?;
+    match recordings.get(&path, id).await? {
+        Some(info) => Ok(web::Json(recordings.view(info))),
+        None => Err(ApiError::NotFound(format!("no recording {path}/{id}"))),
+    }
+}
+
+/// `DELETE /api/v1/recordings/{path}/{id}`: its S3 objects, its local files, its entry.
+pub async fn delete(
+    _: Admin,
+    recordings: web::Data<Arc<Recordings>>,
+    ids: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (path, id) = parse(&ids.0, &ids.1)?;
+    if recordings.delete(&path, id).await? {
+        tracing::info!(publish_path = %path, recording = id, "recording deleted");
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(ApiError::NotFound(format!("no recording {path}/{id}")))
+    }
+}
+
+/// `/recordings/{path}/{id}/master.m3u8`.
+async fn master(
+    req: HttpRequest,
+    recordings: web::Data<Arc<Recordings>>,
+    ids: web::Path<(String, String)>,
+) -> HttpResponse {
+    let Ok((path, id)) = parse(&ids.0, &ids.1) else {
+        return HttpResponse::NotFound().finish();
+    };
+    let dir = RecordingInfo::local_dir(recordings.root(), &path, id);
+    file(
+        &req,
+        dir.join("master.m3u8"),
+        PLAYLIST_TYPE,
+        RECORDING_PLAYLIST_CACHE,
+        true,
+    )
+    .await
+}
+
+/// `/recordings/{path}/{id}/{rendition}/{index.m3u8 | segment}`.
+async fn rendition_file(
+    req: HttpRequest,
+    recordings: web::Data<Arc<Recordings>>,
+    ids: web::Path<(String, String, String, String)>,
+) -> HttpResponse {
+    let (path, id, rendition, name) = ids.into_inner();
+    let Ok((path, id)) = parse(&path, &id) else {
+        return HttpResponse::NotFound().finish();
+    };
+    let playlist = name == "index.m3u8";
+    // Checked before the name touches the file system: no request leaves the folder.
+    if !rendition_ok(&rendition) || !(playlist || segment_ok(&name)) {
+        return HttpResponse::NotFound().finish();
+    }
+    let at = RecordingInfo::local_dir(recordings.root(), &path, id)
+        .join(&rendition)
+        .join(&name);
+    if playlist {
+        file(&req, at, PLAYLIST_TYPE, RECORDING_PLAYLIST_CACHE, true).await
+    } else {
+        file(&req, at, SEGMENT_TYPE, SEGMENT_CACHE, false).await
+    }
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/recordings/{path}/{id}/master.m3u8", web::get().to(master))
+        .route(
+            "/recordings/{path}/{id}/{rendition}/{name}",
+            web::get().to(rendition_file),
+        );
+}
