@@ -1,0 +1,300 @@
+//! Recordings with real parts: a 60 s broadcast of a small ladder recorded (its stream's
+//! `record` flag set over REST, the index in a real Redis), then played from start to end
+//! by ffprobe/FFmpeg from Kawa and from the S3 bucket (moto), and by hls.js in headless
+//! Chromium; the `recording_ready` hook heard by a real HTTP receiver; the recording
+//! deleted over REST everywhere. A second test: recordings on by default, a stream that
+//! opts out, and retention deleting what is old.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::hooks::{SECRET, json, receiver, verify};
+use common::s3::{BUCKET, PREFIX, s3_has, with_s3};
+use common::{
+    Kawa, MotoServer, Publisher, RedisServer, SMALL_LADDER, admin_client, admin_get, create_stream,
+    ffprobe_json, free_port, wait_for,
+};
+use serde_json::{Value, json};
+
+/// The test publisher cuts a keyframe every second; Kawa's segments are 2 s.
+const SEGMENT_SECONDS: f64 = 2.0;
+const SENT_SECONDS: u32 = 60;
+
+async fn set_record(kawa: &Kawa, path: &str, record: Value) -> Value {
+    let answer = admin_client()
+        .patch(kawa.url(&format!("/api/v1/streams/{path}")))
+        .json(&json!({ "record": record }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    answer.json().await.unwrap()
+}
+
+async fn recordings(kawa: &Kawa, query: &str) -> Vec<Value> {
+    let list = admin_get(kawa, &format!("/api/v1/recordings{query}")).await;
+    list["recordings"].as_array().cloned().unwrap_or_default()
+}
+
+/// Frames FFmpeg decodes from `url` (every rendition of it is read from start to end),
+/// and its duration as ffprobe reports it.
+fn decode(url: &str) -> (u64, f64) {
+    let probe = ffprobe_json(&["-show_entries", "format=duration"], url);
+    let duration: f64 = probe["format"]["duration"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let frames = ffprobe_json(
+        &[
+            "-count_frames",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=nb_read_frames",
+        ],
+        url,
+    );
+    let frames = frames["streams"][0]["nb_read_frames"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    (frames, duration)
+}
+
+fn assert_within_a_segment(what: &str, seconds: f64) {
+    assert!(
+        (seconds - f64::from(SENT_SECONDS)).abs() <= SEGMENT_SECONDS,
+        "{what}: {seconds} s recorded of {SENT_SECONDS} s sent"
+    );
+}
+
+fn player_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/player")
+}
+
+/// hls.js plays `url` from start to end; its JSON report.
+fn play_in_browser(url: &str) -> Value {
+    let output = Command::new("node")
+        .current_dir(player_dir())
+        .args(["vod.mjs", url])
+        .output()
+        .expect("node");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let report = format!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let line = stdout.lines().last().unwrap_or_else(|| panic!("{report}"));
+    let result: Value = serde_json::from_str(line).unwrap_or_else(|_| panic!("{report}"));
+    assert!(
+        output.status.success(),
+        "hls.js did not play it to the end: {report}"
+    );
+    result
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_broadcast_plays_from_start_to_end_locally_in_s3_and_in_a_browser() {
+    assert!(
+        player_dir().join("node_modules/hls.js").is_dir(),
+        "tests/player needs `npm ci` (scripts/test.sh runs it)"
+    );
+    let redis = RedisServer::start();
+    let moto = MotoServer::start();
+    moto.public_bucket(BUCKET).await;
+    let hook_port = free_port();
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    tokio::spawn(receiver(hook_port, Arc::clone(&calls), |_, _| 204));
+    let kawa = with_s3(Kawa::builder(), &moto.endpoint())
+        .redis(&redis)
+        .config(SMALL_LADDER)
+        .env("KAWA_HLS__PRESET", "ladder")
+        // Live segments leave the bucket a second after they leave the window: the
+        // recording keeps its own copies.
+        .env("KAWA_S3__DELETE_GRACE_SECONDS", "1")
+        .env(
+            "KAWA_HOOKS__EVENTS_URL",
+            &format!("http://127.0.0.1:{hook_port}/events"),
+        )
+        .env("KAWA_HOOKS__SECRET", SECRET)
+        .start();
+    let key = create_stream(&kawa, "show").await;
+    let other_key = create_stream(&kawa, "unrecorded").await;
+    let shown = set_record(&kawa, "show", json!(true)).await;
+    assert_eq!(shown["record"], true);
+    assert_eq!(
+        admin_get(&kawa, "/api/v1/streams/unrecorded").await["record"],
+        Value::Null,
+        "unset: follows recordings.enabled (off)"
+    );
+
+    let mut publisher = Publisher::start(&kawa.rtmp_url(&key), SENT_SECONDS);
+    let mut unrecorded = Publisher::start(&kawa.rtmp_url(&other_key), 4);
+    unrecorded.wait_exit(Duration::from_secs(30));
+    // While it goes on, the recording is listed as recording.
+    let going = wait_for(
+        "the recording to be indexed",
+        Duration::from_secs(30),
+        || async { recordings(&kawa, "?path=show").await.into_iter().next() },
+    )
+    .await;
+    assert_eq!(going["status"], "recording", "{going}");
+    assert!(going.get("playlist_url").is_none(), "{going}");
+    let busy = admin_client()
+        .delete(kawa.url(&format!("/api/v1/recordings/show/{}", going["id"])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(busy.status(), 409, "a recording still going is not deleted");
+
+    let status = publisher
+        .wait_exit(Duration::from_secs(u64::from(SENT_SECONDS) + 30))
+        .expect("publisher ends");
+    assert!(status.success(), "{}", publisher.stderr());
+    let ready = wait_for("recording_ready", Duration::from_secs(30), || async {
+        let calls = calls.lock().unwrap();
+        calls
+            .iter()
+            .find(|c| json(c)["event"] == "recording_ready")
+            .cloned()
+    })
+    .await;
+    verify(&ready);
+    let body = String::from_utf8_lossy(&ready.body).into_owned();
+    assert!(!body.contains(&key), "a stream key in the hook: {body}");
+    let hooked = json(&ready);
+    assert_eq!(hooked["publish_path"], "show");
+
+    let listed = recordings(&kawa, "").await;
+    assert_eq!(
+        listed.len(),
+        1,
+        "only the flagged stream recorded: {listed:?}"
+    );
+    let rec = &listed[0];
+    assert_eq!(rec["status"], "ready");
+    assert_eq!(rec["id"], going["id"]);
+    assert_eq!(hooked["recording"]["id"], rec["id"]);
+    assert_eq!(
+        rec["renditions"],
+        json!(["source", "180p", "120p"]),
+        "every rendition recorded: {rec}"
+    );
+    assert_within_a_segment("the index", rec["duration_seconds"].as_f64().unwrap());
+
+    // Kawa serves it: a VOD playlist, played whole by FFmpeg.
+    let playlist_url = kawa.url(rec["playlist_url"].as_str().unwrap());
+    let id = rec["id"].as_u64().unwrap();
+    let source = reqwest::get(kawa.url(&format!("/recordings/show/{id}/source/index.m3u8")))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(source.contains("#EXT-X-PLAYLIST-TYPE:VOD"), "{source}");
+    assert!(source.ends_with("#EXT-X-ENDLIST\n"), "{source}");
+    let (frames, duration) = decode(&playlist_url);
+    assert_within_a_segment("ffprobe, from Kawa", duration);
+    // 25 fps: every frame sent, give or take a segment's.
+    let sent = u64::from(SENT_SECONDS) * 25;
+    assert!(
+        frames.abs_diff(sent) <= 50,
+        "{frames} frames decoded of {sent} sent"
+    );
+
+    // The bucket has its own copy, playable from the CDN side.
+    let s3_key = rec["s3_key"].as_str().unwrap().to_owned();
+    assert_eq!(s3_key, format!("{PREFIX}/show/recordings/{id}/master.m3u8"));
+    let client = moto.client().await;
+    wait_for("the recording in S3", Duration::from_secs(60), || async {
+        s3_has(&client, &s3_key).await.then_some(())
+    })
+    .await;
+    let (s3_frames, s3_duration) = decode(&format!("{}/{BUCKET}/{s3_key}", moto.endpoint()));
+    assert_within_a_segment("ffprobe, from S3", s3_duration);
+    assert_eq!(s3_frames, frames);
+
+    // hls.js in Chromium: the whole recording, to its `ended` event.
+    let played = tokio::task::spawn_blocking(move || play_in_browser(&playlist_url))
+        .await
+        .unwrap();
+    assert_eq!(played["ended"], true, "{played}");
+    assert_eq!(played["live"], false, "{played}");
+    assert_within_a_segment("hls.js's duration", played["duration"].as_f64().unwrap());
+    assert!(
+        played["played_seconds"].as_f64().unwrap() >= f64::from(SENT_SECONDS) - SEGMENT_SECONDS,
+        "{played}"
+    );
+    eprintln!(
+        "recorded {SENT_SECONDS} s: index {} s; ffprobe from Kawa {duration} s, {frames} frames; \
+         from S3 {s3_duration} s, {s3_frames} frames; hls.js {played}",
+        rec["duration_seconds"]
+    );
+
+    // Deleted over REST: gone from the index, the disk and the bucket.
+    let deleted = admin_client()
+        .delete(kawa.url(&format!("/api/v1/recordings/show/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    let again = admin_client()
+        .get(kawa.url(&format!("/api/v1/recordings/show/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 404);
+    assert!(!kawa.data_dir.join(format!("recordings/show/{id}")).exists());
+    let left = client
+        .list_objects_v2()
+        .bucket(BUCKET)
+        .prefix(format!("{PREFIX}/show/recordings/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(left.key_count(), Some(0), "{left:?}");
+    let gone = reqwest::get(kawa.url(&format!("/recordings/show/{id}/master.m3u8")))
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recordings_on_by_default_let_a_stream_opt_out_and_expire() {
+    let kawa = Kawa::builder()
+        .env("KAWA_HLS__PRESET", "passthrough")
+        .env("KAWA_RECORDINGS__ENABLED", "true")
+        .env("KAWA_RECORDINGS__RETENTION_SECONDS", "4")
+        .start();
+    let key = create_stream(&kawa, "kept").await;
+    let out_key = create_stream(&kawa, "private").await;
+    assert_eq!(
+        set_record(&kawa, "private", json!(false)).await["record"],
+        false
+    );
+    let mut a = Publisher::start(&kawa.rtmp_url(&key), 5);
+    let mut b = Publisher::start(&kawa.rtmp_url(&out_key), 5);
+    a.wait_exit(Duration::from_secs(30));
+    b.wait_exit(Duration::from_secs(30));
+    let ready = wait_for("the recording", Duration::from_secs(30), || async {
+        recordings(&kawa, "?status=ready").await.into_iter().next()
+    })
+    .await;
+    assert_eq!(ready["publish_path"], "kept");
+    assert!(recordings(&kawa, "?path=private").await.is_empty());
+    let dir = kawa
+        .data_dir
+        .join(format!("recordings/kept/{}", ready["id"]));
+    assert!(dir.join("master.m3u8").is_file());
+
+    // Past its retention, the sweeper deletes it.
+    wait_for("retention", Duration::from_secs(30), || async {
+        recordings(&kawa, "").await.is_empty().then_some(())
+    })
+    .await;
+    assert!(!dir.exists(), "local files left behind");
+    assert!(kawa.logs().contains("past its retention"));
+}
