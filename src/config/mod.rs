@@ -184,7 +184,7 @@ pub struct HooksSettings {
     /// Asked before each publish (after the key was checked): 2xx allows it, any other
     /// answer refuses it; no answer in time means `publish_default`.
     pub publish_url: String,
-    /// Told of `publish_started` and `unpublish`, with retries.
+    /// Told of `publish_started`, `unpublish` and `recording_ready`, with retries.
     pub events_url: String,
     /// HMAC-SHA256 key of the `Kawa-Signature` header.
     pub secret: Secret,
