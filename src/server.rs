@@ -120,6 +120,29 @@ fn open_store(settings: &Settings) -> Result<Stores, ServeError> {
     }
 }
 
+/// Recordings a crash interrupted: finished from their journals, their playlists queued
+/// for S3 behind the segment copies still in the spool, then announced.
+async fn finish_interrupted_recordings(
+    recordings: &Recordings,
+    deliveries: &Deliveries,
+    hooks: Option<&Arc<crate::hooks::Hooks>>,
+) {
+    for done in recordings.finish_interrupted().await {
+        if let Some(uploader) = deliveries.uploader(done.info.publish_path.as_str()) {
+            uploader.do_send(crate::actors::uploader::Deliver {
+                outputs: Vec::new(),
+                fence: None,
+                recording: Some(done.batch),
+            });
+        }
+        if let Some(hooks) = hooks {
+            hooks.notify(crate::hooks::HookEvent::recording_ready(
+                recordings.view(done.info),
+            ));
+        }
+    }
+}
+
 /// Resolves on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
@@ -210,6 +233,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     );
     // Uploads an earlier run could not finish (an outage, a crash) go out first.
     deliveries.resume();
+    finish_interrupted_recordings(&recordings, &deliveries, hooks.as_ref()).await;
 
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let arbiters = crate::actors::Arbiters::start(cores);

@@ -271,6 +271,43 @@ async fn recordings_on_by_default_let_a_stream_opt_out_and_expire() {
         .start();
     let key = create_stream(&kawa, "kept").await;
     let out_key = create_stream(&kawa, "private").await;
+    // Bad input gets a specific error.
+    let client = admin_client();
+    for (method, url, body, status) in [
+        (
+            "PATCH",
+            "/api/v1/streams/nobody",
+            json!({"record": true}),
+            404,
+        ),
+        (
+            "PATCH",
+            "/api/v1/streams/kept",
+            json!({"record": "yes"}),
+            400,
+        ),
+        ("PATCH", "/api/v1/streams/kept", json!({"recrd": true}), 400),
+        ("GET", "/api/v1/recordings?limit=0", Value::Null, 400),
+        ("GET", "/api/v1/recordings?status=done", Value::Null, 400),
+        ("GET", "/api/v1/recordings/kept/latest", Value::Null, 400),
+        ("DELETE", "/api/v1/recordings/kept/1", Value::Null, 404),
+    ] {
+        let request = client.request(method.parse().unwrap(), kawa.url(url));
+        let request = if body.is_null() {
+            request
+        } else {
+            request.json(&body)
+        };
+        let answer = request.send().await.unwrap();
+        assert_eq!(answer.status(), status, "{method} {url} {body}");
+    }
+    for url in [
+        "/recordings/kept/1/../../keys.redb",
+        "/recordings/kept/1/source/..%2F..%2Fx.m4s",
+    ] {
+        let answer = reqwest::get(kawa.url(url)).await.unwrap();
+        assert_eq!(answer.status(), 404, "{url}");
+    }
     assert_eq!(
         set_record(&kawa, "private", json!(false)).await["record"],
         false
@@ -297,4 +334,85 @@ async fn recordings_on_by_default_let_a_stream_opt_out_and_expire() {
     .await;
     assert!(!dir.exists(), "local files left behind");
     assert!(kawa.logs().contains("past its retention"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recording_a_crash_interrupted_is_finished_when_kawa_starts_again() {
+    let moto = MotoServer::start();
+    moto.public_bucket(BUCKET).await;
+    let mut kawa = with_s3(Kawa::builder(), &moto.endpoint())
+        .env("KAWA_RECORDINGS__ENABLED", "true")
+        .start();
+    let key = create_stream(&kawa, "crashed").await;
+    let _publisher = Publisher::start(&kawa.rtmp_url(&key), 60);
+    let going = wait_for("6 recorded segments", Duration::from_secs(40), || async {
+        recordings(&kawa, "").await.into_iter().next().filter(|_| {
+            // The index learns the count only at the end: count the kept files.
+            let dir = kawa.data_dir.join("recordings/crashed");
+            walk_count(&dir, ".m4s") >= 6
+        })
+    })
+    .await;
+    let id = going["id"].as_u64().unwrap();
+    kawa.kill();
+    let kept = walk_count(
+        &kawa.data_dir.join(format!("recordings/crashed/{id}")),
+        ".m4s",
+    );
+    kawa.start_again();
+
+    let ready = wait_for(
+        "the interrupted recording",
+        Duration::from_secs(30),
+        || async { recordings(&kawa, "?status=ready").await.into_iter().next() },
+    )
+    .await;
+    assert_eq!(ready["id"], id);
+    assert!(kawa.logs().contains("recording finished after a restart"));
+    let seconds = ready["duration_seconds"].as_f64().unwrap();
+    // Every segment kept before the kill is listed (the last may have been cut short
+    // in the journal).
+    assert!(
+        (seconds - kept as f64 * SEGMENT_SECONDS).abs() <= SEGMENT_SECONDS,
+        "{seconds} s listed, {kept} segments kept: {ready}"
+    );
+    let (frames, duration) = decode(&kawa.url(ready["playlist_url"].as_str().unwrap()));
+    assert!((duration - seconds).abs() < 0.5, "{duration} vs {seconds}");
+    assert!(
+        frames.abs_diff((seconds * 25.0) as u64) <= 25,
+        "{frames} frames in {seconds} s"
+    );
+    // The copies queued before the crash and the playlists after it reach the bucket.
+    let s3_key = ready["s3_key"].as_str().unwrap().to_owned();
+    let client = moto.client().await;
+    wait_for(
+        "the finished recording in S3",
+        Duration::from_secs(60),
+        || async { s3_has(&client, &s3_key).await.then_some(()) },
+    )
+    .await;
+    let (s3_frames, _) = decode(&format!("{}/{BUCKET}/{s3_key}", moto.endpoint()));
+    assert_eq!(s3_frames, frames);
+    eprintln!(
+        "killed with {kept} segments kept: finished with {seconds} s listed; ffprobe \
+         {duration} s, {frames} frames (S3: {s3_frames})"
+    );
+}
+
+/// Files under `dir` whose names end with `suffix`.
+fn walk_count(dir: &std::path::Path, suffix: &str) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| {
+            let path = e.path();
+            if path.is_dir() {
+                walk_count(&path, suffix)
+            } else {
+                usize::from(path.to_string_lossy().ends_with(suffix))
+            }
+        })
+        .sum()
 }

@@ -133,7 +133,8 @@ fn to_item(
 }
 
 /// A recording's output as a spool item, under `recordings/{id}/` below the stream.
-fn recording_item(id: u64, output: RecordingOutput) -> (ItemMeta, Vec<u8>) {
+/// The journal stays local: S3 gets the finished playlists.
+fn recording_item(id: u64, output: RecordingOutput) -> Option<(ItemMeta, Vec<u8>)> {
     let key = format!(
         "{}/{}",
         crate::recordings::RecordingInfo::s3_folder(id),
@@ -146,6 +147,7 @@ fn recording_item(id: u64, output: RecordingOutput) -> (ItemMeta, Vec<u8>) {
         }
         RecordingOutput::Playlist { text, .. } => (ItemKind::Playlist, text.into_bytes()),
         RecordingOutput::Master { text } => (ItemKind::Master, text.into_bytes()),
+        RecordingOutput::Journal(_) => return None,
     };
     let meta = ItemMeta {
         kind,
@@ -154,7 +156,7 @@ fn recording_item(id: u64, output: RecordingOutput) -> (ItemMeta, Vec<u8>) {
         // A recording's keys are its own, whoever owns the path now.
         fence: None,
     };
-    (meta, body)
+    Some((meta, body))
 }
 
 impl Uploader {
@@ -395,7 +397,7 @@ impl Handler<Deliver> for Uploader {
                 batch
                     .outputs
                     .into_iter()
-                    .map(move |o| recording_item(id, o))
+                    .filter_map(move |o| recording_item(id, o))
             });
             let items = outputs
                 .into_iter()

@@ -23,27 +23,9 @@ impl LocalSink {
         Self { root, recordings }
     }
 
-    /// A recording's output: a kept segment is hard-linked (the live copy is deleted
-    /// when it leaves the window; the recording's stays), playlists are written.
+    /// A recording's output (see [`write_recording`]).
     pub fn apply_recording(&self, id: u64, output: &RecordingOutput) -> io::Result<()> {
-        let dir = self.recordings.join(id.to_string());
-        match output {
-            RecordingOutput::Keep { rendition, name } => {
-                let dir = dir.join(rendition);
-                std::fs::create_dir_all(&dir)?;
-                let (from, to) = (self.root.join(rendition).join(name), dir.join(name));
-                match std::fs::hard_link(&from, &to) {
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-                    // Another file system (a recordings folder mounted elsewhere).
-                    Err(_) => std::fs::copy(&from, &to).map(drop),
-                    Ok(()) => Ok(()),
-                }
-            }
-            RecordingOutput::Playlist { rendition, text } => {
-                write_atomic(&dir.join(rendition), "index.m3u8", text.as_bytes())
-            }
-            RecordingOutput::Master { text } => write_atomic(&dir, "master.m3u8", text.as_bytes()),
-        }
+        write_recording(&self.recordings.join(id.to_string()), &self.root, output)
     }
 
     pub fn apply(&self, output: &Output) -> io::Result<()> {
@@ -87,6 +69,41 @@ impl LocalSink {
             let _ = remove(&self.root.join("master.m3u8"));
             let _ = remove(&self.root.join("thumbnail.jpg"));
             let _ = std::fs::remove_dir(&self.root);
+        }
+    }
+}
+
+/// A recording's output in its folder `dir`: a kept file of the stream (under
+/// `stream_root`) is hard-linked (the live window deletes its own link later; the
+/// recording's stays), playlists are written, journal lines appended.
+pub fn write_recording(dir: &Path, stream_root: &Path, output: &RecordingOutput) -> io::Result<()> {
+    match output {
+        RecordingOutput::Keep { rendition, name } => {
+            let dir = dir.join(rendition);
+            std::fs::create_dir_all(&dir)?;
+            let (from, to) = (stream_root.join(rendition).join(name), dir.join(name));
+            match std::fs::hard_link(&from, &to) {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+                // Another file system (a recordings folder mounted elsewhere).
+                Err(_) => std::fs::copy(&from, &to).map(drop),
+                Ok(()) => Ok(()),
+            }
+        }
+        RecordingOutput::Playlist { rendition, text } => {
+            write_atomic(&dir.join(rendition), "index.m3u8", text.as_bytes())
+        }
+        RecordingOutput::Master { text } => write_atomic(dir, "master.m3u8", text.as_bytes()),
+        RecordingOutput::Journal(entry) => {
+            use std::io::Write;
+            std::fs::create_dir_all(dir)?;
+            let mut line = serde_json::to_vec(entry).map_err(io::Error::other)?;
+            line.push(b'\n');
+            // One write per line: a crash leaves at most the last line cut short.
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join(crate::hls::recording::JOURNAL))?
+                .write_all(&line)
         }
     }
 }

@@ -94,7 +94,7 @@ pub(super) fn write_extinf(out: &mut String, segment: &MediaSegment) {
     let _ = writeln!(out, "#EXTINF:{:.3},\n{}", segment.duration, segment.uri);
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Variant {
     pub uri: String,
     /// Peak segment bitrate, bits per second.
@@ -105,7 +105,7 @@ pub struct Variant {
     pub frame_rate: Option<f64>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MasterPlaylist {
     pub variants: Vec<Variant>,
 }

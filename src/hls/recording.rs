@@ -7,9 +7,46 @@
 //! the stream's layout (`{rendition}/{name}`, `{rendition}/index.m3u8`, `master.m3u8`),
 //! so the segments are kept under their own names (a hard link locally, a server-side
 //! copy in S3) and nothing is muxed twice.
+//!
+//! What is kept is also written down as it happens, in a journal beside the recording
+//! ([`JournalEntry`], one JSON line each): a recording whose node died before the
+//! broadcast ended is finished from it when the node starts again ([`Recorder::replay`]).
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 
 use super::packager::Output;
 use super::playlist::{MasterPlaylist, MediaPlaylist, MediaSegment};
+
+/// The journal's file name inside a recording.
+pub const JOURNAL: &str = "journal.jsonl";
+/// The master is written down again after this many unchanged ones (its bandwidths are
+/// measured as the broadcast goes on).
+const MASTER_EVERY: u32 = 30;
+
+/// One line of a recording's journal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum JournalEntry {
+    Init {
+        rendition: String,
+        name: String,
+        bytes: u64,
+    },
+    Segment {
+        rendition: String,
+        uri: String,
+        map: String,
+        duration: f64,
+        discontinuity: bool,
+        #[serde(with = "time::serde::rfc3339::option", default)]
+        program_date_time: Option<OffsetDateTime>,
+        bytes: u64,
+    },
+    Master {
+        master: MasterPlaylist,
+    },
+}
 
 /// What a recording asks its sinks to do, in order, after the stream's own outputs of
 /// the same batch.
@@ -21,6 +58,8 @@ pub enum RecordingOutput {
     Playlist { rendition: String, text: String },
     /// The recording's `master.m3u8`.
     Master { text: String },
+    /// A line for the recording's journal (kept locally only).
+    Journal(JournalEntry),
 }
 
 impl RecordingOutput {
@@ -30,6 +69,7 @@ impl RecordingOutput {
             Self::Keep { rendition, name } => format!("{rendition}/{name}"),
             Self::Playlist { rendition, .. } => format!("{rendition}/index.m3u8"),
             Self::Master { .. } => "master.m3u8".to_owned(),
+            Self::Journal(_) => JOURNAL.to_owned(),
         }
     }
 }
@@ -67,6 +107,21 @@ pub struct Recorder {
     /// Sizes of the init segments written but not kept yet: (rendition, name, bytes).
     init_sizes: Vec<(String, String, u64)>,
     bytes: u64,
+    /// The master last written to the journal, and how many came since.
+    journaled_master: Option<MasterPlaylist>,
+    masters_since: u32,
+}
+
+/// A variant's URI, CODECS and RESOLUTION.
+type VariantShape<'a> = (&'a str, &'a str, Option<(u32, u32)>);
+
+/// What a master says but its bandwidths: what players need to pick a variant.
+fn shape(master: &MasterPlaylist) -> Vec<VariantShape<'_>> {
+    master
+        .variants
+        .iter()
+        .map(|v| (v.uri.as_str(), v.codecs.as_str(), v.resolution))
+        .collect()
 }
 
 impl Recorder {
@@ -93,18 +148,25 @@ impl Recorder {
                 } => {
                     let index = self.track(rendition);
                     if !self.tracks[index].inits.contains(init) {
-                        if let Some(i) = self
+                        let bytes = match self
                             .init_sizes
                             .iter()
                             .position(|(r, n, _)| r == rendition && n == init)
                         {
-                            self.bytes += self.init_sizes.swap_remove(i).2;
-                        }
+                            Some(i) => self.init_sizes.swap_remove(i).2,
+                            None => 0,
+                        };
+                        self.bytes += bytes;
                         self.tracks[index].inits.push(init.clone());
                         keep.push(RecordingOutput::Keep {
                             rendition: rendition.clone(),
                             name: init.clone(),
                         });
+                        keep.push(RecordingOutput::Journal(JournalEntry::Init {
+                            rendition: rendition.clone(),
+                            name: init.clone(),
+                            bytes,
+                        }));
                     }
                     let track = &mut self.tracks[index];
                     track.segments.push(MediaSegment {
@@ -117,10 +179,22 @@ impl Recorder {
                         program_date_time: *program_date_time,
                     });
                     self.bytes += data.len() as u64;
+                    let segment = track.segments.last().cloned();
                     keep.push(RecordingOutput::Keep {
                         rendition: rendition.clone(),
                         name: name.clone(),
                     });
+                    if let Some(s) = segment {
+                        keep.push(RecordingOutput::Journal(JournalEntry::Segment {
+                            rendition: rendition.clone(),
+                            uri: s.uri,
+                            map: s.map,
+                            duration: s.duration,
+                            discontinuity: s.discontinuity,
+                            program_date_time: s.program_date_time,
+                            bytes: data.len() as u64,
+                        }));
+                    }
                 }
                 _ => {}
             }
@@ -140,6 +214,82 @@ impl Recorder {
                 self.tracks.len() - 1
             }
         }
+    }
+
+    /// The stream's master now (over the recorded renditions): written to the journal
+    /// when what it offers changed, and every so often for its bandwidths.
+    pub fn note_master(&mut self, master: MasterPlaylist) -> Option<RecordingOutput> {
+        self.masters_since += 1;
+        let changed = self
+            .journaled_master
+            .as_ref()
+            .is_none_or(|m| shape(m) != shape(&master));
+        if master.variants.is_empty() || !(changed || self.masters_since >= MASTER_EVERY) {
+            return None;
+        }
+        self.masters_since = 0;
+        self.journaled_master = Some(master.clone());
+        Some(RecordingOutput::Journal(JournalEntry::Master { master }))
+    }
+
+    /// A recorder as the journal left it, and the last master it wrote down: to finish
+    /// a recording whose broadcast never got to end.
+    pub fn replay(
+        entries: impl IntoIterator<Item = JournalEntry>,
+    ) -> (Self, Option<MasterPlaylist>) {
+        let mut recorder = Self::default();
+        let mut master = None;
+        for entry in entries {
+            match entry {
+                JournalEntry::Init {
+                    rendition,
+                    name,
+                    bytes,
+                } => {
+                    let i = recorder.track(&rendition);
+                    recorder.tracks[i].inits.push(name);
+                    recorder.bytes += bytes;
+                }
+                JournalEntry::Segment {
+                    rendition,
+                    uri,
+                    map,
+                    duration,
+                    discontinuity,
+                    program_date_time,
+                    bytes,
+                } => {
+                    let i = recorder.track(&rendition);
+                    recorder.tracks[i].segments.push(MediaSegment {
+                        uri,
+                        map,
+                        duration,
+                        discontinuity,
+                        program_date_time,
+                    });
+                    recorder.bytes += bytes;
+                }
+                JournalEntry::Master { master: m } => master = Some(m),
+            }
+        }
+        // Only what was recorded is offered.
+        recorder.tracks.retain(|t| !t.segments.is_empty());
+        let names = recorder.renditions();
+        let master = master.map(|mut m| {
+            m.variants.retain(|v| {
+                v.uri
+                    .strip_suffix("/index.m3u8")
+                    .is_some_and(|r| names.iter().any(|n| n == r))
+            });
+            m
+        });
+        (recorder, master)
+    }
+
+    /// When the last segment of the first rendition ended (by its program date time).
+    pub fn ended_at(&self) -> Option<OffsetDateTime> {
+        let last = self.tracks.first()?.segments.last()?;
+        Some(last.program_date_time? + time::Duration::seconds_f64(last.duration))
     }
 
     /// No segment recorded yet.
@@ -245,7 +395,8 @@ mod tests {
         ]);
         assert_eq!(
             first.iter().map(RecordingOutput::file).collect::<Vec<_>>(),
-            ["source/7_0.mp4", "source/7_0.m4s"]
+            ["source/7_0.mp4", JOURNAL, "source/7_0.m4s", JOURNAL],
+            "each kept file, then its journal line"
         );
         // The live window slides (a Remove) and the playlist changes: nothing to keep.
         let second = recorder.observe(&[
@@ -255,7 +406,11 @@ mod tests {
                 name: "7_0.m4s".into(),
             },
         ]);
-        assert_eq!(second.len(), 1, "{second:?}");
+        assert_eq!(
+            second.len(),
+            2,
+            "a segment and its journal line: {second:?}"
+        );
         // A restart: a new init, a discontinuity.
         recorder.observe(&[
             init("source", "7_1.mp4"),
@@ -282,6 +437,92 @@ mod tests {
             parsed.segments[2].map.as_ref().map(|m| m.uri.as_str()),
             Some("7_1.mp4")
         );
+    }
+
+    fn one_variant(uri: &str, bandwidth: u64) -> MasterPlaylist {
+        MasterPlaylist {
+            variants: vec![Variant {
+                uri: uri.into(),
+                bandwidth,
+                average_bandwidth: None,
+                codecs: "avc1.64001f".into(),
+                resolution: Some((320, 240)),
+                frame_rate: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn the_journal_replays_to_the_same_playlists() {
+        let mut recorder = Recorder::default();
+        let mut journal = Vec::new();
+        let mut note = |outputs: Vec<RecordingOutput>| {
+            journal.extend(outputs.into_iter().filter_map(|o| match o {
+                RecordingOutput::Journal(entry) => Some(entry),
+                _ => None,
+            }));
+        };
+        note(recorder.observe(&[
+            init("source", "7_0.mp4"),
+            segment("source", 0, "7_0.mp4", 2.0, false),
+        ]));
+        note(
+            recorder
+                .note_master(one_variant("source/index.m3u8", 900))
+                .into_iter()
+                .collect(),
+        );
+        // Same offer, new bandwidth: not written down again so soon.
+        assert!(
+            recorder
+                .note_master(one_variant("source/index.m3u8", 950))
+                .is_none()
+        );
+        note(recorder.observe(&[
+            init("source", "7_1.mp4"),
+            segment("source", 1, "7_1.mp4", 1.5, true),
+        ]));
+        // Through JSON, as the journal file has it.
+        let lines: Vec<String> = journal
+            .iter()
+            .map(|e| serde_json::to_string(e).unwrap())
+            .collect();
+        let entries = lines.iter().map(|l| serde_json::from_str(l).unwrap());
+        let (replayed, master) = Recorder::replay(entries);
+        assert_eq!(replayed.summary(), recorder.summary());
+        assert_eq!(
+            replayed.finish(master.clone()),
+            recorder.finish(master),
+            "the same playlists"
+        );
+    }
+
+    #[test]
+    fn a_replayed_master_offers_only_what_was_recorded() {
+        let mut master = one_variant("source/index.m3u8", 900);
+        master
+            .variants
+            .extend(one_variant("360p/index.m3u8", 400).variants);
+        let entries = vec![
+            JournalEntry::Master { master },
+            JournalEntry::Segment {
+                rendition: "source".into(),
+                uri: "7_0.m4s".into(),
+                map: "7_0.mp4".into(),
+                duration: 2.0,
+                discontinuity: false,
+                program_date_time: None,
+                bytes: 1,
+            },
+        ];
+        let (_, master) = Recorder::replay(entries);
+        let uris: Vec<String> = master
+            .unwrap()
+            .variants
+            .into_iter()
+            .map(|v| v.uri)
+            .collect();
+        assert_eq!(uris, ["source/index.m3u8"]);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! [`Recordings`] deletes recordings (over REST, or when `recordings.retention_seconds`
 //! has passed) in every place they are kept.
 
+mod recover;
 mod sweep;
 
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+pub use recover::Recovered;
 pub use sweep::spawn_sweeper;
 
 use crate::delivery::s3::{S3Error, S3Target};

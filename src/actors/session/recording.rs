@@ -54,10 +54,18 @@ impl StreamSession {
     /// What the recording keeps of a batch the session writes.
     pub(super) fn record(&mut self, outputs: &[Output]) -> Option<RecordingBatch> {
         let recording = self.recording.as_mut()?;
-        let outputs = recording.recorder.observe(outputs);
-        if outputs.is_empty() {
+        let mut kept = recording.recorder.observe(outputs);
+        if outputs.iter().any(|o| matches!(o, Output::Master { .. })) {
+            let master = self
+                .core
+                .packager
+                .master_of(&recording.recorder.renditions());
+            kept.extend(recording.recorder.note_master(master));
+        }
+        if kept.is_empty() {
             return None;
         }
+        let outputs = kept;
         if !recording.indexed {
             recording.indexed = true;
             let info = self.recording_info(RecordingStatus::Recording)?;
