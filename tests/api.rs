@@ -425,6 +425,8 @@ async fn openapi_document_describes_the_routes() {
         "/api/v1/streams",
         "/api/v1/streams/{path}",
         "/api/v1/streams/{path}/rotate",
+        "/api/v1/recordings",
+        "/api/v1/recordings/{path}/{id}",
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} missing");
     }

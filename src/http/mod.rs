@@ -97,7 +97,7 @@ fn request_host(req: &HttpRequest) -> String {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Kawa API", description = "Stream keys and live status for the Kawa streaming server."),
+    info(title = "Kawa API", description = "Stream keys, live status and recordings of the Kawa streaming server."),
     paths(
         streams::create_stream,
         streams::list_streams,
@@ -106,6 +106,9 @@ fn request_host(req: &HttpRequest) -> String {
         streams::rotate_key,
         streams::delete_stream,
         streams::kick,
+        recordings::list,
+        recordings::get,
+        recordings::delete,
         health::healthz,
         health::readyz,
     ),

@@ -8,7 +8,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
 use super::auth::Admin;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::hls::{PLAYLIST_TYPE, SEGMENT_CACHE, SEGMENT_TYPE, file, rendition_ok, segment_ok};
 use crate::keys::PublishPath;
 use crate::recordings::{RecordingInfo, RecordingStatus, RecordingView, Recordings};
@@ -19,11 +19,13 @@ const MAX_PAGE: usize = 1000;
 const RECORDING_PLAYLIST_CACHE: &str = "public, max-age=3600";
 
 /// Filters and paging of the recordings list, by path then id.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only this publish path's recordings.
     pub path: Option<String>,
     /// `recording` or `ready`.
+    #[param(value_type = Option<String>)]
     pub status: Option<RecordingStatus>,
     /// Recordings per page (1 to 1000; default 100).
     pub limit: Option<usize>,
@@ -31,7 +33,7 @@ pub struct ListQuery {
     pub after: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RecordingList {
     pub recordings: Vec<RecordingView>,
     /// More follow: pass this as `after` for the next page.
@@ -47,7 +49,18 @@ fn parse(path: &str, id: &str) -> Result<(PublishPath, u64), ApiError> {
     Ok((path, id))
 }
 
-/// `GET /api/v1/recordings`.
+/// List recordings, by publish path then id.
+#[utoipa::path(
+    get, path = "/api/v1/recordings", tag = "recordings",
+    params(ListQuery),
+    responses(
+        (status = 200, body = RecordingList),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
 pub async fn list(
     _: Admin,
     recordings: web::Data<Arc<Recordings>>,
@@ -94,7 +107,22 @@ pub async fn list(
     }))
 }
 
-/// `GET /api/v1/recordings/{path}/{id}`.
+/// Show one recording.
+#[utoipa::path(
+    get, path = "/api/v1/recordings/{path}/{id}", tag = "recordings",
+    params(
+        ("path" = String, Path, description = "Publish path", pattern = r"^[a-z0-9][a-z0-9_-]{0,63}$"),
+        ("id" = u64, Path, description = "The recording's id (its start, Unix ms)"),
+    ),
+    responses(
+        (status = 200, body = RecordingView),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
 pub async fn get(
     _: Admin,
     recordings: web::Data<Arc<Recordings>>,
@@ -107,7 +135,23 @@ pub async fn get(
     }
 }
 
-/// `DELETE /api/v1/recordings/{path}/{id}`: its S3 objects, its local files, its entry.
+/// Delete a finished recording: its S3 objects, its local files, its index entry.
+#[utoipa::path(
+    delete, path = "/api/v1/recordings/{path}/{id}", tag = "recordings",
+    params(
+        ("path" = String, Path, description = "Publish path", pattern = r"^[a-z0-9][a-z0-9_-]{0,63}$"),
+        ("id" = u64, Path, description = "The recording's id (its start, Unix ms)"),
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "It is still recording", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
 pub async fn delete(
     _: Admin,
     recordings: web::Data<Arc<Recordings>>,

@@ -27,7 +27,7 @@ use crate::keys::{PublishPath, StoreError};
 /// The folder below a stream's S3 objects that holds its recordings.
 pub const S3_FOLDER: &str = "recordings";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RecordingStatus {
     /// The broadcast is still going (or its node died before it ended).
@@ -37,8 +37,9 @@ pub enum RecordingStatus {
 }
 
 /// One recorded broadcast, as the index keeps it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RecordingInfo {
+    #[schema(value_type = String, example = "alice")]
     pub publish_path: PublishPath,
     /// The broadcast's epoch (Unix milliseconds of its start): unique per path, and the
     /// prefix of its file names.
@@ -47,9 +48,13 @@ pub struct RecordingInfo {
     #[serde(default)]
     pub node: String,
     pub status: RecordingStatus,
+    /// RFC 3339.
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String)]
     pub started_at: OffsetDateTime,
+    /// RFC 3339; null while it is recording.
     #[serde(with = "time::serde::rfc3339::option", default)]
+    #[schema(value_type = Option<String>)]
     pub ended_at: Option<OffsetDateTime>,
     pub duration_seconds: f64,
     pub segments: u64,
@@ -75,7 +80,7 @@ impl RecordingInfo {
 }
 
 /// A recording as the API and the `recording_ready` hook show it: where to play it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct RecordingView {
     #[serde(flatten)]
     pub info: RecordingInfo,
