@@ -12,10 +12,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use actix::prelude::*;
 
 use crate::cluster::Cluster;
+use crate::delivery::objects::{recording_item, stream_item};
 use crate::delivery::s3::S3Target;
-use crate::delivery::spool::{Item, ItemKind, ItemMeta, Spool};
+use crate::delivery::spool::{Item, ItemKind, Spool};
 use crate::hls::packager::Output;
-use crate::hls::recording::{RecordingBatch, RecordingOutput};
+use crate::hls::recording::RecordingBatch;
 use crate::metrics::{METRICS, UploadMetrics};
 
 const SINK: &str = "s3";
@@ -67,96 +68,6 @@ fn backoff(failures: u32) -> Duration {
     let _ = getrandom::fill(&mut random);
     let fraction = 0.5 + f64::from(u16::from_le_bytes(random)) / f64::from(u16::MAX) / 2.0;
     ceiling.mul_f64(fraction)
-}
-
-/// An output as a spool item: its key below the stream, and its body.
-fn to_item(
-    output: Output,
-    delete_grace: Option<Duration>,
-    fence: Option<u64>,
-) -> Option<(ItemMeta, Vec<u8>)> {
-    let (kind, key, body) = match output {
-        Output::Init {
-            rendition,
-            name,
-            data,
-        }
-        | Output::Segment {
-            rendition,
-            name,
-            data,
-            ..
-        } => (
-            ItemKind::Segment,
-            format!("{rendition}/{name}"),
-            data.to_vec(),
-        ),
-        Output::Playlist { rendition, text } => (
-            ItemKind::Playlist,
-            format!("{rendition}/index.m3u8"),
-            text.into_bytes(),
-        ),
-        Output::Master { text } => (
-            ItemKind::Master,
-            "master.m3u8".to_owned(),
-            text.into_bytes(),
-        ),
-        Output::Thumbnail { data } => (
-            ItemKind::Thumbnail,
-            "thumbnail.jpg".to_owned(),
-            data.to_vec(),
-        ),
-        Output::Remove { rendition, name } => {
-            // No grace configured: keep every segment for replay.
-            let grace = delete_grace?;
-            let meta = ItemMeta {
-                kind: ItemKind::Delete,
-                key: format!("{rendition}/{name}"),
-                not_before_ms: now_ms() + grace.as_millis() as u64,
-                fence: None,
-            };
-            return Some((meta, Vec::new()));
-        }
-        // CDNs get plain playlists and whole segments; parts stay on Kawa.
-        Output::Part { .. } | Output::Live { .. } => return None,
-    };
-    Some((
-        ItemMeta {
-            kind,
-            key,
-            not_before_ms: 0,
-            // Segment names are unique to their writer; playlists are shared.
-            fence: fence.filter(|_| matches!(kind, ItemKind::Playlist | ItemKind::Master)),
-        },
-        body,
-    ))
-}
-
-/// A recording's output as a spool item, under `recordings/{id}/` below the stream.
-/// The journal stays local: S3 gets the finished playlists.
-fn recording_item(id: u64, output: RecordingOutput) -> Option<(ItemMeta, Vec<u8>)> {
-    let key = format!(
-        "{}/{}",
-        crate::recordings::RecordingInfo::s3_folder(id),
-        output.file()
-    );
-    let (kind, body) = match output {
-        // The stream's own object, uploaded before this item: copied in the bucket.
-        RecordingOutput::Keep { rendition, name } => {
-            (ItemKind::Copy, format!("{rendition}/{name}").into_bytes())
-        }
-        RecordingOutput::Playlist { text, .. } => (ItemKind::Playlist, text.into_bytes()),
-        RecordingOutput::Master { text } => (ItemKind::Master, text.into_bytes()),
-        RecordingOutput::Journal(_) => return None,
-    };
-    let meta = ItemMeta {
-        kind,
-        key,
-        not_before_ms: 0,
-        // A recording's keys are its own, whoever owns the path now.
-        fence: None,
-    };
-    Some((meta, body))
 }
 
 impl Uploader {
@@ -401,7 +312,7 @@ impl Handler<Deliver> for Uploader {
             });
             let items = outputs
                 .into_iter()
-                .filter_map(|o| to_item(o, grace, fence))
+                .filter_map(|o| stream_item(o, grace, fence, now_ms()))
                 .chain(recorded);
             for (meta, body) in items {
                 if let Err(e) = spool.push(meta, &body) {

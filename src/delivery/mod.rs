@@ -2,5 +2,6 @@
 
 pub mod local;
 pub mod memory;
+pub mod objects;
 pub mod s3;
 pub mod spool;

@@ -6,5 +6,7 @@ pub mod low_latency;
 pub mod packager;
 pub mod playlist;
 pub mod recording;
+#[cfg(test)]
+mod recording_tests;
 mod rendition;
 pub mod resume;
