@@ -31,6 +31,10 @@ pub struct Metrics {
     pub upload_failures: IntCounterVec,
     pub upload_queue_depth: IntGaugeVec,
     pub stream_viewers: IntGaugeVec,
+    pub recordings_active: IntGauge,
+    pub recorded_bytes: IntCounter,
+    pub recordings_finished: IntCounterVec,
+    pub recordings_deleted: IntCounterVec,
 }
 
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -152,6 +156,26 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             &["stream"],
         )
         .expect("valid metric"),
+        recordings_active: IntGauge::new(
+            "kawa_recordings_active",
+            "Broadcasts this node is recording now",
+        )
+        .expect("valid metric"),
+        recorded_bytes: IntCounter::new(
+            "kawa_recorded_bytes_total",
+            "Bytes of segments kept in recordings",
+        )
+        .expect("valid metric"),
+        recordings_finished: counter_vec(
+            "kawa_recordings_finished_total",
+            "Recordings finished: when their broadcast ended, or after a restart",
+            &["how"],
+        ),
+        recordings_deleted: counter_vec(
+            "kawa_recordings_deleted_total",
+            "Recordings deleted, over the API or past their retention",
+            &["reason"],
+        ),
     };
     let r = &m.registry;
     let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -174,6 +198,10 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         Box::new(m.upload_failures.clone()),
         Box::new(m.upload_queue_depth.clone()),
         Box::new(m.stream_viewers.clone()),
+        Box::new(m.recordings_active.clone()),
+        Box::new(m.recorded_bytes.clone()),
+        Box::new(m.recordings_finished.clone()),
+        Box::new(m.recordings_deleted.clone()),
         Box::new(prometheus::process_collector::ProcessCollector::for_self()),
     ];
     for c in collectors {
@@ -196,6 +224,12 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     }
     for actor in ["transcoder", "uploader"] {
         m.actor_restarts.with_label_values(&[actor]);
+    }
+    for how in ["ended", "recovered"] {
+        m.recordings_finished.with_label_values(&[how]);
+    }
+    for reason in ["api", "retention"] {
+        m.recordings_deleted.with_label_values(&[reason]);
     }
     m
 });

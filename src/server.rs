@@ -128,6 +128,10 @@ async fn finish_interrupted_recordings(
     hooks: Option<&Arc<crate::hooks::Hooks>>,
 ) {
     for done in recordings.finish_interrupted().await {
+        crate::metrics::METRICS
+            .recordings_finished
+            .with_label_values(&["recovered"])
+            .inc();
         if let Some(uploader) = deliveries.uploader(done.info.publish_path.as_str()) {
             uploader.do_send(crate::actors::uploader::Deliver {
                 outputs: Vec::new(),

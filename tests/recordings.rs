@@ -334,6 +334,18 @@ async fn recordings_on_by_default_let_a_stream_opt_out_and_expire() {
     .await;
     assert!(!dir.exists(), "local files left behind");
     assert!(kawa.logs().contains("past its retention"));
+    let metrics = common::metrics_text(&kawa).await;
+    for line in [
+        "kawa_recordings_active 0",
+        "kawa_recordings_finished_total{how=\"ended\"} 1",
+        "kawa_recordings_deleted_total{reason=\"retention\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} not in:\n{metrics}");
+    }
+    assert!(
+        !metrics.contains("kawa_recorded_bytes_total 0\n"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -369,6 +381,11 @@ async fn a_recording_a_crash_interrupted_is_finished_when_kawa_starts_again() {
     .await;
     assert_eq!(ready["id"], id);
     assert!(kawa.logs().contains("recording finished after a restart"));
+    assert!(
+        common::metrics_text(&kawa)
+            .await
+            .contains("kawa_recordings_finished_total{how=\"recovered\"} 1")
+    );
     let seconds = ready["duration_seconds"].as_f64().unwrap();
     // Every segment kept before the kill is listed (the last may have been cut short
     // in the journal).

@@ -292,6 +292,11 @@ impl Recorder {
         Some(last.program_date_time? + time::Duration::seconds_f64(last.duration))
     }
 
+    /// Bytes of every kept file so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
     /// No segment recorded yet.
     pub fn is_empty(&self) -> bool {
         self.tracks.is_empty()

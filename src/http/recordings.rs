@@ -11,7 +11,7 @@ use super::auth::Admin;
 use super::error::{ApiError, ErrorBody};
 use super::hls::{PLAYLIST_TYPE, SEGMENT_CACHE, SEGMENT_TYPE, file, rendition_ok, segment_ok};
 use crate::keys::PublishPath;
-use crate::recordings::{RecordingInfo, RecordingStatus, RecordingView, Recordings};
+use crate::recordings::{DeleteReason, RecordingInfo, RecordingStatus, RecordingView, Recordings};
 
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
@@ -158,7 +158,7 @@ pub async fn delete(
     ids: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (path, id) = parse(&ids.0, &ids.1)?;
-    if recordings.delete(&path, id).await? {
+    if recordings.delete(&path, id, DeleteReason::Api).await? {
         tracing::info!(publish_path = %path, recording = id, "recording deleted");
         Ok(HttpResponse::NoContent().finish())
     } else {

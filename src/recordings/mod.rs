@@ -118,6 +118,22 @@ pub enum RecordingError {
     InProgress,
 }
 
+/// Why a recording is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteReason {
+    Api,
+    Retention,
+}
+
+impl DeleteReason {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Api => "api",
+            Self::Retention => "retention",
+        }
+    }
+}
+
 /// The recordings of this node and the cluster's, with every place they are kept.
 pub struct Recordings {
     index: Arc<dyn RecordingIndex>,
@@ -195,8 +211,13 @@ impl Recordings {
 
     /// Deletes a finished recording: its S3 objects, its local files (when this node has
     /// them; other nodes' sweepers remove theirs once it is gone from the index), then
-    /// its index entry. `Ok(false)`: no such recording.
-    pub async fn delete(&self, path: &PublishPath, id: u64) -> Result<bool, RecordingError> {
+    /// its index entry. `Ok(false)`: no such recording. `reason` is for the metrics.
+    pub async fn delete(
+        &self,
+        path: &PublishPath,
+        id: u64,
+        reason: DeleteReason,
+    ) -> Result<bool, RecordingError> {
         let Some(info) = self.get(path, id).await? else {
             return Ok(false);
         };
@@ -204,7 +225,14 @@ impl Recordings {
             return Err(RecordingError::InProgress);
         }
         self.delete_files(path, id).await?;
-        self.timed(self.index.remove_recording(path, id)).await
+        let removed = self.timed(self.index.remove_recording(path, id)).await?;
+        if removed {
+            crate::metrics::METRICS
+                .recordings_deleted
+                .with_label_values(&[reason.label()])
+                .inc();
+        }
+        Ok(removed)
     }
 
     async fn delete_files(&self, path: &PublishPath, id: u64) -> Result<(), RecordingError> {

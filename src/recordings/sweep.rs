@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use time::OffsetDateTime;
 
-use super::{RecordingInfo, RecordingStatus, Recordings};
+use super::{DeleteReason, RecordingInfo, RecordingStatus, Recordings};
 use crate::keys::PublishPath;
 
 /// A local folder that is not in the index is left alone this long: its recording may
@@ -40,7 +40,10 @@ async fn sweep(recordings: &Recordings, retention: Duration) -> Result<(), super
     if !retention.is_zero() {
         let now = OffsetDateTime::now_utc();
         for info in all.iter().filter(|r| expired(r, now, retention)) {
-            match recordings.delete(&info.publish_path, info.id).await {
+            match recordings
+                .delete(&info.publish_path, info.id, DeleteReason::Retention)
+                .await
+            {
                 Ok(_) => tracing::info!(
                     publish_path = %info.publish_path,
                     recording = info.id,

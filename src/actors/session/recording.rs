@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 use super::StreamSession;
 use crate::hls::packager::Output;
 use crate::hls::recording::{Recorder, RecordingBatch};
+use crate::metrics::METRICS;
 use crate::recordings::{RecordingInfo, RecordingStatus};
 
 /// A broadcast being recorded.
@@ -17,8 +18,26 @@ pub(super) struct Recording {
     id: u64,
     started_at: OffsetDateTime,
     recorder: Recorder,
-    /// The index knows of it.
-    indexed: bool,
+    /// Telling the index it started (at its first segment): its end waits for this.
+    indexing: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Recording {
+    fn new(id: u64, started_at: OffsetDateTime) -> Self {
+        METRICS.recordings_active.inc();
+        Self {
+            id,
+            started_at,
+            recorder: Recorder::default(),
+            indexing: None,
+        }
+    }
+}
+
+impl Drop for Recording {
+    fn drop(&mut self) {
+        METRICS.recordings_active.dec();
+    }
 }
 
 impl StreamSession {
@@ -41,12 +60,7 @@ impl StreamSession {
             };
             if record {
                 tracing::info!(parent: &this.span, recording = this.epoch, "recording this broadcast");
-                this.recording = Some(Recording {
-                    id: this.epoch,
-                    started_at: this.since,
-                    recorder: Recorder::default(),
-                    indexed: false,
-                });
+                this.recording = Some(Recording::new(this.epoch, this.since));
             }
         }));
     }
@@ -54,7 +68,11 @@ impl StreamSession {
     /// What the recording keeps of a batch the session writes.
     pub(super) fn record(&mut self, outputs: &[Output]) -> Option<RecordingBatch> {
         let recording = self.recording.as_mut()?;
+        let before = recording.recorder.bytes();
         let mut kept = recording.recorder.observe(outputs);
+        METRICS
+            .recorded_bytes
+            .inc_by(recording.recorder.bytes() - before);
         if outputs.iter().any(|o| matches!(o, Output::Master { .. })) {
             let master = self
                 .core
@@ -65,22 +83,18 @@ impl StreamSession {
         if kept.is_empty() {
             return None;
         }
-        let outputs = kept;
-        if !recording.indexed {
-            recording.indexed = true;
-            let info = self.recording_info(RecordingStatus::Recording)?;
-            self.index(info);
+        let id = recording.id;
+        if recording.indexing.is_none() {
+            let info = self.recording_info(self.recording.as_ref()?, RecordingStatus::Recording);
+            let indexing = self.index(info);
+            self.recording.as_mut()?.indexing = Some(indexing);
         }
-        Some(RecordingBatch {
-            id: self.recording.as_ref()?.id,
-            outputs,
-        })
+        Some(RecordingBatch { id, outputs: kept })
     }
 
-    fn recording_info(&self, status: RecordingStatus) -> Option<RecordingInfo> {
-        let recording = self.recording.as_ref()?;
+    fn recording_info(&self, recording: &Recording, status: RecordingStatus) -> RecordingInfo {
         let summary = recording.recorder.summary();
-        Some(RecordingInfo {
+        RecordingInfo {
             publish_path: self.path.clone(),
             id: recording.id,
             node: self
@@ -96,25 +110,26 @@ impl StreamSession {
             segments: summary.segments,
             bytes: summary.bytes,
             renditions: summary.renditions,
-        })
+        }
     }
 
-    fn index(&self, info: RecordingInfo) {
-        let Some(recordings) = self.context.recordings.clone() else {
-            return;
-        };
+    /// Tells the index (in the background: the store may be slow).
+    fn index(&self, info: RecordingInfo) -> tokio::task::JoinHandle<()> {
+        let recordings = self.context.recordings.clone();
         let span = self.span.clone();
         actix::spawn(async move {
+            let Some(recordings) = recordings else { return };
             if let Err(e) = recordings.put(&info).await {
                 tracing::error!(parent: &span, error = %e, "recording not in the index");
             }
-        });
+        })
     }
 
     /// The stream ended: the recording's playlists are written (locally, then queued for
     /// S3), then the index and the hook hear it is ready.
     pub(super) fn finish_recording(&mut self) {
-        let Some(recording) = self.recording.as_ref().filter(|r| !r.recorder.is_empty()) else {
+        // Taken: the broadcast is no longer being recorded, whatever happens next.
+        let Some(mut recording) = self.recording.take().filter(|r| !r.recorder.is_empty()) else {
             return;
         };
         let master = self
@@ -125,9 +140,8 @@ impl StreamSession {
             id: recording.id,
             outputs: recording.recorder.finish(Some(master)),
         };
-        let Some(info) = self.recording_info(RecordingStatus::Ready) else {
-            return;
-        };
+        let info = self.recording_info(&recording, RecordingStatus::Ready);
+        let started = recording.indexing.take();
         self.sink.apply(Vec::new(), Some(batch.clone()));
         if let Some(uploader) = &self.uploader {
             uploader.do_send(super::Deliver {
@@ -141,6 +155,14 @@ impl StreamSession {
         let span = self.span.clone();
         actix::spawn(async move {
             written.await;
+            if let Some(started) = started {
+                // The index hears of the start before the end.
+                let _ = started.await;
+            }
+            METRICS
+                .recordings_finished
+                .with_label_values(&["ended"])
+                .inc();
             tracing::info!(
                 parent: &span,
                 recording = info.id,
