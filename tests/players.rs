@@ -16,11 +16,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{Kawa, Publisher, create_stream, metrics_text, wait_for};
+use common::{Kawa, Publisher, create_stream, metrics_text, player_dir, wait_for};
 use m3u8_rs::{MasterPlaylist, Playlist, VariantStream};
 use serde_json::Value;
 
@@ -34,10 +34,6 @@ const GST_SECONDS: u32 = 10;
 const MIN_PLAYED: f64 = 4.0;
 
 const DEPS: &str = "run scripts/deps.sh test to install the players";
-
-fn player_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/player")
-}
 
 /// Fails (never skips) when a player is not installed.
 fn require(what: &str, program: &str, args: &[&str]) {

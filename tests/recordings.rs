@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,7 +15,7 @@ use common::hooks::{SECRET, json, receiver, verify};
 use common::s3::{BUCKET, PREFIX, s3_has, with_s3};
 use common::{
     Kawa, MotoServer, Publisher, RedisServer, SMALL_LADDER, admin_client, admin_get, create_stream,
-    ffprobe_json, free_port, wait_for,
+    ffprobe_json, free_port, player_dir, wait_for,
 };
 use serde_json::{Value, json};
 
@@ -72,10 +71,6 @@ fn assert_within_a_segment(what: &str, seconds: f64) {
         (seconds - f64::from(SENT_SECONDS)).abs() <= SEGMENT_SECONDS,
         "{what}: {seconds} s recorded of {SENT_SECONDS} s sent"
     );
-}
-
-fn player_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/player")
 }
 
 /// hls.js plays `url` from start to end; its JSON report.

@@ -4,15 +4,10 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Kawa, Publisher, create_stream};
-
-fn player_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/player")
-}
+use common::{Kawa, Publisher, create_stream, player_dir};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_player_page_waits_for_the_stream_then_plays_it() {

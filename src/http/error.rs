@@ -103,10 +103,6 @@ impl From<crate::recordings::RecordingError> for ApiError {
         use crate::recordings::RecordingError as E;
         match err {
             E::Store(e) => e.into(),
-            E::Timeout(_) => {
-                tracing::warn!(error = %err, "recordings index unavailable");
-                Self::StoreUnavailable
-            }
             E::InProgress => Self::Conflict("the recording is still going".to_owned()),
             E::S3(_) | E::Files(_) => {
                 tracing::error!(error = %err, "recording not deleted");

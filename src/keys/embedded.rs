@@ -46,6 +46,42 @@ impl EmbeddedStore {
     }
 }
 
+impl EmbeddedStore {
+    /// Changes a stream's record in one write transaction: `change` edits it (and may
+    /// change other tables in the same transaction).
+    async fn update(
+        &self,
+        path: &PublishPath,
+        change: impl FnOnce(
+            &mut StreamRecord,
+            &redb::WriteTransaction,
+            &PublishPath,
+        ) -> Result<(), StoreError>
+        + Send
+        + 'static,
+    ) -> Result<StreamRecord, StoreError> {
+        let path = path.clone();
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(unavailable)?;
+            let record = {
+                let mut streams = tx.open_table(STREAMS).map_err(unavailable)?;
+                let mut record = match streams.get(path.as_str()).map_err(unavailable)? {
+                    Some(v) => decode(v.value())?,
+                    None => return Err(StoreError::NotFound(path)),
+                };
+                change(&mut record, &tx, &path)?;
+                streams
+                    .insert(path.as_str(), encode(&record).as_slice())
+                    .map_err(unavailable)?;
+                record
+            };
+            tx.commit().map_err(unavailable)?;
+            Ok(record)
+        })
+        .await
+    }
+}
+
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
@@ -119,29 +155,15 @@ impl KeyStore for EmbeddedStore {
         new_hash: KeyHash,
         at: OffsetDateTime,
     ) -> Result<StreamRecord, StoreError> {
-        let path = path.clone();
-        self.blocking(move |db| {
-            let tx = db.begin_write().map_err(unavailable)?;
-            let record = {
-                let mut streams = tx.open_table(STREAMS).map_err(unavailable)?;
-                let mut record = match streams.get(path.as_str()).map_err(unavailable)? {
-                    Some(v) => decode(v.value())?,
-                    None => return Err(StoreError::NotFound(path)),
-                };
-                let old_hash = hash_of(&record)?;
-                record.key_hash = new_hash.to_hex();
-                record.key_rotated_at = Some(at);
-                streams
-                    .insert(path.as_str(), encode(&record).as_slice())
-                    .map_err(unavailable)?;
-                let mut keys = tx.open_table(KEYS).map_err(unavailable)?;
-                keys.remove(old_hash.as_bytes()).map_err(unavailable)?;
-                keys.insert(new_hash.as_bytes(), path.as_str())
-                    .map_err(unavailable)?;
-                record
-            };
-            tx.commit().map_err(unavailable)?;
-            Ok(record)
+        self.update(path, move |record, tx, path| {
+            let old_hash = hash_of(record)?;
+            record.key_hash = new_hash.to_hex();
+            record.key_rotated_at = Some(at);
+            let mut keys = tx.open_table(KEYS).map_err(unavailable)?;
+            keys.remove(old_hash.as_bytes()).map_err(unavailable)?;
+            keys.insert(new_hash.as_bytes(), path.as_str())
+                .map_err(unavailable)?;
+            Ok(())
         })
         .await
     }
@@ -170,23 +192,9 @@ impl KeyStore for EmbeddedStore {
         path: &PublishPath,
         record: Option<bool>,
     ) -> Result<StreamRecord, StoreError> {
-        let path = path.clone();
-        self.blocking(move |db| {
-            let tx = db.begin_write().map_err(unavailable)?;
-            let updated = {
-                let mut streams = tx.open_table(STREAMS).map_err(unavailable)?;
-                let mut updated = match streams.get(path.as_str()).map_err(unavailable)? {
-                    Some(v) => decode(v.value())?,
-                    None => return Err(StoreError::NotFound(path)),
-                };
-                updated.record = record;
-                streams
-                    .insert(path.as_str(), encode(&updated).as_slice())
-                    .map_err(unavailable)?;
-                updated
-            };
-            tx.commit().map_err(unavailable)?;
-            Ok(updated)
+        self.update(path, move |r, _, _| {
+            r.record = record;
+            Ok(())
         })
         .await
     }

@@ -221,13 +221,7 @@ impl KeyManager {
         &self,
         op: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.timeout, op).await {
-            Ok(result) => result,
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "no answer within {} ms",
-                self.timeout.as_millis()
-            ))),
-        }
+        within(self.timeout, op).await
     }
 
     /// Creates a stream and its first key. The key is returned here and nowhere else.
@@ -291,6 +285,20 @@ impl KeyManager {
 
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.timed(self.store.ping()).await
+    }
+}
+
+/// A store call with a time limit: a stalled store is `Unavailable`, not a hang.
+pub async fn within<T>(
+    timeout: Duration,
+    op: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(timeout, op).await {
+        Ok(result) => result,
+        Err(_) => Err(StoreError::Unavailable(format!(
+            "no answer within {} ms",
+            timeout.as_millis()
+        ))),
     }
 }
 

@@ -108,8 +108,6 @@ pub trait RecordingIndex: Send + Sync + 'static {
 pub enum RecordingError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("recording store: no answer within {0} ms")]
-    Timeout(u128),
     #[error("deleting the recording from S3: {0}")]
     S3(#[from] S3Error),
     #[error("deleting the recording's files: {0}")]
@@ -166,10 +164,7 @@ impl Recordings {
         &self,
         op: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, RecordingError> {
-        tokio::time::timeout(self.timeout, op)
-            .await
-            .map_err(|_| RecordingError::Timeout(self.timeout.as_millis()))?
-            .map_err(RecordingError::Store)
+        Ok(crate::keys::within(self.timeout, op).await?)
     }
 
     pub fn view(&self, info: RecordingInfo) -> RecordingView {

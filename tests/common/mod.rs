@@ -14,6 +14,11 @@ use std::time::{Duration, Instant};
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-7f3a";
 
+/// `tests/player`: the browser and hls.js scripts (`npm ci` there installs them).
+pub fn player_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/player")
+}
+
 /// A port nobody listens on right now (the OS picks; the listener is closed at once).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
