@@ -124,10 +124,11 @@ fn open_store(settings: &Settings) -> Result<Stores, ServeError> {
 /// for S3 behind the segment copies still in the spool, then announced.
 async fn finish_interrupted_recordings(
     recordings: &Recordings,
+    cluster: Option<&crate::cluster::Cluster>,
     deliveries: &Deliveries,
     hooks: Option<&Arc<crate::hooks::Hooks>>,
 ) {
-    for done in recordings.finish_interrupted().await {
+    for done in recordings.finish_interrupted(cluster).await {
         crate::metrics::METRICS
             .recordings_finished
             .with_label_values(&["recovered"])
@@ -237,7 +238,8 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     );
     // Uploads an earlier run could not finish (an outage, a crash) go out first.
     deliveries.resume();
-    finish_interrupted_recordings(&recordings, &deliveries, hooks.as_ref()).await;
+    finish_interrupted_recordings(&recordings, cluster.as_deref(), &deliveries, hooks.as_ref())
+        .await;
 
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let arbiters = crate::actors::Arbiters::start(cores);

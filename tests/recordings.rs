@@ -11,6 +11,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::cluster::{Balancer, ReconnectingPublisher, owner, recording_node};
 use common::hooks::{SECRET, json, receiver, verify};
 use common::s3::{BUCKET, PREFIX, s3_has, with_s3};
 use common::{
@@ -408,6 +409,112 @@ async fn a_recording_a_crash_interrupted_is_finished_when_kawa_starts_again() {
     eprintln!(
         "killed with {kept} segments kept: finished with {seconds} s listed; ffprobe \
          {duration} s, {frames} frames (S3: {s3_frames})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recording_goes_on_on_the_node_that_takes_over_a_killed_owners_path() {
+    const PATH: &str = "relay";
+    let redis = RedisServer::start();
+    let moto = MotoServer::start();
+    moto.public_bucket(BUCKET).await;
+    let mut nodes: Vec<Kawa> = (0..2).map(|i| recording_node(i, &redis, &moto)).collect();
+    let balancer = Balancer::start(nodes.iter().map(|k| k.rtmp).collect()).await;
+    let key = create_stream(&nodes[0], PATH).await;
+    let publisher = ReconnectingPublisher::start(balancer.rtmp_url(&key));
+    let recorded_on =
+        |node: &Kawa| walk_count(&node.data_dir.join("recordings").join(PATH), ".m4s");
+
+    let first = wait_for("the path's owner", Duration::from_secs(30), || async {
+        owner(&redis, PATH)
+    })
+    .await;
+    wait_for("4 segments recorded", Duration::from_secs(40), || async {
+        (recorded_on(&nodes[first]) >= 4).then_some(())
+    })
+    .await;
+    nodes[first].kill();
+    let next = 1 - first;
+    wait_for(
+        "4 segments recorded on the new owner",
+        Duration::from_secs(60),
+        || async {
+            (owner(&redis, PATH) == Some(next) && recorded_on(&nodes[next]) >= 4).then_some(())
+        },
+    )
+    .await;
+    // The encoder goes away for good: the stream ends on the new owner.
+    drop(publisher);
+    let kawa = &nodes[next];
+    let rec = wait_for("the recording", Duration::from_secs(30), || async {
+        recordings(kawa, "?status=ready").await.into_iter().next()
+    })
+    .await;
+    assert_eq!(
+        recordings(kawa, "").await.len(),
+        1,
+        "one recording of one broadcast"
+    );
+    assert_eq!(rec["node"], format!("node-{next}"), "{rec}");
+    let id = rec["id"].as_u64().unwrap();
+
+    // It lists the dead owner's segments, then the new owner's after a discontinuity.
+    let text = reqwest::get(kawa.url(&format!("/recordings/{PATH}/{id}/source/index.m3u8")))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let Ok(m3u8_rs::Playlist::MediaPlaylist(source)) = m3u8_rs::parse_playlist_res(text.as_bytes())
+    else {
+        panic!("{text}")
+    };
+    let epochs: std::collections::BTreeSet<&str> = source
+        .segments
+        .iter()
+        .filter_map(|s| s.uri.split('_').next())
+        .collect();
+    assert_eq!(epochs.len(), 2, "both owners' segments: {text}");
+    assert!(
+        source.segments.iter().skip(1).any(|s| s.discontinuity),
+        "{text}"
+    );
+    assert!(source.segments.len() >= 7, "{text}");
+
+    // The new owner plays all of it (the first part from S3), and so does the bucket.
+    let seconds = rec["duration_seconds"].as_f64().unwrap();
+    let (frames, duration) = decode(&kawa.url(rec["playlist_url"].as_str().unwrap()));
+    assert!((duration - seconds).abs() < 0.5, "{duration} vs {seconds}");
+    assert!(
+        frames.abs_diff((seconds * 25.0) as u64) <= 25,
+        "{frames} frames in {seconds} s"
+    );
+    let s3_key = rec["s3_key"].as_str().unwrap().to_owned();
+    let client = moto.client().await;
+    wait_for("the recording in S3", Duration::from_secs(60), || async {
+        s3_has(&client, &s3_key).await.then_some(())
+    })
+    .await;
+    let (s3_frames, _) = decode(&format!("{}/{BUCKET}/{s3_key}", moto.endpoint()));
+    assert_eq!(s3_frames, frames);
+
+    // The dead owner comes back with its part on disk: the recording stays as it is.
+    nodes[first].start_again();
+    wait_for("the old owner back", Duration::from_secs(20), || async {
+        common::fetch_text(&nodes[first], "/healthz").await
+    })
+    .await;
+    let kawa = &nodes[next];
+    assert_eq!(recordings(kawa, "").await, vec![rec.clone()]);
+    assert!(
+        !nodes[first]
+            .logs()
+            .contains("recording finished after a restart")
+    );
+    eprintln!(
+        "node-{first} killed, node-{next} went on: one recording of {seconds} s, {} segments \
+         from both, {frames} frames decoded from node-{next} and from S3",
+        source.segments.len()
     );
 }
 

@@ -4,6 +4,7 @@
 //!
 //! No consensus of our own: a lease is `SET NX PX` with Lua checks (see [`lease`]).
 
+mod journal;
 pub mod lease;
 pub mod restore;
 pub mod workers;

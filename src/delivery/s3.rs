@@ -132,6 +132,36 @@ impl S3Target {
         }
     }
 
+    /// The keys that start with `prefix`, at most `limit` of them.
+    pub async fn list_keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>, S3Error> {
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| S3Error(describe(&e)))?;
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_owned)),
+            );
+            if keys.len() >= limit {
+                keys.truncate(limit);
+                return Ok(keys);
+            }
+            match page.next_continuation_token() {
+                Some(next) if page.is_truncated() == Some(true) => token = Some(next.to_owned()),
+                _ => return Ok(keys),
+            }
+        }
+    }
+
     /// Deletes every object whose key starts with `prefix`.
     pub async fn delete_prefix(&self, prefix: &str) -> Result<(), S3Error> {
         use aws_sdk_s3::types::{Delete, ObjectIdentifier};

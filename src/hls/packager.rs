@@ -192,6 +192,8 @@ impl Packager {
     /// What a successor needs to continue these playlists.
     pub fn snapshot(&self) -> PathState {
         PathState {
+            // The session says which recording goes on.
+            recording: None,
             target_duration: self.target_duration,
             renditions: self
                 .renditions

@@ -48,6 +48,115 @@ pub enum JournalEntry {
     },
 }
 
+/// A rendition's name as Kawa makes them (`source`, `360p`).
+fn is_rendition(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// A file name Kawa writes (`{epoch}_{n}.m4s`): nothing that leaves its folder.
+fn is_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+}
+
+impl JournalEntry {
+    /// Whether an entry another node wrote (in a cluster, read from Redis) is one Kawa
+    /// could have written: names of its own shape, sane numbers, nothing that would put
+    /// a line of its own into a playlist.
+    pub fn is_sound(&self) -> bool {
+        match self {
+            Self::Init {
+                rendition, name, ..
+            } => is_rendition(rendition) && is_file_name(name),
+            Self::Segment {
+                rendition,
+                uri,
+                map,
+                duration,
+                ..
+            } => {
+                is_rendition(rendition)
+                    && is_file_name(uri)
+                    && is_file_name(map)
+                    && duration.is_finite()
+                    && (0.0..=3600.0).contains(duration)
+            }
+            Self::Master { master } => {
+                master.variants.len() <= 32
+                    && master.variants.iter().all(|v| {
+                        v.uri.strip_suffix("/index.m3u8").is_some_and(is_rendition)
+                            && v.codecs.len() <= 128
+                            && v.codecs
+                                .bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b',')
+                            && v.frame_rate.is_none_or(|f| f.is_finite() && f > 0.0)
+                    })
+            }
+        }
+    }
+}
+
+/// The entries whose files are still to be had (`present(rendition, name)`): a node
+/// that died took the files it had not uploaded yet with it. A segment after one that
+/// is gone is marked with a discontinuity. Also gives how many segments were left out.
+pub fn keep_present(
+    entries: Vec<JournalEntry>,
+    present: impl Fn(&str, &str) -> bool,
+) -> (Vec<JournalEntry>, usize) {
+    let mut gap_in: Vec<String> = Vec::new();
+    let mut dropped = 0;
+    let kept = entries
+        .into_iter()
+        .filter_map(|entry| match entry {
+            JournalEntry::Init {
+                ref rendition,
+                ref name,
+                ..
+            } => present(rendition, name).then_some(entry),
+            JournalEntry::Segment {
+                rendition,
+                uri,
+                map,
+                duration,
+                discontinuity,
+                program_date_time,
+                bytes,
+            } => {
+                if !(present(&rendition, &uri) && present(&rendition, &map)) {
+                    dropped += 1;
+                    if !gap_in.contains(&rendition) {
+                        gap_in.push(rendition);
+                    }
+                    return None;
+                }
+                let after_gap = gap_in
+                    .iter()
+                    .position(|r| *r == rendition)
+                    .map(|i| gap_in.swap_remove(i));
+                Some(JournalEntry::Segment {
+                    discontinuity: discontinuity || after_gap.is_some(),
+                    rendition,
+                    uri,
+                    map,
+                    duration,
+                    program_date_time,
+                    bytes,
+                })
+            }
+            master @ JournalEntry::Master { .. } => Some(master),
+        })
+        .collect();
+    (kept, dropped)
+}
+
 /// What a recording asks its sinks to do, in order, after the stream's own outputs of
 /// the same batch.
 #[derive(Debug, Clone, PartialEq)]

@@ -216,3 +216,77 @@ fn every_rendition_gets_a_playlist_and_the_master_comes_last() {
     );
     assert_eq!(recorder.summary().duration_seconds, 2.0, "the source's");
 }
+
+fn journal_segment(rendition: &str, seq: u64, disc: bool) -> JournalEntry {
+    JournalEntry::Segment {
+        rendition: rendition.into(),
+        uri: format!("7_{seq}.m4s"),
+        map: "7_0.mp4".into(),
+        duration: 2.0,
+        discontinuity: disc,
+        program_date_time: None,
+        bytes: 1,
+    }
+}
+
+#[test]
+fn what_a_dead_node_took_with_it_is_left_out_with_a_discontinuity() {
+    let entries = vec![
+        JournalEntry::Init {
+            rendition: "source".into(),
+            name: "7_0.mp4".into(),
+            bytes: 1,
+        },
+        journal_segment("source", 0, false),
+        journal_segment("source", 1, false),
+        journal_segment("source", 2, false),
+        journal_segment("360p", 0, false),
+    ];
+    let gone = ["source/7_1.m4s"];
+    let (kept, dropped) =
+        keep_present(entries, |r, n| !gone.contains(&format!("{r}/{n}").as_str()));
+    assert_eq!(dropped, 1);
+    let segments: Vec<(String, bool)> = kept
+        .iter()
+        .filter_map(|e| match e {
+            JournalEntry::Segment {
+                rendition,
+                uri,
+                discontinuity,
+                ..
+            } => Some((format!("{rendition}/{uri}"), *discontinuity)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        segments,
+        [
+            ("source/7_0.m4s".to_owned(), false),
+            ("source/7_2.m4s".to_owned(), true),
+            ("360p/7_0.m4s".to_owned(), false),
+        ]
+    );
+}
+
+#[test]
+fn journal_entries_from_another_node_are_checked() {
+    assert!(journal_segment("source", 0, false).is_sound());
+    let mut bad = journal_segment("source", 0, false);
+    if let JournalEntry::Segment { uri, .. } = &mut bad {
+        *uri = "../../keys.redb".into();
+    }
+    assert!(!bad.is_sound());
+    let injected = JournalEntry::Master {
+        master: MasterPlaylist {
+            variants: vec![Variant {
+                uri: "source/index.m3u8".into(),
+                bandwidth: 1,
+                average_bandwidth: None,
+                codecs: "avc1\"\n#EXT-X-ENDLIST".into(),
+                resolution: None,
+                frame_rate: None,
+            }],
+        },
+    };
+    assert!(!injected.is_sound());
+}

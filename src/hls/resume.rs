@@ -19,6 +19,10 @@ const MAX_NAME: usize = 128;
 pub struct PathState {
     pub target_duration: Option<u64>,
     pub renditions: Vec<RenditionState>,
+    /// The id of the broadcast's recording while it is being recorded: the next owner
+    /// goes on with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -129,6 +133,7 @@ mod tests {
 
     fn state() -> PathState {
         PathState {
+            recording: Some(1_700_000_000_000),
             target_duration: Some(2),
             renditions: vec![RenditionState {
                 name: "source".into(),

@@ -1,9 +1,11 @@
 //! Recordings over HTTP: `/api/v1/recordings` lists, shows and deletes them (admin
 //! token), and `/recordings/{path}/{id}/…` serves a finished recording's playlists and
-//! segments from the node that recorded it, for any player.
+//! segments, for any player: from this node's disk, else from S3 (a recording made on
+//! another node, or one this node went on with after a failover).
 
 use std::sync::Arc;
 
+use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
@@ -166,24 +168,58 @@ pub async fn delete(
     }
 }
 
+/// The largest recording file fetched from S3 for a viewer (a segment of a very high
+/// bitrate is a few MB).
+const MAX_S3_FILE: usize = 64 << 20;
+
+/// A file of recording `id` of `path` (`relative` to its folder, checked by the caller).
+async fn recording_file(
+    req: &HttpRequest,
+    recordings: &Recordings,
+    (path, id): (PublishPath, u64),
+    relative: &str,
+    (content_type, cache, compressible): (&str, &str, bool),
+) -> HttpResponse {
+    let local = RecordingInfo::local_dir(recordings.root(), &path, id).join(relative);
+    let here = tokio::fs::try_exists(&local).await.unwrap_or(false);
+    let Some(s3) = recordings.s3().filter(|_| !here) else {
+        return file(req, local, content_type, cache, compressible).await;
+    };
+    let key = s3.object_key(
+        path.as_str(),
+        &format!("{}/{relative}", RecordingInfo::s3_folder(id)),
+    );
+    match s3.get(&key, MAX_S3_FILE).await {
+        Ok(Some(body)) => {
+            let mut answer = HttpResponse::Ok();
+            answer
+                .content_type(content_type)
+                .insert_header((header::CACHE_CONTROL, cache))
+                .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"));
+            if !compressible {
+                answer.insert_header((header::CONTENT_ENCODING, "identity"));
+            }
+            answer.body(body)
+        }
+        Ok(None) => HttpResponse::NotFound().finish(),
+        Err(e) => {
+            tracing::warn!(publish_path = %path, recording = id, error = %e, "recording file not read from S3");
+            HttpResponse::BadGateway().finish()
+        }
+    }
+}
+
 /// `/recordings/{path}/{id}/master.m3u8`.
 async fn master(
     req: HttpRequest,
     recordings: web::Data<Arc<Recordings>>,
     ids: web::Path<(String, String)>,
 ) -> HttpResponse {
-    let Ok((path, id)) = parse(&ids.0, &ids.1) else {
+    let Ok(ids) = parse(&ids.0, &ids.1) else {
         return HttpResponse::NotFound().finish();
     };
-    let dir = RecordingInfo::local_dir(recordings.root(), &path, id);
-    file(
-        &req,
-        dir.join("master.m3u8"),
-        PLAYLIST_TYPE,
-        RECORDING_PLAYLIST_CACHE,
-        true,
-    )
-    .await
+    let kind = (PLAYLIST_TYPE, RECORDING_PLAYLIST_CACHE, true);
+    recording_file(&req, &recordings, ids, "master.m3u8", kind).await
 }
 
 /// `/recordings/{path}/{id}/{rendition}/{index.m3u8 | segment}`.
@@ -193,22 +229,21 @@ async fn rendition_file(
     ids: web::Path<(String, String, String, String)>,
 ) -> HttpResponse {
     let (path, id, rendition, name) = ids.into_inner();
-    let Ok((path, id)) = parse(&path, &id) else {
+    let Ok(ids) = parse(&path, &id) else {
         return HttpResponse::NotFound().finish();
     };
     let playlist = name == "index.m3u8";
-    // Checked before the name touches the file system: no request leaves the folder.
+    // Checked before the name touches the file system or a key: no request leaves the
+    // recording's folder.
     if !rendition_ok(&rendition) || !(playlist || segment_ok(&name)) {
         return HttpResponse::NotFound().finish();
     }
-    let at = RecordingInfo::local_dir(recordings.root(), &path, id)
-        .join(&rendition)
-        .join(&name);
-    if playlist {
-        file(&req, at, PLAYLIST_TYPE, RECORDING_PLAYLIST_CACHE, true).await
+    let kind = if playlist {
+        (PLAYLIST_TYPE, RECORDING_PLAYLIST_CACHE, true)
     } else {
-        file(&req, at, SEGMENT_TYPE, SEGMENT_CACHE, false).await
-    }
+        (SEGMENT_TYPE, SEGMENT_CACHE, false)
+    };
+    recording_file(&req, &recordings, ids, &format!("{rendition}/{name}"), kind).await
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

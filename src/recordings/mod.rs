@@ -160,6 +160,11 @@ impl Recordings {
         &self.root
     }
 
+    /// The bucket, when S3 is on.
+    pub fn s3(&self) -> Option<&S3Target> {
+        self.s3.as_ref()
+    }
+
     async fn timed<T>(
         &self,
         op: impl Future<Output = Result<T, StoreError>>,

@@ -10,6 +10,7 @@ use std::path::Path;
 use time::OffsetDateTime;
 
 use super::{RecordingInfo, RecordingStatus, Recordings};
+use crate::cluster::Cluster;
 use crate::delivery::local::write_recording;
 use crate::hls::recording::{JOURNAL, JournalEntry, Recorder, RecordingBatch};
 
@@ -81,8 +82,10 @@ impl Recordings {
     /// Finishes the recordings that were still going when this node stopped: those
     /// whose journal is on its disk (a cluster node gets a new id every start, so the
     /// files, not the id, say whose they are). Call at start-up, before any stream is
-    /// published: no session survives a restart, so none of them is still going.
-    pub async fn finish_interrupted(&self) -> Vec<Recovered> {
+    /// published: no session survives a restart, so none of them is still going here.
+    /// In a cluster, a recording whose path another node holds now goes on there (the
+    /// new owner continues it) and is left alone.
+    pub async fn finish_interrupted(&self, cluster: Option<&Cluster>) -> Vec<Recovered> {
         let unfinished = match self.list().await {
             Ok(all) => all
                 .into_iter()
@@ -96,6 +99,20 @@ impl Recordings {
         let mut recovered = Vec::new();
         for info in unfinished {
             let dir = RecordingInfo::local_dir(&self.root, &info.publish_path, info.id);
+            if !dir.join(JOURNAL).is_file() {
+                // Another node's.
+                continue;
+            }
+            if let Some(cluster) = cluster {
+                match cluster.holder(info.publish_path.as_str()).await {
+                    Ok(None) => {}
+                    Ok(Some(_)) => continue,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot tell whether an interrupted recording goes on elsewhere; left for the next start");
+                        continue;
+                    }
+                }
+            }
             let finished = tokio::task::spawn_blocking({
                 let dir = dir.clone();
                 move || finish_from_journal(&dir)
@@ -132,6 +149,11 @@ impl Recordings {
                 seconds = info.duration_seconds,
                 "recording finished after a restart: its broadcast was interrupted"
             );
+            if let Some(cluster) = cluster {
+                let _ = cluster
+                    .drop_journal(info.publish_path.as_str(), info.id)
+                    .await;
+            }
             recovered.push(Recovered {
                 batch: RecordingBatch {
                     id: info.id,

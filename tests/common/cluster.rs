@@ -26,6 +26,14 @@ pub fn node_without_takeover(i: usize, redis: &RedisServer, moto: &MotoServer) -
         .start()
 }
 
+/// Node `i` recording every stream; a dropped publisher ends its stream after 1 s.
+pub fn recording_node(i: usize, redis: &RedisServer, moto: &MotoServer) -> Kawa {
+    node_builder(i, redis, moto)
+        .env("KAWA_RECORDINGS__ENABLED", "true")
+        .env("KAWA_RTMP__RECONNECT_GRACE_MS", "1000")
+        .start()
+}
+
 /// Node `i` with a small ladder encoded on transcoder workers.
 pub fn ladder_node_with_s3(i: usize, redis: &RedisServer, moto: &MotoServer) -> Kawa {
     node_builder(i, redis, moto)

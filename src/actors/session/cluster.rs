@@ -104,6 +104,7 @@ impl StreamSession {
                 .map(|r| (r.name.clone(), r.next_msn()))
                 .collect();
             tracing::info!(parent: &self.span, ?next, missing_segments = dropped, "continuing the path's playlists");
+            self.resumed_recording = state.recording;
             self.core.packager.resume(state);
         }
         let (state, saves) = watch::channel(None);
@@ -117,6 +118,7 @@ impl StreamSession {
         if let Some(every) = every {
             ctx.run_interval(every, |this, ctx| this.renew(ctx));
         }
+        self.decide_recording(ctx);
     }
 
     fn renew(&mut self, ctx: &mut Context<Self>) {
@@ -146,7 +148,9 @@ impl StreamSession {
     /// Saves the playlists' state after new segments (the saver coalesces).
     pub(super) fn save_state(&self) {
         if let Some(o) = &self.ownership {
-            o.state.send_replace(Some(self.core.packager.snapshot()));
+            let mut state = self.core.packager.snapshot();
+            state.recording = self.recording_id();
+            o.state.send_replace(Some(state));
         }
     }
 

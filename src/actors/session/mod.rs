@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 mod cluster;
 mod messages;
 mod recording;
+mod recording_journal;
 mod thumbnail;
 
 use actix::prelude::*;
@@ -90,6 +91,8 @@ pub struct StreamSession {
     epoch: u64,
     /// This broadcast's recording, when it is recorded.
     recording: Option<recording::Recording>,
+    /// The recording a previous owner of the path left (from the path's state).
+    resumed_recording: Option<u64>,
     uploader: Option<Addr<Uploader>>,
     metrics: StreamMetrics,
     last_keyframe: Option<Instant>,
@@ -149,6 +152,7 @@ impl StreamSession {
             thumbnails: thumbnail::Thumbnails::default(),
             epoch: epoch_ms,
             recording: None,
+            resumed_recording: None,
             uploader: None,
             metrics: StreamMetrics::new(&label),
             last_keyframe: None,
@@ -439,10 +443,11 @@ impl Actor for StreamSession {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         self.uploader = self.context.deliveries.uploader(self.path.as_str());
         tracing::info!(parent: &self.span, "stream session started");
-        if let Some(cluster) = self.context.cluster.clone() {
-            self.claim(cluster, ctx);
+        match self.context.cluster.clone() {
+            // Decided once the path is claimed (its state may name a recording).
+            Some(cluster) => self.claim(cluster, ctx),
+            None => self.decide_recording(ctx),
         }
-        self.decide_recording(ctx);
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
