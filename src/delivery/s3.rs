@@ -166,21 +166,12 @@ impl S3Target {
     pub async fn delete_prefix(&self, prefix: &str) -> Result<(), S3Error> {
         use aws_sdk_s3::types::{Delete, ObjectIdentifier};
         loop {
-            // One page at a time, deleted before the next listing: what is left is
-            // always listed again from the start.
-            let page = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(prefix)
-                .max_keys(1000)
-                .send()
-                .await
-                .map_err(|e| S3Error(describe(&e)))?;
-            let objects: Vec<ObjectIdentifier> = page
-                .contents()
-                .iter()
-                .filter_map(|o| o.key())
+            // A thousand at a time (one DeleteObjects call), listed again from the start
+            // after each: what is left is what remains to delete.
+            let objects: Vec<ObjectIdentifier> = self
+                .list_keys(prefix, 1000)
+                .await?
+                .into_iter()
                 .filter_map(|k| ObjectIdentifier::builder().key(k).build().ok())
                 .collect();
             if objects.is_empty() {
