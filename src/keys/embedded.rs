@@ -243,13 +243,27 @@ impl RecordingIndex for EmbeddedStore {
             let mut all = Vec::new();
             for entry in table.iter().map_err(unavailable)? {
                 let (_, value) = entry.map_err(unavailable)?;
-                all.push(
-                    serde_json::from_slice::<RecordingInfo>(value.value())
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                );
+                all.push(RecordingInfo::from_json(value.value())?);
             }
             all.sort_by(|a, b| (&a.publish_path, a.id).cmp(&(&b.publish_path, b.id)));
             Ok(all)
+        })
+        .await
+    }
+
+    async fn recording(
+        &self,
+        path: &PublishPath,
+        id: u64,
+    ) -> Result<Option<RecordingInfo>, StoreError> {
+        let key = RecordingInfo::key(path, id);
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(unavailable)?;
+            let table = tx.open_table(RECORDINGS).map_err(unavailable)?;
+            let value = table.get(key.as_str()).map_err(unavailable)?;
+            value
+                .map(|v| RecordingInfo::from_json(v.value()))
+                .transpose()
         })
         .await
     }

@@ -298,13 +298,26 @@ impl RecordingIndex for RedisStore {
             .map_err(unavailable)?;
         let mut all = values
             .iter()
-            .map(|json| {
-                serde_json::from_str::<RecordingInfo>(json)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))
-            })
+            .map(|json| RecordingInfo::from_json(json.as_bytes()))
             .collect::<Result<Vec<_>, _>>()?;
         all.sort_by(|a, b| (&a.publish_path, a.id).cmp(&(&b.publish_path, b.id)));
         Ok(all)
+    }
+
+    async fn recording(
+        &self,
+        path: &PublishPath,
+        id: u64,
+    ) -> Result<Option<RecordingInfo>, StoreError> {
+        let mut conn = self.conn().await?;
+        let json: Option<String> = redis::cmd("HGET")
+            .arg(RECORDINGS_HASH)
+            .arg(RecordingInfo::key(path, id))
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        json.map(|json| RecordingInfo::from_json(json.as_bytes()))
+            .transpose()
     }
 
     async fn remove_recording(&self, path: &PublishPath, id: u64) -> Result<bool, StoreError> {

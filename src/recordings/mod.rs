@@ -73,6 +73,11 @@ impl RecordingInfo {
         root.join(path.as_str()).join(id.to_string())
     }
 
+    /// An index entry as a store keeps it (JSON).
+    pub fn from_json(bytes: &[u8]) -> Result<Self, StoreError> {
+        serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
     /// Its folder in S3, relative to the stream's objects.
     pub fn s3_folder(id: u64) -> String {
         format!("{S3_FOLDER}/{id}")
@@ -100,6 +105,12 @@ pub trait RecordingIndex: Send + Sync + 'static {
     async fn put_recording(&self, info: &RecordingInfo) -> Result<(), StoreError>;
     /// Every recording, by path then id.
     async fn recordings(&self) -> Result<Vec<RecordingInfo>, StoreError>;
+    /// One recording, looked up by its key.
+    async fn recording(
+        &self,
+        path: &PublishPath,
+        id: u64,
+    ) -> Result<Option<RecordingInfo>, StoreError>;
     /// `false` when there was no such recording.
     async fn remove_recording(&self, path: &PublishPath, id: u64) -> Result<bool, StoreError>;
 }
@@ -202,11 +213,7 @@ impl Recordings {
         path: &PublishPath,
         id: u64,
     ) -> Result<Option<RecordingInfo>, RecordingError> {
-        Ok(self
-            .list()
-            .await?
-            .into_iter()
-            .find(|r| &r.publish_path == path && r.id == id))
+        self.timed(self.index.recording(path, id)).await
     }
 
     /// Deletes a finished recording: its S3 objects, its local files (when this node has
