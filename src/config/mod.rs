@@ -256,10 +256,11 @@ impl fmt::Debug for Secret {
 pub enum ConfigError {
     #[error("config file {path}: {reason}")]
     File { path: PathBuf, reason: String },
-    #[error("invalid setting `{key}` ({env}): {reason}")]
+    #[error("invalid setting `{key}` ({origin}): {reason}")]
     Invalid {
         key: String,
-        env: String,
+        /// Where it was set, as the operator wrote it: the variable, or the file.
+        origin: String,
         reason: String,
     },
 }
@@ -268,7 +269,7 @@ impl ConfigError {
     fn invalid(key: &str, reason: impl Into<String>) -> Self {
         Self::Invalid {
             key: key.to_owned(),
-            env: env_name(key),
+            origin: env_name(key),
             reason: reason.into(),
         }
     }
@@ -304,7 +305,9 @@ impl Settings {
                 figment = figment.merge(Serialized::default(key, value));
             }
         }
-        let settings: Settings = figment.extract().map_err(from_figment)?;
+        let settings: Settings = figment
+            .extract()
+            .map_err(|e| from_figment(e, &typed_env_names(), file))?;
         settings.validate()?;
         Ok(settings)
     }
@@ -314,25 +317,65 @@ impl Settings {
     pub fn defaults() -> Result<Self, ConfigError> {
         let settings: Settings = Figment::from(Toml::string(DEFAULT_TOML))
             .extract()
-            .map_err(from_figment)?;
+            .map_err(|e| from_figment(e, &[], None))?;
         settings.validate()?;
         Ok(settings)
     }
 }
 
-fn from_figment(err: figment::Error) -> ConfigError {
+/// The `KAWA_*` variables set now, as dotted keys (`KAWA_HLS__FOO` -> `hls.foo`) with
+/// their names, secrets included (only names are ever shown).
+fn typed_env_names() -> Vec<(String, String)> {
+    std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .filter_map(|name| {
+            let rest = name.strip_prefix(ENV_PREFIX)?;
+            Some((rest.to_lowercase().replace("__", "."), name))
+        })
+        .collect()
+}
+
+/// What the operator typed that names `key` or a setting under it: the variable
+/// `KAWA_SRT__ADDR` for the unknown section `srt`, not a name built back from `srt`.
+fn typed_setting(key: &str, env: &[(String, String)]) -> Option<(String, String)> {
+    env.iter()
+        .find(|(dotted, _)| {
+            dotted == key
+                || dotted
+                    .strip_prefix(key)
+                    .is_some_and(|rest| rest.starts_with('.'))
+        })
+        .cloned()
+}
+
+fn from_figment(err: figment::Error, env: &[(String, String)], file: Option<&Path>) -> ConfigError {
     use figment::error::Kind;
-    let key = if err.path.is_empty() {
-        match &err.kind {
-            Kind::UnknownField(field, _) => field.clone(),
-            _ => "(file)".to_owned(),
+    let mut path = err.path.clone();
+    if let Kind::UnknownField(field, _) = &err.kind {
+        // figment's path already ends with the unknown key when it is a map's key
+        // (`hls.foo`), and does not for a field of a struct.
+        if path.last() != Some(field) {
+            path.push(field.clone());
         }
+    }
+    let key = if path.is_empty() {
+        "(file)".to_owned()
     } else {
-        let mut path = err.path.join(".");
-        if let Kind::UnknownField(field, _) = &err.kind {
-            path = format!("{path}.{field}");
+        path.join(".")
+    };
+    let from_env = err
+        .metadata
+        .as_ref()
+        .is_some_and(|m| m.name.contains("environment"));
+    let (key, origin) = match typed_setting(&key, env).filter(|_| from_env) {
+        Some((typed, name)) => (typed, name),
+        None => {
+            let origin = match file {
+                Some(file) if !from_env => format!("in {}", file.display()),
+                _ => env_name(&key),
+            };
+            (key, origin)
         }
-        path
     };
     let reason = match &err.kind {
         Kind::UnknownField(..) => {
@@ -340,15 +383,14 @@ fn from_figment(err: figment::Error) -> ConfigError {
         }
         // A type error on a secret would echo its value; none of the secrets is typed,
         // but say nothing about the value to be sure.
-        _ if key == "admin_token"
-            || key.starts_with("store.redis_url")
-            || key.starts_with("grpc.token") =>
-        {
-            "invalid value".to_owned()
-        }
+        _ if SECRET_KEYS.iter().any(|s| key.starts_with(s)) => "invalid value".to_owned(),
         other => other.to_string(),
     };
-    ConfigError::invalid(&key, reason)
+    ConfigError::Invalid {
+        key,
+        origin,
+        reason,
+    }
 }
 
 #[cfg(test)]
@@ -429,7 +471,24 @@ mod tests {
     #[test]
     fn unknown_setting_is_refused() {
         let err = load(None, &[("KAWA_HTTP__ADRR", "x")]).unwrap_err();
-        assert!(err.contains("http.adrr"), "{err}");
+        assert!(err.contains("`http.adrr` (KAWA_HTTP__ADRR)"), "{err}");
+    }
+
+    /// An operator at 3 a.m. needs the name they typed, not one built back from it.
+    #[test]
+    fn unknown_settings_are_named_as_typed() {
+        let err = load(None, &[("KAWA_HLS__FOO", "1")]).unwrap_err();
+        assert!(err.contains("`hls.foo` (KAWA_HLS__FOO)"), "{err}");
+        assert!(!err.contains("foo.foo"), "{err}");
+        let err = load(None, &[("KAWA_SRT__ADDR", "127.0.0.1:9000")]).unwrap_err();
+        assert!(err.contains("`srt.addr` (KAWA_SRT__ADDR)"), "{err}");
+        let err = load(Some("[hls]\nfoo = 1\n"), &[]).unwrap_err();
+        assert!(err.contains("`hls.foo` (in kawa.toml)"), "{err}");
+        let err = load(Some("[hls]\nsegment_seconds = \"two\"\n"), &[]).unwrap_err();
+        assert!(
+            err.contains("`hls.segment_seconds` (in kawa.toml)"),
+            "{err}"
+        );
     }
 
     #[test]
