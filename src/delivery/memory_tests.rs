@@ -24,6 +24,8 @@ fn segment(msn: u64) -> MediaSegment {
         duration: 1.0,
         discontinuity: false,
         program_date_time: None,
+        independent: true,
+        gap: false,
     }
 }
 

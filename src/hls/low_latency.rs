@@ -216,10 +216,14 @@ impl LivePlaylist {
         let mut out = String::with_capacity(512 + self.segments.len() * 256);
         // Infallible: writing to a String.
         // Version 9: EXT-X-SKIP (and the other LL-HLS tags).
-        let _ = writeln!(
-            out,
-            "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-INDEPENDENT-SEGMENTS"
-        );
+        out.push_str("#EXTM3U\n#EXT-X-VERSION:9\n");
+        let listed: Vec<&MediaSegment> = self
+            .segments
+            .iter()
+            .map(|s| &s.segment)
+            .chain(self.open.as_ref().map(|o| &o.segment))
+            .collect();
+        super::playlist::write_independent_segments(&mut out, &listed);
         let _ = writeln!(out, "#EXT-X-TARGETDURATION:{}", self.target_duration);
         let _ = writeln!(
             out,
@@ -295,6 +299,8 @@ mod tests {
             duration: 2.0,
             discontinuity: false,
             program_date_time: None,
+            independent: true,
+            gap: false,
         }
     }
 

@@ -10,3 +10,5 @@ pub mod recording;
 mod recording_tests;
 mod rendition;
 pub mod resume;
+#[cfg(test)]
+mod rules_tests;

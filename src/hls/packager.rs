@@ -40,6 +40,8 @@ pub enum Output {
         init: String,
         /// It follows a restart of its rendition (`EXT-X-DISCONTINUITY`).
         discontinuity: bool,
+        /// It starts with an IDR frame.
+        independent: bool,
     },
     /// A part of `{rendition}`'s open segment, named `{epoch}_{msn}_{index}.m4s`: for
     /// the live edge in memory only (the segment it goes into is stored whole).
@@ -92,7 +94,9 @@ pub struct Packager {
     epoch: u64,
     settings: SegmenterSettings,
     window: usize,
-    target_duration: Option<u64>,
+    /// Fixed by configuration before the first playlist (the segmenter keeps every
+    /// segment within it); a predecessor's, when this stream continues its playlists.
+    target_duration: u64,
     /// PART-TARGET in seconds: the first rendition's longest part, fixed for the
     /// stream's life (the rungs share its frame rate).
     part_target: Option<f64>,
@@ -114,7 +118,7 @@ impl Packager {
             epoch,
             settings,
             window,
-            target_duration: None,
+            target_duration: settings.target_duration(),
             part_target: None,
             audio_codec: None,
             renditions: Vec::new(),
@@ -178,8 +182,11 @@ impl Packager {
     /// duration, and each rendition of the same name goes on from its sequence numbers
     /// and listed segments.
     pub fn resume(&mut self, state: PathState) {
-        if self.target_duration.is_none() {
-            self.target_duration = state.target_duration;
+        // The tag may never change for a playlist that goes on; a predecessor with a
+        // shorter one (configured differently) cannot bound this node's segments, so the
+        // longer of the two holds.
+        if let Some(theirs) = state.target_duration {
+            self.target_duration = self.target_duration.max(theirs);
         }
         for r in &mut self.renditions {
             if let Some(s) = state.rendition(&r.info.name) {
@@ -194,7 +201,7 @@ impl Packager {
         PathState {
             // The session says which recording goes on.
             recording: None,
-            target_duration: self.target_duration,
+            target_duration: Some(self.target_duration),
             renditions: self
                 .renditions
                 .iter()
@@ -212,7 +219,7 @@ impl Packager {
         }
     }
 
-    pub fn target_duration(&self) -> Option<u64> {
+    pub fn target_duration(&self) -> u64 {
         self.target_duration
     }
 
@@ -236,13 +243,11 @@ impl Packager {
     fn with_rendition(
         &mut self,
         name: &str,
-        step: impl FnOnce(&mut Rendition, &mut Option<u64>, &mut Vec<Output>) -> Result<(), Fmp4Error>,
+        step: impl FnOnce(&mut Rendition, &mut Vec<Output>) -> Result<(), Fmp4Error>,
     ) -> Result<Vec<Output>, PackagerError> {
         let i = self.index(name)?;
         let mut out = Vec::new();
-        let mut target = self.target_duration;
-        let result = step(&mut self.renditions[i], &mut target, &mut out);
-        self.target_duration = target;
+        let result = step(&mut self.renditions[i], &mut out);
         self.announce(i, &mut out);
         result.map_err(|source| PackagerError::Mux {
             rendition: name.to_owned(),
@@ -254,12 +259,12 @@ impl Packager {
     /// Starts `rendition` (again): a new init segment when its configuration is known,
     /// and a discontinuity before its next segment if it had any.
     pub fn start(&mut self, rendition: &str, start: Start) -> Result<Vec<Output>, PackagerError> {
-        self.with_rendition(rendition, |r, target, out| r.restart(start, target, out))
+        self.with_rendition(rendition, |r, out| r.restart(start, out))
     }
 
     /// One frame of `rendition`.
     pub fn push(&mut self, rendition: &str, frame: Frame) -> Result<Vec<Output>, PackagerError> {
-        self.with_rendition(rendition, |r, target, out| r.push(frame, target, out))
+        self.with_rendition(rendition, |r, out| r.push(frame, out))
     }
 
     /// After new parts, the live playlist; after new segments, the window slides, and
@@ -279,12 +284,14 @@ impl Packager {
         }
     }
 
+    /// The live playlist appears with the rendition's first complete segment.
     fn announce_live(&self, i: usize, out: &mut Vec<Output>) {
-        if let (Some(target), Some(part_target)) = (self.target_duration, self.part_target) {
+        let rendition = &self.renditions[i];
+        if let (true, Some(part_target)) = (rendition.has_segments(), self.part_target) {
             out.push(Output::Live {
-                rendition: self.renditions[i].info.name.clone(),
-                playlist: Box::new(self.renditions[i].live_playlist(
-                    target,
+                rendition: rendition.info.name.clone(),
+                playlist: Box::new(rendition.live_playlist(
+                    self.target_duration,
                     part_target,
                     self.ended,
                 )),
@@ -304,12 +311,11 @@ impl Packager {
         if new_segments.is_empty() {
             return;
         }
-        if let Some(target) = target {
-            self.overlong_segments += new_segments
-                .iter()
-                .filter(|d| d.round() as u64 > target)
-                .count() as u64;
-        }
+        // None, by the segmenter's rules; counted so that a broken rule shows.
+        self.overlong_segments += new_segments
+            .iter()
+            .filter(|d| d.round() as u64 > target)
+            .count() as u64;
         let window = self.window;
         self.renditions[i].slide(window, out);
         if let Some(text) = self.media_playlist(i).map(|p| p.render()) {
@@ -326,7 +332,7 @@ impl Packager {
     }
 
     fn media_playlist(&self, i: usize) -> Option<MediaPlaylist> {
-        Some(self.renditions[i].playlist(self.target_duration?, self.ended))
+        Some(self.renditions[i].playlist(self.target_duration, self.ended))
     }
 
     /// The stream ended: the open segments are finished, and every playlist written
@@ -335,7 +341,7 @@ impl Packager {
         let mut out = Vec::new();
         for i in 0..self.renditions.len() {
             let name = self.renditions[i].info.name.clone();
-            match self.with_rendition(&name, |r, target, out| r.finish(target, out)) {
+            match self.with_rendition(&name, |r, out| r.finish(out)) {
                 Ok(o) => out.extend(o),
                 Err(e) => tracing::warn!(error = %e, "last segment lost"),
             }

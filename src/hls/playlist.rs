@@ -20,6 +20,19 @@ pub struct MediaSegment {
     pub discontinuity: bool,
     /// Ingest wall-clock time of the segment's first frame.
     pub program_date_time: Option<OffsetDateTime>,
+    /// It starts with an IDR frame (a segment cut at the maximum length does not).
+    pub independent: bool,
+    /// `EXT-X-GAP`: listed to keep its media sequence number, but there is no media
+    /// (a dead predecessor cut it and never stored it).
+    pub gap: bool,
+}
+
+/// `EXT-X-INDEPENDENT-SEGMENTS`, only where every segment listed starts with an IDR
+/// frame: the tag is a promise about all of them (RFC 8216bis §4.4.2.1).
+pub(super) fn write_independent_segments(out: &mut String, segments: &[&MediaSegment]) {
+    if segments.iter().all(|s| s.independent) {
+        out.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -38,10 +51,8 @@ impl MediaPlaylist {
         let mut out = String::with_capacity(128 + self.segments.len() * 96);
         // Infallible: writing to a String.
         // Version 7: fragmented MP4 segments with EXT-X-MAP (RFC 8216 §7).
-        let _ = writeln!(
-            out,
-            "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-INDEPENDENT-SEGMENTS"
-        );
+        out.push_str("#EXTM3U\n#EXT-X-VERSION:7\n");
+        write_independent_segments(&mut out, &self.segments.iter().collect::<Vec<_>>());
         if self.vod {
             out.push_str("#EXT-X-PLAYLIST-TYPE:VOD\n");
         }
@@ -91,6 +102,9 @@ pub(super) fn write_segment_tags<'a>(
 }
 
 pub(super) fn write_extinf(out: &mut String, segment: &MediaSegment) {
+    if segment.gap {
+        out.push_str("#EXT-X-GAP\n");
+    }
     let _ = writeln!(out, "#EXTINF:{:.3},\n{}", segment.duration, segment.uri);
 }
 
@@ -112,7 +126,9 @@ pub struct MasterPlaylist {
 
 impl MasterPlaylist {
     pub fn render(&self) -> String {
-        let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-INDEPENDENT-SEGMENTS\n");
+        // No EXT-X-INDEPENDENT-SEGMENTS here: it would promise it for every media
+        // playlist, and a segment cut at the maximum length starts without an IDR frame.
+        let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:3\n");
         for v in &self.variants {
             let _ = write!(out, "#EXT-X-STREAM-INF:BANDWIDTH={}", v.bandwidth);
             if let Some(avg) = v.average_bandwidth {
@@ -150,6 +166,8 @@ mod tests {
                     duration: 2.0,
                     discontinuity: false,
                     program_date_time: Some(pdt),
+                    independent: true,
+                    gap: false,
                 },
                 MediaSegment {
                     uri: "1_42.m4s".into(),
@@ -157,6 +175,8 @@ mod tests {
                     duration: 1.96,
                     discontinuity: true,
                     program_date_time: Some(pdt + time::Duration::seconds(2)),
+                    independent: true,
+                    gap: false,
                 },
             ],
             ended: true,

@@ -42,6 +42,9 @@ pub enum JournalEntry {
         #[serde(with = "time::serde::rfc3339::option", default)]
         program_date_time: Option<OffsetDateTime>,
         bytes: u64,
+        /// Starts with an IDR frame (journals written before Kawa said: taken as not).
+        #[serde(default)]
+        independent: bool,
     },
     Master {
         master: MasterPlaylist,
@@ -129,6 +132,7 @@ pub fn keep_present(
                 discontinuity,
                 program_date_time,
                 bytes,
+                independent,
             } => {
                 if !(present(&rendition, &uri) && present(&rendition, &map)) {
                     dropped += 1;
@@ -149,6 +153,7 @@ pub fn keep_present(
                     duration,
                     program_date_time,
                     bytes,
+                    independent,
                 })
             }
             master @ JournalEntry::Master { .. } => Some(master),
@@ -254,6 +259,7 @@ impl Recorder {
                     program_date_time,
                     init,
                     discontinuity,
+                    independent,
                 } => {
                     let index = self.track(rendition);
                     if !self.tracks[index].inits.contains(init) {
@@ -286,6 +292,8 @@ impl Recorder {
                         // before it on the path.
                         discontinuity: *discontinuity && !track.segments.is_empty(),
                         program_date_time: *program_date_time,
+                        independent: *independent,
+                        gap: false,
                     });
                     self.bytes += data.len() as u64;
                     let segment = track.segments.last().cloned();
@@ -302,6 +310,7 @@ impl Recorder {
                             discontinuity: s.discontinuity,
                             program_date_time: s.program_date_time,
                             bytes: data.len() as u64,
+                            independent: s.independent,
                         }));
                     }
                 }
@@ -367,6 +376,7 @@ impl Recorder {
                     discontinuity,
                     program_date_time,
                     bytes,
+                    independent,
                 } => {
                     let i = recorder.track(&rendition);
                     recorder.tracks[i].segments.push(MediaSegment {
@@ -375,6 +385,8 @@ impl Recorder {
                         duration,
                         discontinuity,
                         program_date_time,
+                        independent,
+                        gap: false,
                     });
                     recorder.bytes += bytes;
                 }

@@ -24,6 +24,7 @@ fn segment(rendition: &str, seq: u64, init: &str, duration: f64, disc: bool) -> 
         program_date_time: None,
         init: init.into(),
         discontinuity: disc,
+        independent: true,
     }
 }
 
@@ -161,6 +162,7 @@ fn a_replayed_master_offers_only_what_was_recorded() {
             discontinuity: false,
             program_date_time: None,
             bytes: 1,
+            independent: true,
         },
     ];
     let (_, master) = Recorder::replay(entries);
@@ -226,6 +228,7 @@ fn journal_segment(rendition: &str, seq: u64, disc: bool) -> JournalEntry {
         discontinuity: disc,
         program_date_time: None,
         bytes: 1,
+        independent: true,
     }
 }
 

@@ -52,6 +52,8 @@ impl Entry {
             duration: self.duration,
             discontinuity: self.discontinuity,
             program_date_time: self.program_date_time,
+            independent: self.independent,
+            gap: self.gap,
         }
     }
 }
@@ -64,6 +66,9 @@ struct Entry {
     duration: f64,
     discontinuity: bool,
     program_date_time: Option<OffsetDateTime>,
+    independent: bool,
+    /// Listed for its number only (`EXT-X-GAP`): a predecessor's, never stored.
+    gap: bool,
     parts: Vec<PartInfo>,
 }
 
@@ -135,13 +140,8 @@ impl Rendition {
     }
 
     /// Starts the rendition over; what was open is finished first.
-    pub fn restart(
-        &mut self,
-        start: Start,
-        target: &mut Option<u64>,
-        out: &mut Vec<Output>,
-    ) -> Result<(), Fmp4Error> {
-        self.finish(target, out)?;
+    pub fn restart(&mut self, start: Start, out: &mut Vec<Output>) -> Result<(), Fmp4Error> {
+        self.finish(out)?;
         if self.next_seq > 0 {
             self.discontinuity_pending = true;
         }
@@ -186,12 +186,7 @@ impl Rendition {
         Ok(())
     }
 
-    pub fn push(
-        &mut self,
-        frame: Frame,
-        target: &mut Option<u64>,
-        out: &mut Vec<Output>,
-    ) -> Result<(), Fmp4Error> {
+    pub fn push(&mut self, frame: Frame, out: &mut Vec<Output>) -> Result<(), Fmp4Error> {
         if self.segmenter.is_none() {
             // An encoded rung: its decoder configuration is in its first keyframe.
             let Frame::Video(v) = &frame else {
@@ -214,28 +209,24 @@ impl Rendition {
             None => None,
         };
         if let Some(part) = part {
-            self.take_part(part, target, out);
+            self.take_part(part, out);
         }
         Ok(())
     }
 
     /// Finishes the open segment (the input ended or starts over).
-    pub fn finish(
-        &mut self,
-        target: &mut Option<u64>,
-        out: &mut Vec<Output>,
-    ) -> Result<(), Fmp4Error> {
+    pub fn finish(&mut self, out: &mut Vec<Output>) -> Result<(), Fmp4Error> {
         let part = match self.segmenter.as_mut() {
             Some(s) => s.flush()?,
             None => None,
         };
         if let Some(part) = part {
-            self.take_part(part, target, out);
+            self.take_part(part, out);
         }
         Ok(())
     }
 
-    fn take_part(&mut self, part: Part, target: &mut Option<u64>, out: &mut Vec<Output>) {
+    fn take_part(&mut self, part: Part, out: &mut Vec<Output>) {
         let ends = part.ends_segment;
         out.push(Output::Part {
             rendition: self.info.name.clone(),
@@ -244,17 +235,18 @@ impl Rendition {
         });
         self.open.push(part);
         if ends {
-            self.close_segment(target, out);
+            self.close_segment(out);
         }
     }
 
     /// The open segment is complete: its parts joined are the segment.
-    fn close_segment(&mut self, target: &mut Option<u64>, out: &mut Vec<Output>) {
+    fn close_segment(&mut self, out: &mut Vec<Output>) {
         let parts = std::mem::take(&mut self.open);
         let (Some(first), Some(init)) = (parts.first(), self.init.clone()) else {
             return;
         };
         let start = first.start;
+        let independent = first.independent;
         let ticks: i64 = parts.iter().map(|p| p.duration).sum();
         let duration = ticks as f64 / TICKS_PER_SECOND as f64;
         let mut data = BytesMut::with_capacity(parts.iter().map(|p| p.data.len()).sum());
@@ -262,11 +254,6 @@ impl Rendition {
             data.extend_from_slice(&p.data);
         }
         let data = data.freeze();
-        // The first segment fixes the target duration for the stream's life.
-        target.get_or_insert_with(|| {
-            let configured = self.settings.segment as f64 / TICKS_PER_SECOND as f64;
-            (duration.round() as u64).max(configured.round() as u64)
-        });
         let bits = data.len() as u64 * 8;
         self.bits += bits;
         self.seconds += duration;
@@ -287,6 +274,7 @@ impl Rendition {
             program_date_time,
             init: init.clone(),
             discontinuity,
+            independent,
         });
         self.window.push_back(Entry {
             seq,
@@ -295,6 +283,8 @@ impl Rendition {
             duration,
             discontinuity,
             program_date_time,
+            independent,
+            gap: false,
             parts,
         });
     }
@@ -353,6 +343,8 @@ impl Rendition {
                         .start
                         .as_ref()
                         .map(|s| s.anchor.wall_clock_of(first.start)),
+                    independent: first.independent,
+                    gap: false,
                 },
                 parts: self.part_infos(self.next_seq, &self.open),
             }),
@@ -426,6 +418,8 @@ impl Rendition {
                     duration: e.duration,
                     discontinuity: e.discontinuity,
                     program_date_time: e.program_date_time,
+                    independent: e.independent,
+                    gap: e.gap,
                 })
                 .collect(),
         }
@@ -448,6 +442,8 @@ impl Rendition {
                 duration: s.duration,
                 discontinuity: s.discontinuity,
                 program_date_time: s.program_date_time,
+                independent: s.independent,
+                gap: s.gap,
                 parts: Vec::new(),
             })
             .collect();

@@ -43,6 +43,13 @@ pub struct SegmentRecord {
     pub discontinuity: bool,
     #[serde(with = "time::serde::rfc3339::option")]
     pub program_date_time: Option<OffsetDateTime>,
+    /// Starts with an IDR frame (a state written before Kawa said is taken as not).
+    #[serde(default)]
+    pub independent: bool,
+    /// Listed only to keep its media sequence number (`EXT-X-GAP`): its writer died
+    /// before storing it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gap: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,8 +124,37 @@ impl PathState {
 impl RenditionState {
     /// Keeps only the first `n` segments (the rest could not be found where the previous
     /// owner stored them: they were never listed where viewers look).
-    pub fn truncate(&mut self, n: usize) {
-        self.segments.truncate(n);
+    /// Segments from the `n`th on were never stored: they stay listed as gaps, so their
+    /// media sequence numbers (which viewers of the dead owner saw) are never reused.
+    pub fn gaps_from(&mut self, n: usize) {
+        for segment in self.segments.iter_mut().skip(n) {
+            segment.gap = true;
+        }
+    }
+
+    /// The predecessor died with a segment open: its live playlist announced that
+    /// segment's number with parts. The number is listed as a gap (as long as the
+    /// segment before it) so that it never names another segment.
+    pub fn skip_open_segment(&mut self) {
+        let Some(last) = self.segments.last().cloned() else {
+            return;
+        };
+        let next = self.next_msn();
+        let Some((epoch, _)) = last.uri.split_once('_') else {
+            return;
+        };
+        let duration = last.duration;
+        self.segments.push(SegmentRecord {
+            uri: format!("{epoch}_{next}.m4s"),
+            duration,
+            discontinuity: false,
+            program_date_time: last
+                .program_date_time
+                .map(|t| t + time::Duration::seconds_f64(duration)),
+            independent: false,
+            gap: true,
+            ..last
+        });
     }
 
     /// The media sequence number the next segment gets.
@@ -145,9 +181,41 @@ mod tests {
                     duration: 2.0,
                     discontinuity: true,
                     program_date_time: Some(time::macros::datetime!(2026-11-30 12:00 UTC)),
+                    independent: true,
+                    gap: false,
                 }],
             }],
         }
+    }
+
+    /// After a failover no media sequence number names two segments: what the dead
+    /// owner never stored, and the segment it had open, stay listed as gaps.
+    #[test]
+    fn a_successor_lists_what_it_lost_as_gaps_and_skips_the_open_segment() {
+        let mut s = state();
+        let mut second = s.renditions[0].segments[0].clone();
+        second.uri = "1700000000000_41.m4s".into();
+        second.discontinuity = false;
+        s.renditions[0].segments.push(second);
+        let rendition = &mut s.renditions[0];
+        rendition.gaps_from(1);
+        rendition.skip_open_segment();
+        let gaps: Vec<(&str, bool)> = rendition
+            .segments
+            .iter()
+            .map(|g| (g.uri.as_str(), g.gap))
+            .collect();
+        assert_eq!(
+            gaps,
+            [
+                ("1700000000000_40.m4s", false),
+                ("1700000000000_41.m4s", true),
+                ("1700000000000_42.m4s", true),
+            ]
+        );
+        assert_eq!(rendition.next_msn(), 43);
+        let back = PathState::from_json(s.to_json().as_bytes()).unwrap();
+        assert_eq!(back, s);
     }
 
     #[test]

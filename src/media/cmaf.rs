@@ -1,9 +1,16 @@
 //! Cuts one rendition's frames into CMAF parts and segments.
 //!
 //! Frames in (decode order, 90 kHz), fragments out: each part is one `moof`+`mdat`,
-//! and a segment is its parts joined, so nothing is muxed twice. Segments start at IDR
-//! frames once the target length is reached; parts are cut on frame boundaries so that
-//! none is longer than the part target when frame durations are steady.
+//! and a segment is its parts joined, so nothing is muxed twice.
+//!
+//! The rules every playlist relies on hold for any input (RFC 8216bis §4.4.3.1,
+//! §4.4.4.9): a segment starts at an IDR frame once it is `segment` long, and is cut
+//! without one before its duration would round above the target duration (an encoder
+//! with 8 s between keyframes, or none at all, still gets segments of the target
+//! length); after such a cut the next IDR starts a segment again. A part is never
+//! longer than PART-TARGET: it ends where the timestamps stop, and the next part starts
+//! where they resume (a gap is in no part's duration). Bytes are capped too, so a
+//! publisher that never sends a keyframe cannot grow a part or a segment without bound.
 //!
 //! A sample's duration is the distance to the next sample of its track, so a video frame
 //! is held until the next one arrives (one frame of delay); audio frames are held until
@@ -19,6 +26,12 @@ use super::time::TICKS_PER_SECOND;
 /// Frames held waiting for a cut; an encoder whose timestamps stop moving forward must
 /// not grow a part without bound.
 const MAX_HELD_FRAMES: usize = 2048;
+/// Bytes of media in one part, and in one segment: far above any real stream (a part
+/// of 50 Mbit/s video is about 1.3 MB; a segment, 16 MB), low enough that a publisher
+/// sending huge frames without timestamps that move holds little (the live edge keeps
+/// about two segments of parts).
+pub const MAX_PART_BYTES: usize = 4 << 20;
+pub const MAX_SEGMENT_BYTES: usize = 24 << 20;
 /// AAC frames are 1024 samples.
 const AAC_FRAME_SAMPLES: i64 = 1024;
 
@@ -50,6 +63,26 @@ impl SegmenterSettings {
             segment: (segment * TICKS_PER_SECOND as f64).round() as i64,
             part: (part * TICKS_PER_SECOND as f64).round() as i64,
         }
+    }
+
+    /// `EXT-X-TARGETDURATION`, fixed by configuration before the first playlist: the
+    /// segment length, rounded up to whole seconds.
+    pub fn target_duration(&self) -> u64 {
+        let seconds = (self.segment + TICKS_PER_SECOND - 1) / TICKS_PER_SECOND;
+        seconds.max(1) as u64
+    }
+
+    /// The longest segment: its EXTINF, written with milliseconds, still rounds to the
+    /// target duration (2.499, not 2.49999 written as 2.500).
+    pub fn max_segment(&self) -> i64 {
+        self.target_duration() as i64 * TICKS_PER_SECOND + TICKS_PER_SECOND / 2 - TICKS_PER_MS
+    }
+
+    /// The most parts in a segment: twice what the longest segment holds of full parts
+    /// (parts cut short by gaps or byte caps), so that a live playlist stays small even
+    /// when a publisher's timestamps stop moving.
+    pub fn max_parts(&self) -> usize {
+        ((self.max_segment() / self.part.max(1) + 1) * 2) as usize
     }
 }
 
@@ -90,6 +123,17 @@ pub struct Segmenter {
     audio: Vec<AudioFrame>,
     segment_start: Option<i64>,
     part_start: Option<i64>,
+    /// Ticks of the open segment's completed parts (what its EXTINF adds up).
+    segment_ticks: i64,
+    /// Bytes of the open segment's completed parts, and of the frames held.
+    segment_bytes: usize,
+    held_bytes: usize,
+    /// Completed parts of the open segment: a publisher whose timestamps do not move
+    /// still gets segments of a bounded number of parts.
+    segment_parts: usize,
+    /// The open segment began with an IDR frame (else it was cut at the maximum length,
+    /// and the next IDR starts a segment again).
+    segment_independent: bool,
     last_video_duration: i64,
     /// Frames per part and the longest part, once the frame duration is known (fixed
     /// for the stream: PART-TARGET may never change).
@@ -120,6 +164,11 @@ impl Segmenter {
             audio: Vec::new(),
             segment_start: None,
             part_start: None,
+            segment_ticks: 0,
+            segment_bytes: 0,
+            held_bytes: 0,
+            segment_parts: 0,
+            segment_independent: true,
             last_video_duration: TICKS_PER_SECOND / 30,
             // Audio only: the frame duration is known from the sample rate.
             part_shape: (!has_video && audio_frame_ticks > 0)
@@ -153,84 +202,160 @@ impl Segmenter {
             let before = self.audio.len();
             self.audio.retain(|a| a.pts >= earliest);
             self.dropped += (before - self.audio.len()) as u64;
+            self.held_bytes = self.audio.iter().map(|a| a.data.len()).sum();
             let first = self
                 .audio
                 .first()
                 .map_or(frame.dts, |a| a.pts.min(frame.dts));
             self.offset.get_or_insert((-first).max(0));
-            self.segment_start = Some(frame.dts);
+            self.start_segment(frame.dts, true);
             self.part_start = Some(frame.dts);
-            self.video.push(frame);
+            self.hold_video(frame);
             return Ok(None);
         };
-        let segment_start = self.segment_start.unwrap_or(part_start);
+        // Where the held frames end: at this frame, unless the timestamps stopped for
+        // longer than a part (an encoder stall, dropped frames): then one frame after
+        // the last, and the next part starts at this frame. Never past the part limit:
+        // a late frame shortens the last held frame's duration instead.
+        let mut held_end = frame.dts;
         if let Some(last) = self.video.last() {
             let step = frame.dts - last.dts;
-            if step > 0 {
+            let limit = self.part_limit();
+            if step > limit {
+                held_end = last.dts + self.last_video_duration.min(limit);
+            } else if step > 0 {
                 self.last_video_duration = step;
                 self.part_shape
                     .get_or_insert_with(|| PartShape::new(self.settings.part, step));
             }
         }
+        held_end = self.clamp_end(part_start, held_end);
+        // The frame cannot join a part that ends before it.
+        let gap = held_end < frame.dts;
+        let open = self.segment_ticks + (held_end - part_start);
         // A segment may end half a frame short of the target: RTMP's millisecond
-        // timestamps make a 2 s GOP 1.999 s as often as 2.001 s.
-        let new_segment = frame.keyframe
-            && frame.dts - segment_start >= self.settings.segment - self.last_video_duration / 2;
-        let part_full = self.part_full(
-            self.video.len(),
-            frame.dts + self.last_video_duration - part_start,
-        );
+        // timestamps make a 2 s GOP 1.999 s as often as 2.001 s. After a cut without a
+        // keyframe, the next keyframe starts a segment as soon as a part has passed.
+        let at_keyframe = frame.keyframe
+            && if self.segment_independent {
+                open >= self.settings.segment - self.last_video_duration / 2
+            } else {
+                open >= self.settings.part
+            };
+        // Taking this frame (and its duration) must keep the segment's EXTINF within the
+        // target duration, and its bytes within the cap.
+        let too_long = open + self.last_video_duration > self.settings.max_segment()
+            || self.segment_bytes + self.held_bytes + frame.data.len() > MAX_SEGMENT_BYTES;
+        let new_segment =
+            at_keyframe || too_long || self.segment_parts >= self.settings.max_parts();
+        let part_full =
+            gap || self.part_full(
+                self.video.len(),
+                frame.dts + self.last_video_duration - part_start,
+            ) || self.held_bytes + frame.data.len() > MAX_PART_BYTES;
         let cut = new_segment || part_full || self.video.len() >= MAX_HELD_FRAMES;
         let part = if cut {
-            self.cut_at(frame.dts, new_segment)?
+            self.cut_at(held_end, frame.dts, new_segment, frame.keyframe)?
         } else {
             None
         };
-        self.video.push(frame);
+        self.hold_video(frame);
         Ok(part)
+    }
+
+    fn hold_video(&mut self, frame: VideoFrame) {
+        self.held_bytes += frame.data.len();
+        self.video.push(frame);
+    }
+
+    fn start_segment(&mut self, at: i64, independent: bool) {
+        self.segment_start = Some(at);
+        self.segment_ticks = 0;
+        self.segment_bytes = 0;
+        self.segment_parts = 0;
+        self.segment_independent = independent;
     }
 
     fn push_audio(&mut self, frame: AudioFrame) -> Result<Option<Part>, Fmp4Error> {
         if self.video_track.is_some() {
             if self.audio.len() >= MAX_HELD_FRAMES {
-                self.audio.remove(0);
+                let gone = self.audio.remove(0);
+                self.held_bytes = self.held_bytes.saturating_sub(gone.data.len());
                 self.dropped += 1;
             }
+            self.held_bytes += frame.data.len();
             self.audio.push(frame);
             return Ok(None);
         }
         // Audio only: every frame is a random access point.
         let Some(part_start) = self.part_start else {
             self.offset.get_or_insert((-frame.pts).max(0));
-            self.segment_start = Some(frame.pts);
+            self.start_segment(frame.pts, true);
             self.part_start = Some(frame.pts);
+            self.held_bytes = frame.data.len();
             self.audio.push(frame);
             return Ok(None);
         };
-        let segment_start = self.segment_start.unwrap_or(part_start);
-        let new_segment =
-            frame.pts - segment_start >= self.settings.segment - self.audio_frame_ticks / 2;
-        let part_full = self.part_full(
-            self.audio.len(),
-            frame.pts + self.audio_frame_ticks - part_start,
-        );
+        let frame_ticks = self.audio_frame_ticks;
+        let limit = self.part_limit();
+        let mut held_end = frame.pts;
+        if let Some(last) = self.audio.last()
+            && frame.pts - last.pts > limit
+        {
+            held_end = last.pts + frame_ticks;
+        }
+        held_end = self.clamp_end(part_start, held_end);
+        let gap = held_end < frame.pts;
+        let open = self.segment_ticks + (held_end - part_start);
+        let new_segment = open >= self.settings.segment - frame_ticks / 2
+            || open + frame_ticks > self.settings.max_segment()
+            || self.segment_bytes + self.held_bytes + frame.data.len() > MAX_SEGMENT_BYTES
+            || self.segment_parts >= self.settings.max_parts();
+        let part_full = gap
+            || self.part_full(self.audio.len(), frame.pts + frame_ticks - part_start)
+            || self.held_bytes + frame.data.len() > MAX_PART_BYTES;
         let part = if new_segment || part_full || self.audio.len() >= MAX_HELD_FRAMES {
-            self.cut_at(frame.pts, new_segment)?
+            self.cut_at(held_end, frame.pts, new_segment, true)?
         } else {
             None
         };
+        self.held_bytes += frame.data.len();
         self.audio.push(frame);
         Ok(part)
     }
 
-    /// Ends the open part at `at`, where the next part (and maybe segment) begins.
-    fn cut_at(&mut self, at: i64, new_segment: bool) -> Result<Option<Part>, Fmp4Error> {
-        let part = self.cut(at, at, new_segment)?;
-        self.part_start = Some(at);
+    /// Ends the open part at `end`; the next part (and maybe segment) begins at `next`
+    /// (later than `end` after a gap in the timestamps).
+    fn cut_at(
+        &mut self,
+        end: i64,
+        next: i64,
+        new_segment: bool,
+        next_independent: bool,
+    ) -> Result<Option<Part>, Fmp4Error> {
+        let part = self.cut(end, end, new_segment)?;
+        self.part_start = Some(next);
         if new_segment {
-            self.segment_start = Some(at);
+            self.start_segment(next, next_independent);
+        } else if let Some(p) = &part {
+            self.segment_ticks += p.duration;
+            self.segment_bytes += p.data.len();
+            self.segment_parts += 1;
         }
         Ok(part)
+    }
+
+    /// Where the open part may end at the latest: within the part limit, and within the
+    /// longest segment (a frame later than expected shortens the last held frame).
+    fn clamp_end(&self, part_start: i64, end: i64) -> i64 {
+        let segment_end = part_start - self.segment_ticks + self.settings.max_segment();
+        end.min(part_start + self.part_limit()).min(segment_end)
+    }
+
+    /// The longest a part may be: PART-TARGET once the frame duration is known.
+    fn part_limit(&self) -> i64 {
+        self.part_shape
+            .map_or(self.settings.part + TICKS_PER_MS, |s| s.limit)
     }
 
     /// Whether the open part, holding `frames`, is complete: it has its number of frames,
@@ -254,6 +379,10 @@ impl Segmenter {
             Some(_) => self.video.last().map(|v| v.dts + self.last_video_duration),
             None => self.audio.last().map(|a| a.pts + self.audio_frame_ticks),
         };
+        let end = end.map(|end| {
+            let start = self.part_start.unwrap_or(end);
+            self.clamp_end(start, end)
+        });
         let Some(end) = end else {
             // No keyframe came: held audio has no segment to go in.
             self.dropped += self.audio.len() as u64;
@@ -265,6 +394,7 @@ impl Segmenter {
         self.part_start = None;
         self.segment_start = None;
         self.audio.clear();
+        self.held_bytes = 0;
         part
     }
 
@@ -280,6 +410,7 @@ impl Segmenter {
             return Ok(None);
         };
         let offset = self.offset.unwrap_or(0);
+        self.held_bytes = 0;
         let mut tracks = Vec::with_capacity(2);
         let mut independent = true;
         if let Some(track_id) = self.video_track {
@@ -295,6 +426,7 @@ impl Segmenter {
                 None => self.audio.len(),
             };
             let frames: Vec<AudioFrame> = self.audio.drain(..split).collect();
+            self.held_bytes = self.audio.iter().map(|a| a.data.len()).sum();
             let next = self.audio.first().map(|a| a.pts);
             if let Some(t) = audio_fragment(track_id, &frames, next, self.audio_frame_ticks, offset)
             {

@@ -182,6 +182,7 @@ mod tests {
                 discontinuity: false,
                 program_date_time: None,
                 bytes: 10,
+                independent: true,
             })
             .unwrap()
         };
