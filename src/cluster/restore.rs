@@ -45,7 +45,9 @@ async fn present(sources: &Sources<'_>, rendition: &str, name: &str) -> bool {
 }
 
 /// Keeps, per rendition, the segments (and their init segments) that are present or
-/// could be fetched, up to the first that could not. Returns how many were left out.
+/// could be fetched, up to the first that could not; those after it stay listed as gaps
+/// (`EXT-X-GAP`), and so does the segment the predecessor had open, so that no media
+/// sequence number a viewer saw names another segment. Returns how many were left out.
 pub async fn keep_present(state: &mut PathState, sources: &Sources<'_>) -> usize {
     let mut dropped = 0;
     for rendition in &mut state.renditions {
@@ -63,7 +65,8 @@ pub async fn keep_present(state: &mut PathState, sources: &Sources<'_>) -> usize
             kept += 1;
         }
         dropped += rendition.segments.len() - kept;
-        rendition.truncate(kept);
+        rendition.gaps_from(kept);
+        rendition.skip_open_segment();
     }
     dropped
 }
