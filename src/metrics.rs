@@ -21,6 +21,7 @@ pub struct Metrics {
     pub ingest_bytes: IntCounterVec,
     pub ingest_frames: IntCounterVec,
     pub keyframe_interval: prometheus::GaugeVec,
+    pub keyframe_interval_too_long: IntGaugeVec,
     pub frames_dropped: IntCounterVec,
     pub segments: IntCounterVec,
     pub segment_duration: HistogramVec,
@@ -90,6 +91,16 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             Opts::new(
                 "kawa_stream_keyframe_interval_seconds",
                 "Time between the last two keyframes",
+            ),
+            &["stream"],
+        )
+        .expect("valid metric"),
+        keyframe_interval_too_long: IntGaugeVec::new(
+            Opts::new(
+                "kawa_stream_keyframe_interval_too_long",
+                "1 when the encoder's keyframes come further apart than a segment may last \
+                 (segments are cut between keyframes; set the keyframe interval to \
+                 hls.segment_seconds)",
             ),
             &["stream"],
         )
@@ -188,6 +199,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         Box::new(m.ingest_bytes.clone()),
         Box::new(m.ingest_frames.clone()),
         Box::new(m.keyframe_interval.clone()),
+        Box::new(m.keyframe_interval_too_long.clone()),
         Box::new(m.frames_dropped.clone()),
         Box::new(m.segments.clone()),
         Box::new(m.segment_duration.clone()),
@@ -287,6 +299,16 @@ impl StreamMetrics {
             .set(seconds);
     }
 
+    pub fn keyframe_interval_too_long(&self) {
+        if self.removed {
+            return;
+        }
+        METRICS
+            .keyframe_interval_too_long
+            .with_label_values(&[&self.stream])
+            .set(1);
+    }
+
     pub fn segment(&self, rendition: &str, duration: f64) {
         if self.removed {
             return;
@@ -319,6 +341,7 @@ impl StreamMetrics {
             let _ = m.ingest_frames.remove_label_values(&[s, kind]);
         }
         let _ = m.keyframe_interval.remove_label_values(&[s]);
+        let _ = m.keyframe_interval_too_long.remove_label_values(&[s]);
         let _ = m.frames_dropped.remove_label_values(&[s]);
         let _ = m.glass_to_playlist.remove_label_values(&[s]);
         let _ = m.ffmpeg_restarts.remove_label_values(&[s]);

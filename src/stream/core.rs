@@ -9,6 +9,7 @@
 
 use time::OffsetDateTime;
 
+use super::cadence::{CadenceWarning, KeyframeCadence};
 use super::gop::GopCache;
 use super::timeline::{Continuity, Timeline};
 use crate::config::HlsSettings;
@@ -49,6 +50,8 @@ pub enum Action {
     Ended,
     /// Something an operator should read in the log.
     Note(&'static str),
+    /// The encoder's keyframes are further apart than a segment may last (said once).
+    KeyframeCadence(CadenceWarning),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +69,7 @@ pub struct StreamCore {
     expect_video: Option<bool>,
     gop: GopCache,
     timeline: Timeline,
+    cadence: KeyframeCadence,
     pub packager: Packager,
     /// The source rendition is packaging the current timeline.
     source_live: bool,
@@ -93,6 +97,7 @@ impl StreamCore {
             expect_video: None,
             gop: GopCache::default(),
             timeline: Timeline::default(),
+            cadence: KeyframeCadence::new(&settings),
             source_live: false,
             anchor: None,
             plan: None,
@@ -148,9 +153,13 @@ impl StreamCore {
         if self.timeline.observe(dts) == Continuity::Jump {
             actions.push(Action::Note("timestamps jumped; a new generation starts"));
             self.new_timeline(&mut actions);
+            self.cadence.reset();
         }
         if let Frame::Video(v) = &frame {
             self.measure_frame_rate(v.dts);
+            if let Some(warning) = self.cadence.observe(v.dts, v.keyframe) {
+                actions.push(Action::KeyframeCadence(warning));
+            }
         }
         // The cache starts packaging and every FFmpeg; a live stream with no rung to
         // encode will not replay it (a restart waits for the next keyframe), so it holds
@@ -234,6 +243,7 @@ impl StreamCore {
         let mut actions = Vec::new();
         self.new_timeline(&mut actions);
         self.timeline.reset();
+        self.cadence.reset();
         if self.phase == Phase::Finishing {
             self.phase = Phase::Live;
         }

@@ -3,6 +3,7 @@
 
 pub mod backpressure;
 pub mod bitrate;
+pub mod cadence;
 pub mod config;
 pub mod core;
 #[cfg(test)]
