@@ -317,6 +317,9 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         registry: registry.clone(),
     });
     let hls_root = web::Data::new(HlsRoot(hls_root));
+    let thumbnail_every = web::Data::new(http::hls::ThumbnailEvery(Duration::from_secs(
+        settings.hls.thumbnail_seconds,
+    )));
     let live = web::Data::from(live);
     let proxy = cluster
         .clone()
@@ -328,6 +331,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         let mut app = App::new()
             .app_data(state.clone())
             .app_data(hls_root.clone())
+            .app_data(thumbnail_every.clone())
             .app_data(live.clone())
             .app_data(viewers.clone())
             .app_data(recordings.clone());

@@ -41,6 +41,15 @@ async fn a_stream_is_delivered_to_s3_and_plays_from_there() {
     let kawa = with_s3(Kawa::builder(), &moto.endpoint()).start();
     let key = create_stream(&kawa, "cdn").await;
     let mut publisher = Publisher::start(&kawa.rtmp_url(&key), 7);
+    // A viewer's ask makes the stream's picture, which goes to the bucket too.
+    wait_for("a thumbnail", Duration::from_secs(20), || async {
+        let answer = reqwest::get(kawa.url("/hls/cdn/thumbnail.jpg"))
+            .await
+            .ok()?;
+        (answer.status().is_success() && answer.headers()["content-type"] == "image/jpeg")
+            .then_some(())
+    })
+    .await;
     assert!(
         publisher
             .wait_exit(Duration::from_secs(30))
@@ -86,7 +95,7 @@ async fn a_stream_is_delivered_to_s3_and_plays_from_there() {
             "video/mp4",
             "immutable",
         ),
-        // The stream's thumbnail goes to the bucket too.
+        // The picture a viewer asked for goes to the bucket too.
         (
             "live/cdn/thumbnail.jpg".to_owned(),
             "image/jpeg",

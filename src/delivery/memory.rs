@@ -14,6 +14,7 @@ use std::sync::{Arc, RwLock};
 use bytes::Bytes;
 use tokio::sync::watch;
 
+use super::thumbnail::ThumbnailSlot;
 use crate::hls::low_latency::{Directives, LivePlaylist, Readiness, RenditionReport};
 use crate::hls::packager::Output;
 
@@ -60,6 +61,8 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 pub struct LiveStream {
     state: RwLock<State>,
     changed: watch::Sender<u64>,
+    /// The stream's picture, made when a viewer asks.
+    pub thumbnail: ThumbnailSlot,
 }
 
 impl Default for LiveStream {
@@ -67,6 +70,7 @@ impl Default for LiveStream {
         Self {
             state: RwLock::default(),
             changed: watch::Sender::new(0),
+            thumbnail: ThumbnailSlot::default(),
         }
     }
 }
@@ -192,6 +196,11 @@ impl LiveStream {
                         });
                         edge.playlist = Some(*playlist);
                         changed = true;
+                    }
+                    Output::Thumbnail { ref data } => {
+                        self.thumbnail.made(data.clone());
+                        changed = true;
+                        rest.push(output);
                     }
                     other => rest.push(other),
                 }

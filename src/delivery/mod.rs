@@ -5,3 +5,4 @@ pub mod memory;
 pub mod objects;
 pub mod s3;
 pub mod spool;
+pub mod thumbnail;

@@ -290,16 +290,60 @@ async fn master(
     stream_file(req, root, live, proxy, path, kind).await
 }
 
-/// `thumbnail.jpg`: the stream's latest picture, made every few seconds while live.
+/// How old a live stream's picture may be before a request asks for a newer one
+/// (`hls.thumbnail_seconds`; zero: no pictures are made).
+#[derive(Clone, Copy)]
+pub struct ThumbnailEvery(pub Duration);
+
+/// The longest a request waits for a new picture: the next keyframe, then FFmpeg.
+const THUMBNAIL_WAIT: Duration = Duration::from_secs(12);
+
+/// `thumbnail.jpg`: a live stream's picture, made when asked for and at most every
+/// `hls.thumbnail_seconds`; after the stream, the last one made (data directory).
 async fn thumbnail(
     req: HttpRequest,
     root: web::Data<HlsRoot>,
     live: web::Data<LiveStore>,
     proxy: Option<web::Data<ClusterProxy>>,
+    every: Option<web::Data<ThumbnailEvery>>,
     path: web::Path<String>,
 ) -> HttpResponse {
+    let every = every.map_or(Duration::ZERO, |e| e.0);
+    if let Ok(stream) = PublishPath::parse(&path)
+        && !every.is_zero()
+        && let Some(edge) = live.get(stream.as_str())
+        && let Some(jpeg) = live_thumbnail(&edge, every).await
+    {
+        return HttpResponse::Ok()
+            .content_type("image/jpeg")
+            .insert_header((header::CACHE_CONTROL, "no-cache"))
+            .body(jpeg);
+    }
     let kind = ("thumbnail.jpg", "image/jpeg", "no-cache", false);
     stream_file(req, root, live, proxy, path, kind).await
+}
+
+/// A picture no older than `every`: the cached one, or one the session makes at its next
+/// keyframe for this ask (an older one if none comes in time).
+async fn live_thumbnail(edge: &LiveStream, every: Duration) -> Option<bytes::Bytes> {
+    if let Some(jpeg) = edge.thumbnail.fresh(every) {
+        return Some(jpeg);
+    }
+    let asked = std::time::Instant::now();
+    let mut changes = edge.subscribe();
+    edge.thumbnail.want();
+    let deadline = tokio::time::Instant::now() + THUMBNAIL_WAIT;
+    loop {
+        if let Some((jpeg, made)) = edge.thumbnail.latest()
+            && made >= asked
+        {
+            return Some(jpeg);
+        }
+        match tokio::time::timeout_at(deadline, changes.changed()).await {
+            Ok(Ok(())) => {}
+            _ => return edge.thumbnail.latest().map(|(jpeg, _)| jpeg),
+        }
+    }
 }
 
 async fn rendition_file(

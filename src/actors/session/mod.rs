@@ -221,6 +221,10 @@ impl StreamSession {
                 Action::ScheduleRestart => self.schedule_restart(ctx),
                 Action::Ended => self.ended(ctx),
                 Action::Note(note) => tracing::info!(parent: &self.span, "{note}"),
+                Action::KeyframeCadence(warning) => {
+                    tracing::warn!(parent: &self.span, interval_seconds = warning.interval, "{}", warning.message());
+                    self.metrics.keyframe_interval_too_long();
+                }
             }
         }
     }

@@ -1,8 +1,7 @@
-//! A session's thumbnail: every `hls.thumbnail_seconds`, the next source keyframe is
-//! turned into `thumbnail.jpg` (off the session's thread), which goes where the
-//! playlists go: the data dir and S3.
-
-use std::time::{Duration, Instant};
+//! A session's thumbnail, on demand: when a viewer has asked for a newer picture
+//! (`delivery::thumbnail`), the next source keyframe is turned into `thumbnail.jpg` (off
+//! the session's thread), which goes to the live edge and where the playlists go: the
+//! data dir and S3. No viewer, no FFmpeg.
 
 use actix::prelude::*;
 use bytes::Bytes;
@@ -12,28 +11,25 @@ use crate::hls::packager::Output;
 use crate::media::frame::Frame;
 use crate::transcode::thumbnail;
 
-/// When the last thumbnail was started, and whether one is being made.
+/// Whether a picture is being made.
 #[derive(Default)]
 pub(super) struct Thumbnails {
-    last: Option<Instant>,
     busy: bool,
 }
 
 impl StreamSession {
-    /// A source frame came in: start a thumbnail from it if it is a keyframe and one
-    /// is due.
+    /// A source frame came in: make a picture of it if it is a keyframe and a viewer
+    /// asked for one.
     pub(super) fn thumbnail(&mut self, frame: &Frame, ctx: &mut Context<Self>) {
-        let every = self.context.settings.hls.thumbnail_seconds;
         let Frame::Video(video) = frame else { return };
-        let due = self
-            .thumbnails
-            .last
-            .is_none_or(|t| t.elapsed() >= Duration::from_secs(every));
-        if every == 0 || !video.keyframe || self.thumbnails.busy || !due {
+        if self.context.settings.hls.thumbnail_seconds == 0
+            || !video.keyframe
+            || self.thumbnails.busy
+            || !self.edge.thumbnail.take_wanted()
+        {
             return;
         }
         self.thumbnails.busy = true;
-        self.thumbnails.last = Some(Instant::now());
         let program = self.context.settings.hls.ffmpeg_path.clone();
         let keyframe = video.data.clone();
         let make = async move { thumbnail::jpeg(&program, &keyframe, thumbnail::HEIGHT).await };
