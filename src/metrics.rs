@@ -15,6 +15,7 @@ pub struct Metrics {
     pub rtmp_connections_open: IntGauge,
     pub rtmp_connections_accepted: IntCounter,
     pub rtmp_connections_closed: IntCounterVec,
+    pub ingest_paced: IntCounter,
     pub publish_attempts: IntCounterVec,
     pub live_streams: IntGauge,
     pub actor_restarts: IntCounterVec,
@@ -65,6 +66,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "RTMP connections closed, by result",
             &["result"],
         ),
+        ingest_paced: IntCounter::new(
+            "kawa_ingest_paced_total",
+            "Times a publisher ahead of real time was held back (its socket not read)",
+        )
+        .expect("valid metric"),
         publish_attempts: counter_vec(
             "kawa_publish_attempts_total",
             "RTMP publish attempts, by result",
@@ -193,6 +199,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         Box::new(m.rtmp_connections_open.clone()),
         Box::new(m.rtmp_connections_accepted.clone()),
         Box::new(m.rtmp_connections_closed.clone()),
+        Box::new(m.ingest_paced.clone()),
         Box::new(m.publish_attempts.clone()),
         Box::new(m.live_streams.clone()),
         Box::new(m.actor_restarts.clone()),

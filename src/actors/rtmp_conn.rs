@@ -18,10 +18,12 @@ use super::rtmp_listener::Admission;
 use super::session::{Ingest, IngestInput, StreamSession};
 use crate::config::Settings;
 use crate::hooks::{HookEvent, Verdict};
+use crate::ingest::pace::Pacer;
 use crate::ingest::{IngestError, IngestEvent, RtmpProtocol};
 use crate::keys::PublishPath;
 use crate::keys::authorizer::{Decision, PublishAuthorizer, Refusal};
 use crate::media::demux::MediaEvent;
+use crate::media::frame::Frame;
 use crate::metrics::METRICS;
 use crate::stream::backpressure::DropToKeyframe;
 
@@ -62,6 +64,9 @@ pub struct RtmpConnection {
     state: State,
     last_input: Instant,
     policy: DropToKeyframe,
+    /// Holds a publisher faster than real time back (reading stops meanwhile).
+    pacer: Pacer,
+    pause: Option<Duration>,
     media_errors: u64,
     /// Why the connection ends, for `kawa_rtmp_connections_closed_total{result}`.
     close_reason: &'static str,
@@ -89,6 +94,8 @@ impl RtmpConnection {
             state: State::Connecting,
             last_input: Instant::now(),
             policy: DropToKeyframe::default(),
+            pacer: Pacer::default(),
+            pause: None,
             media_errors: 0,
             close_reason: "closed_by_peer",
             _admission: admission,
@@ -293,6 +300,13 @@ impl RtmpConnection {
                 let State::Publishing { session, path } = &self.state else {
                     return;
                 };
+                let dts = match &frame {
+                    Frame::Video(v) => v.dts,
+                    Frame::Audio(a) => a.pts,
+                };
+                if let Some(pause) = self.pacer.on_frame(dts, Instant::now()) {
+                    self.pause = Some(self.pause.map_or(pause, |p| p.max(pause)));
+                }
                 let dropped = || {
                     METRICS
                         .frames_dropped
@@ -422,6 +436,18 @@ impl StreamHandler<Result<BytesMut, std::io::Error>> for RtmpConnection {
         match self.protocol.receive(&bytes) {
             Ok(events) => self.handle_events(events, ctx),
             Err(e) => self.fail(e, ctx),
+        }
+        if let Some(pause) = self.pause.take() {
+            // Ahead of real time: stop reading (the socket fills, TCP holds the
+            // publisher back) until the wall clock catches up.
+            METRICS.ingest_paced.inc();
+            ctx.wait(
+                actix::clock::sleep(pause)
+                    .into_actor(self)
+                    .map(|_, this, _| {
+                        this.last_input = Instant::now();
+                    }),
+            );
         }
     }
 

@@ -17,6 +17,7 @@
 
 pub mod amf;
 pub mod chunk;
+pub mod pace;
 
 use std::collections::VecDeque;
 use std::fmt;

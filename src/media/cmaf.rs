@@ -27,11 +27,11 @@ use super::time::TICKS_PER_SECOND;
 /// not grow a part without bound.
 const MAX_HELD_FRAMES: usize = 2048;
 /// Bytes of media in one part, and in one segment: far above any real stream (a part
-/// of 50 Mbit/s video is about 1.3 MB; a segment, 16 MB), low enough that a publisher
+/// of 50 Mbit/s video is about 1.3 MB; a 2 s segment, 12.5 MB), low enough that a publisher
 /// sending huge frames without timestamps that move holds little (the live edge keeps
 /// about two segments of parts).
 pub const MAX_PART_BYTES: usize = 4 << 20;
-pub const MAX_SEGMENT_BYTES: usize = 24 << 20;
+pub const MAX_SEGMENT_BYTES: usize = 16 << 20;
 /// AAC frames are 1024 samples.
 const AAC_FRAME_SAMPLES: i64 = 1024;
 
