@@ -21,8 +21,9 @@ for pair in "${want[@]}"; do
 done
 # Packages that bring plugins, not a command of their own.
 if [ "${1:-run}" = test ]; then
+  # plugins-ugly: x264enc, a real encoder with GStreamer's defaults (tests/encoders.rs).
   for pkg in gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
-    gstreamer1.0-libav; do
+    gstreamer1.0-plugins-ugly gstreamer1.0-libav; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || missing+=("$pkg")
   done
 fi

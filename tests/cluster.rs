@@ -16,8 +16,8 @@ use common::cluster::{
 
 use common::s3::{BUCKET, PREFIX, s3_has, s3_playlist, s3_rendition_playlist};
 use common::{
-    Kawa, MotoServer, Publisher, RedisServer, create_stream, ffmpeg_children_of, ffprobe_json,
-    wait_for,
+    Kawa, MotoServer, Publisher, RedisServer, create_stream, fetch_text, ffmpeg_children_of,
+    ffprobe_json, wait_for,
 };
 use m3u8_rs::MediaPlaylist;
 
@@ -65,10 +65,17 @@ fn epoch_of(uri: &str) -> &str {
     uri.split('_').next().unwrap_or("")
 }
 
-/// Every segment and init segment `p` lists is in the bucket.
+/// Whether a segment is listed as `EXT-X-GAP` (m3u8-rs keeps the tag as unknown).
+fn is_gap(s: &m3u8_rs::MediaSegment) -> bool {
+    s.unknown_tags.iter().any(|t| t.tag == "X-GAP")
+}
+
+/// Every segment and init segment `p` lists is in the bucket, but those listed as gaps
+/// (a dead owner cut them and never stored them: only their numbers are kept).
 async fn assert_all_in_s3(s3: &aws_sdk_s3::Client, path: &str, rendition: &str, p: &MediaPlaylist) {
     for s in &p.segments {
-        for name in std::iter::once(&s.uri).chain(s.map.as_ref().map(|m| &m.uri)) {
+        let segment = (!is_gap(s)).then_some(&s.uri);
+        for name in segment.into_iter().chain(s.map.as_ref().map(|m| &m.uri)) {
             let key = format!("{PREFIX}/{path}/{rendition}/{name}");
             assert!(
                 s3_has(s3, &key).await,
@@ -118,6 +125,32 @@ fn assert_continues(before: &MediaPlaylist, after: &MediaPlaylist, old: &HashSet
             .all(|s| !old.contains(epoch_of(&s.uri))),
         "old segments after new ones"
     );
+}
+
+/// MSN -> segment name for every complete segment of a (live) playlist's text.
+fn names_by_msn(text: &str) -> Vec<(u64, String)> {
+    let sequence: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
+        .and_then(|s| s.parse().ok())
+        .expect("EXT-X-MEDIA-SEQUENCE");
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .enumerate()
+        .map(|(i, uri)| (sequence + i as u64, uri.to_owned()))
+        .collect()
+}
+
+/// No media sequence number a viewer of the dead owner saw names another segment now.
+fn assert_no_msn_reused(seen: &str, after: &MediaPlaylist) {
+    for (msn, name) in names_by_msn(seen) {
+        let Some(j) = msn.checked_sub(after.media_sequence) else {
+            continue;
+        };
+        if let Some(now) = after.segments.get(j as usize) {
+            assert_eq!(now.uri, name, "MSN {msn} was {name}, is now {}", now.uri);
+        }
+    }
 }
 
 /// Waits for the S3 playlist to list two segments of the new owner, checks it continues
@@ -192,6 +225,10 @@ async fn a_killed_owners_stream_continues_on_another_node() {
     );
     let old: HashSet<String> = before.iter().flat_map(epochs).collect();
     let starts = publisher.start_count();
+    // What the owner's LL-HLS viewers saw last.
+    let seen = fetch_text(&c.nodes[first], &format!("/hls/{PATH}/source/index.m3u8"))
+        .await
+        .expect("the owner's live playlist");
     c.nodes[first].kill();
     let killed = Instant::now();
 
@@ -231,6 +268,9 @@ async fn a_killed_owners_stream_continues_on_another_node() {
     for (rendition, before) in LADDER.iter().zip(&before) {
         let after = continued_in_s3(&c.s3, PATH, rendition, before, &old).await;
         assert_all_in_s3(&c.s3, PATH, rendition, &after).await;
+        if *rendition == "source" {
+            assert_no_msn_reused(&seen, &after);
+        }
     }
 
     // A viewer on the node that owns nothing plays the stream (proxied to the owner).

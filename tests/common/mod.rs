@@ -517,6 +517,34 @@ impl Publisher {
         }
     }
 
+    /// An ffmpeg publisher with these arguments between `-re` and the output (`-f flv
+    /// URL`): real encoders' habits (forced keyframes, gaps, one track only).
+    pub fn start_ffmpeg(url: &str, args: &[&str]) -> Self {
+        let mut all = vec!["-hide_banner", "-nostdin", "-v", "error", "-re"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["-f", "flv", url]);
+        Self::start_program("ffmpeg", &all)
+    }
+
+    /// Any publishing program (`gst-launch-1.0 ...`), installed by scripts/test.sh.
+    pub fn start_program(program: &str, args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let stderr_path = dir.path().join("publisher.log");
+        let stderr = std::fs::File::create(&stderr_path).unwrap();
+        let child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{program} (scripts/test.sh installs it): {e}"));
+        Self {
+            child,
+            stderr_path,
+            _dir: dir,
+        }
+    }
+
     /// Publishes a file in real time, looping, without re-encoding (so the publisher
     /// costs next to no CPU: what is measured is the server).
     pub fn start_file_loop(url: &str, file: &Path) -> Self {
