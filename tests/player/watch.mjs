@@ -2,7 +2,7 @@
 // as a viewer would: what it says before the stream is live, then whether the video
 // plays. Prints one JSON line.
 //
-//   node watch.mjs PAGE_URL SECONDS
+//   node watch.mjs PAGE_URL SECONDS [LATENCY_AFTER]
 //
 // The page is opened at once (the test starts the publisher a few seconds later); the
 // script waits up to SECONDS for the video to advance by PLAYED seconds.
@@ -11,14 +11,18 @@
 //   played_seconds how far the video advanced after it first played
 //   page_errors    uncaught errors and console errors on the page (but the 404s of the
 //                  master while the stream is not live)
+//   latency_seconds with LATENCY_AFTER: once the video has played that many seconds, the
+//                  wall clock minus the PROGRAM-DATE-TIME on screen (hls.playingDate),
+//                  the largest of five readings a second apart
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
-const [url, secondsArg] = process.argv.slice(2);
+const [url, secondsArg, latencyArg] = process.argv.slice(2);
 const seconds = Number(secondsArg);
-const PLAYED = 3;
+const latencyAfter = Number(latencyArg ?? 0);
+const PLAYED = Math.max(3, latencyAfter);
 if (!url || !(seconds > 0)) {
   console.error('usage: node watch.mjs PAGE_URL SECONDS');
   process.exit(2);
@@ -58,6 +62,17 @@ try {
     if (played >= PLAYED) break;
     await page.waitForTimeout(250);
   }
+  let latency = null;
+  if (latencyAfter > 0 && played >= PLAYED) {
+    for (let i = 0; i < 5; i++) {
+      const behind = await page.evaluate(() => {
+        const date = window.kawaHls && window.kawaHls.playingDate;
+        return date ? (Date.now() - date.getTime()) / 1000 : null;
+      });
+      if (behind !== null) latency = Math.max(latency ?? behind, behind);
+      await page.waitForTimeout(1000);
+    }
+  }
   // One more status refresh of the page (every 500 ms).
   await page.waitForTimeout(600);
   const result = {
@@ -66,6 +81,7 @@ try {
     resolution: await text('resolution'),
     latency: await text('latency'),
     played_seconds: played,
+    latency_seconds: latency,
     page_errors: pageErrors,
   };
   console.log(JSON.stringify(result));

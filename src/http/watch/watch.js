@@ -34,7 +34,12 @@
 
   function play() {
     if (window.Hls && Hls.isSupported()) {
-      hls = new Hls({ lowLatencyMode: true });
+      // A viewer who joins an encoder with keyframes far apart starts at the last one,
+      // behind live: playing a little faster (up to 1.5x) brings them back to the live
+      // edge instead of leaving them there.
+      hls = new Hls({ lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.5 });
+      // For tests and embedding pages: the wall clock of what plays (hls.playingDate).
+      window.kawaHls = hls;
       hls.on(Hls.Events.ERROR, (_, data) => {
         if (!data.fatal) return;
         hls.destroy();
