@@ -106,6 +106,9 @@ pub struct Packager {
     /// are declared.
     resumed: Option<PathState>,
     ended: bool,
+    /// The master as last written: it is written again only when what it says changes
+    /// (a segment of each rendition used to rewrite it, a file and an upload each).
+    written_master: Option<MasterPlaylist>,
     /// Segments longer than the target duration (the encoder's keyframe interval grew).
     pub overlong_segments: u64,
 }
@@ -124,6 +127,7 @@ impl Packager {
             renditions: Vec::new(),
             resumed: None,
             ended: false,
+            written_master: None,
             overlong_segments: 0,
         }
     }
@@ -324,10 +328,13 @@ impl Packager {
                 text,
             });
         }
-        if let Some(master) = self.master_playlist() {
+        if let Some(master) = self.master_playlist()
+            && master_changed(self.written_master.as_ref(), &master)
+        {
             out.push(Output::Master {
                 text: master.render(),
             });
+            self.written_master = Some(master);
         }
     }
 
@@ -427,6 +434,32 @@ impl Packager {
     }
 }
 
+/// Whether `new` says something `old` does not: another ladder or codecs, a peak above
+/// the BANDWIDTH written (it must stay an upper bound), or an average more than 10 %
+/// away from the one written. Players read the master once; small drifts are not news.
+fn master_changed(old: Option<&MasterPlaylist>, new: &MasterPlaylist) -> bool {
+    let Some(old) = old else {
+        return true;
+    };
+    if old.variants.len() != new.variants.len() {
+        return true;
+    }
+    new.variants.iter().any(|n| {
+        let Some(o) = old.variants.iter().find(|o| o.uri == n.uri) else {
+            return true;
+        };
+        let drifted = match (o.average_bandwidth, n.average_bandwidth) {
+            (Some(a), Some(b)) => a.abs_diff(b) * 10 > a,
+            (a, b) => a != b,
+        };
+        o.codecs != n.codecs
+            || o.resolution != n.resolution
+            || o.frame_rate != n.frame_rate
+            || n.bandwidth > o.bandwidth
+            || drifted
+    })
+}
+
 /// A frame rate measured from millisecond timestamps, snapped to the nearest standard
 /// rate within 0.5 % (RTMP's 33/34 ms steps make 29.97 look like 29.96), else rounded to
 /// three decimals as FRAME-RATE is written.
@@ -440,4 +473,36 @@ pub fn nominal_frame_rate(measured: f64) -> f64 {
         .filter(|rate| (measured - rate).abs() / rate < 0.005)
         .min_by(|a, b| (measured - a).abs().total_cmp(&(measured - b).abs()))
         .unwrap_or((measured * 1000.0).round() / 1000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn master(bandwidth: u64, average: u64) -> MasterPlaylist {
+        MasterPlaylist {
+            variants: vec![Variant {
+                uri: "source/index.m3u8".into(),
+                bandwidth,
+                average_bandwidth: Some(average),
+                codecs: "avc1.64001f,mp4a.40.2".into(),
+                resolution: Some((320, 240)),
+                frame_rate: Some(25.0),
+            }],
+        }
+    }
+
+    #[test]
+    fn the_master_is_written_again_only_when_it_says_something_new() {
+        let written = master(1_000_000, 800_000);
+        assert!(master_changed(None, &written));
+        // A lower peak and a small drift: nothing new.
+        assert!(!master_changed(Some(&written), &master(990_000, 840_000)));
+        // A peak above what is written, or the average 10 % off.
+        assert!(master_changed(Some(&written), &master(1_000_001, 800_000)));
+        assert!(master_changed(Some(&written), &master(900_000, 700_000)));
+        let mut other = written.clone();
+        other.variants[0].resolution = Some((640, 480));
+        assert!(master_changed(Some(&written), &other));
+    }
 }
