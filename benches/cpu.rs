@@ -1,6 +1,8 @@
 //! CPU time of a process tree, from /proc.
 
-/// utime + stime of `pid` and every live descendant, in clock ticks.
+/// utime + stime of `pid` and every live descendant, plus what their children that
+/// already exited used (cutime + cstime: a thumbnail's FFmpeg lives a fraction of a
+/// second), in clock ticks.
 pub fn tree_ticks(root: u32) -> u64 {
     let mut stats = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
@@ -15,7 +17,10 @@ pub fn tree_ticks(root: u32) -> u64 {
         };
         let fields: Vec<&str> = rest.split(' ').collect();
         let ppid: u32 = fields[1].parse().unwrap_or(0);
-        let ticks = fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0);
+        let ticks: u64 = fields[11..15]
+            .iter()
+            .map(|f| f.parse::<u64>().unwrap_or(0))
+            .sum();
         stats.push((pid, ppid, ticks));
     }
     let mut tree = vec![root];

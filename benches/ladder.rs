@@ -1,5 +1,6 @@
 //! What the ladder costs: Kawa's whole process tree (Kawa and its FFmpeg children)
-//! making the 480p and 360p rungs of a 720p stream and packaging all three renditions,
+//! making the 480p and 360p rungs of a 720p stream and packaging all three renditions
+//! (and the thumbnails a dashboard asks for every 5 s),
 //! against a bare FFmpeg making the same rungs from the same input with the same encoder
 //! settings (the floor: what encoding alone costs).
 //!
@@ -169,10 +170,24 @@ async fn measure_kawa(input: &std::path::Path, streams: usize, seconds: u64, rou
         let key = create_stream(&kawa, &format!("ladder{round}x{i}")).await;
         publishers.push(Publisher::start_file_loop(&kawa.rtmp_url(&key), input));
     }
+    // A dashboard looking at every stream: thumbnails are made on demand, at most one
+    // per hls.thumbnail_seconds (5), and their FFmpeg runs count in Kawa's tree.
+    let thumbnails: Vec<String> = (0..streams)
+        .map(|i| kawa.url(&format!("/hls/ladder{round}x{i}/thumbnail.jpg")))
+        .collect();
+    let dashboard = tokio::spawn(async move {
+        loop {
+            for url in &thumbnails {
+                let _ = reqwest::get(url).await;
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    });
     let pid = kawa.pid();
     let cpu = tokio::task::spawn_blocking(move || measure(&[pid], seconds))
         .await
         .unwrap();
+    dashboard.abort();
     assert_eq!(
         kawa.ffmpeg_children().len(),
         streams,
