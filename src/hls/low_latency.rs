@@ -224,6 +224,18 @@ impl LivePlaylist {
             .chain(self.open.as_ref().map(|o| &o.segment))
             .collect();
         super::playlist::write_independent_segments(&mut out, &listed);
+        if !self.ended {
+            let durations: Vec<(f64, bool)> = self
+                .segments
+                .iter()
+                .map(|s| (s.segment.duration, s.segment.independent && !s.segment.gap))
+                .chain(self.open.as_ref().map(|o| {
+                    let duration = o.parts.iter().map(|p| p.duration).sum();
+                    (duration, o.parts.first().is_some_and(|p| p.independent))
+                }))
+                .collect();
+            super::playlist::write_start(&mut out, &durations);
+        }
         let _ = writeln!(out, "#EXT-X-TARGETDURATION:{}", self.target_duration);
         let _ = writeln!(
             out,

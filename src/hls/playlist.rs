@@ -27,6 +27,27 @@ pub struct MediaSegment {
     pub gap: bool,
 }
 
+/// `EXT-X-START`, when the newest media does not start with a keyframe (an encoder
+/// whose keyframes are further apart than a segment): a player that starts at the live
+/// edge would append media its decoder cannot use until the next keyframe (hls.js stops
+/// there: "Fragment append did not increase buffered coverage"). Pointing it at the
+/// newest segment that starts with a keyframe lets it play at once, behind live by what
+/// follows that keyframe, which an LL-HLS player then catches up. `listed` is every
+/// segment with its duration, oldest first (an open segment last, with its parts'
+/// duration). Nothing when the newest starts with a keyframe, or none listed does.
+pub(super) fn write_start(out: &mut String, listed: &[(f64, bool)]) {
+    if listed.last().is_none_or(|(_, independent)| *independent) {
+        return;
+    }
+    let Some(k) = listed.iter().rposition(|(_, independent)| *independent) else {
+        return;
+    };
+    let from_end: f64 = listed[k..].iter().map(|(duration, _)| duration).sum();
+    // PRECISE=NO: the player starts at the segment holding the point, so a point a
+    // little off (the open segment counted or not) still lands at or before the keyframe.
+    let _ = writeln!(out, "#EXT-X-START:TIME-OFFSET=-{from_end:.3},PRECISE=NO");
+}
+
 /// `EXT-X-INDEPENDENT-SEGMENTS`, only where every segment listed starts with an IDR
 /// frame: the tag is a promise about all of them (RFC 8216bis §4.4.2.1).
 pub(super) fn write_independent_segments(out: &mut String, segments: &[&MediaSegment]) {
@@ -53,6 +74,14 @@ impl MediaPlaylist {
         // Version 7: fragmented MP4 segments with EXT-X-MAP (RFC 8216 §7).
         out.push_str("#EXTM3U\n#EXT-X-VERSION:7\n");
         write_independent_segments(&mut out, &self.segments.iter().collect::<Vec<_>>());
+        if !self.vod && !self.ended {
+            let listed: Vec<(f64, bool)> = self
+                .segments
+                .iter()
+                .map(|s| (s.duration, s.independent && !s.gap))
+                .collect();
+            write_start(&mut out, &listed);
+        }
         if self.vod {
             out.push_str("#EXT-X-PLAYLIST-TYPE:VOD\n");
         }
@@ -211,6 +240,23 @@ mod tests {
         );
         assert!(parsed.segments[1].discontinuity);
         assert!((parsed.segments[1].duration - 1.96).abs() < 1e-6);
+    }
+
+    /// A player is sent to the newest segment that starts with a keyframe when the
+    /// newest one does not (an encoder with keyframes far apart), and nowhere otherwise.
+    #[test]
+    fn a_start_is_given_only_when_the_live_edge_has_no_keyframe() {
+        let start = |listed: &[(f64, bool)]| {
+            let mut out = String::new();
+            write_start(&mut out, listed);
+            out
+        };
+        assert_eq!(start(&[(2.0, true), (2.0, true)]), "");
+        assert_eq!(start(&[(2.0, false), (2.0, false)]), "");
+        assert_eq!(
+            start(&[(2.0, false), (2.48, true), (2.48, false), (0.6, false)]),
+            "#EXT-X-START:TIME-OFFSET=-5.560,PRECISE=NO\n"
+        );
     }
 
     #[test]
