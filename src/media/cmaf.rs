@@ -9,7 +9,8 @@
 //! with 8 s between keyframes, or none at all, still gets segments of the target
 //! length); after such a cut the next IDR starts a segment again. A part is never
 //! longer than PART-TARGET: it ends where the timestamps stop, and the next part starts
-//! where they resume (a gap is in no part's duration). Bytes are capped too, so a
+//! where they resume (a gap is in no part's duration; the last video frame before it
+//! lasts across it, so the video track has no hole). Bytes are capped too, so a
 //! publisher that never sends a keyframe cannot grow a part or a segment without bound.
 //!
 //! A sample's duration is the distance to the next sample of its track, so a video frame
@@ -333,7 +334,7 @@ impl Segmenter {
         new_segment: bool,
         next_independent: bool,
     ) -> Result<Option<Part>, Fmp4Error> {
-        let part = self.cut(end, end, new_segment)?;
+        let part = self.cut(end, end, next, new_segment)?;
         self.part_start = Some(next);
         if new_segment {
             self.start_segment(next, next_independent);
@@ -390,7 +391,7 @@ impl Segmenter {
             return Ok(None);
         };
         // Audio that came after the last video frame still belongs to this stream.
-        let part = self.cut(end, i64::MAX, true);
+        let part = self.cut(end, i64::MAX, end, true);
         self.part_start = None;
         self.segment_start = None;
         self.audio.clear();
@@ -399,11 +400,16 @@ impl Segmenter {
     }
 
     /// Makes a part, ending at `end`, of the held video frames and the audio before
-    /// `audio_end`.
+    /// `audio_end`. The last video frame lasts until `next_video` (the next frame's
+    /// decode time), past `end` when the timestamps stopped: the part's duration in the
+    /// playlist stays within PART-TARGET, while the video track has no hole (MSE drops
+    /// every frame after a hole of more than two frames until the next keyframe, and
+    /// hls.js then stalls for good; the picture holds instead).
     fn cut(
         &mut self,
         end: i64,
         audio_end: i64,
+        next_video: i64,
         ends_segment: bool,
     ) -> Result<Option<Part>, Fmp4Error> {
         let Some(start) = self.part_start else {
@@ -416,7 +422,7 @@ impl Segmenter {
         if let Some(track_id) = self.video_track {
             let frames = std::mem::take(&mut self.video);
             independent = frames.first().is_some_and(|f| f.keyframe);
-            if let Some(t) = video_fragment(track_id, &frames, end, offset) {
+            if let Some(t) = video_fragment(track_id, &frames, next_video.max(end), offset) {
                 tracks.push(t);
             }
         }
@@ -427,7 +433,13 @@ impl Segmenter {
             };
             let frames: Vec<AudioFrame> = self.audio.drain(..split).collect();
             self.held_bytes = self.audio.iter().map(|a| a.data.len()).sum();
-            let next = self.audio.first().map(|a| a.pts);
+            // After a gap the audio that follows it may not be here yet: the video that
+            // resumes marks where it does.
+            let next = self
+                .audio
+                .first()
+                .map(|a| a.pts)
+                .or((next_video > end).then_some(next_video));
             if let Some(t) = audio_fragment(track_id, &frames, next, self.audio_frame_ticks, offset)
             {
                 tracks.push(t);
@@ -448,6 +460,9 @@ impl Segmenter {
 }
 
 const TICKS_PER_MS: i64 = TICKS_PER_SECOND / 1000;
+/// The longest gap a sample's duration spans: the stream core starts a new timeline at
+/// a jump of more than 10 s.
+const MAX_GAP_TICKS: i64 = 10 * TICKS_PER_SECOND;
 
 /// The 32-bit fields of a sample entry, clamped: a broken encoder's timestamps must not
 /// wrap a duration into days.
@@ -498,9 +513,12 @@ fn audio_fragment(
     for (i, frame) in frames.iter().enumerate() {
         let raw = super::aac::adts_payload(&frame.data);
         let next = frames.get(i + 1).map(|n| n.pts).or(next_pts);
+        // Up to the next frame, across a gap too (the track has no hole for MSE to
+        // stop at; the player plays silence there), but never backwards or past a
+        // timeline jump.
         let duration = next
             .map(|n| n - frame.pts)
-            .filter(|d| (1..=2 * frame_ticks).contains(d))
+            .filter(|d| (1..=MAX_GAP_TICKS).contains(d))
             .unwrap_or(frame_ticks);
         data.extend_from_slice(raw);
         samples.push(SampleInfo {
