@@ -153,41 +153,32 @@ async fn irregular_keyframes_and_a_timestamp_gap_keep_the_rules() {
     let key = create_stream(&kawa, "irregular").await;
     // Quoted: a comma would end the filter.
     let shift = "'PTS+gte(T,5)*1.5/TB'";
-    let mut publisher = Publisher::start_ffmpeg(
-        &kawa.rtmp_url(&key),
-        &[
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=320x240:rate=25",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440:sample_rate=44100",
-            "-t",
-            "20",
-            "-vf",
-            &format!("setpts={shift}"),
-            "-af",
-            &format!("asetpts={shift}"),
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-pix_fmt",
-            "yuv420p",
-            "-g",
-            "10000",
-            "-sc_threshold",
-            "0",
-            "-force_key_frames",
-            "0,1,3,9,10,12",
-            "-c:a",
-            "aac",
-            "-b:a",
-            "64k",
-        ],
-    );
+    let source = common::test_source(25, 20);
+    let mut args: Vec<&str> = source.iter().map(String::as_str).collect();
+    let (video_shift, audio_shift) = (format!("setpts={shift}"), format!("asetpts={shift}"));
+    args.extend_from_slice(&[
+        "-vf",
+        &video_shift,
+        "-af",
+        &audio_shift,
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-pix_fmt",
+        "yuv420p",
+        "-g",
+        "10000",
+        "-sc_threshold",
+        "0",
+        "-force_key_frames",
+        "0,1,3,9,10,12",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "64k",
+    ]);
+    let mut publisher = Publisher::start_ffmpeg(&kawa.rtmp_url(&key), &args);
     let path = "/hls/irregular/source/index.m3u8";
     wait_for("the master", Duration::from_secs(20), || async {
         common::fetch_text(&kawa, "/hls/irregular/master.m3u8").await
@@ -392,27 +383,24 @@ async fn x264_and_gstreamer_defaults_keep_the_rules() {
             "x264" => Publisher::start_ffmpeg(
                 &url,
                 &[
-                    "-f",
-                    "lavfi",
-                    "-i",
-                    "testsrc2=size=320x240:rate=25",
-                    "-f",
-                    "lavfi",
-                    "-i",
-                    "sine=frequency=440:sample_rate=44100",
-                    "-t",
-                    "12",
-                    "-vf",
-                    "hue=h=floor(t/3.7)*120",
-                    "-c:v",
-                    "libx264",
-                    "-preset",
-                    "ultrafast",
-                    "-pix_fmt",
-                    "yuv420p",
-                    "-c:a",
-                    "aac",
-                ],
+                    &common::test_source(25, 12)
+                        .iter()
+                        .map(String::as_str)
+                        .collect::<Vec<_>>()[..],
+                    &[
+                        "-vf",
+                        "hue=h=floor(t/3.7)*120",
+                        "-c:v",
+                        "libx264",
+                        "-preset",
+                        "ultrafast",
+                        "-pix_fmt",
+                        "yuv420p",
+                        "-c:a",
+                        "aac",
+                    ],
+                ]
+                .concat(),
             ),
             _ => Publisher::start_program(
                 "gst-launch-1.0",

@@ -9,6 +9,28 @@ use std::time::Duration;
 
 use common::{Kawa, Publisher, create_stream, player_dir};
 
+/// Opens `page` in headless Chromium (tests/player/watch.mjs with `args`) until it has
+/// played: its report, and the whole output for messages. The page must have played.
+async fn watch(page: String, args: &'static [&'static str]) -> (serde_json::Value, String) {
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .current_dir(player_dir())
+            .arg("watch.mjs")
+            .arg(&page)
+            .args(args)
+            .output()
+            .expect("node")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let report = format!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let line = stdout.lines().last().unwrap_or_else(|| panic!("{report}"));
+    let r: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|_| panic!("{report}"));
+    assert!(output.status.success(), "the page did not play: {report}");
+    (r, report)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_player_page_waits_for_the_stream_then_plays_it() {
     assert!(
@@ -17,25 +39,11 @@ async fn the_player_page_waits_for_the_stream_then_plays_it() {
     );
     let kawa = Kawa::start();
     let key = create_stream(&kawa, "watched").await;
-    let page = kawa.url("/watch/watched");
-    let viewer = std::thread::spawn(move || {
-        Command::new("node")
-            .current_dir(player_dir())
-            .args(["watch.mjs", &page, "60"])
-            .output()
-            .expect("node")
-    });
+    let viewer = tokio::spawn(watch(kawa.url("/watch/watched"), &["60"]));
     // The page is up and waiting before anything is published.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let _publisher = Publisher::start(&kawa.rtmp_url(&key), 60);
-    let output = tokio::task::spawn_blocking(move || viewer.join().unwrap())
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let report = format!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    let line = stdout.lines().last().unwrap_or_else(|| panic!("{report}"));
-    let r: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|_| panic!("{report}"));
-    assert!(output.status.success(), "the page did not play: {report}");
+    let (r, report) = viewer.await.unwrap();
     assert!(
         r["first_status"].as_str().unwrap().starts_with("offline"),
         "{report}"
@@ -56,32 +64,28 @@ async fn the_player_page_waits_for_the_stream_then_plays_it() {
 async fn keyframes_eight_seconds_apart_still_play_close_to_live() {
     let kawa = Kawa::start();
     let key = create_stream(&kawa, "obs").await;
+    let source = common::test_source(30, 70);
+    let source: Vec<&str> = source.iter().map(String::as_str).collect();
     let _publisher = Publisher::start_ffmpeg(
         &kawa.rtmp_url(&key),
         &[
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=320x240:rate=30",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440:sample_rate=44100",
-            "-t",
-            "70",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-tune",
-            "zerolatency",
-            "-g",
-            "250",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "aac",
-        ],
+            &source[..],
+            &[
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-tune",
+                "zerolatency",
+                "-g",
+                "250",
+                "-pix_fmt",
+                "yuv420p",
+                "-c:a",
+                "aac",
+            ],
+        ]
+        .concat(),
     );
     // Joins 5 s into the first GOP, 3.3 s before the next keyframe.
     common::wait_for("the stream", Duration::from_secs(20), || async {
@@ -89,21 +93,7 @@ async fn keyframes_eight_seconds_apart_still_play_close_to_live() {
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let page = kawa.url("/watch/obs");
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .current_dir(player_dir())
-            .args(["watch.mjs", &page, "50", "15"])
-            .output()
-            .expect("node")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let report = format!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    let line = stdout.lines().last().unwrap_or_else(|| panic!("{report}"));
-    let r: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|_| panic!("{report}"));
-    assert!(output.status.success(), "the page did not play: {report}");
+    let (r, report) = watch(kawa.url("/watch/obs"), &["50", "15"]).await;
     let latency = r["latency_seconds"]
         .as_f64()
         .unwrap_or_else(|| panic!("no PROGRAM-DATE-TIME on screen: {report}"));

@@ -473,6 +473,24 @@ pub struct Publisher {
     _dir: tempfile::TempDir,
 }
 
+/// ffmpeg's inputs for a test picture (`testsrc2`, 320x240 at `fps`) and a tone, for
+/// `seconds`: what the publishers below encode, each their own way.
+pub fn test_source(fps: u32, seconds: u32) -> Vec<String> {
+    [
+        "-f".to_owned(),
+        "lavfi".to_owned(),
+        "-i".to_owned(),
+        format!("testsrc2=size=320x240:rate={fps}"),
+        "-f".to_owned(),
+        "lavfi".to_owned(),
+        "-i".to_owned(),
+        "sine=frequency=440:sample_rate=44100".to_owned(),
+        "-t".to_owned(),
+        seconds.to_string(),
+    ]
+    .into()
+}
+
 impl Publisher {
     pub fn start(url: &str, seconds: u32) -> Self {
         Self::start_sized(url, seconds, "320x240")
