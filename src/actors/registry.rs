@@ -28,6 +28,8 @@ pub struct Disconnect {
 pub struct Publish {
     pub path: PublishPath,
     pub conn_id: u64,
+    /// The publisher's arbiter: its session runs there too.
+    pub arbiter: usize,
     pub disconnect: Recipient<Disconnect>,
 }
 
@@ -203,9 +205,9 @@ impl StreamRegistry {
         let session_id = self.next_session_id;
         self.next_session_id += 1;
         let context = Arc::clone(&self.context);
-        // The publisher's own thread (connections are placed by their id): every frame
-        // then goes from connection to session without waking another thread.
-        let arbiter = context.arbiters.pick(msg.conn_id).clone();
+        // The publisher's own thread: every frame then goes from connection to session
+        // without waking another thread.
+        let arbiter = context.arbiters.handle(msg.arbiter).clone();
         let (path, conn_id, registry) = (msg.path.clone(), msg.conn_id, ctx.address());
         let session = StreamSession::start_in_arbiter(&arbiter, move |_| {
             StreamSession::new(session_id, path, conn_id, context, registry)

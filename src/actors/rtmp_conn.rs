@@ -71,7 +71,7 @@ pub struct RtmpConnection {
     /// Why the connection ends, for `kawa_rtmp_connections_closed_total{result}`.
     close_reason: &'static str,
     /// The connection's places under the global and per-IP limits, freed on drop.
-    _admission: Admission,
+    admission: Admission,
     span: tracing::Span,
 }
 
@@ -98,7 +98,7 @@ impl RtmpConnection {
             pause: None,
             media_errors: 0,
             close_reason: "closed_by_peer",
-            _admission: admission,
+            admission,
             span: tracing::info_span!(
                 "rtmp",
                 conn = id,
@@ -242,6 +242,7 @@ impl RtmpConnection {
         let publish = Publish {
             path: path.clone(),
             conn_id: self.id,
+            arbiter: self.admission.arbiter.index(),
             disconnect: ctx.address().recipient(),
         };
         let registered = self.context.registry.send(publish).into_actor(self);

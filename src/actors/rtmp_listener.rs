@@ -69,10 +69,12 @@ impl Drop for IpSlot {
     }
 }
 
-/// A connection's places under both limits, held for as long as it is open.
+/// A connection's places under both limits and on its arbiter, held for as long as it
+/// is open.
 pub struct Admission {
     _global: OwnedSemaphorePermit,
     _per_ip: IpSlot,
+    pub arbiter: super::Placement,
 }
 
 pub struct RtmpListener {
@@ -123,6 +125,7 @@ impl Actor for RtmpListener {
                         let admission = Admission {
                             _global: permit,
                             _per_ip: slot,
+                            arbiter: context.arbiters.place(),
                         };
                         METRICS.rtmp_connections_accepted.inc();
                         let id = next_id;
@@ -133,7 +136,7 @@ impl Actor for RtmpListener {
                             continue;
                         };
                         let context = Arc::clone(&context);
-                        let arbiter = context.arbiters.pick(id).clone();
+                        let arbiter = context.arbiters.handle(admission.arbiter.index()).clone();
                         RtmpConnection::start_in_arbiter(&arbiter, move |_| {
                             let stream = tokio::net::TcpStream::from_std(stream)
                                 .expect("a socket taken from a live listener");
