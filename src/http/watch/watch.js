@@ -68,12 +68,16 @@
     if (video.videoWidth > 0) show(resolution, `${video.videoWidth}x${video.videoHeight}`);
     const behind = hls && Number.isFinite(hls.latency) ? hls.latency : null;
     // Kawa points players at the newest keyframe (EXT-X-START) when the live edge has
-    // none (an encoder with keyframes far apart), so playing starts seconds behind: once
-    // the buffer reaches the live edge, jump there (the decoder starts from the keyframe
-    // already buffered).
-    const live = hls ? hls.liveSyncPosition : null;
-    if (behind !== null && behind > 3 && live && !video.paused && video.buffered.length) {
-      if (video.buffered.end(video.buffered.length - 1) >= live) video.currentTime = live;
+    // none (an encoder with keyframes far apart), so playing starts seconds behind: jump
+    // forward through what is buffered (the decoder starts from the keyframe already
+    // buffered).
+    if (behind !== null && behind > 3 && !video.paused && video.buffered.length) {
+      // As close to the live edge as the buffer allows (a little short of its end, so
+      // that playing goes on without waiting).
+      const end = video.buffered.end(video.buffered.length - 1);
+      const live = hls.liveSyncPosition;
+      const target = Math.min(Number.isFinite(live) && live > 0 ? live : end, end - 0.5);
+      if (target > video.currentTime + 1) video.currentTime = target;
     }
     if (behind !== null) show(latency, `${behind.toFixed(1)} s behind live`);
     if (!video.ended && !video.paused && video.currentTime !== lastTime && video.currentTime > 0) {
