@@ -7,13 +7,11 @@
 
 use std::time::{Duration, Instant};
 
-use crate::media::time::TICKS_PER_SECOND;
+use crate::media::time::{MAX_STEP_FORWARD, TICKS_PER_SECOND};
 
 /// How far ahead of the wall clock a publisher may run: an encoder's start-up burst and
 /// network jitter fit in it.
 pub const LEAD: Duration = Duration::from_secs(3);
-/// A step in the timestamps larger than this (either way) is a new timeline, not speed.
-const JUMP_TICKS: i64 = 10 * TICKS_PER_SECOND;
 
 #[derive(Debug, Default)]
 pub struct Pacer {
@@ -31,7 +29,8 @@ impl Pacer {
             self.newest = dts;
             return None;
         };
-        if (dts - self.newest).abs() > JUMP_TICKS {
+        // A step larger than a timeline jump, either way, is a new timeline, not speed.
+        if (dts - self.newest).abs() > MAX_STEP_FORWARD {
             // The timestamps started over or jumped (a new timeline): measure afresh.
             self.anchor = Some((dts, now));
             self.newest = dts;

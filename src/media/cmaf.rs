@@ -22,7 +22,7 @@ use bytes::Bytes;
 use super::annexb;
 use super::fmp4::{self, Fmp4Error, SampleInfo, TrackFragment};
 use super::frame::{AudioFrame, Frame, VideoFrame};
-use super::time::TICKS_PER_SECOND;
+use super::time::{MAX_STEP_FORWARD, TICKS_PER_MS, TICKS_PER_SECOND};
 
 /// Frames held waiting for a cut; an encoder whose timestamps stop moving forward must
 /// not grow a part without bound.
@@ -122,7 +122,6 @@ pub struct Segmenter {
     sequence: u32,
     video: Vec<VideoFrame>,
     audio: Vec<AudioFrame>,
-    segment_start: Option<i64>,
     part_start: Option<i64>,
     /// Ticks of the open segment's completed parts (what its EXTINF adds up).
     segment_ticks: i64,
@@ -163,7 +162,6 @@ impl Segmenter {
             sequence: 0,
             video: Vec::new(),
             audio: Vec::new(),
-            segment_start: None,
             part_start: None,
             segment_ticks: 0,
             segment_bytes: 0,
@@ -209,7 +207,7 @@ impl Segmenter {
                 .first()
                 .map_or(frame.dts, |a| a.pts.min(frame.dts));
             self.offset.get_or_insert((-first).max(0));
-            self.start_segment(frame.dts, true);
+            self.start_segment(true);
             self.part_start = Some(frame.dts);
             self.hold_video(frame);
             return Ok(None);
@@ -269,8 +267,7 @@ impl Segmenter {
         self.video.push(frame);
     }
 
-    fn start_segment(&mut self, at: i64, independent: bool) {
-        self.segment_start = Some(at);
+    fn start_segment(&mut self, independent: bool) {
         self.segment_ticks = 0;
         self.segment_bytes = 0;
         self.segment_parts = 0;
@@ -291,7 +288,7 @@ impl Segmenter {
         // Audio only: every frame is a random access point.
         let Some(part_start) = self.part_start else {
             self.offset.get_or_insert((-frame.pts).max(0));
-            self.start_segment(frame.pts, true);
+            self.start_segment(true);
             self.part_start = Some(frame.pts);
             self.held_bytes = frame.data.len();
             self.audio.push(frame);
@@ -337,7 +334,7 @@ impl Segmenter {
         let part = self.cut(end, end, next, new_segment)?;
         self.part_start = Some(next);
         if new_segment {
-            self.start_segment(next, next_independent);
+            self.start_segment(next_independent);
         } else if let Some(p) = &part {
             self.segment_ticks += p.duration;
             self.segment_bytes += p.data.len();
@@ -362,10 +359,8 @@ impl Segmenter {
     /// Whether the open part, holding `frames`, is complete: it has its number of frames,
     /// or one more frame would take it to `duration_with_next`, past the limit.
     fn part_full(&self, frames: usize, duration_with_next: i64) -> bool {
-        match self.part_shape {
-            Some(shape) => frames >= shape.frames || duration_with_next > shape.limit,
-            None => duration_with_next > self.settings.part + TICKS_PER_MS,
-        }
+        self.part_shape.is_some_and(|s| frames >= s.frames)
+            || duration_with_next > self.part_limit()
     }
 
     /// The longest a part can be (PART-TARGET), once known: after the second frame.
@@ -393,7 +388,6 @@ impl Segmenter {
         // Audio that came after the last video frame still belongs to this stream.
         let part = self.cut(end, i64::MAX, end, true);
         self.part_start = None;
-        self.segment_start = None;
         self.audio.clear();
         self.held_bytes = 0;
         part
@@ -459,11 +453,6 @@ impl Segmenter {
     }
 }
 
-const TICKS_PER_MS: i64 = TICKS_PER_SECOND / 1000;
-/// The longest gap a sample's duration spans: the stream core starts a new timeline at
-/// a jump of more than 10 s.
-const MAX_GAP_TICKS: i64 = 10 * TICKS_PER_SECOND;
-
 /// The 32-bit fields of a sample entry, clamped: a broken encoder's timestamps must not
 /// wrap a duration into days.
 fn ticks_u32(value: i64) -> u32 {
@@ -515,10 +504,10 @@ fn audio_fragment(
         let next = frames.get(i + 1).map(|n| n.pts).or(next_pts);
         // Up to the next frame, across a gap too (the track has no hole for MSE to
         // stop at; the player plays silence there), but never backwards or past a
-        // timeline jump.
+        // timeline jump (the stream core starts a new timeline there).
         let duration = next
             .map(|n| n - frame.pts)
-            .filter(|d| (1..=MAX_GAP_TICKS).contains(d))
+            .filter(|d| (1..=MAX_STEP_FORWARD).contains(d))
             .unwrap_or(frame_ticks);
         data.extend_from_slice(raw);
         samples.push(SampleInfo {

@@ -8,6 +8,11 @@
 pub const TICKS_PER_MS: i64 = 90;
 /// MPEG-TS clock ticks per second.
 pub const TICKS_PER_SECOND: i64 = 90_000;
+/// A step back larger than this is a clock reset, not audio and video interleaving.
+pub const MAX_STEP_BACK: i64 = TICKS_PER_SECOND;
+/// A step forward larger than this is a jump to a new timeline, not a frame interval or
+/// an encoder's stall.
+pub const MAX_STEP_FORWARD: i64 = 10 * TICKS_PER_SECOND;
 
 /// Unwraps RTMP millisecond timestamps. Each new value is taken as the nearest one to the
 /// previous (a signed 32-bit step), which covers both the wrap at 2^32 and the small

@@ -5,12 +5,7 @@
 //! Frames come in arrival order with DTS unwrapped by [`crate::media::time`]; audio and
 //! video interleave, so small steps back are normal.
 
-use crate::media::time::TICKS_PER_SECOND;
-
-/// A step back larger than this is a clock reset, not interleaving.
-pub const MAX_STEP_BACK: i64 = TICKS_PER_SECOND;
-/// A step forward larger than this is a jump, not a frame interval.
-pub const MAX_STEP_FORWARD: i64 = 10 * TICKS_PER_SECOND;
+pub use crate::media::time::{MAX_STEP_BACK, MAX_STEP_FORWARD};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Continuity {
@@ -53,7 +48,7 @@ impl Timeline {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::time::TimestampUnwrapper;
+    use crate::media::time::{TICKS_PER_SECOND, TimestampUnwrapper};
     use crate::stream::bitrate::BitrateWindow;
 
     #[test]
