@@ -79,8 +79,32 @@ fn first_video_dts(fragment: &[u8]) -> Option<i64> {
     Some(traf.tfdt.as_ref()?.base_media_decode_time as i64)
 }
 
+/// The audio track's (ID 2) decode time at the start of a fragment, and at its end.
+fn audio_span(fragment: &[u8]) -> Option<(i64, i64)> {
+    let mut buf = fragment;
+    let moof = Moof::decode(&mut buf).ok()?;
+    let traf = moof.traf.iter().find(|t| t.tfhd.track_id == 2)?;
+    let start = traf.tfdt.as_ref()?.base_media_decode_time as i64;
+    let duration: i64 = traf
+        .trun
+        .iter()
+        .flat_map(|t| t.samples.iter())
+        .map(|s| {
+            i64::from(
+                s.duration
+                    .or(traf.tfhd.default_sample_duration)
+                    .unwrap_or(0),
+            )
+        })
+        .sum();
+    Some((start, start + duration))
+}
+
 #[derive(Default)]
 struct Checker {
+    /// Where the last part's audio ended: the next part's starts there (the publisher's
+    /// audio has no gaps), or MSE ends its buffered range at the hole.
+    audio_end: Option<i64>,
     /// Decode times of keyframes, and of other frames (a broken encoder repeats them).
     keyframes: HashSet<i64>,
     others: HashSet<i64>,
@@ -202,6 +226,20 @@ impl Checker {
                         "part of {}",
                         data.len()
                     );
+                    if let Some((start, end)) = audio_span(&data) {
+                        // MSE trims an overlap (audio bridging a video gap, while the
+                        // audio had none); a hole ends its buffered range.
+                        if let Some(last) = self.audio_end {
+                            prop_assert!(
+                                start <= last,
+                                "audio from {} after audio to {} at {}",
+                                start,
+                                last,
+                                name
+                            );
+                        }
+                        self.audio_end = Some(end);
+                    }
                     self.part_data.insert(name, data);
                 }
                 Output::Live { playlist, .. } => {
@@ -209,6 +247,26 @@ impl Checker {
                     let max_parts = SegmenterSettings::from_seconds(TARGET as f64, 0.2).max_parts();
                     if let Some(open) = &playlist.open {
                         prop_assert!(open.parts.len() <= max_parts);
+                    }
+                    // A player can start part by part: when a keyframe is listed, so is
+                    // a part that starts with it, and what follows it has parts.
+                    let parts = || {
+                        playlist
+                            .segments
+                            .iter()
+                            .flat_map(|s| &s.parts)
+                            .chain(playlist.open.iter().flat_map(|o| &o.parts))
+                    };
+                    if playlist.segments.iter().any(|s| s.segment.independent) {
+                        prop_assert!(parts().any(|p| p.independent), "no part to start at");
+                        let from = parts().position(|p| p.independent).unwrap_or(0);
+                        prop_assert!(
+                            parts().count() - from > 0,
+                            "nothing listed after the keyframe"
+                        );
+                    }
+                    for s in &playlist.segments {
+                        prop_assert!(s.parts.len() <= max_parts, "{} parts", s.parts.len());
                     }
                     self.text(&playlist.render(false, &[]))?;
                 }

@@ -246,7 +246,7 @@ impl Segmenter {
         let too_long = open + self.last_video_duration > self.settings.max_segment()
             || self.segment_bytes + self.held_bytes + frame.data.len() > MAX_SEGMENT_BYTES;
         let new_segment =
-            at_keyframe || too_long || self.segment_parts >= self.settings.max_parts();
+            at_keyframe || too_long || self.segment_parts + 1 >= self.settings.max_parts();
         let part_full =
             gap || self.part_full(
                 self.video.len(),
@@ -308,7 +308,7 @@ impl Segmenter {
         let new_segment = open >= self.settings.segment - frame_ticks / 2
             || open + frame_ticks > self.settings.max_segment()
             || self.segment_bytes + self.held_bytes + frame.data.len() > MAX_SEGMENT_BYTES
-            || self.segment_parts >= self.settings.max_parts();
+            || self.segment_parts + 1 >= self.settings.max_parts();
         let part_full = gap
             || self.part_full(self.audio.len(), frame.pts + frame_ticks - part_start)
             || self.held_bytes + frame.data.len() > MAX_PART_BYTES;
@@ -428,14 +428,19 @@ impl Segmenter {
             let frames: Vec<AudioFrame> = self.audio.drain(..split).collect();
             self.held_bytes = self.audio.iter().map(|a| a.data.len()).sum();
             // After a gap the audio that follows it may not be here yet: the video that
-            // resumes marks where it does.
+            // resumes marks where it does, when it is more than a frame away. Otherwise (a
+            // segment cut without a keyframe also ends before the next video frame) the
+            // last frame keeps its own length: cut short, it would leave a hole before
+            // the next part's first frame, and Chromium's MSE ends the buffered range at
+            // a hole (playing stalls there).
+            let frame_ticks = self.audio_frame_ticks;
+            let natural_end = frames.last().map_or(end, |a| a.pts + frame_ticks);
             let next = self
                 .audio
                 .first()
                 .map(|a| a.pts)
-                .or((next_video > end).then_some(next_video));
-            if let Some(t) = audio_fragment(track_id, &frames, next, self.audio_frame_ticks, offset)
-            {
+                .or((next_video > natural_end + frame_ticks).then_some(next_video));
+            if let Some(t) = audio_fragment(track_id, &frames, next, frame_ticks, offset) {
                 tracks.push(t);
             }
         }
