@@ -59,10 +59,10 @@ async fn the_player_page_waits_for_the_stream_then_plays_it() {
 
 /// OBS's default keyframe interval (250 frames: 8.3 s at 30 fps): a viewer who opens the
 /// page mid-GOP plays, and how far behind live is printed (the wall clock minus the
-/// PROGRAM-DATE-TIME on screen, `hls.playingDate`). Not asserted against the 1.5 s goal:
-/// it holds in some runs (0.7 s) and not in others (3.7 to 4.9 s), where hls.js loads no
-/// part of a segment cut without a keyframe until the segment is complete and stalls at
-/// its start. A known gap, in the closing note of issue 19.
+/// PROGRAM-DATE-TIME on screen, `hls.playingDate`) is within 1.5 s. It needs parts
+/// listed back to a keyframe (hls.js goes on part by part only from an INDEPENDENT one)
+/// and audio without holes where a segment is cut without a keyframe (Chromium's MSE
+/// ends the buffered range at such a hole, and playing stalls there).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyframes_eight_seconds_apart_still_play_near_live() {
     let kawa = Kawa::start();
@@ -102,5 +102,5 @@ async fn keyframes_eight_seconds_apart_still_play_near_live() {
         .unwrap_or_else(|| panic!("no PROGRAM-DATE-TIME on screen: {report}"));
     eprintln!("8.3 s keyframe interval: {latency:.2} s behind live after 15 s of playing");
     // It plays near live, not at the last keyframe 8 s back.
-    assert!(latency < 8.0, "{latency:.2} s behind live: {report}");
+    assert!(latency < 1.5, "{latency:.2} s behind live: {report}");
 }

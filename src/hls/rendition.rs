@@ -306,6 +306,35 @@ impl Rendition {
             .collect()
     }
 
+    /// The first segment of the window whose parts the live playlist lists: the last
+    /// [`SEGMENTS_WITH_PARTS`], or, when the encoder's keyframes are further apart than
+    /// that, from the segment before the newest part that starts with one. An LL-HLS
+    /// player starts at an `INDEPENDENT` part and goes on part by part only while each
+    /// part follows one it loaded as a part (hls.js: `getNextPart`); without the parts
+    /// back to a keyframe it loads whole segments, and waits for each to complete.
+    /// That keeps parts listed past the three target durations RFC 8216bis §6.2.2 says
+    /// they SHOULD go after, but only for encoders that leave nothing else to start at.
+    /// The window bounds it, and the parts of a segment that left memory are served from
+    /// its file, so it costs no memory.
+    fn first_segment_with_parts(&self) -> usize {
+        let newest = self.window.len().saturating_sub(SEGMENTS_WITH_PARTS);
+        if self.open.iter().any(|p| p.independent) {
+            return newest;
+        }
+        let keyframe = self
+            .window
+            .iter()
+            .rposition(|e| e.parts.iter().any(|p| p.independent));
+        match keyframe {
+            // The segment before it too: hls.js loads parts only once its buffer
+            // reaches past the first listed part (`shouldLoadParts`).
+            Some(k) => newest.min(k.saturating_sub(1)),
+            // None to start at: players may start at any part (hls.js does when no part
+            // is INDEPENDENT), so the usual few suffice.
+            None => newest,
+        }
+    }
+
     /// The longest part this rendition cuts, once its frame duration is known.
     pub fn part_target(&self) -> Option<i64> {
         self.segmenter.as_ref().and_then(Segmenter::part_target)
@@ -318,7 +347,7 @@ impl Rendition {
         part_target: f64,
         ended: bool,
     ) -> LivePlaylist {
-        let with_parts = self.window.len().saturating_sub(SEGMENTS_WITH_PARTS);
+        let with_parts = self.first_segment_with_parts();
         let segments = self
             .window
             .iter()

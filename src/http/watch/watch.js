@@ -36,8 +36,14 @@
     if (window.Hls && Hls.isSupported()) {
       // A viewer who joins an encoder with keyframes far apart starts at the last one,
       // behind live: playing a little faster (up to 1.5x) brings them back to the live
-      // edge instead of leaving them there.
-      hls = new Hls({ lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.5 });
+      // edge instead of leaving them there. A stall (a join before the next keyframe
+      // arrived) moves the target latency back by about a part, not hls.js's default
+      // second, which would keep the viewer a second further behind for good.
+      hls = new Hls({
+        lowLatencyMode: true,
+        maxLiveSyncPlaybackRate: 1.5,
+        liveSyncOnStallIncrease: 0.25,
+      });
       // For tests and embedding pages: the wall clock of what plays (hls.playingDate).
       window.kawaHls = hls;
       hls.on(Hls.Events.ERROR, (_, data) => {
