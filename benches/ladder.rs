@@ -1,6 +1,6 @@
 //! What the ladder costs: Kawa's whole process tree (Kawa and its FFmpeg children)
 //! making the 480p and 360p rungs of a 720p stream and packaging all three renditions
-//! (and the thumbnails a dashboard asks for every 5 s),
+//! (and the thumbnails its FFmpeg makes every 5 s, which a dashboard reads),
 //! against a bare FFmpeg making the same rungs from the same input with the same encoder
 //! settings (the floor: what encoding alone costs).
 //!
@@ -68,7 +68,7 @@ fn bare_ffmpeg(
         .spawn()
         .expect("ffmpeg");
     let flv = publisher.stdout.take().unwrap();
-    let mut args = plan.ffmpeg_args(&settings.hls);
+    let mut args = plan.ffmpeg_args(&settings.hls, false);
     let at = args.iter().position(|a| a == "-f").unwrap();
     // `-f mpegts -i pipe:0` -> `-f flv -i pipe:0`
     args[at + 1] = "flv".to_owned();
@@ -170,8 +170,9 @@ async fn measure_kawa(input: &std::path::Path, streams: usize, seconds: u64, rou
         let key = create_stream(&kawa, &format!("ladder{round}x{i}")).await;
         publishers.push(Publisher::start_file_loop(&kawa.rtmp_url(&key), input));
     }
-    // A dashboard looking at every stream: thumbnails are made on demand, at most one
-    // per hls.thumbnail_seconds (5), and their FFmpeg runs count in Kawa's tree.
+    // A dashboard looking at every stream. The ladder's FFmpeg makes a thumbnail every
+    // hls.thumbnail_seconds (5) whether or not anyone looks; its work counts in Kawa's
+    // tree, and so would any picture made on demand.
     let thumbnails: Vec<String> = (0..streams)
         .map(|i| kawa.url(&format!("/hls/ladder{round}x{i}/thumbnail.jpg")))
         .collect();

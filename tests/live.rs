@@ -129,6 +129,26 @@ async fn a_published_stream_plays_as_an_hls_ladder() {
         assert_eq!(variant.frame_rate, Some(25.0));
     }
 
+    // The ladder's FFmpeg makes the thumbnails, every `thumbnail_seconds`, with no viewer
+    // asking (a picture made on demand needs a request for thumbnail.jpg; none was sent).
+    let thumbnail = kawa.data_dir.join("hls/alice/thumbnail.jpg");
+    let first = wait_for(
+        "the ladder's thumbnail",
+        Duration::from_secs(10),
+        || async { std::fs::read(&thumbnail).ok() },
+    )
+    .await;
+    let probe = ffprobe_json(
+        &["-show_entries", "stream=codec_name,height"],
+        thumbnail.to_str().unwrap(),
+    );
+    assert_eq!(probe["streams"][0]["codec_name"], "mjpeg", "{probe}");
+    assert_eq!(probe["streams"][0]["height"], 240, "{probe}");
+    wait_for("the next thumbnail", Duration::from_secs(8), || async {
+        std::fs::read(&thumbnail).ok().filter(|now| *now != first)
+    })
+    .await;
+
     assert!(
         publisher
             .wait_exit(Duration::from_secs(30))

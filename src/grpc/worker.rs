@@ -83,7 +83,7 @@ impl TranscoderService for TranscoderWorker {
         let (plan, reference) =
             wire::plan(&job).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let rungs = plan.scaled().count();
-        let args = plan.ffmpeg_args(&self.hls);
+        let args = plan.ffmpeg_args(&self.hls, false);
         let span = tracing::info_span!("encode", rungs);
         let (answers, answered) = mpsc::channel::<Result<TranscodeOutput, Status>>(OUTPUT_QUEUE);
         let to_node = answers.clone();
@@ -109,6 +109,8 @@ impl TranscoderService for TranscoderWorker {
             has_audio: plan.has_audio,
             replay: STDIN_QUEUE,
             generation: 0,
+            // A node whose encode runs on a worker makes its thumbnails on demand.
+            on_thumbnail: None,
         };
         let output = RungDemuxer::new(rungs, reference);
         let (encode, run) = ffmpeg::start(spec, output, span.clone(), on_frames)

@@ -16,6 +16,9 @@ use crate::media::frame::Frame;
 use crate::media::ts::TsMuxer;
 use crate::stream::backpressure::DropToKeyframe;
 use crate::transcode::demux::RungDemuxer;
+use crate::transcode::mpjpeg::MultipartJpegs;
+use crate::transcode::{THUMBNAIL_FD, TranscodePlan};
+use command_fds::{CommandFdExt, FdMapping};
 
 /// Bytes read from FFmpeg's stdout at a time (a pipe holds 64 KiB).
 const READ_CHUNK: usize = 64 * 1024;
@@ -77,6 +80,9 @@ pub struct EncodeSpec<'a> {
     /// Room for the frames written first (the GOP cache) on top of [`STDIN_QUEUE`].
     pub replay: usize,
     pub generation: u64,
+    /// Gets each thumbnail, when `args` make FFmpeg write them
+    /// ([`TranscodePlan::writes_thumbnails`]).
+    pub on_thumbnail: Option<Box<dyn Fn(Bytes) + Send>>,
 }
 
 /// Starts FFmpeg. `on_frames` gets each batch of the rungs' frames and answers whether
@@ -93,13 +99,32 @@ where
     Fut: Future<Output = bool> + Send,
 {
     let generation = spec.generation;
-    let mut child = Command::new(spec.program)
+    let mut command = Command::new(spec.program);
+    command
         .args(spec.args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
+        .kill_on_drop(true);
+    let thumbnails = if TranscodePlan::writes_thumbnails(spec.args) {
+        let (reader, writer) = std::io::pipe()?;
+        command
+            .fd_mappings(vec![FdMapping {
+                parent_fd: writer.into(),
+                child_fd: THUMBNAIL_FD,
+            }])
+            .map_err(std::io::Error::other)?;
+        Some(reader)
+    } else {
+        None
+    };
+    let mut child = command.spawn()?;
+    // The command holds the pipe's writing end: only FFmpeg's copy may keep it open, so
+    // the reader sees the end when FFmpeg exits.
+    drop(command);
+    if let Some(reader) = thumbnails {
+        read_thumbnails(reader, spec.on_thumbnail, span.clone(), generation)?;
+    }
     tracing::debug!(parent: &span, generation, pid = child.id(), "FFmpeg started");
     let (tx, mut rx) = mpsc::channel::<Bytes>(STDIN_QUEUE + spec.replay);
     if let Some(mut stdin) = child.stdin.take() {
@@ -177,4 +202,40 @@ where
         stdin: Some(tx),
     };
     Ok((Encode { feeder, kill }, run))
+}
+
+/// Reads FFmpeg's thumbnails from `reader` until FFmpeg closes it, handing each JPEG to
+/// `on_thumbnail` (or dropping it, when there is no one to give it to).
+fn read_thumbnails(
+    reader: std::io::PipeReader,
+    on_thumbnail: Option<Box<dyn Fn(Bytes) + Send>>,
+    span: tracing::Span,
+    generation: u64,
+) -> std::io::Result<()> {
+    let mut pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(reader.into())?;
+    tokio::spawn(async move {
+        let mut pictures = MultipartJpegs::default();
+        let mut buf = vec![0u8; READ_CHUNK];
+        loop {
+            let n = match pipe.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            match pictures.push(&buf[..n]) {
+                Ok(jpegs) => {
+                    for jpeg in jpegs {
+                        if let Some(give) = &on_thumbnail {
+                            give(jpeg);
+                        }
+                    }
+                }
+                Err(e) => {
+                    // The rungs go on; only the pictures stop.
+                    tracing::warn!(parent: &span, generation, error = %e, "FFmpeg's thumbnails cannot be read");
+                    return;
+                }
+            }
+        }
+    });
+    Ok(())
 }

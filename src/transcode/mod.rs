@@ -6,11 +6,15 @@
 
 pub mod demux;
 pub mod ffmpeg;
+pub mod mpjpeg;
 pub mod thumbnail;
 pub mod wire;
 
 use crate::config::{HlsSettings, LadderPreset};
 use crate::media::frame::CodecConfig;
+
+/// The file descriptor the ladder FFmpeg writes its thumbnails to.
+pub const THUMBNAIL_FD: i32 = 3;
 
 /// The name of the stream-copied rendition.
 pub const SOURCE: &str = "source";
@@ -79,7 +83,11 @@ impl TranscodePlan {
     /// stdout with a video stream per scaled rung (in [`Self::scaled`] order) and the
     /// audio copied once. Timestamps are kept (`-copyts`, no mux delay), so the rungs
     /// come back on the source's clock and Kawa cuts them where it cuts the source.
-    pub fn ffmpeg_args(&self, hls: &HlsSettings) -> Vec<String> {
+    ///
+    /// With `thumbnails` (and `hls.thumbnail_seconds` set), the decoded source also gives
+    /// a JPEG every `thumbnail_seconds`, in multipart JPEG on file descriptor
+    /// [`THUMBNAIL_FD`]: the picture comes from the decode the rungs need anyway.
+    pub fn ffmpeg_args(&self, hls: &HlsSettings, thumbnails: bool) -> Vec<String> {
         let mut args: Vec<String> = [
             "-hide_banner",
             "-nostats",
@@ -110,11 +118,23 @@ impl TranscodePlan {
                 RenditionKind::Source => None,
             })
             .collect();
+        let thumbnails = thumbnails && hls.thumbnail_seconds > 0;
         if self.has_video && !scaled.is_empty() {
-            let outputs: String = (0..scaled.len()).map(|i| format!("[s{i}]")).collect();
-            let mut graph = format!("[0:v]split={}{outputs}", scaled.len());
+            let splits = scaled.len() + usize::from(thumbnails);
+            let outputs: String = (0..splits).map(|i| format!("[s{i}]")).collect();
+            let mut graph = format!("[0:v]split={splits}{outputs}");
             for (i, (height, _)) in scaled.iter().enumerate() {
                 graph.push_str(&format!(";[s{i}]scale=-2:{height}[v{i}]"));
+            }
+            if thumbnails {
+                // One frame every `thumbnail_seconds` (dropped before scaling: the
+                // others cost an expression each).
+                let (every, height) = (hls.thumbnail_seconds, thumbnail::HEIGHT);
+                graph.push_str(&format!(
+                    ";[s{}]select='isnan(prev_selected_t)+gte(t-prev_selected_t,{every})',\
+                     scale=-2:'min({height},ih)'[thumb]",
+                    scaled.len()
+                ));
             }
             args.extend(["-filter_complex".into(), graph]);
             // Output times on the source's 90 kHz clock, frame for frame: no snapping
@@ -190,7 +210,31 @@ impl TranscodePlan {
             ]
             .map(String::from),
         );
+        if thumbnails && self.has_video && !scaled.is_empty() {
+            // A second output, so the sparse pictures never hold up the TS muxer.
+            args.extend([
+                "-map".into(),
+                "[thumb]".into(),
+                "-c:v".into(),
+                "mjpeg".into(),
+                "-q:v".into(),
+                "5".into(),
+                "-fps_mode".into(),
+                "passthrough".into(),
+                "-flush_packets".into(),
+                "1".into(),
+                "-f".into(),
+                "mpjpeg".into(),
+                format!("pipe:{THUMBNAIL_FD}"),
+            ]);
+        }
         args
+    }
+
+    /// Whether FFmpeg's argv from [`Self::ffmpeg_args`] writes thumbnails.
+    pub fn writes_thumbnails(args: &[String]) -> bool {
+        args.last()
+            .is_some_and(|a| *a == format!("pipe:{THUMBNAIL_FD}"))
     }
 }
 
@@ -260,7 +304,7 @@ mod tests {
     fn ladder_maps_each_rung_with_the_shared_audio() {
         let settings = hls();
         let plan = TranscodePlan::new(&config(720, true), &settings);
-        let args = plan.ffmpeg_args(&settings);
+        let args = plan.ffmpeg_args(&settings, false);
         let joined = args.join(" ");
         assert!(
             joined.contains("[0:v]split=2[s0][s1];[s0]scale=-2:480[v0];[s1]scale=-2:360[v1]"),
@@ -289,7 +333,7 @@ mod tests {
         let plan = TranscodePlan::new(&config(240, false), &settings);
         assert_eq!(plan.scaled().count(), 0, "240p has no rung below it");
         let plan = TranscodePlan::new(&config(720, false), &settings);
-        let args = plan.ffmpeg_args(&settings);
+        let args = plan.ffmpeg_args(&settings, false);
         assert!(!args.iter().any(|a| a.contains("0:a")));
     }
 }

@@ -53,6 +53,14 @@ pub struct Encoded {
     pub frames: Vec<(usize, Frame)>,
 }
 
+/// A thumbnail the ladder's FFmpeg made.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct EncodedThumbnail {
+    pub generation: u64,
+    pub jpeg: bytes::Bytes,
+}
+
 /// The FFmpeg of `generation` exited.
 #[derive(Message)]
 #[rtype(result = "()")]

@@ -237,7 +237,7 @@ impl StreamSession {
         ctx: &mut Context<Self>,
     ) {
         let settings = &self.context.settings;
-        let args = plan.ffmpeg_args(&settings.hls);
+        let args = plan.ffmpeg_args(&settings.hls, true);
         let reference = match replay.first() {
             Some(Frame::Video(v)) => v.dts,
             Some(Frame::Audio(a)) => a.pts,

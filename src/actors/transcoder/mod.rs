@@ -16,7 +16,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use tokio::sync::{mpsc, oneshot};
 
-use super::session::{Encoded, StreamSession, TranscoderExited};
+use super::session::{Encoded, EncodedThumbnail, StreamSession, TranscoderExited};
 use crate::cluster::Cluster;
 use crate::cluster::workers::WorkerInfo;
 use crate::grpc::proto::{TranscodeInput, transcode_input::Input};
@@ -158,6 +158,10 @@ impl Transcoder {
             has_audio: job.plan.has_audio,
             replay: self.replay.len(),
             generation,
+            on_thumbnail: Some(Box::new({
+                let session = self.session.clone();
+                move |jpeg| session.do_send(EncodedThumbnail { generation, jpeg })
+            })),
         };
         let output = RungDemuxer::new(job.plan.scaled().count(), job.reference);
         let session = self.session.clone();
