@@ -109,9 +109,15 @@ pub fn write_recording(dir: &Path, stream_root: &Path, output: &RecordingOutput)
 }
 
 pub fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> io::Result<()> {
-    std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, data)?;
+    // The folder exists but for the first file: made then, not looked up every time.
+    if let Err(e) = std::fs::write(&tmp, data) {
+        if e.kind() != io::ErrorKind::NotFound {
+            return Err(e);
+        }
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(&tmp, data)?;
+    }
     std::fs::rename(&tmp, dir.join(name))
 }
 

@@ -78,6 +78,9 @@ impl Default for LiveStream {
 #[derive(Default)]
 struct State {
     renditions: BTreeMap<String, RenditionEdge>,
+    /// The newest master playlist (also written to the data directory, for after the
+    /// stream): players ask for it often, and it changes rarely.
+    master: Option<Bytes>,
     closed: bool,
 }
 
@@ -202,6 +205,10 @@ impl LiveStream {
                         changed = true;
                         rest.push(output);
                     }
+                    Output::Master { ref text } => {
+                        state.master = Some(Bytes::from(text.clone()));
+                        rest.push(output);
+                    }
                     other => rest.push(other),
                 }
             }
@@ -237,6 +244,15 @@ impl LiveStream {
     }
 
     /// A rendition's playlist for a request with `directives`.
+    /// The master playlist, while the stream is live here.
+    pub fn master(&self) -> Option<Bytes> {
+        let state = read(&self.state);
+        if state.closed {
+            return None;
+        }
+        state.master.clone()
+    }
+
     pub fn playlist(&self, rendition: &str, directives: &Directives) -> PlaylistLookup {
         let state = read(&self.state);
         if state.closed {

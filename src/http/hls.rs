@@ -286,6 +286,18 @@ async fn master(
     proxy: Option<web::Data<ClusterProxy>>,
     path: web::Path<String>,
 ) -> HttpResponse {
+    // Live here: from memory (no file opened, no blocking thread woken per request).
+    if let Some(text) = PublishPath::parse(&path)
+        .ok()
+        .and_then(|stream| live.get(stream.as_str()))
+        .and_then(|edge| edge.master())
+    {
+        return HttpResponse::Ok()
+            .content_type(PLAYLIST_TYPE)
+            .insert_header((header::CACHE_CONTROL, PLAYLIST_CACHE))
+            .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
+            .body(text);
+    }
     let kind = ("master.m3u8", PLAYLIST_TYPE, PLAYLIST_CACHE, true);
     stream_file(req, root, live, proxy, path, kind).await
 }

@@ -328,6 +328,35 @@ mod tests {
     }
 
     #[test]
+    fn thumbnails_are_a_branch_of_the_ladder_and_a_second_output() {
+        let settings = hls();
+        let plan = TranscodePlan::new(&config(720, true), &settings);
+        let args = plan.ffmpeg_args(&settings, true);
+        let joined = args.join(" ");
+        assert!(joined.contains("[0:v]split=3[s0][s1][s2]"), "{joined}");
+        assert!(
+            joined.contains("[s2]select='isnan(prev_selected_t)+gte(t-prev_selected_t,5)',scale=-2:'min(360,ih)'[thumb]"),
+            "{joined}"
+        );
+        assert!(
+            joined.ends_with("-map [thumb] -c:v mjpeg -q:v 5 -fps_mode passthrough -flush_packets 1 -f mpjpeg pipe:3"),
+            "{joined}"
+        );
+        assert!(TranscodePlan::writes_thumbnails(&args));
+        // Off: no branch, and FFmpeg writes to no descriptor Kawa did not open.
+        let mut off = settings.clone();
+        off.thumbnail_seconds = 0;
+        let args = plan.ffmpeg_args(&off, true);
+        assert!(!TranscodePlan::writes_thumbnails(&args));
+        assert!(!args.join(" ").contains("thumb"));
+        // No rungs, no FFmpeg output to hang them on.
+        let small = TranscodePlan::new(&config(240, true), &settings);
+        assert!(!TranscodePlan::writes_thumbnails(
+            &small.ffmpeg_args(&settings, true)
+        ));
+    }
+
+    #[test]
     fn video_only_stream_maps_no_audio() {
         let settings = hls();
         let plan = TranscodePlan::new(&config(240, false), &settings);

@@ -1,17 +1,21 @@
 //! One RTMP connection: reads the socket, drives the sans-IO [`RtmpProtocol`], asks
 //! whether the publish may go ahead, and sends typed frames to the stream's session.
-//! Not supervised: a dead socket cannot be brought back.
+//! Not supervised: a dead socket cannot be brought back. How the socket is read (woken
+//! by it until a publish is accepted, then on the ingest tick) is in [`reading`].
+
+mod reading;
+mod socket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
-use tokio_util::codec::{BytesCodec, FramedRead};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, oneshot};
 
 use super::registry::{Disconnect, Publish, PublishRefused, StreamRegistry, Unpublish};
 use super::rtmp_listener::Admission;
@@ -60,7 +64,18 @@ pub struct RtmpConnection {
     context: Arc<IngestContext>,
     protocol: RtmpProtocol,
     stream: Option<TcpStream>,
+    /// Until the socket is read on the tick: its halves, the read half here between
+    /// reads, the write half with the task that writes `outbound`, which gives it back
+    /// once `outbound` closes.
+    read_half: Option<OwnedReadHalf>,
     outbound: Option<mpsc::Sender<Bytes>>,
+    write_half_back: Option<oneshot::Receiver<OwnedWriteHalf>>,
+    /// Publishing: the socket, read at each ingest tick.
+    ticked: Option<socket::TickedSocket>,
+    /// The reactive phase's idle check (the tick checks for itself).
+    idle_check: Option<SpawnHandle>,
+    /// Ahead of real time: nothing is read until then.
+    paused_until: Option<Instant>,
     state: State,
     last_input: Instant,
     policy: DropToKeyframe,
@@ -90,7 +105,12 @@ impl RtmpConnection {
             context,
             protocol: RtmpProtocol::with_max_media_message(max_message),
             stream: Some(stream),
+            read_half: None,
             outbound: None,
+            write_half_back: None,
+            ticked: None,
+            idle_check: None,
+            paused_until: None,
             state: State::Connecting,
             last_input: Instant::now(),
             policy: DropToKeyframe::default(),
@@ -109,6 +129,13 @@ impl RtmpConnection {
     }
 
     fn send(&mut self, bytes: Bytes, ctx: &mut Context<Self>) {
+        if let Some(socket) = &mut self.ticked {
+            if let Err(e) = socket.send(&bytes) {
+                tracing::warn!(parent: &self.span, error = %e, "cannot write to the peer; closing");
+                ctx.stop();
+            }
+            return;
+        }
         let Some(out) = &self.outbound else { return };
         if out.try_send(bytes).is_err() {
             tracing::warn!(parent: &self.span, "peer is not reading; closing");
@@ -371,16 +398,23 @@ impl Actor for RtmpConnection {
         let _ = stream.set_nodelay(true);
         let (read, mut write) = stream.into_split();
         let (tx, mut rx) = mpsc::channel::<Bytes>(OUTBOUND_QUEUE);
+        let (give_back, back) = oneshot::channel();
         self.outbound = Some(tx);
+        self.write_half_back = Some(back);
         actix::spawn(async move {
             while let Some(bytes) = rx.recv().await {
                 if write.write_all(&bytes).await.is_err() {
-                    break;
+                    return;
                 }
             }
-            let _ = write.shutdown().await;
+            // `outbound` closed: the connection reads on the tick now and writes itself,
+            // or it ended (then nobody takes the half back, and it is shut down).
+            if let Err(mut write) = give_back.send(write) {
+                let _ = write.shutdown().await;
+            }
         });
-        ctx.add_stream(FramedRead::new(read, BytesCodec::new()));
+        self.read_half = Some(read);
+        self.read_next(ctx);
 
         let settings = &self.context.settings.rtmp;
         let handshake = Duration::from_millis(settings.handshake_timeout_ms);
@@ -397,14 +431,11 @@ impl Actor for RtmpConnection {
             }
         });
         let idle = Duration::from_millis(settings.idle_timeout_ms);
-        ctx.run_interval(Duration::from_secs(1).min(idle), move |this, ctx| {
-            if this.last_input.elapsed() > idle {
-                this.close_reason = "timeout";
-                tracing::info!(parent: &this.span, "idle timeout");
-                this.unpublish("idle timeout", false);
-                ctx.stop();
-            }
-        });
+        self.idle_check = Some(
+            ctx.run_interval(Duration::from_secs(1).min(idle), |this, ctx| {
+                this.check_idle(ctx);
+            }),
+        );
         METRICS.rtmp_connections_open.inc();
         tracing::debug!(parent: &self.span, "connection opened");
     }
@@ -417,43 +448,6 @@ impl Actor for RtmpConnection {
             .inc();
         self.unpublish("connection closed", false);
         tracing::debug!(parent: &self.span, "connection closed");
-    }
-}
-
-impl StreamHandler<Result<BytesMut, std::io::Error>> for RtmpConnection {
-    fn handle(&mut self, item: Result<BytesMut, std::io::Error>, ctx: &mut Context<Self>) {
-        let bytes = match item {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                tracing::debug!(parent: &self.span, error = %e, "read failed");
-                ctx.stop();
-                return;
-            }
-        };
-        if matches!(self.state, State::Closing) {
-            return;
-        }
-        self.last_input = Instant::now();
-        match self.protocol.receive(&bytes) {
-            Ok(events) => self.handle_events(events, ctx),
-            Err(e) => self.fail(e, ctx),
-        }
-        if let Some(pause) = self.pause.take() {
-            // Ahead of real time: stop reading (the socket fills, TCP holds the
-            // publisher back) until the wall clock catches up.
-            METRICS.ingest_paced.inc();
-            ctx.wait(
-                actix::clock::sleep(pause)
-                    .into_actor(self)
-                    .map(|_, this, _| {
-                        this.last_input = Instant::now();
-                    }),
-            );
-        }
-    }
-
-    fn finished(&mut self, ctx: &mut Context<Self>) {
-        ctx.stop();
     }
 }
 
