@@ -376,6 +376,68 @@ async fn a_reconnecting_publisher_takes_over_and_the_playlist_goes_on() {
     );
 }
 
+/// An encoder whose network drops twice within the reconnect grace keeps its stream: the
+/// first drop's grace ends while the encoder is away after its second drop, and must not
+/// end the stream (the second drop has a grace of its own).
+#[tokio::test]
+async fn an_encoder_that_drops_twice_within_the_grace_keeps_its_stream() {
+    let grace = Duration::from_secs(6);
+    let LiveStream {
+        kawa,
+        key,
+        publisher: mut first,
+        playlist: before,
+    } = live_stream(
+        Kawa::builder().env("KAWA_RTMP__RECONNECT_GRACE_MS", "6000"),
+        "flaky",
+        2,
+    )
+    .await;
+    let reconnected = |n: usize| {
+        let kawa = &kawa;
+        move || async move { (kawa.logs().matches("publisher reconnected").count() >= n).then_some(()) }
+    };
+    let since_first_drop = |at: std::time::Instant, d: Duration| async move {
+        tokio::time::sleep(d.saturating_sub(at.elapsed())).await
+    };
+    // Killed: no goodbye, so Kawa waits for the encoder to come back.
+    first.kill();
+    let dropped_at = std::time::Instant::now();
+    since_first_drop(dropped_at, Duration::from_millis(500)).await;
+    let mut second = Publisher::start(&kawa.rtmp_url(&key), 60);
+    wait_for(
+        "the first reconnect",
+        Duration::from_secs(3),
+        reconnected(1),
+    )
+    .await;
+    since_first_drop(dropped_at, Duration::from_secs(3)).await;
+    second.kill();
+    // Away when the first drop's grace ends (6 s), back within the second's (9 s).
+    since_first_drop(dropped_at, grace + Duration::from_millis(500)).await;
+    let mut third = Publisher::start(&kawa.rtmp_url(&key), 60);
+    wait_for(
+        "the second reconnect",
+        Duration::from_secs(2),
+        reconnected(2),
+    )
+    .await;
+    let after = wait_for("new segments", Duration::from_secs(10), || async {
+        media_playlist(&kawa, "flaky", "source")
+            .await
+            .filter(|p| last_sequence(p) > last_sequence(&before) + 2)
+    })
+    .await;
+    assert!(!after.end_list, "the stream ended");
+    assert!(after.media_sequence >= before.media_sequence, "{after:?}");
+    assert!(third.running(), "{}", third.stderr());
+    assert_eq!(
+        kawa.logs().matches("stream session started").count(),
+        1,
+        "one session throughout"
+    );
+}
+
 #[tokio::test]
 async fn takeover_off_refuses_the_newcomer() {
     let LiveStream {

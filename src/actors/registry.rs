@@ -101,8 +101,10 @@ struct Entry {
     session: Addr<StreamSession>,
     session_id: u64,
     publisher: Option<Publisher>,
-    /// Lost its publisher without a goodbye; a reconnect continues the stream.
-    awaiting_reconnect: bool,
+    /// Lost its publisher without a goodbye: the drop's number and its grace timer,
+    /// cancelled when the encoder comes back, so a second drop within the grace gets a
+    /// grace of its own (the first drop's timer must not end the stream).
+    awaiting_reconnect: Option<(u64, SpawnHandle)>,
 }
 
 pub struct StreamRegistry {
@@ -111,6 +113,7 @@ pub struct StreamRegistry {
     context: Arc<SessionContext>,
     entries: HashMap<PublishPath, Entry>,
     next_session_id: u64,
+    next_drop: u64,
 }
 
 impl StreamRegistry {
@@ -121,6 +124,7 @@ impl StreamRegistry {
             context,
             entries: HashMap::new(),
             next_session_id: 1,
+            next_drop: 0,
         }
     }
 }
@@ -170,9 +174,9 @@ impl StreamRegistry {
         if let Some(entry) = self.entries.get_mut(&msg.path)
             && entry.session.connected()
         {
-            if entry.awaiting_reconnect {
+            if let Some((_, grace)) = entry.awaiting_reconnect.take() {
                 tracing::info!(publish_path = %msg.path, conn = msg.conn_id, "publisher reconnected");
-                entry.awaiting_reconnect = false;
+                ctx.cancel_future(grace);
                 entry.session.do_send(PublisherChanged {
                     conn_id: msg.conn_id,
                 });
@@ -218,7 +222,7 @@ impl StreamRegistry {
                 session: session.clone(),
                 session_id,
                 publisher: Some(publisher),
-                awaiting_reconnect: false,
+                awaiting_reconnect: None,
             },
         );
         Ok(session)
@@ -249,19 +253,26 @@ impl StreamRegistry {
         }
         // The grace timer lives here, not in the session, so that a reconnect and the
         // end of the grace can never cross.
-        entry.awaiting_reconnect = true;
         entry.session.do_send(PublisherLost);
         let session_id = entry.session_id;
         let reason = msg.reason;
-        ctx.run_later(self.reconnect_grace, move |this, _| {
-            let Some(entry) = this.entries.get_mut(&msg.path) else {
+        self.next_drop += 1;
+        let drop = self.next_drop;
+        let path = msg.path.clone();
+        let grace = ctx.run_later(self.reconnect_grace, move |this, _| {
+            let Some(entry) = this.entries.get_mut(&path) else {
                 return;
             };
-            if entry.session_id == session_id && entry.awaiting_reconnect {
-                entry.awaiting_reconnect = false;
+            if entry.session_id == session_id
+                && entry.awaiting_reconnect.is_some_and(|(d, _)| d == drop)
+            {
+                entry.awaiting_reconnect = None;
                 entry.session.do_send(Unpublished { reason });
             }
         });
+        if let Some(entry) = self.entries.get_mut(&msg.path) {
+            entry.awaiting_reconnect = Some((drop, grace));
+        }
     }
 }
 
@@ -343,8 +354,7 @@ impl Handler<EndAll> for StreamRegistry {
                     reason: "server shutting down",
                 });
                 ending += 1;
-            } else if entry.awaiting_reconnect {
-                entry.awaiting_reconnect = false;
+            } else if entry.awaiting_reconnect.take().is_some() {
                 entry.session.do_send(Unpublished {
                     reason: "server shutting down",
                 });
