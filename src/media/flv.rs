@@ -53,7 +53,8 @@ impl fmt::Display for VideoCodec {
             Self::FourCc(cc) => write!(
                 f,
                 "enhanced RTMP FourCC `{}` (only legacy H.264 is supported)",
-                String::from_utf8_lossy(cc)
+                // The peer's bytes: escaped, so they cannot forge a log line.
+                cc.escape_ascii()
             ),
         }
     }
@@ -75,7 +76,8 @@ impl fmt::Display for AudioCodec {
             Self::FourCc(cc) => write!(
                 f,
                 "enhanced RTMP FourCC `{}` (only AAC is supported)",
-                String::from_utf8_lossy(cc)
+                // The peer's bytes: escaped, so they cannot forge a log line.
+                cc.escape_ascii()
             ),
         }
     }
@@ -295,6 +297,15 @@ impl<'a> Iterator for FlvFileReader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fourcc_from_the_peer_is_escaped_in_messages() {
+        let video = VideoCodec::FourCc(*b"h\n\x1b[").to_string();
+        let audio = AudioCodec::FourCc(*b"a\r\"x").to_string();
+        assert!(video.contains(r"`h\n\x1b[`"), "{video}");
+        assert!(audio.contains(r#"`a\r\"x`"#), "{audio}");
+        assert!(!video.contains('\n') && !audio.contains('\r'));
+    }
 
     #[test]
     fn avc_keyframe_with_composition_time() {
