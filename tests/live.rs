@@ -438,6 +438,60 @@ async fn an_encoder_that_drops_twice_within_the_grace_keeps_its_stream() {
     );
 }
 
+/// Publish, stop, publish again: when the first session's retention ends, its cleanup
+/// removes only its own segments. The live stream's master, playlist and thumbnail keep
+/// answering, and its files stay in the data directory.
+#[tokio::test]
+async fn an_old_sessions_cleanup_leaves_a_republished_path_alone() {
+    let kawa = Kawa::builder()
+        .env("KAWA_HLS__PRESET", "passthrough")
+        .env("KAWA_HLS__RETENTION_SECONDS", "6")
+        .start();
+    let key = create_stream(&kawa, "again").await;
+    let mut first = Publisher::start(&kawa.rtmp_url(&key), 4);
+    assert!(
+        first
+            .wait_exit(Duration::from_secs(20))
+            .is_some_and(|s| s.success())
+    );
+    wait_for("ENDLIST", Duration::from_secs(10), || async {
+        media_playlist(&kawa, "again", "source")
+            .await
+            .filter(|p| p.end_list)
+    })
+    .await;
+    let ended = std::time::Instant::now();
+    let _second = Publisher::start(&kawa.rtmp_url(&key), 60);
+    wait_for("the new session", Duration::from_secs(10), || async {
+        media_playlist(&kawa, "again", "source")
+            .await
+            .filter(|p| !p.end_list && !p.segments.is_empty())
+    })
+    .await;
+    let urls = ["master.m3u8", "source/index.m3u8", "thumbnail.jpg"]
+        .map(|name| kawa.url(&format!("/hls/again/{name}")));
+    let dir = kawa.data_dir.join("hls/again");
+    let files = ["master.m3u8", "source/index.m3u8"].map(|f| dir.join(f));
+    let mut written = false;
+    // Through the first session's expiry (6 s after it ended) and past it.
+    while ended.elapsed() < Duration::from_secs(9) {
+        for url in &urls {
+            let status = reqwest::get(url).await.unwrap().status();
+            assert!(status.is_success(), "{url}: {status}");
+        }
+        // Once the new session wrote its files, they stay.
+        let present = files.iter().filter(|f| f.exists()).count();
+        written |= present == files.len();
+        assert!(
+            !written || present == files.len(),
+            "{:?} after the first session ended, a file of the live one is gone",
+            ended.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(written, "the new session wrote its files");
+}
+
 #[tokio::test]
 async fn takeover_off_refuses_the_newcomer() {
     let LiveStream {

@@ -392,9 +392,14 @@ impl StreamSession {
         });
         let retention = Duration::from_secs(self.context.settings.hls.retention_seconds);
         ctx.run_later(retention, |this, ctx| {
-            this.context.live.close(this.path.as_str(), &this.edge);
+            // A newer session of the path (live, or ended and in its own retention) has
+            // the edge now, and rewrote the playlists, the master and the thumbnail:
+            // they are its to remove. Only this session's own segments go.
+            let path = this.path.as_str();
+            let newer = (this.context.live.get(path)).is_some_and(|e| !Arc::ptr_eq(&e, &this.edge));
+            this.context.live.close(path, &this.edge);
             this.sink
-                .clean_up(this.core.packager.files(), !this.superseded);
+                .clean_up(this.core.packager.files(), !this.superseded && !newer);
             ctx.stop();
         });
     }
