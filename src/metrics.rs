@@ -18,6 +18,7 @@ pub struct Metrics {
     pub ingest_paced: IntCounter,
     pub publish_attempts: IntCounterVec,
     pub live_streams: IntGauge,
+    pub transcoders_alive: IntGauge,
     pub actor_restarts: IntCounterVec,
     pub ingest_bytes: IntCounterVec,
     pub ingest_frames: IntCounterVec,
@@ -78,6 +79,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         ),
         live_streams: IntGauge::new("kawa_live_streams", "Streams with a publisher now")
             .expect("valid metric"),
+        transcoders_alive: IntGauge::new(
+            "kawa_transcoders_alive",
+            "Transcoder actors alive (one per encode; more means a leak)",
+        )
+        .expect("valid metric"),
         actor_restarts: counter_vec(
             "kawa_actor_restarts_total",
             "Actor restarts, by actor kind",
@@ -202,6 +208,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         Box::new(m.ingest_paced.clone()),
         Box::new(m.publish_attempts.clone()),
         Box::new(m.live_streams.clone()),
+        Box::new(m.transcoders_alive.clone()),
         Box::new(m.actor_restarts.clone()),
         Box::new(m.ingest_bytes.clone()),
         Box::new(m.ingest_frames.clone()),

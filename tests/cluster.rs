@@ -17,7 +17,7 @@ use common::cluster::{
 use common::s3::{BUCKET, PREFIX, s3_has, s3_playlist, s3_rendition_playlist};
 use common::{
     Kawa, MotoServer, Publisher, RedisServer, create_stream, fetch_text, ffmpeg_children_of,
-    ffprobe_json, wait_for,
+    ffprobe_json, metrics_text, wait_for,
 };
 use m3u8_rs::MediaPlaylist;
 
@@ -481,6 +481,14 @@ async fn an_encode_falls_back_to_the_node_and_returns_to_a_worker() {
     })
     .await;
     assert!(kawa.logs().contains("moving the encode to it"));
+    // The node's encode ended with its actor (it used to look for workers forever).
+    wait_for("one transcoder actor", Duration::from_secs(10), || async {
+        metrics_text(&kawa)
+            .await
+            .contains("kawa_transcoders_alive 1\n")
+            .then_some(())
+    })
+    .await;
 }
 
 /// With `rtmp.takeover` off, a publish to a path a live node owns is refused (the owner

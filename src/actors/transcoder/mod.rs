@@ -21,6 +21,7 @@ use crate::cluster::Cluster;
 use crate::cluster::workers::WorkerInfo;
 use crate::grpc::proto::{TranscodeInput, transcode_input::Input};
 use crate::media::frame::Frame;
+use crate::metrics::METRICS;
 use crate::stream::backpressure::DropToKeyframe;
 use crate::transcode::TranscodePlan;
 use crate::transcode::demux::RungDemuxer;
@@ -174,6 +175,7 @@ impl Transcoder {
                 self.input = Some(Sink::Local(encode.feeder));
                 self.kill = Some(encode.kill);
                 let session = self.session.clone();
+                let me = ctx.address();
                 actix::spawn(async move {
                     let status = run.await;
                     session.do_send(TranscoderExited {
@@ -181,6 +183,8 @@ impl Transcoder {
                         status,
                         worker_lost: false,
                     });
+                    // The encode is over: so is this actor (and its look for workers).
+                    me.do_send(Kill);
                 });
             }
             Err(e) => {
@@ -192,7 +196,13 @@ impl Transcoder {
     }
 
     /// FFmpeg on a transcoder worker.
-    fn start_remote(&mut self, job: EncoderJob, cluster: Arc<Cluster>, worker: WorkerInfo) {
+    fn start_remote(
+        &mut self,
+        job: EncoderJob,
+        cluster: Arc<Cluster>,
+        worker: WorkerInfo,
+        ctx: &mut Context<Self>,
+    ) {
         tracing::info!(parent: &self.span, generation = job.generation, worker = %worker.id, "encoding on a transcoder worker");
         let (frames, outbound) = mpsc::channel(STDIN_QUEUE + self.replay.len() + 1);
         let first = TranscodeInput {
@@ -208,6 +218,7 @@ impl Transcoder {
         self.kill = Some(kill);
         let rungs = job.plan.scaled().count();
         let (session, generation) = (self.session.clone(), job.generation);
+        let me = ctx.address();
         actix::spawn(async move {
             let (status, worker_lost) = remote::run(
                 cluster,
@@ -224,6 +235,7 @@ impl Transcoder {
                 status,
                 worker_lost,
             });
+            me.do_send(Kill);
         });
     }
 
@@ -234,7 +246,7 @@ impl Transcoder {
         ctx: &mut Context<Self>,
     ) {
         match worker {
-            Some((cluster, worker)) => self.start_remote(job, cluster, worker),
+            Some((cluster, worker)) => self.start_remote(job, cluster, worker, ctx),
             None => self.start_local(job, ctx),
         }
         for frame in std::mem::take(&mut self.replay) {
@@ -264,7 +276,12 @@ impl Transcoder {
 impl Actor for Transcoder {
     type Context = Context<Self>;
 
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        METRICS.transcoders_alive.dec();
+    }
+
     fn started(&mut self, ctx: &mut Context<Self>) {
+        METRICS.transcoders_alive.inc();
         ctx.set_mailbox_capacity(super::session::MAILBOX_CAPACITY);
         let Some(job) = self.job.take() else { return };
         match job.workers.clone() {
