@@ -324,7 +324,9 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     let proxy = cluster
         .clone()
         .map(|c| web::Data::new(http::proxy::ClusterProxy::new(c)));
-    let viewers = web::Data::new(http::viewers::Viewers::default());
+    let viewers = web::Data::new(http::viewers::Viewers::new(
+        settings.http.trusted_proxies().clone(),
+    ));
     let recordings = web::Data::new(recordings);
 
     let http_server = HttpServer::new(move || {

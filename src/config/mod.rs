@@ -65,9 +65,33 @@ pub struct HttpSettings {
     /// PEM certificate chain and key: HTTPS (with HTTP/2) when both are set.
     pub tls_cert: PathBuf,
     pub tls_key: PathBuf,
+    /// Proxies in front whose `X-Forwarded-For` is believed: IP addresses and networks,
+    /// comma-separated (parsed by [`Settings::load`]).
+    pub trusted_proxies: String,
+    #[serde(skip)]
+    trusted_networks: Vec<ipnet::IpNet>,
 }
 
 impl HttpSettings {
+    /// `trusted_proxies`, parsed.
+    pub fn trusted_proxies(&self) -> &Vec<ipnet::IpNet> {
+        &self.trusted_networks
+    }
+
+    /// Parses `trusted_proxies`: an address is a network of one.
+    pub(crate) fn parse_trusted_proxies(value: &str) -> Result<Vec<ipnet::IpNet>, String> {
+        value
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(|a| {
+                a.parse::<ipnet::IpNet>()
+                    .or_else(|_| a.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| format!("{a:?} is not an IP address or network (a.b.c.d/n)"))
+            })
+            .collect()
+    }
+
     /// The certificate and key files, when HTTPS is on.
     pub fn tls(&self) -> Option<(&Path, &Path)> {
         (!self.tls_cert.as_os_str().is_empty())
@@ -305,9 +329,10 @@ impl Settings {
                 figment = figment.merge(Serialized::default(key, value));
             }
         }
-        let settings: Settings = figment
+        let mut settings: Settings = figment
             .extract()
             .map_err(|e| from_figment(e, &typed_env_names(), file))?;
+        settings.parse_lists()?;
         settings.validate()?;
         Ok(settings)
     }
@@ -315,11 +340,20 @@ impl Settings {
     /// The documented defaults alone (no file, no environment): what tools and benches
     /// that only need Kawa's encoder settings use.
     pub fn defaults() -> Result<Self, ConfigError> {
-        let settings: Settings = Figment::from(Toml::string(DEFAULT_TOML))
+        let mut settings: Settings = Figment::from(Toml::string(DEFAULT_TOML))
             .extract()
             .map_err(|e| from_figment(e, &[], None))?;
+        settings.parse_lists()?;
         settings.validate()?;
         Ok(settings)
+    }
+
+    /// Settings written as one string for environment variables, parsed.
+    fn parse_lists(&mut self) -> Result<(), ConfigError> {
+        self.http.trusted_networks =
+            HttpSettings::parse_trusted_proxies(&self.http.trusted_proxies)
+                .map_err(|reason| ConfigError::invalid("http.trusted_proxies", reason))?;
+        Ok(())
     }
 }
 

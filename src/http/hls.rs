@@ -380,7 +380,8 @@ async fn rendition_file(
     }
     let playlist = name == "index.m3u8";
     if playlist && let Some(viewers) = &viewers {
-        viewers.seen(stream.as_str(), viewers.viewer_id(&req));
+        let internal = proxy.as_ref().is_some_and(|p| p.is_internal(&req));
+        viewers.seen(stream.as_str(), viewers.viewer_id(&req, internal));
     }
     if (playlist || segment_ok(&name))
         && let Some(edge) = live.get(stream.as_str())

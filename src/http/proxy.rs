@@ -130,9 +130,13 @@ impl ClusterProxy {
                 forwarded = forwarded.header(name.as_str(), value.as_bytes());
             }
         }
-        // The owner counts viewers by address and user agent: pass on the viewer's.
-        if let Some(client) = req.connection_info().realip_remote_addr() {
-            forwarded = forwarded.header("x-forwarded-for", client);
+        // The owner counts viewers by address: pass on the viewer's (as this node
+        // believes it, see `viewers::client_ip`).
+        let trusted = req
+            .app_data::<actix_web::web::Data<super::viewers::Viewers>>()
+            .map_or(&[][..], |v| v.trusted());
+        if let Some(client) = super::viewers::client_ip(req, trusted, false) {
+            forwarded = forwarded.header("x-forwarded-for", client.to_string());
         }
         let answer = match forwarded.send().await {
             Ok(answer) => answer,
