@@ -129,31 +129,25 @@ mod tests {
         let mut socket = TickedSocket::new(stream);
         let mut buf = [0u8; 16];
         assert_eq!(socket.read(&mut buf).unwrap(), Received::Nothing);
-        peer.write_all(b"hello").unwrap();
-        // Loopback delivers at once, but give the kernel a moment.
-        let mut got = Received::Nothing;
-        for _ in 0..100 {
-            got = socket.read(&mut buf).unwrap();
-            if got != Received::Nothing {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        assert_eq!(got, Received::Bytes(5));
-        assert_eq!(&buf[..5], b"hello");
         socket.send(b"ack").unwrap();
         let mut back = [0u8; 3];
         peer.read_exact(&mut back).unwrap();
         assert_eq!(&back, b"ack");
-        drop(peer);
-        let mut end = Received::Nothing;
-        for _ in 0..100 {
-            end = socket.read(&mut buf).unwrap();
-            if end != Received::Nothing {
-                break;
+        // Loopback delivers at once, but give the kernel a moment.
+        let mut next = |buf: &mut [u8]| {
+            for _ in 0..100 {
+                let got = socket.read(buf).unwrap();
+                if got != Received::Nothing {
+                    return got;
+                }
+                std::thread::sleep(Duration::from_millis(5));
             }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        assert_eq!(end, Received::Closed);
+            Received::Nothing
+        };
+        peer.write_all(b"hello").unwrap();
+        assert_eq!(next(&mut buf), Received::Bytes(5));
+        assert_eq!(&buf[..5], b"hello");
+        drop(peer);
+        assert_eq!(next(&mut buf), Received::Closed);
     }
 }
