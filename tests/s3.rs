@@ -257,6 +257,54 @@ async fn uploads_spilled_before_a_crash_complete_after_the_restart() {
     assert!(kawa.logs().contains("resuming pending uploads"));
 }
 
+/// The uploader cannot open its spool (a file stands where its folder goes: a removed
+/// or full disk looks the same to it): it is restarted until it can, and then delivers
+/// everything the stream made meanwhile, from its first segment.
+#[tokio::test]
+async fn an_uploader_without_its_spool_is_restarted_and_delivers_everything() {
+    let moto = MotoServer::start();
+    moto.public_bucket(BUCKET).await;
+    let client = moto.client().await;
+    let kawa = with_s3(Kawa::builder(), &moto.endpoint()).start();
+    let blocker = kawa.data_dir.join("spool/s3/nospool");
+    std::fs::create_dir_all(blocker.parent().unwrap()).unwrap();
+    std::fs::write(&blocker, b"not a folder").unwrap();
+    let key = create_stream(&kawa, "nospool").await;
+    let _publisher = Publisher::start(&kawa.rtmp_url(&key), 60);
+    wait_for("three local segments", Duration::from_secs(20), || async {
+        local_playlist(&kawa, "nospool")
+            .await
+            .filter(|p| p.segments.len() >= 3)
+    })
+    .await;
+    assert!(s3_playlist(&client, "nospool").await.is_none());
+    let restarts = |text: String| {
+        text.lines()
+            .find(|l| l.starts_with("kawa_actor_restarts_total{actor=\"uploader\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        restarts(metrics_text(&kawa).await) >= 2,
+        "restarted while it could not open"
+    );
+
+    std::fs::remove_file(&blocker).unwrap();
+    let local = local_playlist(&kawa, "nospool").await.unwrap();
+    let first = format!("{PREFIX}/nospool/source/{}", local.segments[0].uri);
+    let s3 = wait_for("the stream in S3", Duration::from_secs(20), || async {
+        s3_playlist(&client, "nospool")
+            .await
+            .filter(|p| p.segments.len() >= local.segments.len())
+    })
+    .await;
+    assert_eq!(
+        s3.media_sequence, local.media_sequence,
+        "from the first segment"
+    );
+    assert!(s3_has(&client, &first).await, "{first}");
+}
+
 #[tokio::test]
 async fn segments_that_left_the_window_are_deleted_after_the_grace() {
     let moto = MotoServer::start();

@@ -4,7 +4,7 @@
 //! queued before the playlist that lists it, the bucket never lists a missing object;
 //! because the spool is on disk, an outage or a SIGKILL loses nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -14,7 +14,7 @@ use actix::prelude::*;
 use crate::cluster::Cluster;
 use crate::delivery::objects::{recording_item, stream_item};
 use crate::delivery::s3::S3Target;
-use crate::delivery::spool::{Item, ItemKind, Spool};
+use crate::delivery::spool::{Item, ItemKind, ItemMeta, Spool};
 use crate::hls::packager::Output;
 use crate::hls::recording::RecordingBatch;
 use crate::metrics::{METRICS, UploadMetrics};
@@ -51,7 +51,15 @@ pub struct Uploader {
     metrics: Option<UploadMetrics>,
     stream_live: bool,
     cluster: Option<Arc<Cluster>>,
+    /// Outputs not in the spool yet, in order: it could not be opened or written (a
+    /// full disk, a removed folder). They survive the supervisor's restarts and go in
+    /// first once the spool works again. Bounded by [`MAX_UNSPOOLED_BYTES`].
+    unspooled: VecDeque<(ItemMeta, Vec<u8>)>,
+    unspooled_bytes: usize,
 }
+
+/// Bytes held for the spool while it cannot be written; past that the oldest go.
+const MAX_UNSPOOLED_BYTES: usize = 64 * 1024 * 1024;
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -90,7 +98,72 @@ impl Uploader {
             metrics: None,
             stream_live: true,
             cluster,
+            unspooled: VecDeque::new(),
+            unspooled_bytes: 0,
         }
+    }
+
+    /// Puts `items` (after any held back) in the spool, off this thread; when the spool
+    /// is closed they wait, and when writing fails the uploader stops so that its
+    /// supervisor starts it again on a reopened spool.
+    fn queue(&mut self, items: Vec<(ItemMeta, Vec<u8>)>, ctx: &mut Context<Self>) {
+        for (meta, body) in items {
+            self.unspooled_bytes += body.len();
+            self.unspooled.push_back((meta, body));
+        }
+        let mut dropped = 0;
+        while self.unspooled_bytes > MAX_UNSPOOLED_BYTES {
+            let Some((_, body)) = self.unspooled.pop_front() else {
+                break;
+            };
+            self.unspooled_bytes -= body.len();
+            dropped += 1;
+        }
+        if dropped > 0 {
+            tracing::error!(stream = %self.stream, dropped, "the upload spool is unavailable for too long; oldest outputs dropped");
+        }
+        let Some(mut spool) = self.spool.take() else {
+            return;
+        };
+        let batch: Vec<_> = self.unspooled.drain(..).collect();
+        self.unspooled_bytes = 0;
+        let stream = self.stream.clone();
+        // The spool's disk writes run on the blocking pool, not on this arbiter's thread
+        // (where connections and sessions run too). `wait` holds this actor's other
+        // messages and tasks meanwhile, so items are queued in order and nothing sees the
+        // spool while it is away.
+        let write = tokio::task::spawn_blocking(move || {
+            let mut items = batch.into_iter();
+            let mut failed = Vec::new();
+            for (meta, body) in items.by_ref() {
+                if let Err(e) = spool.push(meta.clone(), &body) {
+                    tracing::error!(stream = %stream, error = %e, "cannot queue an upload; reopening the spool");
+                    failed.push((meta, body));
+                    break;
+                }
+            }
+            failed.extend(items);
+            (spool, failed)
+        });
+        ctx.wait(write.into_actor(self).map(|written, this, ctx| {
+            match written {
+                Ok((spool, failed)) if failed.is_empty() => {
+                    this.spool = Some(spool);
+                    this.kick(ctx);
+                }
+                Ok((_, failed)) => {
+                    this.unspooled_bytes += failed.iter().map(|(_, b)| b.len()).sum::<usize>();
+                    for item in failed.into_iter().rev() {
+                        this.unspooled.push_front(item);
+                    }
+                    ctx.stop();
+                }
+                Err(e) => {
+                    tracing::error!(stream = %this.stream, error = %e, "the upload spool writer failed");
+                    ctx.stop();
+                }
+            }
+        }));
     }
 
     fn metrics(&mut self) -> &UploadMetrics {
@@ -100,7 +173,7 @@ impl Uploader {
     }
 
     fn update_depth(&mut self) {
-        let depth = self.spool.as_ref().map_or(0, Spool::len);
+        let depth = self.spool.as_ref().map_or(0, Spool::len) + self.unspooled.len();
         if depth == 0 && !self.stream_live {
             // Drained after the stream ended: its series go away.
             self.metrics = None;
@@ -252,10 +325,14 @@ impl Actor for Uploader {
                     tracing::info!(stream = %self.stream, pending = spool.len(), "resuming pending uploads");
                 }
                 self.spool = Some(spool);
+                // What waited for the spool goes in first.
+                if !self.unspooled.is_empty() {
+                    self.queue(Vec::new(), ctx);
+                }
             }
             Err(e) => {
                 // Without its spool the uploader cannot promise anything: stop, and let
-                // the supervisor start it again.
+                // the supervisor start it again (outputs meanwhile wait in memory).
                 tracing::error!(stream = %self.stream, error = %e, "cannot open the upload spool");
                 ctx.run_later(Duration::from_secs(1), |_, ctx| ctx.stop());
                 return;
@@ -293,43 +370,20 @@ impl Handler<Deliver> for Uploader {
     ) {
         self.stream_live = true;
         let grace = self.delete_grace;
-        let Some(mut spool) = self.spool.take() else {
-            tracing::error!(stream = %self.stream, "upload spool unavailable; outputs not queued");
-            return;
-        };
-        // The spool's disk writes run on the blocking pool, not on this arbiter's thread
-        // (where connections and sessions run too). `wait` holds this actor's other
-        // messages and tasks meanwhile, so items are queued in order and nothing sees the
-        // spool while it is away.
-        let stream = self.stream.clone();
-        let write = tokio::task::spawn_blocking(move || {
-            let recorded = recording.into_iter().flat_map(|batch| {
-                let id = batch.id;
-                batch
-                    .outputs
-                    .into_iter()
-                    .filter_map(move |o| recording_item(id, o))
-            });
-            let items = outputs
+        let now = now_ms();
+        let recorded = recording.into_iter().flat_map(|batch| {
+            let id = batch.id;
+            batch
+                .outputs
                 .into_iter()
-                .filter_map(|o| stream_item(o, grace, fence, now_ms()))
-                .chain(recorded);
-            for (meta, body) in items {
-                if let Err(e) = spool.push(meta, &body) {
-                    tracing::error!(stream = %stream, error = %e, "cannot queue an upload");
-                }
-            }
-            spool
+                .filter_map(move |o| recording_item(id, o))
         });
-        ctx.wait(write.into_actor(self).map(|spool, this, ctx| {
-            match spool {
-                Ok(spool) => this.spool = Some(spool),
-                Err(e) => {
-                    tracing::error!(stream = %this.stream, error = %e, "the upload spool writer failed");
-                }
-            }
-            this.kick(ctx);
-        }));
+        let items = outputs
+            .into_iter()
+            .filter_map(|o| stream_item(o, grace, fence, now))
+            .chain(recorded)
+            .collect();
+        self.queue(items, ctx);
     }
 }
 
