@@ -17,7 +17,7 @@ use common::cluster::{
 use common::s3::{BUCKET, PREFIX, s3_has, s3_playlist, s3_rendition_playlist};
 use common::{
     Kawa, MotoServer, Publisher, RedisServer, create_stream, fetch_text, ffmpeg_children_of,
-    ffprobe_json, metrics_text, wait_for,
+    ffprobe_json, metrics_text, rss_kib, wait_for,
 };
 use m3u8_rs::MediaPlaylist;
 
@@ -534,4 +534,103 @@ async fn without_takeover_a_live_owner_keeps_its_path_and_a_dead_ones_lapses() {
     .await;
     // Not before the dead owner's lease lapsed.
     assert!(killed.elapsed() >= Duration::from_millis(common::cluster::LEASE_MS / 2));
+}
+
+/// A viewer of a large answer through a node that does not own the stream: the node
+/// passes the owner's body on as the viewer takes it, and holds almost none of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxied_viewer_of_a_large_answer_is_streamed_not_buffered() {
+    const PATH: &str = "big";
+    const SIZE: usize = 50 * 1024 * 1024;
+    let c = cluster(2, false).await;
+    let key = create_stream(&c.nodes[0], PATH).await;
+    let _publisher = Publisher::start(&c.nodes[0].rtmp_url(&key), 60);
+    wait_for(
+        "node-0 to own the path",
+        Duration::from_secs(20),
+        || async { (owner(&c.redis, PATH) == Some(0)).then_some(()) },
+    )
+    .await;
+    // A 50 MB file where the owner serves its segments from.
+    let dir = c.nodes[0].data_dir.join(format!("hls/{PATH}/source"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let body: Vec<u8> = (0..SIZE).map(|i| (i % 251) as u8).collect();
+    std::fs::write(dir.join("1_1.m4s"), &body).unwrap();
+
+    let proxy = &c.nodes[1];
+    // Through the proxy first, at full speed, a few at once (its HTTP workers): its
+    // client, connection pool, owner lookup and allocator arenas are not what a viewer
+    // holds.
+    let url = proxy.url(&format!("/hls/{PATH}/source/1_1.m4s"));
+    let warm = (0..4).map(|_| async {
+        let answer = reqwest::get(&url).await.unwrap();
+        assert_eq!(answer.bytes().await.unwrap().len(), SIZE);
+    });
+    futures_util::future::join_all(warm).await;
+    let before = rss_kib(proxy.pid());
+    // A viewer on a slow link: a small receive window (fixed, so the kernel does not
+    // grow it), reading the head and a little of the body, then pausing.
+    let (mut viewer, mut got) = tokio::task::spawn_blocking({
+        let (addr, path) = (proxy.http, format!("/hls/{PATH}/source/1_1.m4s"));
+        move || {
+            use std::io::{Read, Write};
+            let socket =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            socket.set_recv_buffer_size(32 * 1024).unwrap();
+            socket.connect(&addr.into()).unwrap();
+            let mut viewer = std::net::TcpStream::from(socket);
+            write!(
+                viewer,
+                "GET {path} HTTP/1.1\r\nHost: kawa\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
+            let mut got = vec![0u8; 64 * 1024];
+            let n = viewer.read(&mut got).unwrap();
+            got.truncate(n);
+            (viewer, got)
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    // The viewer stops reading for a while: the proxy must not fetch the rest meanwhile.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let held = rss_kib(proxy.pid()).saturating_sub(before);
+    eprintln!("the proxying node grew by {held} KiB while its viewer paused");
+    let got = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        viewer.read_to_end(&mut got).unwrap();
+        got
+    })
+    .await
+    .unwrap();
+    // The head, then the body in chunks (Transfer-Encoding: chunked): the whole body
+    // came, unchanged.
+    let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let body_bytes = dechunk(&got[head_end..]);
+    assert_eq!(body_bytes.len(), SIZE);
+    assert!(body_bytes == body, "the body changed on the way");
+    // The node buffered the whole answer before (166 MB of growth, copies included);
+    // now it holds about a chunk.
+    assert!(held < 1024, "the proxying node grew by {held} KiB");
+}
+
+/// An HTTP/1.1 chunked body, decoded.
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line = data.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&data[..line]).unwrap().trim(), 16).unwrap();
+        data = &data[line + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
+    }
 }

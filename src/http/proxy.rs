@@ -17,8 +17,16 @@ use crate::cluster::Cluster;
 
 /// How long a path's owner is remembered (a lookup is two Redis reads).
 const OWNER_CACHE: Duration = Duration::from_millis(500);
-/// Longer than any blocking reload (3 target durations) and any segment transfer.
+/// How long the owner may take to start its answer: longer than any blocking reload
+/// (3 target durations).
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the owner's answer may pause mid-body.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest answer passed on (a recording's segment is a few MiB): past it the body
+/// is cut short.
+const MAX_FORWARDED_BYTES: u64 = 256 * 1024 * 1024;
+/// Answers being passed on at once; a request beyond gets 503 with Retry-After.
+const MAX_FORWARDS: usize = 1024;
 /// Bounded cache: paths asked for that nobody owns must not grow it without end.
 const MAX_CACHED: usize = 4096;
 /// Request headers a player's request keeps on the way to the owner.
@@ -44,18 +52,23 @@ pub struct ClusterProxy {
     cluster: Arc<Cluster>,
     client: reqwest::Client,
     owners: Mutex<HashMap<String, (Instant, Option<String>)>>,
+    forwards: Arc<tokio::sync::Semaphore>,
 }
 
 impl ClusterProxy {
     pub fn new(cluster: Arc<Cluster>) -> Self {
+        // No overall timeout: a slow viewer may take long over a large answer (its pace
+        // holds the owner's body back, nothing piles up here); the start of the answer
+        // and each pause in its body have their own limits.
         let client = reqwest::Client::builder()
-            .timeout(FORWARD_TIMEOUT)
+            .connect_timeout(Duration::from_secs(5))
             .build()
             .unwrap_or_default();
         Self {
             cluster,
             client,
             owners: Mutex::new(HashMap::new()),
+            forwards: Arc::new(tokio::sync::Semaphore::new(MAX_FORWARDS)),
         }
     }
 
@@ -138,13 +151,32 @@ impl ClusterProxy {
         if let Some(client) = super::viewers::client_ip(req, trusted, false) {
             forwarded = forwarded.header("x-forwarded-for", client.to_string());
         }
-        let answer = match forwarded.send().await {
-            Ok(answer) => answer,
-            Err(e) => {
+        let Ok(permit) = Arc::clone(&self.forwards).try_acquire_owned() else {
+            tracing::warn!("too many answers being passed on from owners; refusing one");
+            return Some(
+                HttpResponse::ServiceUnavailable()
+                    .insert_header((header::RETRY_AFTER, "1"))
+                    .finish(),
+            );
+        };
+        let answer = match tokio::time::timeout(FORWARD_TIMEOUT, forwarded.send()).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => {
                 tracing::warn!(error = %without_url(&e), "the stream's owner did not answer");
                 return Some(HttpResponse::BadGateway().finish());
             }
+            Err(_) => {
+                tracing::warn!("the stream's owner did not answer in time");
+                return Some(HttpResponse::GatewayTimeout().finish());
+            }
         };
+        if answer
+            .content_length()
+            .is_some_and(|n| n > MAX_FORWARDED_BYTES)
+        {
+            tracing::warn!("the stream's owner answered with more than may be passed on");
+            return Some(HttpResponse::BadGateway().finish());
+        }
         let status =
             StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
         let mut response = HttpResponse::build(status);
@@ -155,14 +187,36 @@ impl ClusterProxy {
         }
         // Already as compact as it gets (or video): not compressed again here.
         response.insert_header((header::CONTENT_ENCODING, "identity"));
-        match answer.bytes().await {
-            Ok(body) => Some(response.body(body)),
-            Err(e) => {
-                tracing::warn!(error = %without_url(&e), "the stream's owner's answer broke off");
-                Some(HttpResponse::BadGateway().finish())
-            }
-        }
+        Some(response.streaming(relay(answer, permit)))
     }
+}
+
+/// The owner's body, chunk by chunk as the viewer takes it (nothing is buffered here
+/// beyond a chunk), cut short past [`MAX_FORWARDED_BYTES`] or a pause of
+/// [`BODY_READ_TIMEOUT`]. The permit is held until the body ends.
+fn relay(
+    answer: reqwest::Response,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
+    futures_util::stream::unfold(Some((answer, permit, 0u64)), |state| async move {
+        let (mut answer, permit, sent) = state?;
+        let cut = |why: String| {
+            tracing::warn!(error = %why, "the stream's owner's answer broke off");
+            Some((Err(std::io::Error::other(why)), None))
+        };
+        match tokio::time::timeout(BODY_READ_TIMEOUT, answer.chunk()).await {
+            Ok(Ok(Some(chunk))) => {
+                let sent = sent + chunk.len() as u64;
+                if sent > MAX_FORWARDED_BYTES {
+                    return cut("more than may be passed on".into());
+                }
+                Some((Ok(chunk), Some((answer, permit, sent))))
+            }
+            Ok(Ok(None)) => None,
+            Ok(Err(e)) => cut(without_url(&e)),
+            Err(_) => cut("no data within the read timeout".into()),
+        }
+    })
 }
 
 /// reqwest's errors name the URL; the node's address is fine to log, but keep lines short.
