@@ -51,20 +51,13 @@ impl RtmpConnection {
         }));
     }
 
+    /// Frames (and so the pacer's pauses) come only once publishing, and then the
+    /// socket moves to the tick, which also paces.
     fn after_reactive_read(&mut self, ctx: &mut Context<Self>) {
-        if matches!(self.state, State::Closing) {
-            return;
-        }
-        if matches!(self.state, State::Publishing { .. }) {
-            self.start_ticks(ctx);
-        } else if let Some(pause) = self.pause.take() {
-            METRICS.ingest_paced.inc();
-            ctx.run_later(pause, |this, ctx| {
-                this.last_input = Instant::now();
-                this.read_next(ctx);
-            });
-        } else {
-            self.read_next(ctx);
+        match self.state {
+            State::Closing => {}
+            State::Publishing { .. } => self.start_ticks(ctx),
+            _ => self.read_next(ctx),
         }
     }
 
@@ -98,6 +91,8 @@ impl RtmpConnection {
             match std {
                 Ok(stream) => {
                     this.ticked = Some(TickedSocket::new(stream));
+                    // The frames that moved it here may have put it ahead of real time.
+                    this.take_pause();
                     if let Some(handle) = this.idle_check.take() {
                         ctx.cancel_future(handle);
                     }
@@ -177,13 +172,21 @@ impl RtmpConnection {
             if matches!(self.state, State::Closing) {
                 return false;
             }
-            if let Some(pause) = self.pause.take() {
-                // Ahead of real time: the socket fills, TCP holds the publisher back.
-                METRICS.ingest_paced.inc();
-                self.paused_until = Some(Instant::now() + pause);
+            if self.take_pause() {
                 break;
             }
         }
+        true
+    }
+
+    /// Ahead of real time: nothing is read until the wall clock catches up (the socket
+    /// fills, TCP holds the publisher back). `true` if a pause began.
+    fn take_pause(&mut self) -> bool {
+        let Some(pause) = self.pause.take() else {
+            return false;
+        };
+        METRICS.ingest_paced.inc();
+        self.paused_until = Some(Instant::now() + pause);
         true
     }
 
