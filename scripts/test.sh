@@ -5,10 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh test
-# Unit and integration tests; the benchmarks (benches/) print figures and are run with
+# Unit and integration tests, with the crash tests' fault-injection hook built in; the benchmarks (benches/) print figures and are run with
 # `cargo bench`, not here.
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --lib --bins --tests --no-fail-fast "$@"
+  cargo nextest run --features fault-injection --lib --bins --tests --no-fail-fast "$@"
 else
-  cargo test --lib --bins --tests --no-fail-fast "$@"
+  cargo test --features fault-injection --lib --bins --tests --no-fail-fast "$@"
 fi

@@ -20,6 +20,7 @@ pub struct Metrics {
     pub live_streams: IntGauge,
     pub transcoders_alive: IntGauge,
     pub actor_restarts: IntCounterVec,
+    pub actor_panics: IntCounterVec,
     pub ingest_bytes: IntCounterVec,
     pub ingest_frames: IntCounterVec,
     pub keyframe_interval: prometheus::GaugeVec,
@@ -87,6 +88,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         actor_restarts: counter_vec(
             "kawa_actor_restarts_total",
             "Actor restarts, by actor kind",
+            &["actor"],
+        ),
+        actor_panics: counter_vec(
+            "kawa_actor_panics_total",
+            "Panics caught in actor handlers, by actor kind (each is a restart, a stop or an escalation)",
             &["actor"],
         ),
         ingest_bytes: counter_vec(
@@ -210,6 +216,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         Box::new(m.live_streams.clone()),
         Box::new(m.transcoders_alive.clone()),
         Box::new(m.actor_restarts.clone()),
+        Box::new(m.actor_panics.clone()),
         Box::new(m.ingest_bytes.clone()),
         Box::new(m.ingest_frames.clone()),
         Box::new(m.keyframe_interval.clone()),
@@ -248,8 +255,9 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     ] {
         m.rtmp_connections_closed.with_label_values(&[result]);
     }
-    for actor in ["transcoder", "uploader"] {
-        m.actor_restarts.with_label_values(&[actor]);
+    for actor in crate::actors::supervision::ActorKind::ALL {
+        m.actor_restarts.with_label_values(&[actor.label()]);
+        m.actor_panics.with_label_values(&[actor.label()]);
     }
     for how in ["ended", "recovered"] {
         m.recordings_finished.with_label_values(&[how]);

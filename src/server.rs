@@ -49,6 +49,8 @@ pub enum ServeError {
     Cluster(#[from] crate::cluster::ClusterError),
     #[error("{what} server failed: {reason}")]
     Server { what: &'static str, reason: String },
+    #[error("the {0} exceeded its restart intensity; Kawa stopped so that it is started again")]
+    Escalated(&'static str),
 }
 
 /// Where the admin token comes from, for the start-up log line (never the token).
@@ -379,8 +381,10 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
 
     let http_task = tokio::spawn(http_server);
     tokio::pin!(http_task, grpc_server);
+    let mut escalated = None;
     tokio::select! {
         _ = shutdown_signal() => tracing::info!("shutting down"),
+        what = crate::actors::supervision::escalated() => escalated = Some(what),
         result = &mut http_task => {
             let reason = format!("{result:?}");
             return Err(ServeError::Server { what: "HTTP", reason });
@@ -398,5 +402,8 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     http_handle.stop(true).await;
     let _ = grpc_server.await;
     tracing::info!("stopped");
-    Ok(())
+    match escalated {
+        Some(what) => Err(ServeError::Escalated(what)),
+        None => Ok(()),
+    }
 }

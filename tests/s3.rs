@@ -290,19 +290,61 @@ async fn an_uploader_without_its_spool_is_restarted_and_delivers_everything() {
     );
 
     std::fs::remove_file(&blocker).unwrap();
+    // Everything made while the spool was away reaches S3 (held in memory meanwhile).
     let local = local_playlist(&kawa, "nospool").await.unwrap();
-    let first = format!("{PREFIX}/nospool/source/{}", local.segments[0].uri);
-    let s3 = wait_for("the stream in S3", Duration::from_secs(20), || async {
+    for segment in &local.segments {
+        let key = format!("{PREFIX}/nospool/source/{}", segment.uri);
+        wait_for(&key, Duration::from_secs(30), || async {
+            s3_has(&client, &key).await.then_some(())
+        })
+        .await;
+    }
+    wait_for("the playlist in S3", Duration::from_secs(20), || {
         s3_playlist(&client, "nospool")
-            .await
-            .filter(|p| p.segments.len() >= local.segments.len())
     })
     .await;
-    assert_eq!(
-        s3.media_sequence, local.media_sequence,
-        "from the first segment"
+}
+
+/// An uploader that panics (the fault hook) is restarted from its spool: every segment
+/// the stream made reaches S3, in order.
+#[tokio::test]
+async fn an_uploader_that_panics_is_restarted_and_delivers_everything() {
+    let moto = MotoServer::start();
+    moto.public_bucket(BUCKET).await;
+    let client = moto.client().await;
+    let kawa = with_s3(Kawa::builder(), &moto.endpoint()).start();
+    let key = create_stream(&kawa, "shaky").await;
+    let mut publisher = Publisher::start(&kawa.rtmp_url(&key), 12);
+    wait_for("the stream in S3", Duration::from_secs(20), || async {
+        s3_playlist(&client, "shaky")
+            .await
+            .filter(|p| !p.segments.is_empty())
+    })
+    .await;
+    for _ in 0..2 {
+        common::inject_panic(&kawa, "uploader", Some("shaky")).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    publisher
+        .wait_exit(Duration::from_secs(30))
+        .expect("the publish ends");
+    let local = wait_for("the local ENDLIST", Duration::from_secs(20), || async {
+        local_playlist(&kawa, "shaky").await.filter(|p| p.end_list)
+    })
+    .await;
+    let s3 = wait_for("the S3 ENDLIST", Duration::from_secs(30), || async {
+        s3_playlist(&client, "shaky").await.filter(|p| p.end_list)
+    })
+    .await;
+    let uris = |p: &MediaPlaylist| p.segments.iter().map(|s| s.uri.clone()).collect::<Vec<_>>();
+    assert_eq!(uris(&s3), uris(&local));
+    assert_s3_playlist_complete(&client, "shaky").await;
+    let metrics = metrics_text(&kawa).await;
+    assert!(
+        metrics.contains(r#"kawa_actor_panics_total{actor="uploader"} 2"#)
+            && metrics.contains(r#"kawa_actor_restarts_total{actor="uploader"} 2"#),
+        "{metrics}"
     );
-    assert!(s3_has(&client, &first).await, "{first}");
 }
 
 #[tokio::test]

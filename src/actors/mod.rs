@@ -2,16 +2,21 @@
 //!
 //! ```text
 //! RtmpListener ── RtmpConnection (one per TCP connection; never restarted)
-//! StreamRegistry (publish path -> live StreamSession; takeover policy)
-//! StreamSession (one per live stream; GOP cache, packager, FFmpeg restart policy)
-//! └── Transcoder (one FFmpeg child; the session starts a new one when it dies)
+//! StreamRegistry (publish path -> live StreamSession; takeover policy; supervises sessions)
+//! └── StreamSession (one per live stream; restarted in place from its checkpoint)
+//!     └── Transcoder (one FFmpeg child; the session starts a new one when it dies)
+//! Deliveries ── Uploader (actix Supervisor; restarts reopen the spool)
 //! ```
+//!
+//! Restart policies, escalation and the fault hook: [`supervision`], and the tree in
+//! `docs/DESIGN.md`.
 
 pub mod registry;
 pub mod restart;
 pub mod rtmp_conn;
 pub mod rtmp_listener;
 pub mod session;
+pub mod supervision;
 pub mod transcoder;
 pub mod uploader;
 

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
@@ -13,6 +13,7 @@ use super::session::{
     LiveStatus, PublisherChanged, PublisherLost, SessionContext, StreamSession, Superseded,
     Unpublished,
 };
+use super::supervision::{ActorKind, Intensity, escalate_to_root, fault_point, guard};
 use crate::keys::PublishPath;
 
 /// Tells a connection to close.
@@ -105,11 +106,15 @@ struct Entry {
     /// cancelled when the encoder comes back, so a second drop within the grace gets a
     /// grace of its own (the first drop's timer must not end the stream).
     awaiting_reconnect: Option<(u64, SpawnHandle)>,
+    /// The session's restarts, against [`SESSION_RESTARTS`].
+    restarts: Intensity,
 }
 
 pub struct StreamRegistry {
     takeover: bool,
     reconnect_grace: Duration,
+    /// This registry's own panics, against [`REGISTRY_PANICS`].
+    panics: Intensity,
     context: Arc<SessionContext>,
     entries: HashMap<PublishPath, Entry>,
     next_session_id: u64,
@@ -121,6 +126,7 @@ impl StreamRegistry {
         Self {
             takeover,
             reconnect_grace,
+            panics: Intensity::new(REGISTRY_PANICS, INTENSITY_PERIOD),
             context,
             entries: HashMap::new(),
             next_session_id: 1,
@@ -133,15 +139,38 @@ impl Actor for StreamRegistry {
     type Context = Context<Self>;
 }
 
-/// Runs a registry handler. A panic would end the registry's task and with it every
-/// publish to come: instead it fails this one message (logged) and the registry goes on.
-fn guarded<R>(what: &'static str, fallback: R, handler: impl FnOnce() -> R) -> R {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(handler)) {
-        Ok(result) => result,
-        Err(panic) => {
-            let detail = crate::telemetry::panic_message(&*panic);
-            tracing::error!(handler = what, panic = %detail, "stream registry handler panicked; the registry goes on");
-            fallback
+/// The registry's own restart intensity: past this many panics a minute its state is
+/// not to be trusted, and it escalates to the root (a clean shutdown and a restart).
+const REGISTRY_PANICS: usize = 10;
+/// A stream session restarted more than this often a minute escalates to the registry,
+/// which ends its stream the way a clean stop would.
+const SESSION_RESTARTS: usize = 3;
+const INTENSITY_PERIOD: Duration = Duration::from_secs(60);
+
+impl StreamRegistry {
+    /// Runs a handler. A panic would end the registry's task and with it every publish to
+    /// come: instead that one message fails (logged) and the registry goes on, its
+    /// entries (and so every stream) untouched, up to its restart intensity.
+    fn guarded<R>(
+        &mut self,
+        what: &'static str,
+        path: &str,
+        fallback: R,
+        handler: impl FnOnce(&mut Self) -> R,
+    ) -> R {
+        let result = guard(ActorKind::Registry, || {
+            fault_point(ActorKind::Registry, path);
+            handler(self)
+        });
+        match result {
+            Ok(result) => result,
+            Err(detail) => {
+                tracing::error!(handler = what, panic = %detail, "stream registry handler panicked; the registry goes on");
+                if !self.panics.allow(Instant::now()) {
+                    escalate_to_root("stream registry");
+                }
+                fallback
+            }
         }
     }
 }
@@ -150,9 +179,13 @@ impl Handler<Publish> for StreamRegistry {
     type Result = Result<Addr<StreamSession>, PublishRefused>;
 
     fn handle(&mut self, msg: Publish, ctx: &mut Context<Self>) -> Self::Result {
-        guarded("publish", Err(PublishRefused::Failed), || {
-            self.publish(msg, ctx)
-        })
+        let path = msg.path.clone();
+        self.guarded(
+            "publish",
+            path.as_str(),
+            Err(PublishRefused::Failed),
+            |this| this.publish(msg, ctx),
+        )
     }
 }
 
@@ -162,11 +195,6 @@ impl StreamRegistry {
         msg: Publish,
         ctx: &mut Context<Self>,
     ) -> Result<Addr<StreamSession>, PublishRefused> {
-        // A panic for the fault tests, in debug builds only.
-        #[cfg(debug_assertions)]
-        if std::env::var("TEST_KAWA_REGISTRY_PANIC_PATH").is_ok_and(|p| p == msg.path.as_str()) {
-            panic!("injected by TEST_KAWA_REGISTRY_PANIC_PATH");
-        }
         let publisher = Publisher {
             conn_id: msg.conn_id,
             disconnect: msg.disconnect,
@@ -223,6 +251,7 @@ impl StreamRegistry {
                 session_id,
                 publisher: Some(publisher),
                 awaiting_reconnect: None,
+                restarts: Intensity::new(SESSION_RESTARTS, INTENSITY_PERIOD),
             },
         );
         Ok(session)
@@ -233,7 +262,10 @@ impl Handler<Unpublish> for StreamRegistry {
     type Result = ();
 
     fn handle(&mut self, msg: Unpublish, ctx: &mut Context<Self>) {
-        guarded("unpublish", (), || self.unpublish(msg, ctx))
+        let path = msg.path.clone();
+        self.guarded("unpublish", path.as_str(), (), |this| {
+            this.unpublish(msg, ctx)
+        })
     }
 }
 
@@ -280,18 +312,57 @@ impl Handler<SessionEnded> for StreamRegistry {
     type Result = ();
 
     fn handle(&mut self, msg: SessionEnded, _: &mut Context<Self>) {
-        if self
-            .entries
-            .get(&msg.path)
-            .is_some_and(|e| e.session_id == msg.session_id)
-            && let Some(entry) = self.entries.remove(&msg.path)
-            && let Some(publisher) = entry.publisher
-        {
-            // A session ends with a publisher still on only when it failed.
-            publisher.disconnect.do_send(Disconnect {
-                reason: "the stream session failed",
-            });
-        }
+        let path = msg.path.clone();
+        self.guarded("session ended", path.as_str(), (), |this| {
+            if this
+                .entries
+                .get(&msg.path)
+                .is_some_and(|e| e.session_id == msg.session_id)
+                && let Some(entry) = this.entries.remove(&msg.path)
+                && let Some(publisher) = entry.publisher
+            {
+                // A session ends with a publisher still on only when it failed.
+                publisher.disconnect.do_send(Disconnect {
+                    reason: "the stream session failed",
+                });
+            }
+        })
+    }
+}
+
+/// A session's handler panicked; answers whether it restarts (from its checkpoint) or,
+/// past [`SESSION_RESTARTS`] a minute, ends its stream.
+#[derive(Message)]
+#[rtype(result = "SessionVerdict")]
+pub struct SessionCrashed {
+    pub path: PublishPath,
+    pub session_id: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, MessageResponse)]
+pub enum SessionVerdict {
+    Restart,
+    End,
+}
+
+impl Handler<SessionCrashed> for StreamRegistry {
+    type Result = SessionVerdict;
+
+    fn handle(&mut self, msg: SessionCrashed, _: &mut Context<Self>) -> SessionVerdict {
+        let path = msg.path.clone();
+        self.guarded("session crashed", path.as_str(), SessionVerdict::End, |this| {
+            match this.entries.get_mut(&msg.path) {
+                Some(entry) if entry.session_id == msg.session_id => {
+                    if entry.restarts.allow(Instant::now()) {
+                        SessionVerdict::Restart
+                    } else {
+                        tracing::error!(publish_path = %msg.path, "stream session exceeded its restart intensity; ending the stream");
+                        SessionVerdict::End
+                    }
+                }
+                _ => SessionVerdict::End,
+            }
+        })
     }
 }
 
@@ -299,11 +370,13 @@ impl Handler<GetLive> for StreamRegistry {
     type Result = ResponseFuture<Option<LiveStatus>>;
 
     fn handle(&mut self, msg: GetLive, _: &mut Context<Self>) -> Self::Result {
-        let session = self
-            .entries
-            .get(&msg.path)
-            .filter(|e| e.publisher.is_some())
-            .map(|e| e.session.clone());
+        let path = msg.path.clone();
+        let session = self.guarded("get live", path.as_str(), None, |this| {
+            this.entries
+                .get(&msg.path)
+                .filter(|e| e.publisher.is_some())
+                .map(|e| e.session.clone())
+        });
         Box::pin(async move {
             match session {
                 Some(s) => s.send(super::session::GetStatus).await.ok(),
@@ -317,11 +390,13 @@ impl Handler<LivePaths> for StreamRegistry {
     type Result = Vec<PublishPath>;
 
     fn handle(&mut self, _: LivePaths, _: &mut Context<Self>) -> Vec<PublishPath> {
-        self.entries
-            .iter()
-            .filter(|(_, e)| e.publisher.is_some())
-            .map(|(p, _)| p.clone())
-            .collect()
+        self.guarded("live paths", "", Vec::new(), |this| {
+            this.entries
+                .iter()
+                .filter(|(_, e)| e.publisher.is_some())
+                .map(|(p, _)| p.clone())
+                .collect()
+        })
     }
 }
 
@@ -329,23 +404,27 @@ impl Handler<Kick> for StreamRegistry {
     type Result = bool;
 
     fn handle(&mut self, msg: Kick, _: &mut Context<Self>) -> bool {
-        match self
-            .entries
-            .get(&msg.path)
-            .and_then(|e| e.publisher.as_ref())
-        {
-            Some(p) => {
-                p.disconnect.do_send(Disconnect { reason: msg.reason });
-                true
+        let path = msg.path.clone();
+        self.guarded("kick", path.as_str(), false, |this| {
+            match this
+                .entries
+                .get(&msg.path)
+                .and_then(|e| e.publisher.as_ref())
+            {
+                Some(p) => {
+                    p.disconnect.do_send(Disconnect { reason: msg.reason });
+                    true
+                }
+                None => false,
             }
-            None => false,
-        }
+        })
     }
 }
 
 impl Handler<EndAll> for StreamRegistry {
     type Result = usize;
 
+    /// Not under the fault hook: shutdown is how an escalation ends, and must work.
     fn handle(&mut self, _: EndAll, _: &mut Context<Self>) -> usize {
         let mut ending = 0;
         for entry in self.entries.values_mut() {

@@ -11,13 +11,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 
+use super::supervision::{ActorKind, Intensity, fault_point, guard, restarted};
 use crate::cluster::Cluster;
 use crate::delivery::objects::{recording_item, stream_item};
 use crate::delivery::s3::S3Target;
 use crate::delivery::spool::{Item, ItemKind, ItemMeta, Spool};
 use crate::hls::packager::Output;
 use crate::hls::recording::RecordingBatch;
-use crate::metrics::{METRICS, UploadMetrics};
+use crate::metrics::UploadMetrics;
 
 const SINK: &str = "s3";
 const BACKOFF_START: Duration = Duration::from_millis(200);
@@ -56,7 +57,15 @@ pub struct Uploader {
     /// first once the spool works again. Bounded by [`MAX_UNSPOOLED_BYTES`].
     unspooled: VecDeque<(ItemMeta, Vec<u8>)>,
     unspooled_bytes: usize,
+    /// Restarts against [`UPLOADER_RESTARTS`]; past it the next start is held back.
+    restarts: Intensity,
+    held_back: bool,
 }
+
+/// Restarts a minute an uploader makes at once.
+const UPLOADER_RESTARTS: usize = 5;
+/// How long a restart past [`UPLOADER_RESTARTS`] waits.
+const RESTART_HOLD_BACK: Duration = Duration::from_secs(10);
 
 /// Bytes held for the spool while it cannot be written; past that the oldest go.
 const MAX_UNSPOOLED_BYTES: usize = 64 * 1024 * 1024;
@@ -98,6 +107,8 @@ impl Uploader {
             metrics: None,
             stream_live: true,
             cluster,
+            restarts: Intensity::new(UPLOADER_RESTARTS, Duration::from_secs(60)),
+            held_back: false,
             unspooled: VecDeque::new(),
             unspooled_bytes: 0,
         }
@@ -180,6 +191,25 @@ impl Uploader {
             return;
         }
         self.metrics().queue_depth.set(depth as i64);
+    }
+
+    /// Runs a handler. A panic stops the uploader, and its supervisor starts it again
+    /// from the spool (nothing queued is lost: items leave the spool only once uploaded).
+    fn guarded(
+        &mut self,
+        ctx: &mut Context<Self>,
+        handler: impl FnOnce(&mut Self, &mut Context<Self>),
+    ) {
+        let stream = self.stream.clone();
+        let result = guard(ActorKind::Uploader, || {
+            handler(self, ctx);
+            // After the handler: what it queued is in the spool by now.
+            fault_point(ActorKind::Uploader, &stream);
+        });
+        if let Err(detail) = result {
+            tracing::error!(stream = %self.stream, panic = %detail, "uploader panicked; restarting it from its spool");
+            ctx.stop();
+        }
     }
 
     fn kick(&mut self, ctx: &mut Context<Self>) {
@@ -319,6 +349,11 @@ impl Actor for Uploader {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        if std::mem::take(&mut self.held_back) {
+            tracing::warn!(stream = %self.stream, "uploader keeps failing; restarting it in {RESTART_HOLD_BACK:?}");
+            ctx.run_later(RESTART_HOLD_BACK, |this, ctx| this.started(ctx));
+            return;
+        }
         match Spool::open(self.spool_dir.clone()) {
             Ok(spool) => {
                 if !spool.is_empty() {
@@ -339,17 +374,20 @@ impl Actor for Uploader {
             }
         }
         // Delayed deletes fall due with time, not with new work.
-        ctx.run_interval(Duration::from_secs(1), |this, ctx| this.kick(ctx));
+        ctx.run_interval(Duration::from_secs(1), |this, ctx| {
+            this.guarded(ctx, Self::kick);
+        });
         self.kick(ctx);
     }
 }
 
 impl Supervised for Uploader {
+    /// The restart policy: at once, up to [`UPLOADER_RESTARTS`] a minute; past that,
+    /// after [`RESTART_HOLD_BACK`]. An uploader does not escalate: its parent has no
+    /// better remedy than trying again, and giving up would strand its queue.
     fn restarting(&mut self, _: &mut Context<Self>) {
-        METRICS
-            .actor_restarts
-            .with_label_values(&["uploader"])
-            .inc();
+        restarted(ActorKind::Uploader);
+        self.held_back = !self.restarts.allow(Instant::now());
         self.spool = None;
         self.busy = false;
         self.retry_scheduled = false;
@@ -366,6 +404,20 @@ impl Handler<Deliver> for Uploader {
             fence,
             recording,
         }: Deliver,
+        ctx: &mut Context<Self>,
+    ) {
+        self.guarded(ctx, |this, ctx| {
+            this.deliver(outputs, fence, recording, ctx)
+        });
+    }
+}
+
+impl Uploader {
+    fn deliver(
+        &mut self,
+        outputs: Vec<Output>,
+        fence: Option<u64>,
+        recording: Option<RecordingBatch>,
         ctx: &mut Context<Self>,
     ) {
         self.stream_live = true;
@@ -400,7 +452,7 @@ impl Handler<Kick> for Uploader {
     type Result = ();
 
     fn handle(&mut self, _: Kick, ctx: &mut Context<Self>) {
-        self.kick(ctx);
+        self.guarded(ctx, Self::kick);
     }
 }
 

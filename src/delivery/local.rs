@@ -137,6 +137,8 @@ enum Job {
         files: Vec<(String, String)>,
         playlists: bool,
     },
+    /// Segments written from now on are reported to this edge (a restarted session's).
+    Edge(Arc<LiveStream>),
 }
 
 /// Jobs a stream's writer holds while the disk is slow; past that, writes are refused
@@ -159,7 +161,12 @@ impl LocalWriter {
         let sink = Arc::new(sink);
         let task_span = span.clone();
         tokio::spawn(async move {
+            let mut edge = edge;
             while let Some(job) = rx.recv().await {
+                if let Job::Edge(new) = job {
+                    edge = new;
+                    continue;
+                }
                 let sink = Arc::clone(&sink);
                 let span = task_span.clone();
                 let edge = Arc::clone(&edge);
@@ -189,6 +196,7 @@ impl LocalWriter {
                         let _ = done.send(());
                     }
                     Job::CleanUp { files, playlists } => sink.clean_up(&files, playlists),
+                    Job::Edge(_) => {}
                 })
                 .await;
                 if done.is_err() {
@@ -210,6 +218,11 @@ impl LocalWriter {
         async move {
             let _ = rx.await;
         }
+    }
+
+    /// Reports the segments of every job sent from now on to `edge`.
+    pub fn set_edge(&self, edge: Arc<LiveStream>) {
+        self.send(Job::Edge(edge));
     }
 
     pub fn clean_up(&self, files: Vec<(String, String)>, playlists: bool) {

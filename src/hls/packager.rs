@@ -345,6 +345,26 @@ impl Packager {
     /// The stream ended: the open segments are finished, and every playlist written
     /// again with `EXT-X-ENDLIST`.
     pub fn end(&mut self) -> Vec<Output> {
+        // Renditions a predecessor (or the checkpoint a restart went on from) listed and
+        // this packager never started end too, as they were: else their last playlist
+        // would stay without ENDLIST.
+        let unstarted: Vec<_> = (self.resumed.iter())
+            .flat_map(|s| s.renditions.iter())
+            .filter(|p| !self.renditions.iter().any(|r| r.info.name == p.name))
+            .cloned()
+            .collect();
+        for state in unstarted {
+            let info = RenditionInfo {
+                name: state.name.clone(),
+                video_codec: None,
+                resolution: None,
+                frame_rate: None,
+                has_video: false,
+            };
+            let mut r = Rendition::new(info, self.epoch, self.settings);
+            r.resume(&state);
+            self.renditions.push(r);
+        }
         let mut out = Vec::new();
         for i in 0..self.renditions.len() {
             let name = self.renditions[i].info.name.clone();

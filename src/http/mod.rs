@@ -188,6 +188,22 @@ fn path_error(err: actix_web::error::PathError, _: &HttpRequest) -> actix_web::E
     ApiError::BadRequest("invalid_path", err.to_string()).into()
 }
 
+/// `POST /debug/faults`: arms a panic in an actor kind (the crash tests' hook; built
+/// only with the `fault-injection` feature).
+#[cfg(feature = "fault-injection")]
+fn debug_routes(cfg: &mut web::ServiceConfig) {
+    use crate::actors::supervision::faults;
+    async fn arm(_: auth::Admin, fault: web::Json<faults::Fault>) -> HttpResponse {
+        tracing::warn!(actor = fault.actor.label(), "a test armed a fault");
+        faults::arm(fault.into_inner());
+        HttpResponse::NoContent().finish()
+    }
+    cfg.route("/debug/faults", web::post().to(arm));
+}
+
+#[cfg(not(feature = "fault-injection"))]
+fn debug_routes(_: &mut web::ServiceConfig) {}
+
 /// Registers every route; `main` and tests share it.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(
@@ -203,6 +219,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/healthz", web::get().to(health::healthz))
     .route("/readyz", web::get().to(health::readyz))
     .route("/metrics", web::get().to(metrics))
+    .configure(debug_routes)
     .configure(hls::configure)
     .configure(watch::configure)
     .configure(recordings::configure)

@@ -120,6 +120,22 @@ impl StreamCore {
         self.encoder
     }
 
+    /// The GOP cache's frames, oldest (a keyframe) first.
+    pub fn cached_gop(&self) -> Vec<Frame> {
+        self.gop.frames().to_vec()
+    }
+
+    /// The generation the next FFmpeg gets.
+    pub fn next_generation(&self) -> u64 {
+        self.next_generation
+    }
+
+    /// Generations go on from `next` (a restarted core's: a late message from the old
+    /// core's FFmpeg is never taken for the new one's).
+    pub fn continue_generations(&mut self, next: u64) {
+        self.next_generation = self.next_generation.max(next);
+    }
+
     pub fn set_expect_video(&mut self, has_video: bool) {
         self.expect_video = Some(has_video);
     }

@@ -400,3 +400,83 @@ fn a_successor_continues_the_predecessors_playlists() {
         "old EXT-X-MAP kept"
     );
 }
+
+/// A crashed session's core restarts from its checkpoint: the media sequence goes on
+/// with a discontinuity, the cached GOP is packaged again (no gap for a ladder), and the
+/// next FFmpeg's generation is new.
+#[test]
+fn a_restarted_core_goes_on_from_its_checkpoint() {
+    let mut first = core(LadderPreset::Ladder);
+    first.on_config(config(false));
+    let out = publish(&mut first, 0..420);
+    let last_generation = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::StartEncoder { generation, .. } => Some(*generation),
+            _ => None,
+        })
+        .max()
+        .expect("a ladder started FFmpeg");
+    let checkpoint = super::checkpoint::Checkpoint {
+        state: Some(first.packager.snapshot()),
+        config: config(false),
+        expect_video: Some(true),
+    };
+    let before = first.packager.playlist_of("source").unwrap();
+    let last_msn = before.media_sequence + before.segments.len() as u64 - 1;
+
+    let hls = {
+        let mut hls = Settings::load(None).unwrap().hls;
+        hls.rungs[0].height = 180;
+        hls.rungs[1].height = 120;
+        hls
+    };
+    let (mut next, replayed) = checkpoint.restart(hls, 1_800_000_000_000, &first, now());
+    // The GOP (frames 400..420) is packaging again; FFmpeg starts with a new generation.
+    let restarted_generation = replayed
+        .iter()
+        .find_map(|a| match a {
+            Action::StartEncoder { generation, .. } => Some(*generation),
+            _ => None,
+        })
+        .expect("the ladder starts again from the cached GOP");
+    assert!(restarted_generation > last_generation);
+    let out = publish(&mut next, 420..451);
+    let written = writes(&out);
+    let expected = format!("1800000000000_{}.m4s", last_msn + 1);
+    assert_eq!(segments_of(&written, "source"), [expected.as_str()]);
+    let after = next.packager.playlist_of("source").unwrap();
+    let new = after.segments.last().unwrap();
+    assert!(new.discontinuity);
+    // The replayed keyframe (400) starts the segment: 2 s, no gap.
+    assert!((new.duration - 2.0).abs() < 0.05, "{}", new.duration);
+}
+
+/// A restarted core that ends before its first keyframe still ends the playlists it
+/// went on from (ENDLIST), as they were.
+#[test]
+fn a_restarted_core_that_ends_at_once_ends_its_playlists() {
+    let mut first = core(LadderPreset::Passthrough);
+    first.on_config(config(false));
+    publish(&mut first, 0..200);
+    let checkpoint = super::checkpoint::Checkpoint {
+        state: Some(first.packager.snapshot()),
+        config: config(false),
+        expect_video: Some(true),
+    };
+    let before = first.packager.playlist_of("source").unwrap();
+    let hls = Settings::load(None).unwrap().hls;
+    let (mut next, _) = checkpoint.restart(hls, 1_800_000_000_000, &first, now());
+    let out = next.force_end();
+    let ended = writes(&out)
+        .into_iter()
+        .find_map(|o| match o {
+            Output::Playlist { rendition, text } if rendition == "source" => Some(text.clone()),
+            _ => None,
+        })
+        .expect("the source playlist is written again");
+    assert!(ended.contains("#EXT-X-ENDLIST"), "{ended}");
+    for segment in &before.segments {
+        assert!(ended.contains(&segment.uri), "{ended}");
+    }
+}

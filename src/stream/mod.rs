@@ -4,6 +4,7 @@
 pub mod backpressure;
 pub mod bitrate;
 pub mod cadence;
+pub mod checkpoint;
 pub mod config;
 pub mod core;
 #[cfg(test)]

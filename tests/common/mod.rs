@@ -451,6 +451,30 @@ pub async fn admin_get(kawa: &Kawa, url: &str) -> serde_json::Value {
         .unwrap()
 }
 
+/// Arms a panic in the next handler of an `actor` kind ("session", "registry",
+/// "transcoder", "uploader", "connection") for `path` (any when `None`), through the
+/// fault-injection hook that `scripts/test.sh` builds in.
+pub async fn inject_panic(kawa: &Kawa, actor: &str, path: Option<&str>) {
+    let response = admin_client()
+        .post(kawa.url("/debug/faults"))
+        .json(&serde_json::json!({ "actor": actor, "path": path }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        reqwest::StatusCode::NO_CONTENT,
+        "the fault hook answers only in a build with `--features fault-injection` (scripts/test.sh)"
+    );
+}
+
+/// The value of one metric line (`name{labels}`, as printed) on `kawa`.
+pub async fn metric_value(kawa: &Kawa, series: &str) -> Option<f64> {
+    let text = metrics_text(kawa).await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
 /// Creates a stream over the API and returns its key.
 pub async fn create_stream(kawa: &Kawa, path: &str) -> String {
     let created: serde_json::Value = admin_client()

@@ -12,6 +12,8 @@ use tokio::io::AsyncReadExt;
 
 use super::socket::{self, Received, TickedSocket};
 use super::{RtmpConnection, State};
+use crate::actors::supervision::{ActorKind, fault_point, guard};
+use crate::ingest::IngestError;
 use crate::metrics::METRICS;
 
 /// Bytes one reactive read takes: handshake and commands are small.
@@ -68,7 +70,23 @@ impl RtmpConnection {
         }
         self.last_input = Instant::now();
         match self.protocol.receive(bytes) {
-            Ok(events) => self.handle_events(events, ctx),
+            Ok(events) => {
+                // The parser runs under its own guard; this one covers what the events
+                // do. A connection is not restarted (its socket state is gone with it):
+                // it closes, and the registry holds the stream for the encoder's
+                // reconnect.
+                let path = match &self.state {
+                    State::Publishing { path, .. } => path.to_string(),
+                    _ => String::new(),
+                };
+                let handled = guard(ActorKind::Connection, || {
+                    fault_point(ActorKind::Connection, &path);
+                    self.handle_events(events, ctx)
+                });
+                if let Err(detail) = handled {
+                    self.fail(IngestError::Panicked(detail), ctx);
+                }
+            }
             Err(e) => self.fail(e, ctx),
         }
     }

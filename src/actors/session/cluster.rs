@@ -105,6 +105,7 @@ impl StreamSession {
                 .collect();
             tracing::info!(parent: &self.span, ?next, missing_segments = dropped, "continuing the path's playlists");
             self.resumed_recording = state.recording;
+            self.checkpoint.state = Some(state.clone());
             self.core.packager.resume(state);
         }
         let (state, saves) = watch::channel(None);
@@ -145,13 +146,15 @@ impl StreamSession {
         self.end_now(ctx);
     }
 
-    /// Saves the playlists' state after new segments (the saver coalesces).
-    pub(super) fn save_state(&self) {
+    /// Keeps the playlists' state after new segments: the checkpoint a restart goes
+    /// on from, and in a cluster the path's state in Redis (the saver coalesces).
+    pub(super) fn save_state(&mut self) {
+        let mut state = self.core.packager.snapshot();
+        state.recording = self.recording_id();
         if let Some(o) = &self.ownership {
-            let mut state = self.core.packager.snapshot();
-            state.recording = self.recording_id();
-            o.state.send_replace(Some(state));
+            o.state.send_replace(Some(state.clone()));
         }
+        self.checkpoint.state = Some(state);
     }
 
     /// The stream ended here: the path is free for the next publish, on any node.

@@ -15,15 +15,17 @@ impl StreamSession {
         }
         let actions = match msg.input {
             IngestInput::Metadata { has_video } => {
+                self.checkpoint.expect_video = Some(has_video);
                 self.core.set_expect_video(has_video);
                 Vec::new()
             }
-            IngestInput::Config(config) => self.core.on_config(config),
+            IngestInput::Config(config) => {
+                self.checkpoint.config = config.clone();
+                self.core.on_config(config)
+            }
             IngestInput::Frame(frame) => {
                 self.record_ingest(&frame);
                 self.thumbnail(&frame, ctx);
-                #[cfg(debug_assertions)]
-                self.injected_panic();
                 self.core.on_frame(frame, OffsetDateTime::now_utc())
             }
         };

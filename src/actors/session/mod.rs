@@ -10,6 +10,7 @@ mod cluster;
 mod messages;
 mod recording;
 mod recording_journal;
+mod supervised;
 mod thumbnail;
 
 use actix::prelude::*;
@@ -17,6 +18,7 @@ use time::OffsetDateTime;
 
 use super::registry::{SessionEnded, StreamRegistry};
 use super::restart::RestartPolicy;
+use super::supervision::{ActorKind, restarted};
 use super::transcoder::{EncoderJob, Feed, Finish, Kill, Transcoder};
 use super::uploader::{Deliver, Deliveries, StreamEnded, Uploader};
 use crate::config::Settings;
@@ -25,9 +27,10 @@ use crate::delivery::memory::{LiveStore, LiveStream};
 use crate::hls::packager::Output;
 use crate::keys::PublishPath;
 use crate::media::frame::Frame;
-use crate::metrics::{METRICS, StreamMetrics};
+use crate::metrics::StreamMetrics;
 use crate::stream::backpressure::DropToKeyframe;
 use crate::stream::bitrate::BitrateWindow;
+use crate::stream::checkpoint::Checkpoint;
 use crate::stream::core::{Action, Phase, StreamCore};
 
 /// What every session shares.
@@ -97,6 +100,8 @@ pub struct StreamSession {
     metrics: StreamMetrics,
     last_keyframe: Option<Instant>,
     drops_reported: u64,
+    /// What a restart after a panic goes on from.
+    checkpoint: Checkpoint,
     span: tracing::Span,
 }
 
@@ -157,6 +162,7 @@ impl StreamSession {
             metrics: StreamMetrics::new(&label),
             last_keyframe: None,
             drops_reported: 0,
+            checkpoint: Checkpoint::default(),
             span,
             context,
         }
@@ -352,22 +358,21 @@ impl StreamSession {
             tracing::error!(parent: &self.span, ?delay, "FFmpeg keeps failing; waiting before the next restart");
         }
         ctx.run_later(delay, move |this, ctx| {
-            let actions = this.core.restart_encoder();
-            if actions
-                .iter()
-                .any(|a| matches!(a, Action::StartEncoder { .. }))
-            {
-                if !worker_lost {
-                    this.restarts.record(Instant::now());
+            this.guarded(ctx, |this, ctx| {
+                let actions = this.core.restart_encoder();
+                if actions
+                    .iter()
+                    .any(|a| matches!(a, Action::StartEncoder { .. }))
+                {
+                    if !worker_lost {
+                        this.restarts.record(Instant::now());
+                    }
+                    this.total_restarts += 1;
+                    this.metrics.ffmpeg_restarts.inc();
+                    restarted(ActorKind::Transcoder);
                 }
-                this.total_restarts += 1;
-                this.metrics.ffmpeg_restarts.inc();
-                METRICS
-                    .actor_restarts
-                    .with_label_values(&["transcoder"])
-                    .inc();
-            }
-            this.perform(actions, ctx);
+                this.perform(actions, ctx);
+            })
         });
     }
 
@@ -404,40 +409,11 @@ impl StreamSession {
         });
     }
 
-    /// Runs a handler. A panic in it would end this actor's task silently (actix runs
-    /// actors as tasks; a panic is not a stop): the publisher would stream into a closed
-    /// mailbox and the playlists would freeze without ENDLIST. Instead the stream ends as
-    /// a clean stop would, and the registry disconnects the publisher.
-    fn guarded(
-        &mut self,
-        ctx: &mut Context<Self>,
-        handler: impl FnOnce(&mut Self, &mut Context<Self>),
-    ) {
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(self, ctx)));
-        if let Err(panic) = result {
-            let detail = crate::telemetry::panic_message(&*panic);
-            tracing::error!(parent: &self.span, panic = %detail, "stream session panicked; ending the stream");
-            self.publisher = None;
-            self.end_now(ctx);
-        }
-    }
-
     /// Ends the stream without waiting for FFmpeg (a failure, or the path moved away).
     fn end_now(&mut self, ctx: &mut Context<Self>) {
         self.kill_encoder();
         let actions = self.core.force_end();
         self.perform(actions, ctx);
-    }
-
-    /// A panic for the fault tests, in debug builds only: `TEST_KAWA_PANIC_PATH` names a
-    /// path whose session panics on its 400th frame.
-    #[cfg(debug_assertions)]
-    fn injected_panic(&self) {
-        if self.metrics.video_frames.get() + self.metrics.audio_frames.get() == 400
-            && std::env::var("TEST_KAWA_PANIC_PATH").is_ok_and(|p| p == self.path.as_str())
-        {
-            panic!("injected by TEST_KAWA_PANIC_PATH");
-        }
     }
 
     fn kbps(&mut self) -> u64 {

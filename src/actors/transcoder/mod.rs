@@ -17,6 +17,7 @@ use actix::prelude::*;
 use tokio::sync::{mpsc, oneshot};
 
 use super::session::{Encoded, EncodedThumbnail, StreamSession, TranscoderExited};
+use super::supervision::{ActorKind, fault_point, guard};
 use crate::cluster::Cluster;
 use crate::cluster::workers::WorkerInfo;
 use crate::grpc::proto::{TranscodeInput, transcode_input::Input};
@@ -307,15 +308,38 @@ impl Actor for Transcoder {
 impl Handler<Feed> for Transcoder {
     type Result = ();
 
-    fn handle(&mut self, Feed(frame): Feed, _: &mut Context<Self>) {
-        self.feed(&frame);
+    fn handle(&mut self, Feed(frame): Feed, ctx: &mut Context<Self>) {
+        self.guarded(ctx, |this| this.feed(&frame));
     }
 }
 
 impl Handler<Finish> for Transcoder {
     type Result = ();
 
-    fn handle(&mut self, _: Finish, _: &mut Context<Self>) {
+    fn handle(&mut self, _: Finish, ctx: &mut Context<Self>) {
+        self.guarded(ctx, Self::finish);
+    }
+}
+
+impl Transcoder {
+    /// Runs a handler. A panic stops this actor and kills its FFmpeg: the encode task
+    /// then reports the exit, and the session (this actor's supervisor) restarts the
+    /// encode under its restart policy.
+    fn guarded(&mut self, ctx: &mut Context<Self>, handler: impl FnOnce(&mut Self)) {
+        let result = guard(ActorKind::Transcoder, || {
+            fault_point(ActorKind::Transcoder, "");
+            handler(self)
+        });
+        if let Err(detail) = result {
+            tracing::error!(parent: &self.span, panic = %detail, "transcoder panicked; its encode ends and the session restarts it");
+            if let Some(kill) = self.kill.take() {
+                let _ = kill.send(());
+            }
+            ctx.stop();
+        }
+    }
+
+    fn finish(&mut self) {
         match self.input.as_mut() {
             // The writer task drains what is queued, then closes the pipe.
             Some(Sink::Local(feeder)) => feeder.finish(),
