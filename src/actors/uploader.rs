@@ -13,6 +13,7 @@ use actix::prelude::*;
 
 use super::supervision::{ActorKind, Intensity, fault_point, guard, restarted};
 use crate::cluster::Cluster;
+use crate::delivery::fencing::{FenceError, FenceStep, Fenced, PlaylistFences, put_playlist};
 use crate::delivery::objects::{recording_item, stream_item};
 use crate::delivery::s3::S3Target;
 use crate::delivery::spool::{Item, ItemKind, ItemMeta, Spool};
@@ -60,6 +61,8 @@ pub struct Uploader {
     /// Restarts against [`UPLOADER_RESTARTS`]; past it the next start is held back.
     restarts: Intensity,
     held_back: bool,
+    /// The ETag chains of this path's playlists (in a cluster).
+    fences: PlaylistFences,
 }
 
 /// Restarts a minute an uploader makes at once.
@@ -109,6 +112,7 @@ impl Uploader {
             cluster,
             restarts: Intensity::new(UPLOADER_RESTARTS, Duration::from_secs(60)),
             held_back: false,
+            fences: PlaylistFences::default(),
             unspooled: VecDeque::new(),
             unspooled_bytes: 0,
         }
@@ -241,33 +245,55 @@ impl Uploader {
         let target = self.target.clone();
         let key = target.object_key(&self.stream, &item.meta.key);
         let kind = item.meta.kind;
-        let fenced = self
-            .cluster
-            .clone()
-            .zip(item.meta.fence)
-            .map(|(cluster, token)| (cluster, self.stream.clone(), token));
+        let fence = match (self.cluster.clone(), item.meta.fence) {
+            (Some(cluster), Some(token)) if target.conditional_writes() => {
+                let step = self.fences.step(&item.meta.key, token);
+                Fence::Conditional(cluster, token, step)
+            }
+            (Some(cluster), Some(token)) => Fence::Check(cluster, token),
+            _ => Fence::None,
+        };
         let stream_name = self.stream.clone();
         let upload = async move {
             let started = Instant::now();
-            if let Some((cluster, stream, token)) = fenced {
-                match cluster.is_current(&stream, token).await {
-                    Ok(true) => {}
-                    Ok(false) => return (Ok(Sent::Fenced), started.elapsed()),
-                    Err(e) => return (Err(UploadError::Fence(e)), started.elapsed()),
-                }
-            }
-            let result = match kind {
-                ItemKind::Delete => target.delete(&key).await.map(|()| Sent::Done),
-                ItemKind::Copy => {
-                    let from = target.object_key(&stream_name, &String::from_utf8_lossy(&body));
-                    target
-                        .copy(&from, &key, kind)
+            let result = match fence {
+                Fence::Conditional(cluster, token, step) => put_playlist(
+                    &target,
+                    &cluster,
+                    &stream_name,
+                    &key,
+                    kind,
+                    body,
+                    token,
+                    step,
+                )
+                .await
+                .map(Sent::Playlist)
+                .map_err(UploadError::from),
+                Fence::Check(cluster, token) => match cluster.is_current(&stream_name, token).await
+                {
+                    Ok(true) => target
+                        .put(&key, kind, body)
                         .await
-                        .map(|found| if found { Sent::Done } else { Sent::Missing })
+                        .map(|()| Sent::Done)
+                        .map_err(UploadError::S3),
+                    Ok(false) => Ok(Sent::Playlist(Fenced::Lost)),
+                    Err(e) => Err(UploadError::Fence(e)),
+                },
+                Fence::None => match kind {
+                    ItemKind::Delete => target.delete(&key).await.map(|()| Sent::Done),
+                    ItemKind::Copy => {
+                        let from = target.object_key(&stream_name, &String::from_utf8_lossy(&body));
+                        target
+                            .copy(&from, &key, kind)
+                            .await
+                            .map(|found| if found { Sent::Done } else { Sent::Missing })
+                    }
+                    _ => target.put(&key, kind, body).await.map(|()| Sent::Done),
                 }
-                _ => target.put(&key, kind, body).await.map(|()| Sent::Done),
+                .map_err(UploadError::S3),
             };
-            (result.map_err(UploadError::S3), started.elapsed())
+            (result, started.elapsed())
         };
         ctx.spawn(
             upload
@@ -289,9 +315,7 @@ impl Uploader {
         match result {
             Ok(sent) => {
                 match sent {
-                    Sent::Fenced => {
-                        tracing::info!(stream = %self.stream, key = %item.meta.key, "not uploaded: another node owns this stream's playlists now");
-                    }
+                    Sent::Playlist(fenced) => self.fence_news(&item, fenced),
                     Sent::Missing => {
                         tracing::error!(stream = %self.stream, key = %item.meta.key, "not recorded in S3: the stream's object to copy is missing");
                     }
@@ -304,6 +328,16 @@ impl Uploader {
                 self.metrics().seconds.observe(elapsed.as_secs_f64());
                 if let Some(spool) = self.spool.as_mut() {
                     spool.complete(&item);
+                }
+                self.kick(ctx);
+            }
+            Err(UploadError::Fence(e)) => {
+                // The lease cannot be checked (Redis is away): this playlist waits, and
+                // the segments behind it go on (a newer playlist replaces it).
+                let n = self.failures_in_a_row.max(1);
+                tracing::warn!(stream = %self.stream, key = %item.meta.key, error = %e, "playlist held back: its lease cannot be checked now");
+                if let Some(spool) = self.spool.as_mut() {
+                    spool.defer(&item, now_ms() + backoff(n).as_millis() as u64);
                 }
                 self.kick(ctx);
             }
@@ -331,10 +365,19 @@ struct Kick;
 #[derive(Debug, PartialEq, Eq)]
 enum Sent {
     Done,
-    /// A playlist of a path another node owns now: dropped.
-    Fenced,
+    /// A playlist of a cluster's path: written, or not (and why).
+    Playlist(Fenced),
     /// A copy whose source is gone: dropped (retrying cannot bring it back).
     Missing,
+}
+
+/// How a playlist is fenced against another node's writes.
+enum Fence {
+    /// Not in a cluster (or not a playlist).
+    None,
+    /// `s3.conditional_writes = false`: the lease is checked in Redis first.
+    Check(Arc<Cluster>, u64),
+    Conditional(Arc<Cluster>, u64, FenceStep),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -343,6 +386,37 @@ enum UploadError {
     S3(#[from] crate::delivery::s3::S3Error),
     #[error("cannot check the path's lease: {0}")]
     Fence(crate::cluster::ClusterError),
+}
+
+impl From<FenceError> for UploadError {
+    fn from(e: FenceError) -> Self {
+        match e {
+            FenceError::S3(e) => UploadError::S3(e),
+            FenceError::Lease(e) => UploadError::Fence(e),
+        }
+    }
+}
+
+impl Uploader {
+    /// What a fenced playlist put found out, for the next one.
+    fn fence_news(&mut self, item: &Item, fenced: Fenced) {
+        let Some(token) = item.meta.fence else { return };
+        match fenced {
+            Fenced::Written { etag, confirmed } => {
+                if confirmed {
+                    self.fences.confirmed(token);
+                }
+                self.fences.written(&item.meta.key, token, etag);
+            }
+            Fenced::Lost => {
+                self.fences.lost(token);
+                tracing::info!(stream = %self.stream, key = %item.meta.key, "not uploaded: another node owns this stream's playlists now");
+            }
+            Fenced::Dropped => {
+                tracing::debug!(stream = %self.stream, key = %item.meta.key, "a replaced owner's playlist dropped");
+            }
+        }
+    }
 }
 
 impl Actor for Uploader {

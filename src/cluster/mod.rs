@@ -59,6 +59,7 @@ pub struct Cluster {
     /// Configured, or this node's HTTP address once it is bound.
     advertise_url: OnceLock<String>,
     lease_ttl: Duration,
+    redis_outage: Duration,
     token: Secret,
     /// Addresses of transcoder workers that failed lately, and when.
     failed_workers: Mutex<Vec<(String, Instant)>>,
@@ -107,6 +108,7 @@ impl Cluster {
             node_id,
             advertise_url,
             lease_ttl: Duration::from_millis(cluster.lease_ms),
+            redis_outage: Duration::from_millis(cluster.redis_outage_ms),
             token: cluster.token.clone(),
             failed_workers: Mutex::new(Vec::new()),
         })))
@@ -162,6 +164,12 @@ impl Cluster {
     }
 
     /// How often an owner renews its leases and a node its heartbeat.
+    /// How long this node goes on publishing a stream without reaching Redis
+    /// (`cluster.redis_outage_ms`), counted from the last renewal that succeeded.
+    pub fn redis_outage(&self) -> Duration {
+        self.redis_outage
+    }
+
     pub fn renew_every(&self) -> Duration {
         self.lease_ttl / 3
     }

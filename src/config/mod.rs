@@ -159,6 +159,9 @@ pub struct S3Settings {
     pub force_path_style: bool,
     pub delete_grace_seconds: u64,
     pub request_timeout_ms: u64,
+    /// Fence a cluster's playlists with `If-Match`/`If-None-Match` puts (see
+    /// `delivery::fencing`); off for a store that does not honour them.
+    pub conditional_writes: bool,
 }
 
 impl S3Settings {
@@ -195,6 +198,8 @@ pub struct ClusterSettings {
     pub advertise_url: String,
     /// How long a path's lease outlives its owner's last renewal.
     pub lease_ms: u64,
+    /// How long a node goes on publishing a stream without reaching Redis.
+    pub redis_outage_ms: u64,
     /// Shared secret for node-to-node HTTP and transcoder workers (`authorization: Bearer`).
     pub token: Secret,
     /// Encode the ladder on transcoder workers (`kawa transcoder`) when one is alive.

@@ -227,6 +227,12 @@ impl Settings {
                 "must be between 500 and 60000",
             ));
         }
+        if cluster.redis_outage_ms < cluster.lease_ms || cluster.redis_outage_ms > 3_600_000 {
+            return Err(ConfigError::invalid(
+                "cluster.redis_outage_ms",
+                "must be at least cluster.lease_ms and at most 3600000 (an hour)",
+            ));
+        }
         if !cluster
             .node_id
             .chars()

@@ -1,5 +1,6 @@
 //! Where HLS output goes. [`local`]: the data directory Kawa serves from.
 
+pub mod fencing;
 pub mod local;
 pub mod memory;
 pub mod objects;

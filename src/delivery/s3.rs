@@ -17,6 +17,7 @@ pub struct S3Target {
     client: Client,
     bucket: String,
     prefix: String,
+    conditional_writes: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +50,13 @@ impl S3Target {
             client: Client::from_conf(config),
             bucket: settings.bucket.clone(),
             prefix: settings.prefix.trim_matches('/').to_owned(),
+            conditional_writes: settings.conditional_writes,
         }
+    }
+
+    /// Whether playlists are fenced with conditional puts (`s3.conditional_writes`).
+    pub fn conditional_writes(&self) -> bool {
+        self.conditional_writes
     }
 
     /// `{prefix}/{stream}/{key}`.
@@ -74,6 +81,61 @@ impl S3Target {
             .await
             .map(drop)
             .map_err(|e| S3Error(describe(&e)))
+    }
+
+    /// Puts `key` only if it is as this node last left it (`If-Match` its ETag), or
+    /// absent (`If-None-Match: *`): the atomic half of playlist fencing
+    /// ([`super::fencing`]). Answers the new ETag, or the precondition that failed.
+    pub async fn put_conditional(
+        &self,
+        key: &str,
+        kind: ItemKind,
+        body: Vec<u8>,
+        condition: &Condition,
+    ) -> Result<Conditional, S3Error> {
+        let (content_type, cache_control) = headers(kind);
+        let request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .cache_control(cache_control)
+            .body(ByteStream::from(body));
+        let request = match condition {
+            Condition::Matches(etag) => request.if_match(etag),
+            Condition::Absent => request.if_none_match("*"),
+        };
+        match request.send().await {
+            Ok(out) => Ok(Conditional::Written(
+                out.e_tag().unwrap_or_default().to_owned(),
+            )),
+            // 412: written by someone else since; 404: the object to match is gone;
+            // 409: a concurrent conditional write won.
+            Err(e)
+                if e.raw_response()
+                    .is_some_and(|r| matches!(r.status().as_u16(), 404 | 409 | 412)) =>
+            {
+                Ok(Conditional::Refused)
+            }
+            Err(e) => Err(S3Error(describe(&e))),
+        }
+    }
+
+    /// An object's ETag, `None` when it does not exist.
+    pub async fn etag(&self, key: &str) -> Result<Option<String>, S3Error> {
+        let answer = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await;
+        match answer {
+            Ok(head) => Ok(Some(head.e_tag().unwrap_or_default().to_owned())),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(None),
+            Err(e) => Err(S3Error(describe(&e))),
+        }
     }
 
     /// An object's bytes, `None` when it does not exist; at most `limit` bytes.
@@ -210,6 +272,23 @@ impl S3Target {
             .map(drop)
             .map_err(|e| S3Error(describe(&e)))
     }
+}
+
+/// The precondition of a conditional put.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    /// `If-Match`: the object still has this ETag.
+    Matches(String),
+    /// `If-None-Match: *`: there is no such object.
+    Absent,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Conditional {
+    /// Written; the object's new ETag.
+    Written(String),
+    /// The precondition did not hold: nothing was written.
+    Refused,
 }
 
 /// Content-Type and Cache-Control for an object kind. Playlists change every segment;

@@ -145,27 +145,44 @@ impl Spool {
 
     /// The next item to run at `now_ms`: a due delete first (unless an upload queued
     /// before it is still waiting: a recording's copy of a segment goes before the
-    /// segment's delete), else the oldest upload.
+    /// segment's delete), else the oldest upload that is due.
     /// A playlist with a newer version queued behind it is skipped (and removed): the
-    /// newer one lists everything it did, and comes after the same segments.
+    /// newer one lists everything it did, and comes after the same segments. A deferred
+    /// playlist (one that could not be fenced yet) keeps its place but lets later items
+    /// pass until it is due, so it never holds segments back.
     pub fn next(&mut self, now_ms: u64) -> Option<Item> {
         if self.deletes.front().is_some_and(|d| {
             d.meta.not_before_ms <= now_ms && self.puts.front().is_none_or(|p| p.seq > d.seq)
         }) {
             return self.deletes.front().cloned();
         }
-        loop {
-            let first = self.puts.front()?.clone();
-            let superseded = matches!(first.meta.kind, ItemKind::Playlist | ItemKind::Master)
+        let mut i = 0;
+        while let Some(item) = self.puts.get(i) {
+            let superseded = matches!(item.meta.kind, ItemKind::Playlist | ItemKind::Master)
                 && self
                     .puts
                     .iter()
-                    .skip(1)
-                    .any(|i| i.meta.key == first.meta.key);
-            if !superseded {
-                return Some(first);
+                    .skip(i + 1)
+                    .any(|later| later.meta.key == item.meta.key);
+            if superseded {
+                let item = item.clone();
+                self.complete(&item);
+                continue;
             }
-            self.complete(&first);
+            if item.meta.not_before_ms > now_ms {
+                i += 1;
+                continue;
+            }
+            return Some(item.clone());
+        }
+        None
+    }
+
+    /// Holds a queued upload back until `until_ms` (later items pass it meanwhile). In
+    /// memory only: after a restart it is due at once.
+    pub fn defer(&mut self, item: &Item, until_ms: u64) {
+        if let Some(queued) = self.puts.iter_mut().find(|i| i.seq == item.seq) {
+            queued.meta.not_before_ms = until_ms;
         }
     }
 
@@ -259,6 +276,38 @@ mod tests {
 
     fn spool_body_hint(item: &Item) -> Vec<u8> {
         item.seq.to_string().into_bytes()
+    }
+
+    #[test]
+    fn a_deferred_playlist_lets_segments_pass_and_a_newer_one_replaces_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(dir.path().to_path_buf()).unwrap();
+        spool
+            .push(meta(ItemKind::Playlist, "source/index.m3u8"), b"v1")
+            .unwrap();
+        spool
+            .push(meta(ItemKind::Segment, "source/2.m4s"), b"s")
+            .unwrap();
+        let first = spool.next(0).unwrap();
+        assert_eq!(first.meta.key, "source/index.m3u8");
+        spool.defer(&first, 1000);
+        // The segment behind it goes first.
+        let segment = spool.next(10).unwrap();
+        assert_eq!(segment.meta.key, "source/2.m4s");
+        spool.complete(&segment);
+        assert!(
+            spool.next(10).is_none(),
+            "the playlist waits until it is due"
+        );
+        assert_eq!(spool.next(1000).unwrap().seq, first.seq);
+        // A newer playlist queued behind it replaces it, due or not.
+        spool
+            .push(meta(ItemKind::Playlist, "source/index.m3u8"), b"v2")
+            .unwrap();
+        let newer = spool.next(10).unwrap();
+        assert_ne!(newer.seq, first.seq);
+        assert_eq!(spool.body(&newer).unwrap(), b"v2");
+        assert_eq!(spool.len(), 1);
     }
 
     #[test]

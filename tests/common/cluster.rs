@@ -43,7 +43,7 @@ pub fn ladder_node_with_s3(i: usize, redis: &RedisServer, moto: &MotoServer) -> 
         .start()
 }
 
-fn node_builder(i: usize, redis: &RedisServer, moto: &MotoServer) -> super::KawaBuilder {
+pub fn node_builder(i: usize, redis: &RedisServer, moto: &MotoServer) -> super::KawaBuilder {
     with_s3(Kawa::builder(), &moto.endpoint())
         .redis(redis)
         .env("KAWA_CLUSTER__ENABLED", "true")

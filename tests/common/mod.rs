@@ -88,6 +88,25 @@ impl RedisServer {
         );
     }
 
+    /// SIGSTOP: a Redis that hangs (connections stay open, nothing answers).
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`Self::freeze`].
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
     /// SIGKILL: the way a crashed or OOM-killed Redis goes away.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

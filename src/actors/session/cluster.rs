@@ -23,6 +23,10 @@ pub(super) struct Ownership {
     pub lease: Lease,
     /// The newest state; the saver writes the latest one, in order.
     pub state: watch::Sender<Option<PathState>>,
+    /// When Redis last renewed the lease: the outage bound counts from here.
+    pub renewed: Instant,
+    /// A renewal failed since (logged once).
+    pub failing: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +118,8 @@ impl StreamSession {
             cluster,
             lease,
             state,
+            renewed: Instant::now(),
+            failing: false,
         });
         let every = self.ownership.as_ref().map(|o| o.cluster.renew_every());
         if let Some(every) = every {
@@ -122,14 +128,43 @@ impl StreamSession {
         self.decide_recording(ctx);
     }
 
+    /// Renews the lease. While Redis cannot be reached the stream goes on (segments and
+    /// playlists still reach S3, fenced by conditional writes) for at most
+    /// `cluster.redis_outage_ms` after the last renewal; then this node gives it up.
     fn renew(&mut self, ctx: &mut Context<Self>) {
         let Some(o) = &self.ownership else { return };
         let (cluster, lease) = (Arc::clone(&o.cluster), o.lease.clone());
-        let renew = async move { cluster.renew(&lease).await };
+        // A frozen Redis answers nothing: a renewal that takes longer than the period
+        // between renewals counts as failed.
+        let limit = cluster.renew_every();
+        let renew = async move {
+            match tokio::time::timeout(limit, cluster.renew(&lease)).await {
+                Ok(result) => result.map_err(|e| e.to_string()),
+                Err(_) => Err(format!("no answer from Redis in {limit:?}")),
+            }
+        };
         ctx.spawn(renew.into_actor(self).map(|result, this, ctx| match result {
-            Ok(true) => {}
+            Ok(true) => {
+                let span = &this.span;
+                if let Some(o) = this.ownership.as_mut() {
+                    if std::mem::take(&mut o.failing) {
+                        tracing::info!(parent: span, after = ?o.renewed.elapsed(), "the path's lease is renewed again");
+                    }
+                    o.renewed = Instant::now();
+                }
+            }
             Ok(false) => this.lease_lost(ctx),
-            Err(e) => tracing::warn!(parent: &this.span, error = %e, "cannot renew the path's lease"),
+            Err(e) => {
+                let span = this.span.clone();
+                let Some(o) = this.ownership.as_mut() else { return };
+                let (since, bound) = (o.renewed.elapsed(), o.cluster.redis_outage());
+                if since > bound {
+                    tracing::error!(parent: &span, error = %e, ?bound, "Redis unreachable for longer than cluster.redis_outage_ms; giving the stream up");
+                    this.lease_lost(ctx);
+                } else if !std::mem::replace(&mut o.failing, true) {
+                    tracing::warn!(parent: &span, error = %e, ?bound, "cannot renew the path's lease; the stream goes on for at most cluster.redis_outage_ms");
+                }
+            }
         }));
     }
 
