@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::cluster::{Balancer, ReconnectingPublisher, owner, recording_node};
 use common::hooks::{SECRET, json, receiver, verify};
-use common::s3::{BUCKET, PREFIX, s3_has, with_s3};
+use common::s3::{BUCKET, PREFIX, s3_has, s3_text, with_s3};
 use common::{
     Kawa, MotoServer, Publisher, RedisServer, SMALL_LADDER, admin_client, admin_get, create_stream,
     ffprobe_json, free_port, player_dir, wait_for,
@@ -534,4 +534,94 @@ fn walk_count(dir: &std::path::Path, suffix: &str) -> usize {
             }
         })
         .sum()
+}
+
+/// A recording this node has no files of is passed on from S3 as it is read: Range and
+/// HEAD as for local files, and only for a recording the index knows.
+#[tokio::test]
+async fn a_recording_only_in_s3_is_streamed_with_range_and_head() {
+    let moto = MotoServer::start();
+    moto.public_bucket(BUCKET).await;
+    let client = moto.client().await;
+    let kawa = with_s3(Kawa::builder(), &moto.endpoint())
+        .env("KAWA_RECORDINGS__ENABLED", "true")
+        .start();
+    let key = create_stream(&kawa, "vod").await;
+    let mut publisher = Publisher::start(&kawa.rtmp_url(&key), 6);
+    publisher
+        .wait_exit(Duration::from_secs(30))
+        .expect("the publish ends");
+    let rec = wait_for("the recording", Duration::from_secs(30), || async {
+        recordings(&kawa, "?status=ready").await.into_iter().next()
+    })
+    .await;
+    let id = rec["id"].as_u64().unwrap();
+    let folder = format!("{PREFIX}/vod/recordings/{id}");
+    let master_key = format!("{folder}/master.m3u8");
+    wait_for("the recording in S3", Duration::from_secs(60), || async {
+        s3_has(&client, &master_key).await.then_some(())
+    })
+    .await;
+    // This node loses its copy (another node made it, or its disk was replaced).
+    std::fs::remove_dir_all(kawa.data_dir.join(format!("recordings/vod/{id}"))).unwrap();
+
+    let url = |rest: &str| kawa.url(&format!("/recordings/vod/{id}/{rest}"));
+    let source = reqwest::get(url("source/index.m3u8")).await.unwrap();
+    assert_eq!(source.status(), 200);
+    let text = source.text().await.unwrap();
+    let playlist = m3u8_rs::parse_media_playlist_res(text.as_bytes()).expect("a playlist");
+    let segment = &playlist.segments[0].uri;
+    let whole = s3_text(&client, &format!("{folder}/source/{segment}"))
+        .await
+        .unwrap();
+    assert!(whole.len() > 200);
+
+    let got = reqwest::get(url(&format!("source/{segment}")))
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.content_length(), Some(whole.len() as u64));
+    assert_eq!(got.bytes().await.unwrap(), whole);
+
+    let part = reqwest::Client::new()
+        .get(url(&format!("source/{segment}")))
+        .header("Range", "bytes=10-109")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(
+        part.headers()["content-range"],
+        format!("bytes 10-109/{}", whole.len()).as_str()
+    );
+    assert_eq!(part.bytes().await.unwrap(), whole[10..110]);
+
+    let head = reqwest::Client::new()
+        .head(url(&format!("source/{segment}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(
+        head.headers()["content-length"],
+        whole.len().to_string().as_str()
+    );
+    assert!(head.bytes().await.unwrap().is_empty());
+
+    // Objects under a recording the index does not know are not served.
+    let unknown = id + 1;
+    client
+        .copy_object()
+        .bucket(BUCKET)
+        .copy_source(format!("{BUCKET}/{folder}/source/{segment}"))
+        .key(format!(
+            "{PREFIX}/vod/recordings/{unknown}/source/{segment}"
+        ))
+        .send()
+        .await
+        .unwrap();
+    let refused = reqwest::get(kawa.url(&format!("/recordings/vod/{unknown}/source/{segment}")))
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 404);
 }

@@ -24,6 +24,29 @@ pub struct S3Target {
 #[error("{0}")]
 pub struct S3Error(String);
 
+const UNSATISFIABLE: &str = "the requested range is not satisfiable";
+
+impl S3Error {
+    fn unsatisfiable() -> Self {
+        S3Error(UNSATISFIABLE.to_owned())
+    }
+
+    /// The store answered 416 to a range.
+    pub fn is_unsatisfiable(&self) -> bool {
+        self.0 == UNSATISFIABLE
+    }
+}
+
+/// An object being read for a viewer (see [`S3Target::open`]).
+pub struct ObjectReader {
+    pub length: Option<i64>,
+    /// `Content-Range` of a ranged read.
+    pub range: Option<String>,
+    pub etag: Option<String>,
+    /// `None` for a HEAD.
+    pub body: Option<ByteStream>,
+}
+
 impl S3Target {
     /// Credentials come from the standard AWS chain (environment, profile, instance
     /// role). The SDK's own retries are off: the uploader retries with backoff and keeps
@@ -117,6 +140,58 @@ impl S3Target {
                     .is_some_and(|r| matches!(r.status().as_u16(), 404 | 409 | 412)) =>
             {
                 Ok(Conditional::Refused)
+            }
+            Err(e) => Err(S3Error(describe(&e))),
+        }
+    }
+
+    /// An object to pass on to a viewer as it is read (never whole in memory): its
+    /// headers, and with `body` its bytes, of `range` (an HTTP `Range` value) if given.
+    /// `None` when it does not exist.
+    pub async fn open(
+        &self,
+        key: &str,
+        range: Option<&str>,
+        body: bool,
+    ) -> Result<Option<ObjectReader>, S3Error> {
+        let missing = |status: Option<u16>| status == Some(404);
+        if !body {
+            return match self
+                .client
+                .head_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+                .await
+            {
+                Ok(head) => Ok(Some(ObjectReader {
+                    length: head.content_length(),
+                    range: None,
+                    etag: head.e_tag().map(str::to_owned),
+                    body: None,
+                })),
+                Err(e) if missing(e.raw_response().map(|r| r.status().as_u16())) => Ok(None),
+                Err(e) => Err(S3Error(describe(&e))),
+            };
+        }
+        let answer = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_range(range.map(str::to_owned))
+            .send()
+            .await;
+        match answer {
+            Ok(object) => Ok(Some(ObjectReader {
+                length: object.content_length(),
+                range: object.content_range().map(str::to_owned),
+                etag: object.e_tag().map(str::to_owned),
+                body: Some(object.body),
+            })),
+            Err(e) if missing(e.raw_response().map(|r| r.status().as_u16())) => Ok(None),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 416) => {
+                Err(S3Error::unsatisfiable())
             }
             Err(e) => Err(S3Error(describe(&e))),
         }

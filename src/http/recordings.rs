@@ -168,11 +168,14 @@ pub async fn delete(
     }
 }
 
-/// The largest recording file fetched from S3 for a viewer (a segment of a very high
-/// bitrate is a few MB).
-const MAX_S3_FILE: usize = 64 << 20;
+/// Recording files being passed on from S3 at once (each holds an S3 connection until its
+/// viewer has it all); a request beyond gets 503 with Retry-After.
+const MAX_S3_READS: usize = 64;
+static S3_READS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_S3_READS);
 
-/// A file of recording `id` of `path` (`relative` to its folder, checked by the caller).
+/// A file of recording `id` of `path` (`relative` to its folder, checked by the caller):
+/// from this node's disk, else (for a recording the index knows) passed on from S3 as
+/// it is read, Range and HEAD included.
 async fn recording_file(
     req: &HttpRequest,
     recordings: &Recordings,
@@ -185,28 +188,99 @@ async fn recording_file(
     let Some(s3) = recordings.s3().filter(|_| !here) else {
         return file(req, local, content_type, cache, compressible).await;
     };
+    // Nothing reaches the bucket for a recording the index does not know.
+    match recordings.get(&path, id).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return HttpResponse::NotFound().finish(),
+        Err(e) => {
+            tracing::warn!(publish_path = %path, recording = id, error = %e, "recordings index unavailable");
+            return busy();
+        }
+    }
+    let Ok(permit) = S3_READS.try_acquire() else {
+        return busy();
+    };
     let key = s3.object_key(
         path.as_str(),
         &format!("{}/{relative}", RecordingInfo::s3_folder(id)),
     );
-    match s3.get(&key, MAX_S3_FILE).await {
-        Ok(Some(body)) => {
-            let mut answer = HttpResponse::Ok();
-            answer
-                .content_type(content_type)
-                .insert_header((header::CACHE_CONTROL, cache))
-                .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"));
-            if !compressible {
-                answer.insert_header((header::CONTENT_ENCODING, "identity"));
-            }
-            answer.body(body)
+    let range = req
+        .headers()
+        .get(header::RANGE)
+        .and_then(|r| r.to_str().ok());
+    let head = req.method() == actix_web::http::Method::HEAD;
+    let object = match s3.open(&key, range, !head).await {
+        Ok(Some(object)) => object,
+        Ok(None) => return HttpResponse::NotFound().finish(),
+        Err(e) if e.is_unsatisfiable() => {
+            return HttpResponse::RangeNotSatisfiable().finish();
         }
-        Ok(None) => HttpResponse::NotFound().finish(),
         Err(e) => {
             tracing::warn!(publish_path = %path, recording = id, error = %e, "recording file not read from S3");
-            HttpResponse::BadGateway().finish()
+            return HttpResponse::BadGateway().finish();
+        }
+    };
+    let mut answer = if object.range.is_some() {
+        HttpResponse::PartialContent()
+    } else {
+        HttpResponse::Ok()
+    };
+    answer
+        .content_type(content_type)
+        .insert_header((header::CACHE_CONTROL, cache))
+        .insert_header((header::ACCEPT_RANGES, "bytes"))
+        .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
+        .insert_header((
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            "Content-Length, Content-Range, ETag",
+        ));
+    if let Some(etag) = &object.etag {
+        answer.insert_header((header::ETAG, etag.as_str()));
+    }
+    if let Some(range) = &object.range {
+        answer.insert_header((header::CONTENT_RANGE, range.as_str()));
+    }
+    if !compressible {
+        answer.insert_header((header::CONTENT_ENCODING, "identity"));
+    }
+    let length = object.length.and_then(|n| u64::try_from(n).ok());
+    match object.body {
+        // A HEAD: the length said, no body sent (actix sends none for HEAD).
+        None => match length {
+            Some(length) => answer.body(actix_web::body::SizedStream::new(
+                length,
+                futures_util::stream::empty::<Result<bytes::Bytes, std::io::Error>>(),
+            )),
+            None => answer.finish(),
+        },
+        Some(body) => {
+            // The permit goes with the body: held until the viewer has it all.
+            let chunks = s3_body(body, permit);
+            match length {
+                Some(length) => answer.no_chunking(length).streaming(chunks),
+                None => answer.streaming(chunks),
+            }
         }
     }
+}
+
+/// The object's bytes as the store sends them, one chunk at a time.
+fn s3_body(
+    body: aws_sdk_s3::primitives::ByteStream,
+    permit: tokio::sync::SemaphorePermit<'static>,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
+    futures_util::stream::unfold((body, permit), |(mut body, permit)| async move {
+        match body.next().await? {
+            Ok(chunk) => Some((Ok(chunk), (body, permit))),
+            Err(e) => Some((Err(std::io::Error::other(e)), (body, permit))),
+        }
+    })
+}
+
+fn busy() -> HttpResponse {
+    HttpResponse::ServiceUnavailable()
+        .insert_header((header::RETRY_AFTER, "1"))
+        .finish()
 }
 
 /// `/recordings/{path}/{id}/master.m3u8`.
@@ -249,7 +323,15 @@ async fn rendition_file(
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/recordings/{path}/{id}/master.m3u8", web::get().to(master))
         .route(
+            "/recordings/{path}/{id}/master.m3u8",
+            web::head().to(master),
+        )
+        .route(
             "/recordings/{path}/{id}/{rendition}/{name}",
             web::get().to(rendition_file),
+        )
+        .route(
+            "/recordings/{path}/{id}/{rendition}/{name}",
+            web::head().to(rendition_file),
         );
 }
