@@ -308,6 +308,13 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
             source,
         })?;
     let http_addr = http_listener.local_addr().unwrap_or(http_addr);
+    // Inherited by every accepted connection: one whose peer takes nothing for this long
+    // is closed by the kernel, and actix drops its buffers.
+    if let Err(e) = socket2::SockRef::from(&http_listener)
+        .set_tcp_user_timeout(Some(Duration::from_millis(settings.http.send_timeout_ms)))
+    {
+        tracing::warn!(error = %e, "cannot set http.send_timeout_ms on the HTTP socket");
+    }
     if let Some(cluster) = &cluster {
         cluster.advertise_default(http_addr)?;
         cluster.spawn_heartbeat();
@@ -346,6 +353,8 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
             .configure(http::configure)
     })
     .disable_signals()
+    // Small: what a connection that stops reading holds (see `http::files`).
+    .h1_write_buffer_size(http::files::CHUNK)
     .shutdown_timeout(5);
     let http_server = match &tls {
         Some(config) => http_server.listen_rustls_0_23(http_listener, config.clone()),

@@ -68,6 +68,8 @@ pub struct HttpSettings {
     /// Proxies in front whose `X-Forwarded-For` is believed: IP addresses and networks,
     /// comma-separated (parsed by [`Settings::load`]).
     pub trusted_proxies: String,
+    /// A connection that takes none of the bytes sent to it for this long is closed.
+    pub send_timeout_ms: u64,
     #[serde(skip)]
     trusted_networks: Vec<ipnet::IpNet>,
 }

@@ -9,10 +9,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use actix_files::NamedFile;
 use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, Responder, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 
+use super::files::sized;
 use super::proxy::ClusterProxy;
 use super::viewers::Viewers;
 use crate::delivery::memory::{FileLookup, LiveStore, LiveStream, PlaylistLookup};
@@ -60,12 +60,7 @@ pub(super) fn segment_ok(name: &str) -> bool {
     }
 }
 
-fn not_found() -> HttpResponse {
-    HttpResponse::NotFound()
-        .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
-        .content_type("text/plain")
-        .body("not found")
-}
+use super::files::not_found;
 
 async fn not_found_handler() -> HttpResponse {
     not_found()
@@ -180,14 +175,7 @@ async fn live_file(
         changes.borrow_and_update();
         match edge.file(rendition, name) {
             FileLookup::Found(pieces) => {
-                let size: usize = pieces.iter().map(|p| p.len()).sum();
-                let body = futures_util::stream::iter(
-                    pieces.into_iter().map(Ok::<_, std::convert::Infallible>),
-                );
-                return Some(
-                    segment_response(HttpResponse::Ok())
-                        .body(actix_web::body::SizedStream::new(size as u64, body)),
-                );
+                return Some(segment_response(HttpResponse::Ok()).body(sized(pieces)));
             }
             FileLookup::InSegment {
                 segment,
@@ -195,7 +183,7 @@ async fn live_file(
                 len,
             } => {
                 let data = read_range(dir.join(segment), offset, len).await.ok()?;
-                return Some(segment_response(HttpResponse::Ok()).body(data));
+                return Some(segment_response(HttpResponse::Ok()).body(sized(vec![data.into()])));
             }
             FileLookup::Missing => return None,
             FileLookup::Wait { target_duration } => {
@@ -218,29 +206,13 @@ pub(super) async fn file(
     cache: &str,
     compressible: bool,
 ) -> HttpResponse {
-    let Ok(file) = NamedFile::open_async(&path).await else {
-        return not_found();
-    };
-    let mime = content_type
-        .parse()
-        .unwrap_or(mime::APPLICATION_OCTET_STREAM);
-    let mut response = file
-        .set_content_type(mime)
-        .disable_content_disposition()
-        .use_etag(true)
-        .use_last_modified(true)
-        .customize()
-        .insert_header((header::CACHE_CONTROL, cache))
-        .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
-        .insert_header((
-            header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            "Content-Length, Content-Range, ETag",
-        ));
     if !compressible {
-        // Video does not compress; tell the Compress middleware to leave it be.
-        response = response.insert_header((header::CONTENT_ENCODING, "identity"));
+        // Media: one shared copy, sent in small slices (see `files`).
+        return super::files::SHARED
+            .answer(req, &path, content_type, cache)
+            .await;
     }
-    response.respond_to(req).map_into_boxed_body()
+    super::files::from_disk(req, &path, content_type, cache, true).await
 }
 
 /// In a cluster, the owner's answer when another node owns the stream (this node has

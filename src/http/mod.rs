@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod files;
 pub mod health;
 pub mod hls;
 pub mod proxy;

@@ -184,10 +184,48 @@ async fn recording_file(
     (content_type, cache, compressible): (&str, &str, bool),
 ) -> HttpResponse {
     let local = RecordingInfo::local_dir(recordings.root(), &path, id).join(relative);
-    let here = tokio::fs::try_exists(&local).await.unwrap_or(false);
-    let Some(s3) = recordings.s3().filter(|_| !here) else {
+    if !compressible {
+        // Media: one shared copy (usually no look at the disk at all).
+        if let Some(answer) = (super::files::SHARED)
+            .answer_if_present(req, &local, content_type, cache)
+            .await
+        {
+            return answer;
+        }
+    } else if tokio::fs::try_exists(&local).await.unwrap_or(false) {
         return file(req, local, content_type, cache, compressible).await;
-    };
+    }
+    match recordings.s3() {
+        // Boxed: the store's request is large, and most requests never make one.
+        Some(s3) => {
+            Box::pin(from_s3(
+                req,
+                recordings,
+                s3,
+                (path, id),
+                relative,
+                content_type,
+                cache,
+                compressible,
+            ))
+            .await
+        }
+        None => HttpResponse::NotFound().finish(),
+    }
+}
+
+/// A file of a recording this node has no copy of, from S3.
+#[allow(clippy::too_many_arguments)]
+async fn from_s3(
+    req: &HttpRequest,
+    recordings: &Recordings,
+    s3: &crate::delivery::s3::S3Target,
+    (path, id): (PublishPath, u64),
+    relative: &str,
+    content_type: &str,
+    cache: &str,
+    compressible: bool,
+) -> HttpResponse {
     // Nothing reaches the bucket for a recording the index does not know.
     match recordings.get(&path, id).await {
         Ok(Some(_)) => {}

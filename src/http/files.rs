@@ -1,0 +1,427 @@
+//! Media files for viewers, with memory a viewer cannot run up.
+//!
+//! actix-http copies each body chunk into a connection's write buffer and polls the body
+//! again only once that buffer is below `h1_write_buffer_size`. So what a connection
+//! that stops reading holds is about that size plus one chunk, plus whatever its body
+//! keeps (actix-files keeps a 64 KiB read buffer and yields 64 KiB chunks: 0.9 MB held
+//! per connection that pipelined segment requests and read nothing). Here every body
+//! yields slices of at most [`CHUNK`] of one shared copy of the file, and the server's
+//! write buffer is [`CHUNK`] too.
+//!
+//! Segments, init segments and recording files never change once written (a new one
+//! gets a new name), so one copy in memory serves every viewer of a file: [`SharedFiles`]
+//! keeps recently served files up to [`CACHE_BYTES`], checked against the file's length
+//! and mtime. Copies alive (cached, or held by answers in flight) are capped at
+//! [`LIVE_BYTES`]: past it a file not in memory is answered 503 with Retry-After, so
+//! asking for many different files cannot run memory up either.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use actix_web::http::header::{self, HttpDate};
+use actix_web::{HttpRequest, HttpResponse};
+use bytes::Bytes;
+
+/// The largest slice a body yields, and the server's per-connection write buffer.
+pub const CHUNK: usize = 4096;
+/// Files kept in memory after their answers are done.
+const CACHE_BYTES: usize = 64 << 20;
+/// File copies alive at once (cached or being sent).
+const LIVE_BYTES: usize = 128 << 20;
+/// A larger file is never read whole (a segment is a few MB at most).
+const MAX_FILE: u64 = 32 << 20;
+
+/// Bytes of file copies alive now.
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// A file's bytes, counted in [`LIVE`] until the last slice of them is dropped.
+struct Counted(Vec<u8>);
+
+impl AsRef<[u8]> for Counted {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        LIVE.fetch_sub(self.0.len(), Ordering::Relaxed);
+    }
+}
+
+/// What identifies one version of a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Version {
+    len: u64,
+    modified: SystemTime,
+}
+
+impl Version {
+    fn etag(&self) -> String {
+        let nanos = self
+            .modified
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        format!("\"{:x}-{nanos:x}\"", self.len)
+    }
+}
+
+/// How long a cached file is served without looking at the disk again. Within it, a
+/// burst of requests for one file costs one `stat`, and none waits on the blocking pool;
+/// a file deleted meanwhile is served that much longer.
+const RECHECK: Duration = Duration::from_secs(1);
+
+struct Cached {
+    data: Bytes,
+    version: Version,
+    used: u64,
+    checked: Instant,
+}
+
+#[derive(Default)]
+struct Cache {
+    files: HashMap<PathBuf, Cached>,
+    bytes: usize,
+    tick: u64,
+}
+
+impl Cache {
+    /// The cached copy, if it was checked against the disk within [`RECHECK`].
+    fn fresh(&mut self, path: &Path, now: Instant) -> Option<(Bytes, Version)> {
+        self.tick += 1;
+        let tick = self.tick;
+        let cached = self.files.get_mut(path)?;
+        if now.duration_since(cached.checked) > RECHECK {
+            return None;
+        }
+        cached.used = tick;
+        Some((cached.data.clone(), cached.version))
+    }
+
+    /// The cached copy, if it is still `version` (checked now).
+    fn get(&mut self, path: &Path, version: Version, now: Instant) -> Option<Bytes> {
+        self.tick += 1;
+        let tick = self.tick;
+        let cached = self.files.get_mut(path)?;
+        if cached.version != version {
+            return None;
+        }
+        cached.used = tick;
+        cached.checked = now;
+        Some(cached.data.clone())
+    }
+
+    fn insert(&mut self, path: PathBuf, data: Bytes, version: Version, now: Instant) {
+        self.tick += 1;
+        self.bytes += data.len();
+        let cached = Cached {
+            data,
+            version,
+            used: self.tick,
+            checked: now,
+        };
+        if let Some(old) = self.files.insert(path, cached) {
+            self.bytes -= old.data.len();
+        }
+        // Least recently used first; the cache holds a few hundred files at most.
+        while self.bytes > CACHE_BYTES {
+            let Some(oldest) = (self.files.iter())
+                .min_by_key(|(_, c)| c.used)
+                .map(|(p, _)| p.clone())
+            else {
+                break;
+            };
+            if let Some(old) = self.files.remove(&oldest) {
+                self.bytes -= old.data.len();
+            }
+        }
+    }
+}
+
+/// Recently served immutable files, shared by every answer that sends them.
+#[derive(Default)]
+pub struct SharedFiles {
+    cache: Mutex<Cache>,
+}
+
+/// The process's one set: every route serving media files shares it.
+pub static SHARED: std::sync::LazyLock<SharedFiles> =
+    std::sync::LazyLock::new(SharedFiles::default);
+
+enum Loaded {
+    File(Bytes, Version),
+    Missing,
+    /// Too many copies alive.
+    Busy,
+    /// Over [`MAX_FILE`]: streamed from the disk instead.
+    TooLarge,
+}
+
+impl SharedFiles {
+    async fn load(&self, path: &Path) -> Loaded {
+        if let Some((data, version)) = self.lock().fresh(path, Instant::now()) {
+            return Loaded::File(data, version);
+        }
+        let Ok(meta) = tokio::fs::metadata(path).await else {
+            return Loaded::Missing;
+        };
+        if !meta.is_file() {
+            return Loaded::Missing;
+        }
+        let version = Version {
+            len: meta.len(),
+            modified: meta.modified().unwrap_or(UNIX_EPOCH),
+        };
+        if let Some(data) = self.lock().get(path, version, Instant::now()) {
+            return Loaded::File(data, version);
+        }
+        if version.len > MAX_FILE {
+            return Loaded::TooLarge;
+        }
+        let len = version.len as usize;
+        if LIVE.fetch_add(len, Ordering::Relaxed) + len > LIVE_BYTES {
+            LIVE.fetch_sub(len, Ordering::Relaxed);
+            return Loaded::Busy;
+        }
+        let data = match tokio::fs::read(path).await {
+            Ok(data) if data.len() == len => data,
+            // Changed or gone meanwhile: the next request reads it again.
+            _ => {
+                LIVE.fetch_sub(len, Ordering::Relaxed);
+                return Loaded::Missing;
+            }
+        };
+        let data = Bytes::from_owner(Counted(data));
+        self.lock()
+            .insert(path.to_owned(), data.clone(), version, Instant::now());
+        Loaded::File(data, version)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Answers `req` with the file at `path` as a file server should: HEAD, `ETag` with
+    /// `If-None-Match` (304), `Last-Modified`, one byte range (206, or 416).
+    pub async fn answer(
+        &self,
+        req: &HttpRequest,
+        path: &Path,
+        content_type: &str,
+        cache: &str,
+    ) -> HttpResponse {
+        self.answer_if_present(req, path, content_type, cache)
+            .await
+            .unwrap_or_else(not_found)
+    }
+
+    /// [`Self::answer`], or `None` when there is no such file.
+    pub async fn answer_if_present(
+        &self,
+        req: &HttpRequest,
+        path: &Path,
+        content_type: &str,
+        cache: &str,
+    ) -> Option<HttpResponse> {
+        let (data, version) = match self.load(path).await {
+            Loaded::File(data, version) => (data, version),
+            Loaded::Missing => return None,
+            Loaded::TooLarge => {
+                return Some(from_disk(req, path, content_type, cache, false).await);
+            }
+            Loaded::Busy => {
+                return Some(
+                    HttpResponse::ServiceUnavailable()
+                        .insert_header((header::RETRY_AFTER, "1"))
+                        .finish(),
+                );
+            }
+        };
+        Some(Self::respond(req, data, version, content_type, cache))
+    }
+
+    fn respond(
+        req: &HttpRequest,
+        data: Bytes,
+        version: Version,
+        content_type: &str,
+        cache: &str,
+    ) -> HttpResponse {
+        let etag = version.etag();
+        let mut answer = HttpResponse::Ok();
+        answer
+            .content_type(content_type)
+            .insert_header((header::CACHE_CONTROL, cache))
+            .insert_header((header::ETAG, etag.as_str()))
+            .insert_header((header::LAST_MODIFIED, HttpDate::from(version.modified)))
+            .insert_header((header::ACCEPT_RANGES, "bytes"))
+            .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
+            .insert_header((
+                header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                "Content-Length, Content-Range, ETag",
+            ))
+            // Video does not compress; the Compress middleware leaves it be.
+            .insert_header((header::CONTENT_ENCODING, "identity"));
+        let matches = req
+            .headers()
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+        if matches {
+            answer.status(actix_web::http::StatusCode::NOT_MODIFIED);
+            return answer.finish();
+        }
+        let len = data.len() as u64;
+        let range = req
+            .headers()
+            .get(header::RANGE)
+            .and_then(|v| v.to_str().ok());
+        let body = match range {
+            None => data,
+            Some(range) => match actix_files::HttpRange::parse(range, len).as_deref() {
+                Ok([first, ..]) => {
+                    let (start, end) = (first.start, first.start + first.length);
+                    answer
+                        .status(actix_web::http::StatusCode::PARTIAL_CONTENT)
+                        .insert_header((
+                            header::CONTENT_RANGE,
+                            format!("bytes {start}-{}/{len}", end - 1),
+                        ));
+                    data.slice(start as usize..end as usize)
+                }
+                _ => {
+                    return HttpResponse::RangeNotSatisfiable()
+                        .insert_header((header::CONTENT_RANGE, format!("bytes */{len}")))
+                        .finish();
+                }
+            },
+        };
+        answer.body(sized(vec![body]))
+    }
+}
+
+/// 404, readable by players on other origins.
+pub(super) fn not_found() -> HttpResponse {
+    HttpResponse::NotFound()
+        .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
+        .content_type("text/plain")
+        .body("not found")
+}
+
+/// Serves a file from the disk as a file server should (actix-files): HEAD, `ETag` with
+/// `If-None-Match` (304), `Last-Modified`, byte ranges, the body read as it is sent
+/// (64 KiB at a time). For playlists, and files too large to share in memory.
+pub async fn from_disk(
+    req: &HttpRequest,
+    path: &Path,
+    content_type: &str,
+    cache: &str,
+    compressible: bool,
+) -> HttpResponse {
+    use actix_web::Responder;
+    let Ok(file) = actix_files::NamedFile::open_async(path).await else {
+        return not_found();
+    };
+    let mime = content_type
+        .parse()
+        .unwrap_or(mime::APPLICATION_OCTET_STREAM);
+    let mut response = file
+        .set_content_type(mime)
+        .disable_content_disposition()
+        .use_etag(true)
+        .use_last_modified(true)
+        .customize()
+        .insert_header((header::CACHE_CONTROL, cache))
+        .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
+        .insert_header((
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            "Content-Length, Content-Range, ETag",
+        ));
+    if !compressible {
+        // Video does not compress; tell the Compress middleware to leave it be.
+        response = response.insert_header((header::CONTENT_ENCODING, "identity"));
+    }
+    response.respond_to(req).map_into_boxed_body()
+}
+
+/// A body of `pieces` sent as slices of at most [`CHUNK`] (none copied).
+pub fn sized(pieces: Vec<Bytes>) -> actix_web::body::SizedStream<SliceStream> {
+    let size = pieces.iter().map(|p| p.len() as u64).sum();
+    actix_web::body::SizedStream::new(size, SliceStream { pieces, next: 0 })
+}
+
+/// See [`sized`].
+pub struct SliceStream {
+    pieces: Vec<Bytes>,
+    next: usize,
+}
+
+impl futures_util::Stream for SliceStream {
+    type Item = Result<Bytes, std::convert::Infallible>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        while let Some(piece) = this.pieces.get_mut(this.next) {
+            if piece.is_empty() {
+                this.next += 1;
+                continue;
+            }
+            let slice = piece.split_to(piece.len().min(CHUNK));
+            return std::task::Poll::Ready(Some(Ok(slice)));
+        }
+        std::task::Poll::Ready(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+
+    #[actix_web::test]
+    async fn bodies_come_in_small_slices_of_the_same_bytes() {
+        let data = Bytes::from(vec![7u8; 3 * CHUNK + 10]);
+        let mut stream = SliceStream {
+            pieces: vec![data.clone(), Bytes::new(), Bytes::from_static(b"end")],
+            next: 0,
+        };
+        let mut sizes = Vec::new();
+        while let Some(Ok(slice)) = stream.next().await {
+            sizes.push(slice.len());
+        }
+        assert_eq!(sizes, [CHUNK, CHUNK, CHUNK, 10, 3]);
+    }
+
+    #[test]
+    fn the_cache_keeps_the_newest_version_and_evicts_the_least_recently_used() {
+        let mut cache = Cache::default();
+        let now = Instant::now();
+        let v = |len| Version {
+            len,
+            modified: UNIX_EPOCH,
+        };
+        let big = CACHE_BYTES / 2 + 1;
+        cache.insert("a".into(), Bytes::from(vec![0; big]), v(big as u64), now);
+        cache.insert("b".into(), Bytes::from(vec![0; 10]), v(10), now);
+        assert!(cache.get(Path::new("a"), v(big as u64), now).is_some());
+        assert!(
+            cache.get(Path::new("b"), v(11), now).is_none(),
+            "another version"
+        );
+        cache.insert("c".into(), Bytes::from(vec![0; big]), v(big as u64), now);
+        // "b" was used less recently than "a": it goes, then "a" (still over).
+        assert!(cache.get(Path::new("b"), v(10), now).is_none());
+        assert!(cache.get(Path::new("a"), v(big as u64), now).is_none());
+        assert!(cache.get(Path::new("c"), v(big as u64), now).is_some());
+        assert!(cache.bytes <= CACHE_BYTES);
+        // Served without a look at the disk for a second after the last one.
+        assert!(cache.fresh(Path::new("c"), now + RECHECK).is_some());
+        assert!(cache.fresh(Path::new("c"), now + RECHECK * 2).is_none());
+    }
+}
