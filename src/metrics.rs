@@ -21,6 +21,8 @@ pub struct Metrics {
     pub transcoders_alive: IntGauge,
     pub actor_restarts: IntCounterVec,
     pub actor_panics: IntCounterVec,
+    pub actors_alive: IntGaugeVec,
+    pub tasks_alive: IntGaugeVec,
     pub ingest_bytes: IntCounterVec,
     pub ingest_frames: IntCounterVec,
     pub keyframe_interval: prometheus::GaugeVec,
@@ -90,6 +92,22 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "Actor restarts, by actor kind",
             &["actor"],
         ),
+        actors_alive: IntGaugeVec::new(
+            Opts::new(
+                "kawa_actors_alive",
+                "Actors running, by kind (sessions, transcoders, uploaders, RTMP connections): back to where it was when streams end",
+            ),
+            &["actor"],
+        )
+        .expect("valid metric"),
+        tasks_alive: IntGaugeVec::new(
+            Opts::new(
+                "kawa_tasks_alive",
+                "Tasks alive on Kawa's runtimes, read at each scrape: the system's (registry, uploaders, cluster), the stream arbiters' (connections, sessions), the HTTP workers'",
+            ),
+            &["runtime"],
+        )
+        .expect("valid metric"),
         actor_panics: counter_vec(
             "kawa_actor_panics_total",
             "Panics caught in actor handlers, by actor kind (each is a restart, a stop or an escalation)",
@@ -217,6 +235,8 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         Box::new(m.transcoders_alive.clone()),
         Box::new(m.actor_restarts.clone()),
         Box::new(m.actor_panics.clone()),
+        Box::new(m.actors_alive.clone()),
+        Box::new(m.tasks_alive.clone()),
         Box::new(m.ingest_bytes.clone()),
         Box::new(m.ingest_frames.clone()),
         Box::new(m.keyframe_interval.clone()),
@@ -258,6 +278,9 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     for actor in crate::actors::supervision::ActorKind::ALL {
         m.actor_restarts.with_label_values(&[actor.label()]);
         m.actor_panics.with_label_values(&[actor.label()]);
+        if actor != crate::actors::supervision::ActorKind::Registry {
+            m.actors_alive.with_label_values(&[actor.label()]);
+        }
     }
     for how in ["ended", "recovered"] {
         m.recordings_finished.with_label_values(&[how]);
@@ -269,7 +292,36 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
 });
 
 /// The Prometheus text exposition of every metric.
+/// The runtimes whose tasks `kawa_tasks_alive` counts, with what runs on them.
+static RUNTIMES: std::sync::Mutex<Vec<(&'static str, tokio::runtime::Handle)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Counts the current thread's runtime's tasks in `kawa_tasks_alive{runtime}` (once
+/// per runtime).
+pub fn register_runtime(runtime: &'static str) {
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let mut runtimes = RUNTIMES.lock().unwrap_or_else(|e| e.into_inner());
+    if !runtimes.iter().any(|(_, h)| h.id() == handle.id()) {
+        runtimes.push((runtime, handle));
+    }
+}
+
+/// An actor of `kind` started (`+1`) or stopped (`-1`).
+pub fn actor_alive(kind: crate::actors::supervision::ActorKind, change: i64) {
+    METRICS
+        .actors_alive
+        .with_label_values(&[kind.label()])
+        .add(change);
+}
+
 pub fn render() -> String {
+    METRICS.tasks_alive.reset();
+    for (runtime, handle) in RUNTIMES.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        let tasks = handle.metrics().num_alive_tasks() as i64;
+        METRICS.tasks_alive.with_label_values(&[runtime]).add(tasks);
+    }
     let mut out = Vec::new();
     let families = METRICS.registry.gather();
     // Encoding into a Vec cannot fail.

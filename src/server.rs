@@ -338,7 +338,10 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     ));
     let recordings = web::Data::new(recordings);
 
+    crate::metrics::register_runtime("system");
     let http_server = HttpServer::new(move || {
+        // Runs on each HTTP worker's thread: its tasks count too.
+        crate::metrics::register_runtime("http");
         let mut app = App::new()
             .app_data(state.clone())
             .app_data(hls_root.clone())

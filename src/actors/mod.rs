@@ -74,6 +74,7 @@ impl Arbiters {
             .map(|_| {
                 let arbiter = actix::Arbiter::new();
                 let handle = arbiter.handle();
+                handle.spawn_fn(|| crate::metrics::register_runtime("stream"));
                 // The arbiter's thread lives on when the `Arbiter` value is dropped.
                 std::mem::forget(arbiter);
                 handle

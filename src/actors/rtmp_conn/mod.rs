@@ -437,11 +437,13 @@ impl Actor for RtmpConnection {
             }),
         );
         METRICS.rtmp_connections_open.inc();
+        crate::metrics::actor_alive(crate::actors::supervision::ActorKind::Connection, 1);
         tracing::debug!(parent: &self.span, "connection opened");
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
         METRICS.rtmp_connections_open.dec();
+        crate::metrics::actor_alive(crate::actors::supervision::ActorKind::Connection, -1);
         METRICS
             .rtmp_connections_closed
             .with_label_values(&[self.close_reason])

@@ -425,6 +425,7 @@ impl Actor for StreamSession {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        crate::metrics::actor_alive(ActorKind::Session, 1);
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         self.uploader = self.context.deliveries.uploader(self.path.as_str());
         tracing::info!(parent: &self.span, "stream session started");
@@ -436,6 +437,7 @@ impl Actor for StreamSession {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
+        crate::metrics::actor_alive(ActorKind::Session, -1);
         self.kill_encoder();
         self.release();
     }

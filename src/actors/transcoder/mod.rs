@@ -279,10 +279,12 @@ impl Actor for Transcoder {
 
     fn stopped(&mut self, _: &mut Context<Self>) {
         METRICS.transcoders_alive.dec();
+        crate::metrics::actor_alive(ActorKind::Transcoder, -1);
     }
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         METRICS.transcoders_alive.inc();
+        crate::metrics::actor_alive(ActorKind::Transcoder, 1);
         ctx.set_mailbox_capacity(super::session::MAILBOX_CAPACITY);
         let Some(job) = self.job.take() else { return };
         match job.workers.clone() {

@@ -4,9 +4,9 @@
 //! queued before the playlist that lists it, the bucket never lists a missing object;
 //! because the spool is on disk, an outage or a SIGKILL loses nothing.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
@@ -63,6 +63,10 @@ pub struct Uploader {
     held_back: bool,
     /// The ETag chains of this path's playlists (in a cluster).
     fences: PlaylistFences,
+    /// Where [`Deliveries`] lists it; it leaves when it retires.
+    directory: Weak<deliveries::Directory>,
+    /// The timer that runs delayed deletes; cancelled when it retires.
+    ticking: Option<SpawnHandle>,
 }
 
 /// Restarts a minute an uploader makes at once.
@@ -113,9 +117,33 @@ impl Uploader {
             restarts: Intensity::new(UPLOADER_RESTARTS, Duration::from_secs(60)),
             held_back: false,
             fences: PlaylistFences::default(),
+            directory: Weak::new(),
+            ticking: None,
             unspooled: VecDeque::new(),
             unspooled_bytes: 0,
         }
+    }
+
+    fn listed_in(mut self, directory: Weak<deliveries::Directory>) -> Self {
+        self.directory = directory;
+        self
+    }
+
+    /// The stream ended and everything is delivered (deletes included): the uploader
+    /// leaves the directory and its timer stops, so it ends once the session lets go of
+    /// it (an actor with no address and nothing to do stops). A new broadcast of the path
+    /// gets a new uploader.
+    fn retire(&mut self, ctx: &mut Context<Self>) {
+        if let Some(ticking) = self.ticking.take() {
+            ctx.cancel_future(ticking);
+        }
+        if let Some(directory) = self.directory.upgrade() {
+            let mut listed = directory.lock().unwrap_or_else(|p| p.into_inner());
+            if listed.get(&self.stream) == Some(&ctx.address()) {
+                listed.remove(&self.stream);
+            }
+        }
+        tracing::debug!(stream = %self.stream, "uploader retired: its stream ended and everything is delivered");
     }
 
     /// Puts `items` (after any held back) in the spool, off this thread; when the spool
@@ -181,6 +209,15 @@ impl Uploader {
         }));
     }
 
+    /// Delayed deletes fall due with time, not with new work.
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        if self.ticking.is_none() {
+            self.ticking = Some(ctx.run_interval(Duration::from_secs(1), |this, ctx| {
+                this.guarded(ctx, Self::kick);
+            }));
+        }
+    }
+
     fn metrics(&mut self) -> &UploadMetrics {
         let stream = &self.stream;
         self.metrics
@@ -224,7 +261,11 @@ impl Uploader {
             return;
         };
         let Some(item) = spool.next(now_ms()) else {
+            let drained = spool.is_empty() && self.unspooled.is_empty();
             self.update_depth();
+            if drained && !self.stream_live && self.ticking.is_some() {
+                self.retire(ctx);
+            }
             return;
         };
         let body = if item.meta.kind == ItemKind::Delete {
@@ -423,9 +464,21 @@ impl Actor for Uploader {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        crate::metrics::actor_alive(ActorKind::Uploader, 1);
+        self.resume(ctx);
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        crate::metrics::actor_alive(ActorKind::Uploader, -1);
+    }
+}
+
+impl Uploader {
+    /// Opens the spool and goes on with what it holds (at start, and after a restart).
+    fn resume(&mut self, ctx: &mut Context<Self>) {
         if std::mem::take(&mut self.held_back) {
             tracing::warn!(stream = %self.stream, "uploader keeps failing; restarting it in {RESTART_HOLD_BACK:?}");
-            ctx.run_later(RESTART_HOLD_BACK, |this, ctx| this.started(ctx));
+            ctx.run_later(RESTART_HOLD_BACK, |this, ctx| this.resume(ctx));
             return;
         }
         match Spool::open(self.spool_dir.clone()) {
@@ -447,10 +500,7 @@ impl Actor for Uploader {
                 return;
             }
         }
-        // Delayed deletes fall due with time, not with new work.
-        ctx.run_interval(Duration::from_secs(1), |this, ctx| {
-            this.guarded(ctx, Self::kick);
-        });
+        self.tick(ctx);
         self.kick(ctx);
     }
 }
@@ -465,6 +515,7 @@ impl Supervised for Uploader {
         self.spool = None;
         self.busy = false;
         self.retry_scheduled = false;
+        self.ticking = None;
     }
 }
 
@@ -495,6 +546,9 @@ impl Uploader {
         ctx: &mut Context<Self>,
     ) {
         self.stream_live = true;
+        if self.spool.is_some() {
+            self.tick(ctx);
+        }
         let grace = self.delete_grace;
         let now = now_ms();
         let recorded = recording.into_iter().flat_map(|batch| {
@@ -530,77 +584,5 @@ impl Handler<Kick> for Uploader {
     }
 }
 
-/// The uploaders, one per stream path, created on first use and kept while Kawa runs.
-pub struct Deliveries {
-    target: Option<S3Target>,
-    spool_root: PathBuf,
-    delete_grace: Option<Duration>,
-    cluster: Option<Arc<Cluster>>,
-    uploaders: Mutex<HashMap<String, Addr<Uploader>>>,
-}
-
-impl Deliveries {
-    /// `target` is `None` when S3 is off.
-    pub fn new(
-        target: Option<S3Target>,
-        spool_root: PathBuf,
-        delete_grace_seconds: u64,
-        cluster: Option<Arc<Cluster>>,
-    ) -> Arc<Self> {
-        Arc::new(Self {
-            target,
-            spool_root,
-            cluster,
-            delete_grace: (delete_grace_seconds > 0)
-                .then(|| Duration::from_secs(delete_grace_seconds)),
-            uploaders: Mutex::new(HashMap::new()),
-        })
-    }
-
-    /// The bucket, when S3 is on.
-    pub fn target(&self) -> Option<&S3Target> {
-        self.target.as_ref()
-    }
-
-    /// The stream's uploader (started if needed), or `None` when S3 is off. Call from
-    /// within the actor system.
-    pub fn uploader(&self, stream: &str) -> Option<Addr<Uploader>> {
-        let target = self.target.as_ref()?;
-        let mut uploaders = self.uploaders.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(addr) = uploaders.get(stream).filter(|a| a.connected()) {
-            return Some(addr.clone());
-        }
-        let (name, target, dir, grace, cluster) = (
-            stream.to_owned(),
-            target.clone(),
-            self.spool_root.join(stream),
-            self.delete_grace,
-            self.cluster.clone(),
-        );
-        let addr = Supervisor::start(move |_| Uploader::new(name, target, dir, grace, cluster));
-        uploaders.insert(stream.to_owned(), addr.clone());
-        Some(addr)
-    }
-
-    /// Starts an uploader for every stream with uploads left by an earlier run.
-    pub fn resume(&self) {
-        if self.target.is_none() {
-            return;
-        }
-        let Ok(entries) = std::fs::read_dir(&self.spool_root) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let pending = std::fs::read_dir(entry.path())
-                .map(|d| {
-                    d.flatten()
-                        .any(|f| f.file_name().to_string_lossy().ends_with(".meta"))
-                })
-                .unwrap_or(false);
-            if pending && crate::keys::PublishPath::parse(&name).is_ok() {
-                self.uploader(&name);
-            }
-        }
-    }
-}
+mod deliveries;
+pub use deliveries::Deliveries;
