@@ -707,6 +707,11 @@ impl MotoServer {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// The server's process (SIGSTOP freezes the store).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// A client with the test credentials (moto refuses anonymous reads by default).
     pub async fn client(&self) -> aws_sdk_s3::Client {
         let creds = aws_sdk_s3::config::Credentials::new("test", "test", None, None, "tests");

@@ -1,0 +1,370 @@
+//! Chaos under load: a 3-node cluster (one Redis, one moto bucket, a TCP balancer in
+//! front of the RTMP ports) with 20 streams, each with a small ladder, a publisher that
+//! reconnects, and a reader polling its playlist on a random node. During the run:
+//! random actor panics (every kind, through the fault hook), FFmpeg SIGKILLs, a Redis
+//! restart, a 30 s S3 freeze, and a node SIGKILL every 2 minutes (node 0 is spared, so
+//! its RSS slope covers the whole run). It prints the longest gap a reader saw, segments
+//! lost (locally: listed but not served; in S3: listed but missing), playlists that broke
+//! a rule, node 0's RSS slope, and the actors and tasks alive at the end.
+//!
+//! `cargo bench --features fault-injection --bench chaos` (env: KAWA_CHAOS_SECONDS,
+//! default 600; KAWA_CHAOS_STREAMS, default 20). Figures are printed, never asserted.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::cluster::{Balancer, ReconnectingPublisher, node_builder};
+use common::s3::{BUCKET, PREFIX, s3_has, s3_playlist};
+use common::{
+    Kawa, MotoServer, RedisServer, SMALL_LADDER, create_stream, env_number, ffmpeg_children_of,
+    metrics_text, rss_kib,
+};
+use m3u8_rs::MediaPlaylist;
+
+const KINDS: [&str; 5] = [
+    "session",
+    "registry",
+    "transcoder",
+    "uploader",
+    "connection",
+];
+
+/// A small random number generator (no dependency for a benchmark's dice).
+struct Dice(u64);
+
+impl Dice {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+#[derive(Default)]
+struct Seen {
+    /// The longest time a reader waited for a new segment.
+    longest_gap: Duration,
+    /// Segments a playlist listed that could not be fetched.
+    unserved: Vec<String>,
+    /// Rules broken: the media sequence went back, a number changed its segment, the
+    /// discontinuity sequence went back, the target duration changed.
+    broken: Vec<String>,
+    polls: u64,
+    errors: u64,
+}
+
+/// What one reader remembers of its stream's playlist.
+struct Track {
+    uris: BTreeMap<u64, String>,
+    media_sequence: u64,
+    discontinuity_sequence: u64,
+    target: Option<u64>,
+}
+
+fn check(track: &mut Track, p: &MediaPlaylist, stream: &str, seen: &mut Seen) -> bool {
+    let mut new = false;
+    if p.media_sequence < track.media_sequence {
+        seen.broken.push(format!(
+            "{stream}: media sequence {} -> {}",
+            track.media_sequence, p.media_sequence
+        ));
+    }
+    if p.discontinuity_sequence < track.discontinuity_sequence {
+        seen.broken.push(format!(
+            "{stream}: discontinuity sequence {} -> {}",
+            track.discontinuity_sequence, p.discontinuity_sequence
+        ));
+    }
+    if track.target.is_some_and(|t| t != p.target_duration) {
+        seen.broken.push(format!(
+            "{stream}: target duration changed to {}",
+            p.target_duration
+        ));
+    }
+    track.target = Some(p.target_duration);
+    track.media_sequence = track.media_sequence.max(p.media_sequence);
+    track.discontinuity_sequence = track.discontinuity_sequence.max(p.discontinuity_sequence);
+    for (n, s) in (p.media_sequence..).zip(&p.segments) {
+        match track.uris.insert(n, s.uri.clone()) {
+            None => new = true,
+            Some(old) if old != s.uri => {
+                seen.broken
+                    .push(format!("{stream}: segment {n} was {old}, now {}", s.uri));
+            }
+            Some(_) => {}
+        }
+    }
+    new
+}
+
+/// Reads `stream` as a player would, from a random node each time, until `until`.
+async fn reader(
+    stream: String,
+    nodes: Arc<Mutex<Vec<String>>>,
+    seen: Arc<Mutex<Seen>>,
+    until: Instant,
+) {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let mut dice = Dice(stream.bytes().map(u64::from).sum::<u64>() * 7919 + 1);
+    let mut track = Track {
+        uris: BTreeMap::new(),
+        media_sequence: 0,
+        discontinuity_sequence: 0,
+        target: None,
+    };
+    let mut last_new: Option<Instant> = None;
+    while Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let base = {
+            let nodes = nodes.lock().unwrap();
+            nodes[dice.below(nodes.len())].clone()
+        };
+        let url = format!("{base}/hls/{stream}/source/index.m3u8");
+        let playlist = match client.get(&url).send().await {
+            Ok(r) if r.status().is_success() => r.bytes().await.ok(),
+            _ => None,
+        };
+        let parsed = playlist
+            .as_deref()
+            .and_then(|b| m3u8_rs::parse_media_playlist_res(b).ok());
+        let Some(p) = parsed else {
+            seen.lock().unwrap().errors += 1;
+            continue;
+        };
+        let before = track.uris.keys().next_back().copied();
+        let new = {
+            let mut seen = seen.lock().unwrap();
+            seen.polls += 1;
+            check(&mut track, &p, &stream, &mut seen)
+        };
+        if new {
+            // Fetch what is new, from the same node.
+            for (n, uri) in track.uris.range(before.map_or(0, |b| b + 1)..) {
+                let url = format!("{base}/hls/{stream}/source/{uri}");
+                let got = match client.get(&url).send().await {
+                    Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                    Err(_) => false,
+                };
+                if !got {
+                    seen.lock()
+                        .unwrap()
+                        .unserved
+                        .push(format!("{stream} #{n} {uri}"));
+                }
+            }
+            if let Some(at) = last_new {
+                let mut seen = seen.lock().unwrap();
+                seen.longest_gap = seen.longest_gap.max(at.elapsed());
+            }
+            last_new = Some(Instant::now());
+        }
+    }
+}
+
+fn slope(samples: &[(f64, f64)]) -> f64 {
+    let n = samples.len() as f64;
+    let (mx, my) = samples
+        .iter()
+        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x / n, b + y / n));
+    let num: f64 = samples.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
+    let den: f64 = samples.iter().map(|(x, _)| (x - mx) * (x - mx)).sum();
+    if den == 0.0 { 0.0 } else { num / den }
+}
+
+async fn arm(kawa: &Kawa, actor: &str) -> bool {
+    common::admin_client()
+        .post(kawa.url("/debug/faults"))
+        .json(&serde_json::json!({ "actor": actor }))
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == reqwest::StatusCode::NO_CONTENT)
+}
+
+fn signal(pid: u32, signal: &str) {
+    let _ = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status();
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let seconds = env_number("KAWA_CHAOS_SECONDS", 600);
+    let streams = env_number("KAWA_CHAOS_STREAMS", 20) as usize;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async move {
+        let mut redis = RedisServer::start();
+        let moto = MotoServer::start();
+        moto.public_bucket(BUCKET).await;
+        let s3 = moto.client().await;
+        let mut nodes: Vec<Kawa> = (0..3)
+            .map(|i| {
+                node_builder(i, &redis, &moto)
+                    .config(SMALL_LADDER)
+                    .env("KAWA_HLS__PRESET", "ladder")
+                    .env("KAWA_HLS__RETENTION_SECONDS", "30")
+                    .env("KAWA_S3__DELETE_GRACE_SECONDS", "10")
+                    .env("KAWA_RTMP__MAX_CONNECTIONS_PER_IP", "4096")
+                    .env("RUST_LOG", "info")
+                    .start()
+            })
+            .collect();
+        let hook = common::admin_client()
+            .post(nodes[0].url("/debug/faults"))
+            .json(&serde_json::json!({ "actor": "nobody" }))
+            .send()
+            .await
+            .map(|r| r.status().as_u16());
+        // With the hook built in, an unknown actor kind is a bad request; without, 404.
+        if hook.ok() != Some(400) {
+            println!("chaos: the fault hook is missing: run with `--features fault-injection`");
+            return;
+        }
+        let balancer = Balancer::start(nodes.iter().map(|k| k.rtmp).collect()).await;
+        let urls = Arc::new(Mutex::new(nodes.iter().map(|k| k.url("")).map(|u| u.trim_end_matches('/').to_owned()).collect::<Vec<_>>()));
+        let mut publishers = Vec::new();
+        let names: Vec<String> = (0..streams).map(|i| format!("chaos{i}")).collect();
+        for name in &names {
+            let key = create_stream(&nodes[0], name).await;
+            publishers.push(ReconnectingPublisher::start(balancer.rtmp_url(&key)));
+        }
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let started = Instant::now();
+        let until = started + Duration::from_secs(seconds);
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let readers: Vec<_> = names
+            .iter()
+            .map(|n| tokio::spawn(reader(n.clone(), Arc::clone(&urls), Arc::clone(&seen), until)))
+            .collect();
+        // Segments S3's playlists listed, and whether each was in S3 then.
+        let s3_listed: Arc<Mutex<HashMap<String, bool>>> = Arc::default();
+
+        let mut dice = Dice(0x9E37_79B9_7F4A_7C15);
+        let mut events: Vec<String> = Vec::new();
+        let mut samples = Vec::new();
+        let (mut next_panic, mut next_ffmpeg, mut next_node) = (10u64, 15u64, 120u64);
+        let (redis_at, s3_at) = (seconds / 3, 2 * seconds / 3);
+        let (mut redis_done, mut s3_done) = (false, false);
+        let mut victim = 1;
+        while Instant::now() < until {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let t = started.elapsed().as_secs();
+            samples.push((started.elapsed().as_secs_f64() / 3600.0, rss_kib(nodes[0].pid()) as f64 / 1024.0));
+            if t >= next_panic {
+                let kind = KINDS[dice.below(KINDS.len())];
+                let node = dice.below(3);
+                if arm(&nodes[node], kind).await {
+                    events.push(format!("{t:>4} s: panic armed in a {kind} on node {node}"));
+                }
+                next_panic += 10 + dice.below(10) as u64;
+            }
+            if t >= next_ffmpeg {
+                let node = dice.below(3);
+                let children = ffmpeg_children_of(nodes[node].pid());
+                if !children.is_empty() {
+                    let pid = children[dice.below(children.len())];
+                    signal(pid, "-9");
+                    events.push(format!("{t:>4} s: FFmpeg {pid} on node {node} SIGKILLed"));
+                }
+                next_ffmpeg += 15 + dice.below(15) as u64;
+            }
+            if t >= next_node {
+                nodes[victim].kill();
+                events.push(format!("{t:>4} s: node {victim} SIGKILLed"));
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                nodes[victim].start_again();
+                balancer.set_backends(nodes.iter().map(|k| k.rtmp).collect());
+                *urls.lock().unwrap() = nodes.iter().map(|k| k.url("").trim_end_matches('/').to_owned()).collect();
+                victim = 3 - victim;
+                next_node += 120;
+            }
+            if !redis_done && t >= redis_at {
+                redis.kill();
+                events.push(format!("{t:>4} s: Redis SIGKILLed, started again 2 s later"));
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                redis.restart();
+                redis_done = true;
+            }
+            if !s3_done && t >= s3_at {
+                signal(moto.pid(), "-STOP");
+                events.push(format!("{t:>4} s: S3 frozen for 30 s"));
+                for _ in 0..30 {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                signal(moto.pid(), "-CONT");
+                s3_done = true;
+            }
+            if t.is_multiple_of(5) {
+                // Each segment an S3 playlist lists, checked once, when first listed:
+                // the playlist must never point at an object not there (old ones are
+                // deleted on purpose, `s3.delete_grace_seconds` after they leave it).
+                for name in &names {
+                    let Some(p) = s3_playlist(&s3, name).await else {
+                        continue;
+                    };
+                    for seg in &p.segments {
+                        let key = format!("{PREFIX}/{name}/source/{}", seg.uri);
+                        if s3_listed.lock().unwrap().contains_key(&key) {
+                            continue;
+                        }
+                        let there = s3_has(&s3, &key).await;
+                        s3_listed.lock().unwrap().insert(key, there);
+                    }
+                }
+            }
+        }
+        for r in readers {
+            let _ = r.await;
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        drop(publishers);
+        let listed: Vec<String> = s3_listed.lock().unwrap().keys().cloned().collect();
+        let missing: Vec<String> = (s3_listed.lock().unwrap().iter())
+            .filter(|(_, there)| !**there)
+            .map(|(k, _)| k.clone())
+            .collect();
+        // Let every stream end (30 s of retention, deletes 10 s after the window), then
+        // count what is still alive on each node.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let mut alive = Vec::new();
+        for (i, node) in nodes.iter().enumerate() {
+            let text = metrics_text(node).await;
+            let lines: Vec<&str> = text
+                .lines()
+                .filter(|l| l.starts_with("kawa_actors_alive{") || l.starts_with("kawa_tasks_alive{"))
+                .collect();
+            alive.push(format!("node {i}: {}", lines.join(", ")));
+        }
+        let seen = seen.lock().unwrap();
+        println!("chaos: 3 nodes, {streams} streams with a small ladder and a reader each, {elapsed:.0} s");
+        for e in &events {
+            println!("  {e}");
+        }
+        println!("  longest gap a reader saw: {:.1} s ({} playlist polls, {} failed)", seen.longest_gap.as_secs_f64(), seen.polls, seen.errors);
+        println!("  segments lost: {} listed but not served by Kawa; {} of {} listed in S3 missing there", seen.unserved.len(), missing.len(), listed.len());
+        for u in seen.unserved.iter().take(10) {
+            println!("    not served: {u}");
+        }
+        for m in missing.iter().take(10) {
+            println!("    not in S3: {m}");
+        }
+        println!("  playlists that broke a rule: {}", seen.broken.len());
+        for b in seen.broken.iter().take(10) {
+            println!("    {b}");
+        }
+        println!("  node 0 RSS: {:.1} MiB -> {:.1} MiB, slope {:.1} MB/hour", samples.first().map_or(0.0, |s| s.1), samples.last().map_or(0.0, |s| s.1), slope(&samples));
+        println!("  alive 60 s after the publishers stopped:");
+        for a in &alive {
+            println!("    {a}");
+        }
+    });
+}
