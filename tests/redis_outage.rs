@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::cluster::node_builder;
 use common::s3::{BUCKET, PREFIX, s3_has, s3_playlist};
-use common::{MotoServer, Publisher, RedisServer, create_stream, wait_for};
+use common::{Kawa, MotoServer, Publisher, RedisServer, create_stream, wait_for};
 use m3u8_rs::MediaPlaylist;
 
 fn last_msn(p: &MediaPlaylist) -> u64 {
@@ -28,18 +28,30 @@ fn remember(seen: &mut BTreeMap<u64, String>, p: &MediaPlaylist) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn during_a_20_s_redis_outage_the_s3_playlist_advances_and_nothing_is_lost() {
+/// A one-node cluster (passthrough, one more setting) on its own Redis and bucket,
+/// publishing `path` for `seconds`.
+async fn one_node(
+    path: &str,
+    seconds: u32,
+    (key, value): (&str, &str),
+) -> (RedisServer, MotoServer, aws_sdk_s3::Client, Kawa, Publisher) {
     let redis = RedisServer::start();
     let moto = MotoServer::start();
     moto.public_bucket(BUCKET).await;
     let client = moto.client().await;
     let kawa = node_builder(0, &redis, &moto)
         .env("KAWA_HLS__PRESET", "passthrough")
-        .env("KAWA_RECORDINGS__ENABLED", "true")
+        .env(key, value)
         .start();
-    let key = create_stream(&kawa, "steady").await;
-    let mut publisher = Publisher::start(&kawa.rtmp_url(&key), 40);
+    let stream_key = create_stream(&kawa, path).await;
+    let publisher = Publisher::start(&kawa.rtmp_url(&stream_key), seconds);
+    (redis, moto, client, kawa, publisher)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn during_a_20_s_redis_outage_the_s3_playlist_advances_and_nothing_is_lost() {
+    let (redis, _moto, client, kawa, mut publisher) =
+        one_node("steady", 40, ("KAWA_RECORDINGS__ENABLED", "true")).await;
     let before = wait_for("two segments in S3", Duration::from_secs(30), || async {
         s3_playlist(&client, "steady")
             .await
@@ -118,16 +130,8 @@ async fn during_a_20_s_redis_outage_the_s3_playlist_advances_and_nothing_is_lost
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_cluster_redis_outage_ms_a_node_gives_its_stream_up() {
-    let redis = RedisServer::start();
-    let moto = MotoServer::start();
-    moto.public_bucket(BUCKET).await;
-    let client = moto.client().await;
-    let kawa = node_builder(0, &redis, &moto)
-        .env("KAWA_HLS__PRESET", "passthrough")
-        .env("KAWA_CLUSTER__REDIS_OUTAGE_MS", "4000")
-        .start();
-    let key = create_stream(&kawa, "bounded").await;
-    let mut publisher = Publisher::start(&kawa.rtmp_url(&key), 60);
+    let (redis, _moto, client, kawa, mut publisher) =
+        one_node("bounded", 60, ("KAWA_CLUSTER__REDIS_OUTAGE_MS", "4000")).await;
     wait_for("a segment in S3", Duration::from_secs(30), || async {
         s3_playlist(&client, "bounded")
             .await

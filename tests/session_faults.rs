@@ -49,15 +49,21 @@ async fn panics_and_restarts(kawa: &Kawa, actor: &str) -> (f64, f64) {
     (panics.unwrap_or(-1.0), restarts.unwrap_or(-1.0))
 }
 
-#[tokio::test]
-async fn a_session_that_panics_mid_stream_restarts_and_its_publisher_stays() {
+/// A passthrough Kawa with two streams of 60 s: "doomed" (to be panicked) and "steady".
+async fn doomed_and_steady() -> (Kawa, Publisher, Publisher) {
     let kawa = Kawa::builder()
         .env("KAWA_HLS__PRESET", "passthrough")
         .start();
     let doomed_key = create_stream(&kawa, "doomed").await;
     let steady_key = create_stream(&kawa, "steady").await;
-    let mut doomed = Publisher::start(&kawa.rtmp_url(&doomed_key), 60);
-    let mut steady = Publisher::start(&kawa.rtmp_url(&steady_key), 60);
+    let doomed = Publisher::start(&kawa.rtmp_url(&doomed_key), 60);
+    let steady = Publisher::start(&kawa.rtmp_url(&steady_key), 60);
+    (kawa, doomed, steady)
+}
+
+#[tokio::test]
+async fn a_session_that_panics_mid_stream_restarts_and_its_publisher_stays() {
+    let (kawa, mut doomed, mut steady) = doomed_and_steady().await;
     let before = wait_for("three segments", Duration::from_secs(30), || async {
         media_playlist(&kawa, "doomed", "source")
             .await
@@ -127,13 +133,7 @@ async fn a_session_that_panics_mid_stream_restarts_and_its_publisher_stays() {
 
 #[tokio::test]
 async fn a_session_past_its_restart_intensity_ends_its_stream_cleanly() {
-    let kawa = Kawa::builder()
-        .env("KAWA_HLS__PRESET", "passthrough")
-        .start();
-    let doomed_key = create_stream(&kawa, "doomed").await;
-    let steady_key = create_stream(&kawa, "steady").await;
-    let mut doomed = Publisher::start(&kawa.rtmp_url(&doomed_key), 60);
-    let mut steady = Publisher::start(&kawa.rtmp_url(&steady_key), 60);
+    let (kawa, mut doomed, mut steady) = doomed_and_steady().await;
     wait_for("a segment", Duration::from_secs(30), || async {
         playlist_text(&kawa, "doomed")
             .await
