@@ -15,6 +15,8 @@ pub struct Metrics {
     pub rtmp_connections_open: IntGauge,
     pub rtmp_connections_accepted: IntCounter,
     pub rtmp_connections_closed: IntCounterVec,
+    pub srt_connections_open: IntGauge,
+    pub srt_connections_closed: IntCounterVec,
     pub ingest_paced: IntCounter,
     pub publish_attempts: IntCounterVec,
     pub live_streams: IntGauge,
@@ -68,6 +70,16 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         rtmp_connections_closed: counter_vec(
             "kawa_rtmp_connections_closed_total",
             "RTMP connections closed, by result",
+            &["result"],
+        ),
+        srt_connections_open: IntGauge::new(
+            "kawa_srt_connections_open",
+            "SRT callers handled now (their key being checked, or publishing)",
+        )
+        .expect("valid metric"),
+        srt_connections_closed: counter_vec(
+            "kawa_srt_connections_closed_total",
+            "SRT callers done, by result (refused, timeout, closed_by_peer, ...)",
             &["result"],
         ),
         ingest_paced: IntCounter::new(
@@ -229,6 +241,8 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         Box::new(m.rtmp_connections_open.clone()),
         Box::new(m.rtmp_connections_accepted.clone()),
         Box::new(m.rtmp_connections_closed.clone()),
+        Box::new(m.srt_connections_open.clone()),
+        Box::new(m.srt_connections_closed.clone()),
         Box::new(m.ingest_paced.clone()),
         Box::new(m.publish_attempts.clone()),
         Box::new(m.live_streams.clone()),
@@ -274,6 +288,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "limit",
     ] {
         m.rtmp_connections_closed.with_label_values(&[result]);
+        m.srt_connections_closed.with_label_values(&[result]);
     }
     for actor in crate::actors::supervision::ActorKind::ALL {
         m.actor_restarts.with_label_values(&[actor.label()]);

@@ -294,6 +294,18 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         registry: registry.clone(),
         hooks,
     });
+    let srt_addr = match settings.srt.addr() {
+        Some(addr) => Some(
+            crate::actors::srt::listen(addr, Arc::clone(&ingest_context))
+                .await
+                .map_err(|source| ServeError::Bind {
+                    what: "SRT",
+                    addr,
+                    source,
+                })?,
+        ),
+        None => None,
+    };
     RtmpListener::new(rtmp_listener, ingest_context).start();
 
     let tls = match settings.http.tls() {
@@ -389,7 +401,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     let grpc_server = tokio::spawn(grpc::serve(incoming, keys, grpc_options, async {
         let _ = grpc_stopped.await;
     }));
-    tracing::info!(http = %http_addr, https = tls.is_some(), rtmp = %rtmp_addr, grpc = %grpc_addr, "kawa is up");
+    tracing::info!(http = %http_addr, https = tls.is_some(), rtmp = %rtmp_addr, srt = %srt_addr.map_or_else(|| "off".to_owned(), |a| a.to_string()), grpc = %grpc_addr, "kawa is up");
 
     let http_task = tokio::spawn(http_server);
     tokio::pin!(http_task, grpc_server);

@@ -4,11 +4,21 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, LogSettings};
 
+fn quiet(target: &str) -> tracing_subscriber::filter::Directive {
+    format!("{target}=info")
+        .parse()
+        .expect("a valid directive")
+}
+
 /// Installs the global subscriber. `RUST_LOG`, when set, wins over `log.level`.
 pub fn init(settings: &LogSettings) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&settings.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+        .unwrap_or_else(|_| EnvFilter::new("info"))
+        // The SRT stack's debug lines print whole handshakes, streamid (the stream key)
+        // and passphrase-derived material included: never below info, whatever is asked.
+        .add_directive(quiet("srt_tokio"))
+        .add_directive(quiet("srt_protocol"));
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

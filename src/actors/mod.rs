@@ -11,11 +11,13 @@
 //! Restart policies, escalation and the fault hook: [`supervision`], and the tree in
 //! `docs/DESIGN.md`.
 
+pub mod publishing;
 pub mod registry;
 pub mod restart;
 pub mod rtmp_conn;
 pub mod rtmp_listener;
 pub mod session;
+pub mod srt;
 pub mod supervision;
 pub mod transcoder;
 pub mod uploader;

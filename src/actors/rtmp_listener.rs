@@ -77,6 +77,16 @@ pub struct Admission {
     pub arbiter: super::Placement,
 }
 
+impl Admission {
+    pub fn new(global: OwnedSemaphorePermit, per_ip: IpSlot, arbiter: super::Placement) -> Self {
+        Self {
+            _global: global,
+            _per_ip: per_ip,
+            arbiter,
+        }
+    }
+}
+
 pub struct RtmpListener {
     listener: Option<TcpListener>,
     context: Arc<IngestContext>,
@@ -110,7 +120,6 @@ impl Actor for RtmpListener {
         let global = Arc::new(Semaphore::new(context.settings.rtmp.max_connections));
         let per_ip = PerIpLimit::new(context.settings.rtmp.max_connections_per_ip);
         let accept_loop = async move {
-            let mut next_id = 1u64;
             loop {
                 match listener.accept().await {
                     Ok((stream, peer)) => {
@@ -122,14 +131,9 @@ impl Actor for RtmpListener {
                             refuse("ip_limit", peer);
                             continue;
                         };
-                        let admission = Admission {
-                            _global: permit,
-                            _per_ip: slot,
-                            arbiter: context.arbiters.place(),
-                        };
+                        let admission = Admission::new(permit, slot, context.arbiters.place());
                         METRICS.rtmp_connections_accepted.inc();
-                        let id = next_id;
-                        next_id += 1;
+                        let id = super::publishing::next_connection_id();
                         // The socket moves to the connection's arbiter and registers
                         // with that thread's event loop there.
                         let Ok(stream) = stream.into_std() else {

@@ -23,6 +23,7 @@ const SECRET_KEYS: &[&str] = &[
     "grpc.token",
     "cluster.token",
     "hooks.secret",
+    "srt.passphrase",
 ];
 
 #[derive(Debug, Clone, Deserialize)]
@@ -33,6 +34,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub http: HttpSettings,
     pub rtmp: RtmpSettings,
+    pub srt: SrtSettings,
     pub hls: HlsSettings,
     pub s3: S3Settings,
     pub grpc: GrpcSettings,
@@ -115,6 +117,28 @@ pub struct RtmpSettings {
     pub handshake_timeout_ms: u64,
     pub idle_timeout_ms: u64,
     pub key_service_url: String,
+}
+
+/// SRT ingest (MPEG-TS, the key in the streamid). Its connections share `rtmp`'s app,
+/// takeover, grace, limits and timeouts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SrtSettings {
+    /// UDP address to listen on; empty: no SRT.
+    pub addr: String,
+    /// AES encryption: callers must give this passphrase (10 to 79 characters); empty:
+    /// unencrypted.
+    pub passphrase: Secret,
+    /// The receiver's latency (SRTO_LATENCY): how long lost packets may take to be
+    /// resent before they are given up.
+    pub latency_ms: u64,
+}
+
+impl SrtSettings {
+    /// The listen address, when SRT is on (checked by `validate`).
+    pub fn addr(&self) -> Option<SocketAddr> {
+        self.addr.parse().ok()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -51,6 +51,7 @@ impl Settings {
         }
         self.validate_cluster()?;
         self.validate_hooks()?;
+        self.validate_srt()?;
         if !self.rtmp.key_service_url.is_empty() {
             check_url(
                 "rtmp.key_service_url",
@@ -267,6 +268,33 @@ impl Settings {
             return Err(ConfigError::invalid(
                 "hooks.timeout_ms",
                 "must be between 100 and 60000",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Settings {
+    fn validate_srt(&self) -> Result<(), ConfigError> {
+        let srt = &self.srt;
+        if !srt.addr.is_empty() && srt.addr().is_none() {
+            return Err(ConfigError::invalid(
+                "srt.addr",
+                "must be an IP address and port (0.0.0.0:9000), or empty for no SRT",
+            ));
+        }
+        // SRT's own bounds (SRTO_PASSPHRASE); the error never shows the value.
+        let length = srt.passphrase.expose().chars().count();
+        if !srt.passphrase.is_empty() && !(10..=79).contains(&length) {
+            return Err(ConfigError::invalid(
+                "srt.passphrase",
+                "must be 10 to 79 characters long, or empty for no encryption",
+            ));
+        }
+        if !(20..=8000).contains(&srt.latency_ms) {
+            return Err(ConfigError::invalid(
+                "srt.latency_ms",
+                "must be between 20 and 8000",
             ));
         }
         Ok(())

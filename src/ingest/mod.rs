@@ -18,6 +18,7 @@
 pub mod amf;
 pub mod chunk;
 pub mod pace;
+pub mod stream_id;
 
 use std::collections::VecDeque;
 use std::fmt;

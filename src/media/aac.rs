@@ -217,9 +217,87 @@ impl AdtsHeader {
     }
 }
 
+/// ADTS frames one PES may hold (encoders batch audio; FFmpeg up to a few dozen).
+const MAX_ADTS_PER_PES: usize = 64;
+
+/// The ADTS frames of a PES payload: each one's byte range and duration in 90 kHz
+/// ticks. Stops at the first frame whose header does not hold up.
+pub fn adts_frames(data: &[u8]) -> impl Iterator<Item = (std::ops::Range<usize>, i64)> + '_ {
+    let mut pos = 0;
+    std::iter::from_fn(move || {
+        let h = data.get(pos..pos + ADTS_HEADER_LEN)?;
+        if h[0] != 0xFF || h[1] & 0xF0 != 0xF0 {
+            return None;
+        }
+        let len =
+            (usize::from(h[3] & 0x03) << 11) | (usize::from(h[4]) << 3) | usize::from(h[5] >> 5);
+        let rate = i64::from(*SAMPLE_RATES.get(usize::from((h[2] >> 2) & 0x0F))?);
+        if len < ADTS_HEADER_LEN || pos + len > data.len() {
+            return None;
+        }
+        let range = pos..pos + len;
+        pos += len;
+        Some((range, 1024 * crate::media::time::TICKS_PER_SECOND / rate))
+    })
+    .take(MAX_ADTS_PER_PES)
+}
+
+/// The AudioSpecificConfig an ADTS header stands for (ISO/IEC 14496-3 §1.A.2.2.1: the
+/// profile is the object type minus one), for streams that carry no other (MPEG-TS).
+pub fn config_of_adts(frame: &[u8]) -> Result<AudioSpecificConfig, AacError> {
+    let [_, _, b2, b3, ..] = *frame else {
+        return Err(AacError::Truncated);
+    };
+    let object_type = (b2 >> 6) + 1;
+    let rate_index = (b2 >> 2) & 0x0F;
+    let channels = ((b2 & 0x01) << 2) | (b3 >> 6);
+    let asc = [
+        (object_type << 3) | (rate_index >> 1),
+        ((rate_index & 0x01) << 7) | (channels << 3),
+    ];
+    AudioSpecificConfig::parse(&asc)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn adts_frames_split_with_their_durations() {
+        let frame = |n: u8| {
+            let mut f = vec![0xFF, 0xF1, 0x4C, 0x80, 0x01, 0x5F, 0xFC];
+            f.extend_from_slice(&[n; 3]);
+            f
+        };
+        let mut two = frame(1);
+        two.extend(frame(2));
+        two.extend_from_slice(&[0xFF, 0xF1]);
+        let frames: Vec<_> = adts_frames(&two).collect();
+        // Index 3 = 48 kHz: 1024 samples are 1920 ticks.
+        assert_eq!(frames, [(0..10, 1920), (10..20, 1920)]);
+        assert_eq!(
+            adts_frames(&[0xFF, 0xF1, 0x4C, 0x80, 0x7F, 0xFF, 0xFC]).count(),
+            0
+        );
+    }
+
+    #[test]
+    fn an_adts_header_gives_back_the_config_it_was_written_from() {
+        // AAC-LC 44.1 kHz stereo, and HE-AAC's core (LC 24 kHz mono) as ADTS carries it.
+        for raw in [&[0x12, 0x10][..], &[0x13, 0x08]] {
+            let asc = AudioSpecificConfig::parse(raw).unwrap();
+            let mut frame = Vec::new();
+            asc.adts()
+                .unwrap()
+                .write_frame(&[1, 2, 3], &mut frame)
+                .unwrap();
+            let back = config_of_adts(&frame).unwrap();
+            assert_eq!(back.adts().unwrap(), asc.adts().unwrap());
+            assert_eq!(back.channel_config, asc.channel_config);
+            assert_eq!(back.sample_rate, asc.sample_rate);
+        }
+        assert_eq!(config_of_adts(&[0xFF, 0xF1]), Err(AacError::Truncated));
+    }
 
     #[test]
     fn aac_lc_44100_stereo() {

@@ -8,7 +8,8 @@
 //! - [`frame`]: the typed frames and configs actors pass around.
 //! - [`demux`]: payloads -> frames, the path shared by ingest and `kawa tools remux`.
 //! - [`ts`]: the MPEG-TS muxer FFmpeg is fed with.
-//! - [`ts_demux`]: the MPEG-TS demuxer FFmpeg's encoded rungs come back through.
+//! - [`ts_demux`]: the MPEG-TS demuxer FFmpeg's encoded rungs (and SRT's TS) go through.
+//! - [`ts_ingest`]: a publisher's MPEG-TS (SRT) -> frames, as [`demux`] does for RTMP.
 //! - [`annexb`]: Annex B access units to MP4 samples, and in-band parameter sets.
 //! - [`fmp4`]: CMAF init segments and fragments.
 //! - [`cmaf`]: frames cut into CMAF parts and segments.
@@ -26,3 +27,4 @@ pub mod remux;
 pub mod time;
 pub mod ts;
 pub mod ts_demux;
+pub mod ts_ingest;

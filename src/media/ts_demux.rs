@@ -7,7 +7,9 @@
 //! frames, the caps and the PSI choices below are most of this file anyway.
 //!
 //! Caps: every PES is at most [`MAX_PES_BYTES`], a program at most [`MAX_STREAMS`]
-//! elementary streams; a lost sync byte is an error (FFmpeg on a pipe never loses one).
+//! elementary streams. On a pipe (FFmpeg's stdout) a lost sync byte is an error; from the
+//! network ([`TsDemuxer::for_network`], SRT ingest) packets can be lost, so the demuxer
+//! finds the next sync byte and drops a PES whose continuity counter skipped.
 
 use std::collections::HashMap;
 
@@ -62,6 +64,8 @@ struct PesBuffer {
     /// Header and payload so far.
     bytes: BytesMut,
     started: bool,
+    /// The last continuity counter seen (network mode).
+    counter: Option<u8>,
 }
 
 /// Demuxes one TS byte stream, fed in pieces of any size.
@@ -72,6 +76,11 @@ pub struct TsDemuxer {
     pmt_pid: Option<u16>,
     streams: Vec<ElementaryStream>,
     pes: HashMap<u16, PesBuffer>,
+    /// Network input: resynchronise and check continuity instead of failing.
+    network: bool,
+    /// Bytes skipped to find sync, and PES dropped for a continuity gap (network mode).
+    pub skipped_bytes: u64,
+    pub broken_pes: u64,
 }
 
 impl TsDemuxer {
@@ -84,8 +93,53 @@ impl TsDemuxer {
         &self.streams
     }
 
+    /// For TS from the network (SRT): packets may be lost or cut, so a lost sync byte is
+    /// skipped over, and a PES with a gap in its continuity counters is dropped whole.
+    pub fn for_network() -> Self {
+        Self {
+            network: true,
+            ..Self::default()
+        }
+    }
+
     /// Feeds bytes; returns the PES packets they completed, in order.
-    pub fn push(&mut self, mut data: &[u8]) -> Result<Vec<PesPacket>, TsDemuxError> {
+    pub fn push(&mut self, data: &[u8]) -> Result<Vec<PesPacket>, TsDemuxError> {
+        if self.network {
+            return Ok(self.push_resyncing(data));
+        }
+        self.push_aligned(data)
+    }
+
+    /// Network input: packets found wherever a sync byte starts 188 bytes of them.
+    fn push_resyncing(&mut self, data: &[u8]) -> Vec<PesPacket> {
+        let mut out = Vec::new();
+        let joined;
+        let data = if self.partial.is_empty() {
+            data
+        } else {
+            let mut buffer = std::mem::take(&mut self.partial);
+            buffer.extend_from_slice(data);
+            joined = buffer;
+            &joined[..]
+        };
+        let mut pos = 0;
+        while pos + TS_PACKET_LEN <= data.len() {
+            if data[pos] != SYNC_BYTE {
+                let next =
+                    memchr::memchr(SYNC_BYTE, &data[pos + 1..]).map_or(data.len(), |i| pos + 1 + i);
+                self.skipped_bytes += (next - pos) as u64;
+                pos = next;
+                continue;
+            }
+            // Errors here concern one PES (too large, bad header), already dropped.
+            let _ = self.packet(&data[pos..pos + TS_PACKET_LEN], &mut out);
+            pos += TS_PACKET_LEN;
+        }
+        self.partial.extend_from_slice(&data[pos..]);
+        out
+    }
+
+    fn push_aligned(&mut self, mut data: &[u8]) -> Result<Vec<PesPacket>, TsDemuxError> {
         let mut out = Vec::new();
         if !self.partial.is_empty() {
             let need = TS_PACKET_LEN - self.partial.len();
@@ -139,6 +193,10 @@ impl TsDemuxer {
         } else if Some(pid) == self.pmt_pid {
             self.pmt(payload, unit_start)?;
         } else if self.pes.contains_key(&pid) {
+            let counter = packet[3] & 0x0F;
+            if self.network && !self.continuous(pid, counter) {
+                return Ok(());
+            }
             if unit_start && let Some(done) = self.finish(pid)? {
                 out.push(done);
             }
@@ -158,6 +216,28 @@ impl TsDemuxer {
             }
         }
         Ok(())
+    }
+
+    /// Network mode: whether a payload packet with this counter continues its PID's PES.
+    /// A repeated counter is a duplicate (skipped); a gap drops the PES being gathered,
+    /// so a damaged frame is never passed on.
+    fn continuous(&mut self, pid: u16, counter: u8) -> bool {
+        let Some(buffer) = self.pes.get_mut(&pid) else {
+            return false;
+        };
+        let last = buffer.counter.replace(counter);
+        match last {
+            Some(last) if last == counter => false,
+            Some(last) if (last + 1) & 0x0F != counter => {
+                if buffer.started {
+                    self.broken_pes += 1;
+                }
+                buffer.bytes.clear();
+                buffer.started = false;
+                true
+            }
+            _ => true,
+        }
     }
 
     /// A PSI section that starts in this packet and fits in it (FFmpeg's PAT and PMT

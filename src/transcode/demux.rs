@@ -2,19 +2,12 @@
 //! scaled rung, and its one AAC stream goes with every rung. Timestamps come back from
 //! 33 bits onto the source's unwrapped clock. Pure: bytes in, frames out.
 
+use crate::media::aac::adts_frames;
 use crate::media::annexb;
 use crate::media::frame::{AudioFrame, Frame, VideoFrame};
-use crate::media::time::TICKS_PER_SECOND;
 use crate::media::ts_demux::{
     PesPacket, STREAM_TYPE_ADTS_AAC, STREAM_TYPE_H264, TsDemuxError, TsDemuxer, Unwrap33,
 };
-
-/// ADTS frames FFmpeg may put in one PES (it batches audio unless told not to).
-const MAX_ADTS_PER_PES: usize = 64;
-/// ISO/IEC 14496-3 Table 1.18.
-const SAMPLE_RATES: [i64; 13] = [
-    96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350,
-];
 
 #[derive(Debug)]
 pub struct RungDemuxer {
@@ -103,51 +96,10 @@ impl RungDemuxer {
     }
 }
 
-/// The ADTS frames of a PES payload: each one's byte range and duration in 90 kHz
-/// ticks. Stops at the first frame whose header does not hold up.
-fn adts_frames(data: &[u8]) -> impl Iterator<Item = (std::ops::Range<usize>, i64)> + '_ {
-    let mut pos = 0;
-    std::iter::from_fn(move || {
-        let h = data.get(pos..pos + 7)?;
-        if h[0] != 0xFF || h[1] & 0xF0 != 0xF0 {
-            return None;
-        }
-        let len =
-            (usize::from(h[3] & 0x03) << 11) | (usize::from(h[4]) << 3) | usize::from(h[5] >> 5);
-        let rate = *SAMPLE_RATES.get(usize::from((h[2] >> 2) & 0x0F))?;
-        if len < 7 || pos + len > data.len() {
-            return None;
-        }
-        let range = pos..pos + len;
-        pos += len;
-        Some((range, 1024 * TICKS_PER_SECOND / rate))
-    })
-    .take(MAX_ADTS_PER_PES)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::media::ts::TsMuxer;
-
-    #[test]
-    fn adts_frames_split_with_their_durations() {
-        let frame = |n: u8| {
-            let mut f = vec![0xFF, 0xF1, 0x4C, 0x80, 0x01, 0x5F, 0xFC];
-            f.extend_from_slice(&[n; 3]);
-            f
-        };
-        let mut two = frame(1);
-        two.extend(frame(2));
-        two.extend_from_slice(&[0xFF, 0xF1]);
-        let frames: Vec<_> = adts_frames(&two).collect();
-        // Index 3 = 48 kHz: 1024 samples are 1920 ticks.
-        assert_eq!(frames, [(0..10, 1920), (10..20, 1920)]);
-        assert_eq!(
-            adts_frames(&[0xFF, 0xF1, 0x4C, 0x80, 0x7F, 0xFF, 0xFC]).count(),
-            0
-        );
-    }
 
     #[test]
     fn rung_streams_map_to_rungs_and_audio_goes_to_each() {

@@ -127,6 +127,8 @@ pub struct Kawa {
     pub http: SocketAddr,
     pub grpc: SocketAddr,
     pub rtmp: SocketAddr,
+    /// The SRT listener, when the builder turned it on ([`KawaBuilder::srt`]).
+    pub srt: Option<SocketAddr>,
     pub data_dir: PathBuf,
     log_path: PathBuf,
     config_file: Option<PathBuf>,
@@ -146,6 +148,11 @@ impl KawaBuilder {
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.to_owned(), value.to_owned()));
         self
+    }
+
+    /// SRT ingest on a free loopback UDP port.
+    pub fn srt(self) -> Self {
+        self.env("KAWA_SRT__ADDR", "127.0.0.1:0")
     }
 
     pub fn redis(self, redis: &RedisServer) -> Self {
@@ -185,6 +192,7 @@ impl KawaBuilder {
             http: unbound,
             grpc: unbound,
             rtmp: unbound,
+            srt: None,
             log_path: data_dir.join("kawa.log"),
             data_dir,
             config_file: None,
@@ -264,8 +272,8 @@ impl Kawa {
         };
         // The line is text (`http=127.0.0.1:1234`) or JSON (`"http":"127.0.0.1:1234"`).
         let json: Option<serde_json::Value> = serde_json::from_str(&line).ok();
-        let addr = |name: &str| -> SocketAddr {
-            let field = match &json {
+        let field = |name: &str| -> Option<String> {
+            match &json {
                 Some(v) => v["fields"][name].as_str().map(str::to_owned),
                 None => {
                     let prefix = format!("{name}=");
@@ -273,11 +281,14 @@ impl Kawa {
                         .find_map(|w| w.strip_prefix(prefix.as_str()))
                         .map(str::to_owned)
                 }
-            };
-            field
+            }
+        };
+        let addr = |name: &str| -> SocketAddr {
+            field(name)
                 .and_then(|a| a.parse().ok())
                 .unwrap_or_else(|| panic!("no {name} address in: {line}"))
         };
+        self.srt = field("srt").and_then(|a| a.parse().ok());
         self.http = addr("http");
         self.grpc = addr("grpc");
         self.rtmp = addr("rtmp");
@@ -295,6 +306,16 @@ impl Kawa {
 
     pub fn rtmp_url(&self, key: &str) -> String {
         format!("rtmp://{}/live/{key}", self.rtmp)
+    }
+
+    /// An SRT caller URL for FFmpeg with this streamid (any form) and passphrase.
+    pub fn srt_url(&self, stream_id: &str, passphrase: Option<&str>) -> String {
+        let addr = self.srt.expect("started with KawaBuilder::srt");
+        let mut url = format!("srt://{addr}?streamid={stream_id}&latency=120000");
+        if let Some(passphrase) = passphrase {
+            url.push_str(&format!("&passphrase={passphrase}"));
+        }
+        url
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -540,6 +561,15 @@ impl Publisher {
     }
 
     pub fn start_sized(url: &str, seconds: u32, size: &str) -> Self {
+        Self::start_encoded(url, seconds, size, "flv")
+    }
+
+    /// The same picture and tone as [`Self::start`], as MPEG-TS to an `srt://` URL.
+    pub fn start_srt(url: &str, seconds: u32) -> Self {
+        Self::start_encoded(url, seconds, "320x240", "mpegts")
+    }
+
+    fn start_encoded(url: &str, seconds: u32, size: &str, format: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let stderr_path = dir.path().join("publisher.log");
         let stderr = std::fs::File::create(&stderr_path).unwrap();
@@ -565,7 +595,7 @@ impl Publisher {
                 "-pix_fmt",
                 "yuv420p",
             ])
-            .args(["-c:a", "aac", "-ac", "2", "-b:a", "64k", "-f", "flv", url])
+            .args(["-c:a", "aac", "-ac", "2", "-b:a", "64k", "-f", format, url])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)

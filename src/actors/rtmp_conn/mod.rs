@@ -17,19 +17,19 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
 
-use super::registry::{Disconnect, Publish, PublishRefused, StreamRegistry, Unpublish};
+use super::publishing::{PublishLink, check_publish};
+use super::registry::{Disconnect, Publish, PublishRefused, StreamRegistry};
 use super::rtmp_listener::Admission;
-use super::session::{Ingest, IngestInput, StreamSession};
+use super::session::IngestInput;
 use crate::config::Settings;
-use crate::hooks::{HookEvent, Verdict};
+use crate::hooks::HookEvent;
 use crate::ingest::pace::Pacer;
 use crate::ingest::{IngestError, IngestEvent, RtmpProtocol};
 use crate::keys::PublishPath;
-use crate::keys::authorizer::{Decision, PublishAuthorizer, Refusal};
+use crate::keys::authorizer::{Decision, PublishAuthorizer};
 use crate::media::demux::MediaEvent;
 use crate::media::frame::Frame;
 use crate::metrics::METRICS;
-use crate::stream::backpressure::DropToKeyframe;
 
 /// What every connection needs.
 pub struct IngestContext {
@@ -51,10 +51,7 @@ enum State {
     Connecting,
     Connected,
     Authorizing,
-    Publishing {
-        path: PublishPath,
-        session: Addr<StreamSession>,
-    },
+    Publishing(PublishLink),
     Closing,
 }
 
@@ -78,7 +75,6 @@ pub struct RtmpConnection {
     paused_until: Option<Instant>,
     state: State,
     last_input: Instant,
-    policy: DropToKeyframe,
     /// Holds a publisher faster than real time back (reading stops meanwhile).
     pacer: Pacer,
     pause: Option<Duration>,
@@ -113,7 +109,6 @@ impl RtmpConnection {
             paused_until: None,
             state: State::Connecting,
             last_input: Instant::now(),
-            policy: DropToKeyframe::default(),
             pacer: Pacer::default(),
             pause: None,
             media_errors: 0,
@@ -234,20 +229,13 @@ impl RtmpConnection {
             return;
         }
         self.state = State::Authorizing;
-        let authorizer = self.context.authorizer.clone();
-        let peer = self.peer.to_string();
-        let hooks = self.context.hooks.clone();
-        let check = async move {
-            let decision = authorizer.authorize(&app, &stream_key, &peer).await?;
-            // The key is good: the operator's publish hook has the last word.
-            if let (Decision::Allowed(path), Some(hooks)) = (&decision, hooks) {
-                let ask = HookEvent::new("publish", path, Some(peer));
-                if hooks.ask_publish(&ask).await == Verdict::Refuse {
-                    return Ok(Decision::Refused(Refusal::Hook));
-                }
-            }
-            Ok::<_, crate::keys::authorizer::AuthorizeError>(decision)
-        };
+        let check = check_publish(
+            self.context.authorizer.clone(),
+            self.context.hooks.clone(),
+            app,
+            stream_key,
+            self.peer.to_string(),
+        );
         ctx.wait(check.into_actor(self).map(move |decision, this, ctx| match decision {
             Ok(Decision::Allowed(path)) => this.register_publisher(request_id, path, ctx),
             Ok(Decision::Refused(refusal)) => {
@@ -283,7 +271,9 @@ impl RtmpConnection {
                         let peer = Some(this.peer.to_string());
                         hooks.notify(HookEvent::new("publish_started", &path, peer));
                     }
-                    this.state = State::Publishing { path, session };
+                    let registry = this.context.registry.clone();
+                    this.state =
+                        State::Publishing(PublishLink::new(path, session, this.id, registry));
                     this.handle_events(events, ctx);
                 }
                 Err(e) => this.fail(e, ctx),
@@ -325,7 +315,7 @@ impl RtmpConnection {
                 self.send_to_session(IngestInput::Config(config));
             }
             MediaEvent::Frame(frame) => {
-                let State::Publishing { session, path } = &self.state else {
+                let State::Publishing(link) = &mut self.state else {
                     return;
                 };
                 let dts = match &frame {
@@ -335,28 +325,7 @@ impl RtmpConnection {
                 if let Some(pause) = self.pacer.on_frame(dts, Instant::now()) {
                     self.pause = Some(self.pause.map_or(pause, |p| p.max(pause)));
                 }
-                let dropped = || {
-                    METRICS
-                        .frames_dropped
-                        .with_label_values(&[path.as_str()])
-                        .inc()
-                };
-                if !self.policy.admit(&frame, session.connected()) {
-                    dropped();
-                    return;
-                }
-                let msg = Ingest {
-                    conn_id: self.id,
-                    input: IngestInput::Frame(frame),
-                };
-                if let Err(SendError::Full(Ingest {
-                    input: IngestInput::Frame(f),
-                    ..
-                })) = session.try_send(msg)
-                {
-                    dropped();
-                    self.policy.rejected(&f);
-                }
+                link.frame(frame);
             }
             MediaEvent::Nothing => {}
         }
@@ -364,25 +333,15 @@ impl RtmpConnection {
 
     /// Configs and metadata must not be dropped: they go even into a full mailbox.
     fn send_to_session(&mut self, input: IngestInput) {
-        if let State::Publishing { session, .. } = &self.state {
-            session.do_send(Ingest {
-                conn_id: self.id,
-                input,
-            });
+        if let State::Publishing(link) = &self.state {
+            link.input(input);
         }
     }
 
     /// Tells the registry this connection stopped publishing (once).
     fn unpublish(&mut self, reason: &'static str, clean: bool) {
-        if let State::Publishing { path, .. } = &self.state {
-            tracing::info!(parent: &self.span, publish_path = %path, reason, clean, dropped_frames = self.policy.dropped, "unpublish");
-            self.context.registry.do_send(Unpublish {
-                path: path.clone(),
-                conn_id: self.id,
-                reason,
-                clean,
-            });
-            self.state = State::Closing;
+        if let State::Publishing(link) = std::mem::replace(&mut self.state, State::Closing) {
+            link.unpublish(reason, clean, &self.span);
         }
     }
 }

@@ -58,7 +58,7 @@ impl RtmpConnection {
     fn after_reactive_read(&mut self, ctx: &mut Context<Self>) {
         match self.state {
             State::Closing => {}
-            State::Publishing { .. } => self.start_ticks(ctx),
+            State::Publishing(_) => self.start_ticks(ctx),
             _ => self.read_next(ctx),
         }
     }
@@ -76,7 +76,7 @@ impl RtmpConnection {
                 // it closes, and the registry holds the stream for the encoder's
                 // reconnect.
                 let path = match &self.state {
-                    State::Publishing { path, .. } => path.to_string(),
+                    State::Publishing(link) => link.path.to_string(),
                     _ => String::new(),
                 };
                 let handled = guard(ActorKind::Connection, || {

@@ -1,0 +1,380 @@
+//! MPEG-TS from an encoder (SRT ingest) to typed frames: the same [`MediaEvent`]s the
+//! RTMP path makes, so both front doors feed one pipeline. Pure: bytes in, events out.
+//!
+//! A TS carries no AVC or AAC configuration record: the video configuration comes from
+//! the SPS and PPS in the stream (encoders repeat them before every IDR), the audio one
+//! from the ADTS headers. Timestamps stay on the encoder's clock, unwrapped past 33 bits.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+
+use super::aac::{self, AacError};
+use super::annexb;
+use super::avc::AvcError;
+use super::demux::MediaEvent;
+use super::frame::{AudioConfig, AudioFrame, CodecConfig, Frame, VideoConfig, VideoFrame};
+use super::time::TICKS_PER_SECOND;
+use super::ts_demux::{
+    PesPacket, STREAM_TYPE_ADTS_AAC, STREAM_TYPE_H264, TsDemuxError, TsDemuxer, Unwrap33,
+};
+
+/// H.264 start code, for parameter sets put before an IDR that came without them.
+const START_CODE: [u8; 4] = [0, 0, 0, 1];
+/// Frames held while the configuration is incomplete (a track of the PMT not seen yet).
+const MAX_HELD_FRAMES: usize = 256;
+/// A track the PMT lists but that sends nothing for this long is given up on.
+const MAX_WAIT_FOR_TRACK: i64 = TICKS_PER_SECOND;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TsIngestError {
+    #[error(transparent)]
+    Ts(#[from] TsDemuxError),
+    #[error("H.264 in the TS: {0}")]
+    Avc(#[from] AvcError),
+    #[error("AAC in the TS: {0}")]
+    Aac(#[from] AacError),
+    #[error("video before the first SPS and PPS")]
+    NoVideoConfig,
+    #[error("a {0} PES without a timestamp")]
+    NoTimestamp(&'static str),
+}
+
+/// Turns one publisher's TS into configuration changes and frames.
+#[derive(Debug)]
+pub struct TsIngest {
+    ts: TsDemuxer,
+    config: CodecConfig,
+    /// Set by the first timestamp: one clock for every elementary stream.
+    clock: Option<Unwrap33>,
+    /// The configuration has been passed on: every track the PMT lists has its own
+    /// (or one never came). Until then frames are held, so the stream starts with all
+    /// its tracks at once, as an RTMP publisher's sequence headers make it start.
+    announced: bool,
+    held: Vec<Frame>,
+}
+
+impl Default for TsIngest {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TsIngest {
+    pub fn new() -> Self {
+        Self {
+            ts: TsDemuxer::for_network(),
+            config: CodecConfig::default(),
+            clock: None,
+            announced: false,
+            held: Vec::new(),
+        }
+    }
+
+    pub fn config(&self) -> &CodecConfig {
+        &self.config
+    }
+
+    /// Whether the program has a video track, once its PMT was read (what RTMP's
+    /// onMetaData tells: an audio-only stream starts without waiting for video).
+    pub fn has_video(&self) -> Option<bool> {
+        let streams = self.ts.streams();
+        (!streams.is_empty()).then(|| streams.iter().any(|s| s.stream_type == STREAM_TYPE_H264))
+    }
+
+    /// Bytes skipped to regain sync and PES dropped for lost packets, so far.
+    pub fn damage(&self) -> (u64, u64) {
+        (self.ts.skipped_bytes, self.ts.broken_pes)
+    }
+
+    /// Feeds bytes as received; appends what they completed, in order. A bad PES is one
+    /// error in `out`; the stream goes on.
+    pub fn push(&mut self, bytes: &[u8], out: &mut Vec<Result<MediaEvent, TsIngestError>>) {
+        match self.ts.push(bytes) {
+            Ok(packets) => {
+                for packet in packets {
+                    self.convert(packet, out);
+                }
+            }
+            Err(e) => out.push(Err(e.into())),
+        }
+    }
+
+    /// Every track the PMT lists has a configuration.
+    fn complete(&self) -> bool {
+        let listed = |kind| self.ts.streams().iter().any(|s| s.stream_type == kind);
+        (!listed(STREAM_TYPE_H264) || self.config.video.is_some())
+            && (!listed(STREAM_TYPE_ADTS_AAC) || self.config.audio.is_some())
+    }
+
+    fn config_changed(&mut self, out: &mut Vec<Result<MediaEvent, TsIngestError>>) {
+        if self.announced {
+            out.push(Ok(MediaEvent::Config(self.config.clone())));
+        } else if self.complete() {
+            self.announce(out);
+        }
+    }
+
+    fn announce(&mut self, out: &mut Vec<Result<MediaEvent, TsIngestError>>) {
+        self.announced = true;
+        out.push(Ok(MediaEvent::Config(self.config.clone())));
+        out.extend(self.held.drain(..).map(|f| Ok(MediaEvent::Frame(f))));
+    }
+
+    fn frame(&mut self, frame: Frame, out: &mut Vec<Result<MediaEvent, TsIngestError>>) {
+        if self.announced {
+            out.push(Ok(MediaEvent::Frame(frame)));
+            return;
+        }
+        let time = |f: &Frame| match f {
+            Frame::Video(v) => v.dts,
+            Frame::Audio(a) => a.pts,
+        };
+        let waited = self
+            .held
+            .first()
+            .map_or(0, |first| time(&frame) - time(first));
+        if self.held.len() < MAX_HELD_FRAMES {
+            self.held.push(frame);
+        }
+        // A listed track that sends nothing must not hold the others back for good.
+        if waited >= MAX_WAIT_FOR_TRACK || self.held.len() == MAX_HELD_FRAMES {
+            self.announce(out);
+        }
+    }
+
+    fn time(&mut self, raw: u64) -> i64 {
+        self.clock
+            .get_or_insert_with(|| Unwrap33::new(raw as i64))
+            .unwrap(raw)
+    }
+
+    fn convert(&mut self, packet: PesPacket, out: &mut Vec<Result<MediaEvent, TsIngestError>>) {
+        match packet.stream_type {
+            STREAM_TYPE_H264 => {
+                let result = self.video(packet, out);
+                if let Err(e) = result {
+                    out.push(Err(e));
+                }
+            }
+            STREAM_TYPE_ADTS_AAC => self.audio(packet, out),
+            // Other streams (KLV, SCTE-35, a second program's tracks) are not passed on.
+            _ => {}
+        }
+    }
+
+    fn video(
+        &mut self,
+        packet: PesPacket,
+        out: &mut Vec<Result<MediaEvent, TsIngestError>>,
+    ) -> Result<(), TsIngestError> {
+        let (Some(pts), Some(dts)) = (packet.pts, packet.dts) else {
+            return Err(TsIngestError::NoTimestamp("video"));
+        };
+        let keyframe = annexb::has_idr(&packet.data);
+        let mut data = packet.data;
+        if keyframe {
+            match annexb::decoder_config(&data) {
+                Ok(avc) => {
+                    if self.config.video.as_ref().is_none_or(|v| v.avc != avc) {
+                        self.config.video = Some(Arc::new(VideoConfig { avc }));
+                        self.config_changed(out);
+                    }
+                }
+                // An IDR without its parameter sets: they are put in front (every
+                // segment must decode on its own), from the last ones seen.
+                Err(AvcError::NoSps | AvcError::NoPps) => {
+                    let video = self
+                        .config
+                        .video
+                        .as_ref()
+                        .ok_or(TsIngestError::NoVideoConfig)?;
+                    let mut with = BytesMut::new();
+                    for set in video.avc.sps.iter().chain(&video.avc.pps) {
+                        with.extend_from_slice(&START_CODE);
+                        with.extend_from_slice(set);
+                    }
+                    with.extend_from_slice(&data);
+                    data = with.freeze();
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if self.config.video.is_none() {
+            return Err(TsIngestError::NoVideoConfig);
+        }
+        let offset = composition_offset(dts, pts);
+        let dts = self.time(dts);
+        let frame = Frame::Video(VideoFrame {
+            dts,
+            pts: dts + offset,
+            keyframe,
+            data,
+        });
+        self.frame(frame, out);
+        Ok(())
+    }
+
+    fn audio(&mut self, packet: PesPacket, out: &mut Vec<Result<MediaEvent, TsIngestError>>) {
+        let Some(pts) = packet.pts else {
+            out.push(Err(TsIngestError::NoTimestamp("audio")));
+            return;
+        };
+        let first = self.time(pts);
+        let data: &Bytes = &packet.data;
+        for (i, (range, ticks)) in aac::adts_frames(data).enumerate() {
+            let frame = data.slice(range);
+            match aac::config_of_adts(&frame).and_then(|asc| Ok((asc.adts()?, asc))) {
+                Ok((adts, asc)) => {
+                    // The header's fields, not its length or CRC bit, make the config.
+                    if self.config.audio.as_ref().is_none_or(|a| a.adts != adts) {
+                        self.config.audio = Some(Arc::new(AudioConfig { asc, adts }));
+                        self.config_changed(out);
+                    }
+                }
+                Err(e) => {
+                    out.push(Err(e.into()));
+                    return;
+                }
+            }
+            let frame = Frame::Audio(AudioFrame {
+                pts: first + i as i64 * ticks,
+                data: frame,
+            });
+            self.frame(frame, out);
+        }
+    }
+}
+
+/// The PTS minus the DTS, both 33-bit. One past half the range was negative (a PTS
+/// before its DTS: invalid, but some muxers send it), and is taken as 0.
+fn composition_offset(dts: u64, pts: u64) -> i64 {
+    let offset = pts.wrapping_sub(dts) & ((1 << 33) - 1);
+    if offset >= 1 << 32 { 0 } else { offset as i64 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 2 s of 160x120 H.264 (an IDR each second, B-frames) and AAC-LC 48 kHz stereo,
+    /// muxed by FFmpeg into TS as OBS and FFmpeg send it over SRT (tests/fixtures/make.sh).
+    const FIXTURE: &[u8] = include_bytes!("../../tests/fixtures/h264_aac.ts");
+
+    fn run(chunks: impl Iterator<Item = Vec<u8>>) -> Vec<Result<MediaEvent, TsIngestError>> {
+        let mut ingest = TsIngest::new();
+        let mut out = Vec::new();
+        for chunk in chunks {
+            ingest.push(&chunk, &mut out);
+        }
+        out
+    }
+
+    fn frames(events: &[Result<MediaEvent, TsIngestError>]) -> (Vec<&VideoFrame>, usize) {
+        let mut video = Vec::new();
+        let mut audio = 0;
+        for e in events {
+            match e {
+                Ok(MediaEvent::Frame(Frame::Video(v))) => video.push(v),
+                Ok(MediaEvent::Frame(Frame::Audio(_))) => audio += 1,
+                _ => {}
+            }
+        }
+        (video, audio)
+    }
+
+    #[test]
+    fn a_real_ts_gives_configs_then_every_frame() {
+        // SRT delivers 1316-byte messages (7 packets); any split must give the same.
+        let events = run(FIXTURE.chunks(1316).map(<[u8]>::to_vec));
+        assert!(events.iter().all(Result::is_ok), "{events:?}");
+        // One configuration, with both tracks, before any frame: the stream starts
+        // whole (the audio that came before the first SPS waited for it).
+        let Some(Ok(MediaEvent::Config(config))) = events.first() else {
+            panic!("the first event is not a config: {:?}", events.first());
+        };
+        let configs = events
+            .iter()
+            .filter(|e| matches!(e, Ok(MediaEvent::Config(_))))
+            .count();
+        assert_eq!(configs, 1);
+        let avc = &config.video.as_ref().unwrap().avc;
+        assert_eq!((avc.info.width, avc.info.height), (160, 120));
+        let audio = config.audio.as_ref().unwrap();
+        assert_eq!((audio.asc.sample_rate, audio.asc.channels()), (48000, 2));
+        let (video, audio_frames) = frames(&events);
+        // 25 fps for 2 s, but the last PES of each track is complete only when the next
+        // one starts (a live stream goes on): 49 video frames, and 95 audio frames
+        // (48000 / 1024 a second, plus priming) less FFmpeg's last batch of up to 10.
+        assert_eq!(video.len(), 49);
+        assert!((85..=95).contains(&audio_frames), "{audio_frames}");
+        let keys: Vec<i64> = video.iter().filter(|v| v.keyframe).map(|v| v.dts).collect();
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys[1] - keys[0], 90_000);
+        // B-frames: some PTS ahead of DTS, none behind; DTS strictly rising by 3600.
+        assert!(video.iter().all(|v| v.pts >= v.dts));
+        assert!(video.iter().any(|v| v.pts > v.dts));
+        assert!(video.windows(2).all(|w| w[1].dts - w[0].dts == 3600));
+        assert!(
+            video
+                .iter()
+                .filter(|v| v.keyframe)
+                .all(|v| { annexb::decoder_config(&v.data).is_ok() })
+        );
+        let bytewise = run(FIXTURE.chunks(1).map(<[u8]>::to_vec));
+        assert_eq!(bytewise, events);
+    }
+
+    #[test]
+    fn lost_packets_drop_their_frames_and_the_stream_goes_on() {
+        // In the second second, lose one packet in twenty (as a link past its latency
+        // would), with junk bytes in its place.
+        let mut damaged = Vec::new();
+        let packets = FIXTURE.len() / 188;
+        for (i, packet) in FIXTURE.chunks(188).enumerate() {
+            if i > packets / 2 && i % 20 == 7 {
+                damaged.extend_from_slice(&[0x47, 1, 2, 3, 0x47]);
+                continue;
+            }
+            damaged.extend_from_slice(packet);
+        }
+        let mut ingest = TsIngest::new();
+        let mut events = Vec::new();
+        ingest.push(&damaged, &mut events);
+        let (video, audio) = frames(&events);
+        let (skipped, broken) = ingest.damage();
+        assert!(skipped > 0 && broken > 0, "{skipped} {broken}");
+        // Frames with a lost packet are gone; the others all came through, in order.
+        assert!(video.len() > 20 && video.len() < 49, "{}", video.len());
+        assert!(audio > 10);
+        assert!(video.windows(2).all(|w| w[1].dts > w[0].dts));
+    }
+
+    #[test]
+    fn garbage_never_panics_and_makes_no_frames() {
+        let mut ingest = TsIngest::new();
+        let mut out = Vec::new();
+        let mut noise = 0x1234_5678u32;
+        for _ in 0..2000 {
+            let chunk: Vec<u8> = (0..1316)
+                .map(|i| {
+                    noise = noise.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    if i % 188 == 0 {
+                        0x47
+                    } else {
+                        (noise >> 24) as u8
+                    }
+                })
+                .collect();
+            ingest.push(&chunk, &mut out);
+        }
+        assert!(!out.iter().any(|e| matches!(e, Ok(MediaEvent::Frame(_)))));
+    }
+
+    #[test]
+    fn composition_offsets_across_the_wrap_and_negative_ones() {
+        assert_eq!(composition_offset((1 << 33) - 1000, 2000), 3000);
+        assert_eq!(composition_offset(100, 3100), 3000);
+        assert_eq!(composition_offset(3100, 100), 0);
+    }
+}
