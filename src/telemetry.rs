@@ -5,9 +5,7 @@ use tracing_subscriber::EnvFilter;
 use crate::config::{LogFormat, LogSettings};
 
 fn quiet(target: &str) -> tracing_subscriber::filter::Directive {
-    format!("{target}=info")
-        .parse()
-        .expect("a valid directive")
+    format!("{target}=info").parse().expect("a valid directive")
 }
 
 /// Installs the global subscriber. `RUST_LOG`, when set, wins over `log.level`.

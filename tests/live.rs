@@ -538,8 +538,23 @@ async fn passthrough_runs_no_ffmpeg() {
 #[tokio::test]
 async fn killing_ffmpeg_mid_stream_restarts_it_with_a_discontinuity_on_the_rungs_only() {
     let kawa = Kawa::builder().config(LADDER).start();
+    ffmpeg_killed_mid_stream(kawa, |kawa, key| Publisher::start(&kawa.rtmp_url(key), 60)).await;
+}
+
+/// The same with the publisher on SRT: one pipeline behind both front doors.
+#[tokio::test]
+async fn killing_ffmpeg_under_an_srt_publisher_restarts_it_on_the_rungs_only() {
+    let kawa = Kawa::builder().config(LADDER).srt().start();
+    ffmpeg_killed_mid_stream(kawa, |kawa, key| {
+        let stream_id = format!("#!::r=live/{key},m=publish");
+        Publisher::start_srt(&kawa.srt_url(&stream_id, None), 60)
+    })
+    .await;
+}
+
+async fn ffmpeg_killed_mid_stream(kawa: Kawa, publish: impl FnOnce(&Kawa, &str) -> Publisher) {
     let key = create_stream(&kawa, "crashy").await;
-    let mut publisher = Publisher::start(&kawa.rtmp_url(&key), 60);
+    let mut publisher = publish(&kawa, &key);
     let before = wait_for(
         "the rungs' first segments",
         Duration::from_secs(20),

@@ -120,8 +120,21 @@ async fn fetch_playlist(kawa: &Kawa, path: &str) -> Option<Playlist> {
 /// `renditions` variants, and for 3 segments in each (what hls.js keeps behind the live
 /// edge).
 async fn live(kawa: Kawa, stream: &'static str, renditions: &[&str]) -> Live {
+    live_via(kawa, stream, renditions, |kawa, key| {
+        Publisher::start(&kawa.rtmp_url(key), 60)
+    })
+    .await
+}
+
+/// [`live`] with the publisher `publish` starts for the stream's key.
+async fn live_via(
+    kawa: Kawa,
+    stream: &'static str,
+    renditions: &[&str],
+    publish: impl FnOnce(&Kawa, &str) -> Publisher,
+) -> Live {
     let key = create_stream(&kawa, stream).await;
-    let publisher = Publisher::start(&kawa.rtmp_url(&key), 60);
+    let publisher = publish(&kawa, &key);
     let master = wait_for("the master playlist", Duration::from_secs(20), || async {
         match fetch_playlist(&kawa, &format!("/hls/{stream}/master.m3u8")).await? {
             Playlist::MasterPlaylist(m) => Some(m),
@@ -626,5 +639,26 @@ async fn gstreamer_plays_every_ladder_rendition() {
 async fn gstreamer_plays_a_passthrough_stream() {
     require_gstreamer();
     let live = passthrough().await;
+    gstreamer_plays(&live);
+}
+
+/// A stream published over SRT (MPEG-TS from FFmpeg's libsrt) plays in every player,
+/// its H.264 rungs and its source.
+#[tokio::test]
+async fn every_player_plays_a_ladder_published_over_srt() {
+    require_hlsjs();
+    require_gstreamer();
+    let live = live_via(
+        Kawa::builder().config(LADDER).srt().start(),
+        "srt",
+        &["source", "180p", "120p"],
+        |kawa, key| {
+            let stream_id = format!("#!::r=live/{key},m=publish");
+            Publisher::start_srt(&kawa.srt_url(&stream_id, None), 60)
+        },
+    )
+    .await;
+    ffprobe_plays(&live);
+    hlsjs_plays(&live, true, HLSJS_SECONDS);
     gstreamer_plays(&live);
 }

@@ -9,6 +9,7 @@
 //! - [`demux`]: payloads -> frames, the path shared by ingest and `kawa tools remux`.
 //! - [`ts`]: the MPEG-TS muxer FFmpeg is fed with.
 //! - [`ts_demux`]: the MPEG-TS demuxer FFmpeg's encoded rungs (and SRT's TS) go through.
+//! - [`interleave`]: two tracks' frames back in time order (TS muxers batch audio).
 //! - [`ts_ingest`]: a publisher's MPEG-TS (SRT) -> frames, as [`demux`] does for RTMP.
 //! - [`annexb`]: Annex B access units to MP4 samples, and in-band parameter sets.
 //! - [`fmp4`]: CMAF init segments and fragments.
@@ -23,6 +24,7 @@ pub mod demux;
 pub mod flv;
 pub mod fmp4;
 pub mod frame;
+pub mod interleave;
 pub mod remux;
 pub mod time;
 pub mod ts;

@@ -265,9 +265,14 @@ impl StreamSession {
                 .clone()
                 .filter(|_| settings.cluster.remote_transcoding),
         };
-        let addr = Transcoder::new(job, ctx.address(), self.span.clone())
-            .with_replay(replay, self.metrics.frames_dropped.clone())
-            .start();
+        let transcoder = Transcoder::new(job, ctx.address(), self.span.clone())
+            .with_replay(replay, self.metrics.frames_dropped.clone());
+        // The mailbox is sized before the actor runs: frames fed right after the start
+        // (a burst from the publisher) would meet actix's default of 16 and be dropped.
+        let addr = Transcoder::create(|tctx| {
+            tctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+            transcoder
+        });
         self.to_transcoder = DropToKeyframe::default();
         self.encoder = Some(Encoder { generation, addr });
         self.metrics.ffmpeg_running.set(1);
