@@ -7,7 +7,8 @@
 //!     passthrough streams of 3 Mbit/s.
 //!
 //! `cargo bench --bench live` (env: KAWA_BENCH_STREAMS, default 4; KAWA_BENCH_SECONDS,
-//! default 20). Figures are printed, never asserted.
+//! default 20; KAWA_BENCH_INGEST, the front doors to measure one after the other,
+//! default `rtmp,srt`). Figures are printed, never asserted.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -42,18 +43,27 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let source = source::make_source(dir.path());
 
+    let ingests = std::env::var("KAWA_BENCH_INGEST").unwrap_or_else(|_| "rtmp,srt".into());
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async move {
+    for ingest in ingests.split(',') {
+        runtime.block_on(run(ingest, streams, seconds, &source));
+    }
+}
+
+async fn run(ingest: &str, streams: usize, seconds: u64, source: &std::path::Path) {
+    {
         let kawa = Kawa::builder()
             .env("KAWA_HLS__PRESET", "passthrough")
             .env("RUST_LOG", "warn,kawa::server=info")
+            .srt()
             .start();
         let mut publishers = Vec::new();
         let mut names = Vec::new();
         for i in 0..streams {
             let name = format!("bench{i}");
             let key = create_stream(&kawa, &name).await;
-            publishers.push(Publisher::start_file_loop(&kawa.rtmp_url(&key), &source));
+            let (url, format) = kawa.ingest_url(ingest, &key);
+            publishers.push(Publisher::start_file_loop_as(&url, source, format));
             names.push(name);
         }
         // Warm up until every stream has a playlist.
@@ -62,10 +72,19 @@ fn main() {
         for name in &names {
             loop {
                 let url = kawa.url(&format!("/hls/{name}/source/index.m3u8"));
-                if client.get(&url).send().await.map(|r| r.status().is_success()).unwrap_or(false) {
+                if client
+                    .get(&url)
+                    .send()
+                    .await
+                    .map(|r| r.status().is_success())
+                    .unwrap_or(false)
+                {
                     break;
                 }
-                assert!(warmup.elapsed() < Duration::from_secs(30), "{name} never started");
+                assert!(
+                    warmup.elapsed() < Duration::from_secs(30),
+                    "{name} never started"
+                );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
@@ -80,10 +99,16 @@ fn main() {
         while started.elapsed() < Duration::from_secs(seconds) {
             for name in &names {
                 let url = kawa.url(&format!("/hls/{name}/source/index.m3u8"));
-                let Ok(response) = client.get(&url).send().await else { continue };
-                let Ok(body) = response.bytes().await else { continue };
+                let Ok(response) = client.get(&url).send().await else {
+                    continue;
+                };
+                let Ok(body) = response.bytes().await else {
+                    continue;
+                };
                 let now = SystemTime::now();
-                let Ok(Playlist::MediaPlaylist(p)) = m3u8_rs::parse_playlist_res(&body) else { continue };
+                let Ok(Playlist::MediaPlaylist(p)) = m3u8_rs::parse_playlist_res(&body) else {
+                    continue;
+                };
                 for s in &p.segments {
                     if seen.insert((name.clone(), s.uri.clone()), ()).is_some() {
                         continue;
@@ -92,7 +117,9 @@ fn main() {
                     if started.elapsed() < Duration::from_millis(500) {
                         continue;
                     }
-                    let Some(pdt) = s.program_date_time else { continue };
+                    let Some(pdt) = s.program_date_time else {
+                        continue;
+                    };
                     let media_end = SystemTime::from(pdt) + Duration::from_secs_f32(s.duration);
                     if let Ok(latency) = now.duration_since(media_end) {
                         latencies.push(latency.as_secs_f64());
@@ -110,7 +137,9 @@ fn main() {
         for p in &mut publishers {
             assert!(p.running(), "a publisher stopped: {}", p.stderr());
         }
-        println!("live pipeline, passthrough, {streams} streams of 3 Mbit/s 720p30, {elapsed:.0} s");
+        println!(
+            "live pipeline over {ingest}, passthrough, {streams} streams of 3 Mbit/s 720p30, {elapsed:.0} s"
+        );
         println!(
             "  glass-to-playlist latency (segment of 2 s): p50 {:.3} s, p95 {:.3} s, max {:.3} s over {} segments",
             percentile(&latencies, 0.5),
@@ -127,5 +156,5 @@ fn main() {
             peak_rss as f64 / 1024.0,
             peak_rss as f64 / 1024.0 / streams as f64
         );
-    });
+    }
 }

@@ -4,7 +4,9 @@
 //! PROGRAM-DATE-TIME of the frame on screen (Kawa's PDT is the frame's ingest time).
 //!
 //! `cargo bench --bench viewer_latency` (env: KAWA_BENCH_RUNS, default 3;
-//! KAWA_BENCH_SECONDS, default 30). Needs `scripts/deps.sh test` (chromium, npm ci in
+//! KAWA_BENCH_SECONDS, default 30; KAWA_BENCH_INGEST, the front doors to measure one
+//! after the other, default `rtmp,srt`; over SRT, PDT is stamped when Kawa receives the
+//! frame, after SRT's 120 ms receive latency). Needs `scripts/deps.sh test` (chromium, npm ci in
 //! tests/player). Figures are printed, never asserted.
 
 #[path = "../tests/common/mod.rs"]
@@ -33,14 +35,23 @@ fn main() {
     let input = source::make_source(dir.path());
     let player = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/player");
 
+    let ingests = std::env::var("KAWA_BENCH_INGEST").unwrap_or_else(|_| "rtmp,srt".into());
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    for ingest in ingests.split(',') {
+        runtime.block_on(measure(ingest, runs, seconds, &input, &player));
+    }
+}
+
+async fn measure(ingest: &str, runs: u64, seconds: u64, input: &Path, player: &Path) {
+    {
         let kawa = Kawa::builder()
             .env("KAWA_HLS__PRESET", "passthrough")
             .env("RUST_LOG", "warn,kawa::server=info")
+            .srt()
             .start();
         let key = create_stream(&kawa, "latency").await;
-        let _publisher = Publisher::start_file_loop(&kawa.rtmp_url(&key), &input);
+        let (url, format) = kawa.ingest_url(ingest, &key);
+        let _publisher = Publisher::start_file_loop_as(&url, input, format);
         let master = kawa.url("/hls/latency/master.m3u8");
         wait_for("the master playlist", Duration::from_secs(30), || async {
             let r = reqwest::get(&master).await.ok()?;
@@ -48,13 +59,13 @@ fn main() {
         })
         .await;
         println!(
-            "hls.js (lowLatencyMode, defaults) playing a 720p30 2 s-GOP stream for {seconds} s"
+            "hls.js (lowLatencyMode, defaults) playing a 720p30 2 s-GOP stream published over {ingest} for {seconds} s"
         );
         println!("run  start_s  stalls  hlsjs_median  hlsjs_p95  pdt_median  pdt_p95");
         let (mut hlsjs, mut pdt) = (Vec::new(), Vec::new());
         for run in 1..=runs {
             let output = Command::new("node")
-                .current_dir(&player)
+                .current_dir(player)
                 .arg("play.mjs")
                 .arg(&master)
                 .arg(seconds.to_string())
@@ -90,5 +101,5 @@ fn main() {
             median(hlsjs),
             median(pdt)
         );
-    });
+    }
 }

@@ -308,6 +308,18 @@ impl Kawa {
         format!("rtmp://{}/live/{key}", self.rtmp)
     }
 
+    /// A publisher's URL and container for `ingest` (`rtmp` or `srt`), for benchmarks
+    /// that compare the two front doors.
+    pub fn ingest_url(&self, ingest: &str, key: &str) -> (String, &'static str) {
+        match ingest {
+            "srt" => (
+                self.srt_url(&format!("#!::r=live/{key},m=publish"), None),
+                "mpegts",
+            ),
+            _ => (self.rtmp_url(key), "flv"),
+        }
+    }
+
     /// An SRT caller URL for FFmpeg with this streamid (any form) and passphrase.
     pub fn srt_url(&self, stream_id: &str, passphrase: Option<&str>) -> String {
         let addr = self.srt.expect("started with KawaBuilder::srt");
@@ -639,6 +651,11 @@ impl Publisher {
     /// Publishes a file in real time, looping, without re-encoding (so the publisher
     /// costs next to no CPU: what is measured is the server).
     pub fn start_file_loop(url: &str, file: &Path) -> Self {
+        Self::start_file_loop_as(url, file, "flv")
+    }
+
+    /// [`Self::start_file_loop`] in any container: `mpegts` for an `srt://` URL.
+    pub fn start_file_loop_as(url: &str, file: &Path, format: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let stderr_path = dir.path().join("publisher.log");
         let stderr = std::fs::File::create(&stderr_path).unwrap();
@@ -654,7 +671,7 @@ impl Publisher {
                 "-i",
             ])
             .arg(file)
-            .args(["-c", "copy", "-f", "flv", url])
+            .args(["-c", "copy", "-f", format, url])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
