@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use actix::prelude::*;
 
 use super::registry::{StreamRegistry, Unpublish};
+use super::rtmp_conn::IngestContext;
 use super::session::{Ingest, IngestInput, StreamSession};
 use crate::hooks::{HookEvent, Hooks, Verdict};
 use crate::keys::PublishPath;
@@ -53,17 +54,34 @@ pub struct PublishLink {
 }
 
 impl PublishLink {
-    pub fn new(
+    /// The registry gave `conn_id` the path: counted, logged on the connection's span,
+    /// and told to the events hook.
+    pub fn accepted(
+        context: &IngestContext,
         path: PublishPath,
         session: Addr<StreamSession>,
         conn_id: u64,
-        registry: Addr<StreamRegistry>,
+        peer: std::net::SocketAddr,
+        span: &tracing::Span,
     ) -> Self {
+        METRICS
+            .publish_attempts
+            .with_label_values(&["accepted"])
+            .inc();
+        span.record("publish_path", tracing::field::display(&path));
+        tracing::info!(parent: span, "publish accepted");
+        if let Some(hooks) = &context.hooks {
+            hooks.notify(HookEvent::new(
+                "publish_started",
+                &path,
+                Some(peer.to_string()),
+            ));
+        }
         Self {
             path,
             session,
             conn_id,
-            registry,
+            registry: context.registry.clone(),
             policy: DropToKeyframe::default(),
         }
     }

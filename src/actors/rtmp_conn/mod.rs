@@ -22,7 +22,6 @@ use super::registry::{Disconnect, Publish, PublishRefused, StreamRegistry};
 use super::rtmp_listener::Admission;
 use super::session::IngestInput;
 use crate::config::Settings;
-use crate::hooks::HookEvent;
 use crate::ingest::pace::Pacer;
 use crate::ingest::{IngestError, IngestEvent, RtmpProtocol};
 use crate::keys::PublishPath;
@@ -264,16 +263,15 @@ impl RtmpConnection {
         ctx.wait(registered.map(move |result, this, ctx| match result {
             Ok(Ok(session)) => match this.protocol.accept(request_id) {
                 Ok(events) => {
-                    METRICS.publish_attempts.with_label_values(&["accepted"]).inc();
-                    this.span.record("publish_path", tracing::field::display(&path));
-                    tracing::info!(parent: &this.span, "publish accepted");
-                    if let Some(hooks) = &this.context.hooks {
-                        let peer = Some(this.peer.to_string());
-                        hooks.notify(HookEvent::new("publish_started", &path, peer));
-                    }
-                    let registry = this.context.registry.clone();
-                    this.state =
-                        State::Publishing(PublishLink::new(path, session, this.id, registry));
+                    let link = PublishLink::accepted(
+                        &this.context,
+                        path,
+                        session,
+                        this.id,
+                        this.peer,
+                        &this.span,
+                    );
+                    this.state = State::Publishing(link);
                     this.handle_events(events, ctx);
                 }
                 Err(e) => this.fail(e, ctx),

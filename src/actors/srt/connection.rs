@@ -24,7 +24,6 @@ use super::super::rtmp_conn::IngestContext;
 use super::super::rtmp_listener::Admission;
 use super::super::session::IngestInput;
 use super::super::supervision::{ActorKind, fault_point, guard};
-use crate::hooks::HookEvent;
 use crate::ingest::stream_id;
 use crate::keys::PublishPath;
 use crate::keys::authorizer::Decision;
@@ -189,20 +188,15 @@ impl SrtConnection {
         ctx.wait(registered.map(move |result, this, ctx| {
             let refused = match result {
                 Ok(Ok(session)) => {
-                    METRICS
-                        .publish_attempts
-                        .with_label_values(&["accepted"])
-                        .inc();
-                    this.span
-                        .record("publish_path", tracing::field::display(&path));
-                    tracing::info!(parent: &this.span, "publish accepted (SRT)");
-                    if let Some(hooks) = &this.context.hooks {
-                        let peer = Some(this.peer.to_string());
-                        hooks.notify(HookEvent::new("publish_started", &path, peer));
-                    }
-                    let registry = this.context.registry.clone();
-                    this.state =
-                        State::Publishing(PublishLink::new(path, session, this.id, registry));
+                    let link = PublishLink::accepted(
+                        &this.context,
+                        path,
+                        session,
+                        this.id,
+                        this.peer,
+                        &this.span,
+                    );
+                    this.state = State::Publishing(link);
                     this.last_input = Instant::now();
                     ctx.add_stream(socket);
                     return;
