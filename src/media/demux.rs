@@ -82,7 +82,9 @@ impl FlvDemuxer {
                     data: Bytes::from(annexb),
                 })))
             }
-            VideoTag::EndOfSequence | VideoTag::Command => Ok(MediaEvent::Nothing),
+            VideoTag::EndOfSequence | VideoTag::Command | VideoTag::OtherTrack(_) => {
+                Ok(MediaEvent::Nothing)
+            }
         }
     }
 

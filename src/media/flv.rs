@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use super::flv_ex::{self, ExPacket};
+
 /// FLV VIDEODATA CodecID for AVC (H.264).
 const CODEC_AVC: u8 = 7;
 /// FLV AUDIODATA SoundFormat for AAC.
@@ -52,7 +54,7 @@ impl fmt::Display for VideoCodec {
             Self::CodecId(id) => write!(f, "FLV codec id {id} (only 7, H.264, is supported)"),
             Self::FourCc(cc) => write!(
                 f,
-                "enhanced RTMP FourCC `{}` (only legacy H.264 is supported)",
+                "enhanced RTMP FourCC `{}` (only H.264 is packaged so far)",
                 // The peer's bytes: escaped, so they cannot forge a log line.
                 cc.escape_ascii()
             ),
@@ -98,8 +100,10 @@ pub enum VideoTag<'a> {
     },
     /// AVCPacketType 2.
     EndOfSequence,
-    /// FrameType 5: a video info/command frame, no picture.
+    /// FrameType 5: a video info/command frame, no picture (or enhanced metadata).
     Command,
+    /// An enhanced multitrack tag for a track other than 0: not packaged.
+    OtherTrack(u8),
 }
 
 /// A parsed FLV audio tag body carrying AAC.
@@ -133,9 +137,7 @@ impl<'a> VideoTag<'a> {
         need("video tag", data, 1)?;
         let first = data[0];
         if first & VIDEO_EX_HEADER != 0 {
-            need("enhanced video tag", data, 5)?;
-            let fourcc = [data[1], data[2], data[3], data[4]];
-            return Err(FlvError::UnsupportedVideoCodec(VideoCodec::FourCc(fourcc)));
+            return Self::enhanced(data);
         }
         let frame_type = first >> 4;
         let codec_id = first & 0x0F;
@@ -159,6 +161,32 @@ impl<'a> VideoTag<'a> {
             }),
             2 => Ok(Self::EndOfSequence),
             other => Err(FlvError::UnknownAvcPacketType(other)),
+        }
+    }
+}
+
+impl<'a> VideoTag<'a> {
+    /// An enhanced RTMP tag: H.264 (`avc1`) on track 0 reads as a legacy tag; other
+    /// tracks are not packaged (OBS's extra renditions); other codecs are refused.
+    fn enhanced(data: &'a [u8]) -> Result<Self, FlvError> {
+        let tag = flv_ex::parse(data)?;
+        if tag.track != 0 {
+            return Ok(Self::OtherTrack(tag.track));
+        }
+        match tag.packet {
+            ExPacket::Ignored => Ok(Self::Command),
+            _ if tag.fourcc != flv_ex::FOURCC_AVC => Err(flv_ex::unsupported(tag.fourcc)),
+            ExPacket::SequenceStart(record) => Ok(Self::SequenceHeader(record)),
+            ExPacket::Frame {
+                keyframe,
+                composition_time_ms,
+                data,
+            } => Ok(Self::Nalus {
+                keyframe,
+                composition_time_ms,
+                data,
+            }),
+            ExPacket::SequenceEnd => Ok(Self::EndOfSequence),
         }
     }
 }
@@ -367,7 +395,7 @@ mod tests {
             VideoTag::parse(&[0x90, b'a', b'v', b'0', b'1'])
                 .unwrap_err()
                 .to_string(),
-            "unsupported video codec: enhanced RTMP FourCC `av01` (only legacy H.264 is supported)"
+            "unsupported video codec: enhanced RTMP FourCC `av01` (only H.264 is packaged so far)"
         );
         // MP3.
         assert_eq!(

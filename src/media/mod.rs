@@ -2,6 +2,7 @@
 //! malformed. No sockets, no actors, no async.
 //!
 //! - [`flv`]: FLV tag bodies (what RTMP video/audio messages carry) and FLV files.
+//! - [`flv_ex`]: enhanced RTMP video tags (FourCC codecs, ModEx, multitrack).
 //! - [`avc`]: AVCDecoderConfigurationRecord, SPS facts, AVCC -> Annex B.
 //! - [`aac`]: AudioSpecificConfig and ADTS headers.
 //! - [`time`]: RTMP millisecond timestamps -> unwrapped 90 kHz.
@@ -22,6 +23,7 @@ pub mod avc;
 pub mod cmaf;
 pub mod demux;
 pub mod flv;
+pub mod flv_ex;
 pub mod fmp4;
 pub mod frame;
 pub mod interleave;
