@@ -12,6 +12,14 @@ use srt_protocol::packet::{RejectReason, ServerRejectReason};
 
 use common::{Kawa, Publisher, create_stream, ffprobe_json, metric_value, rss_kib, wait_for};
 
+/// The streamid forms encoders use, by name: SRT access control, SRS's, a bare key.
+type Form = fn(&str) -> String;
+const FORMS: [(&str, Form); 3] = [
+    ("access", |key| format!("#!::r=live/{key},m=publish")),
+    ("prefixed", |key| format!("publish:live/{key}")),
+    ("bare", |key| key.to_owned()),
+];
+
 /// Waits until `stream`'s source playlist lists `n` segments.
 async fn segments(kawa: &Kawa, stream: &str, n: usize) {
     let path = format!("/hls/{stream}/source/index.m3u8");
@@ -69,12 +77,7 @@ async fn every_streamid_form_publishes_and_plays_and_a_wrong_key_is_refused() {
         .env("KAWA_HLS__PRESET", "passthrough")
         .srt()
         .start();
-    type Form = fn(&str) -> String;
-    let forms: [(&str, Form); 3] = [
-        ("access", |key| format!("#!::r=live/{key},m=publish")),
-        ("prefixed", |key| format!("publish:live/{key}")),
-        ("bare", |key| key.to_owned()),
-    ];
+    let forms = FORMS;
     let mut publishers = Vec::new();
     for (stream, form) in forms {
         let key = create_stream(&kawa, stream).await;
@@ -149,12 +152,26 @@ async fn a_passphrase_is_required_when_set() {
             .is_none(),
         "a caller without the passphrase published"
     );
+    // Every streamid form with the passphrase, at each AES key length.
     let _right = Publisher::start_srt(&kawa.srt_url(&sid, Some(passphrase)), 40);
+    let mut others = Vec::new();
+    for ((name, form), key_length) in FORMS.into_iter().skip(1).zip([24, 32]) {
+        let stream = format!("secret-{name}");
+        let key = create_stream(&kawa, &stream).await;
+        let url = kawa.srt_url(&form(&key), Some(passphrase));
+        others.push((
+            stream,
+            Publisher::start_srt(&format!("{url}&pbkeylen={key_length}"), 40),
+        ));
+    }
     segments(&kawa, "secret", 3).await;
     assert_eq!(
         probe(&kawa, "secret"),
         ("h264".into(), 320, 240, "aac".into())
     );
+    for (stream, _) in &others {
+        segments(&kawa, stream, 3).await;
+    }
     assert!(
         !kawa.logs().contains(passphrase),
         "the passphrase was logged"
