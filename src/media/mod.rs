@@ -4,6 +4,7 @@
 //! - [`flv`]: FLV tag bodies (what RTMP video/audio messages carry) and FLV files.
 //! - [`flv_ex`]: enhanced RTMP video tags (FourCC codecs, ModEx, multitrack).
 //! - [`avc`]: AVCDecoderConfigurationRecord, SPS facts, AVCC -> Annex B.
+//! - [`hevc`]: HEVCDecoderConfigurationRecord, SPS size, CODECS string.
 //! - [`aac`]: AudioSpecificConfig and ADTS headers.
 //! - [`time`]: RTMP millisecond timestamps -> unwrapped 90 kHz.
 //! - [`frame`]: the typed frames and configs actors pass around.
@@ -26,6 +27,7 @@ pub mod flv;
 pub mod flv_ex;
 pub mod fmp4;
 pub mod frame;
+pub mod hevc;
 pub mod interleave;
 pub mod remux;
 pub mod time;
