@@ -495,3 +495,40 @@ fn enhance(legacy: &[u8], form: usize) -> Vec<u8> {
     }
     out
 }
+
+/// The hvcC FFmpeg 9's x265 sent (tests/fixtures/hevc_aac.flv).
+static HEVC_RECORD: LazyLock<Vec<u8>> = LazyLock::new(|| {
+    let file = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/hevc_aac.flv"
+    ))
+    .unwrap();
+    for tag in FlvFileReader::new(&file).unwrap() {
+        let tag = tag.unwrap();
+        if tag.kind != TagKind::Video {
+            continue;
+        }
+        if let Ok(t) = kawa::media::flv_ex::parse(tag.body)
+            && let kawa::media::flv_ex::ExPacket::SequenceStart(r) = t.packet
+        {
+            return r.to_vec();
+        }
+    }
+    panic!("no hvcC in the fixture")
+});
+
+proptest! {
+    /// HEVC records (real, damaged) and access units from the network: a config or an
+    /// error, and any bytes as a frame of a good config: Annex B or an error.
+    #[test]
+    fn hevc_record_and_frames_never_panic(
+        record in damaged(HEVC_RECORD.clone()),
+        frame in prop::collection::vec(any::<u8>(), 0..300),
+    ) {
+        use kawa::media::hevc::{HevcDecoderConfig, to_annexb};
+        if let Ok(config) = HevcDecoderConfig::parse(&record) {
+            let _ = config.codec_string();
+            let _ = to_annexb(&frame, &config);
+        }
+    }
+}

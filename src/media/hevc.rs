@@ -8,7 +8,8 @@
 use bytes::Bytes;
 use mp4_atom::{Atom, Hvcc};
 
-use super::avc::SpsInfo;
+use super::annexb::AnnexBNals;
+use super::avc::{AvcError, AvccNals, SpsInfo};
 
 /// A record is parameter sets and a few fields: far below this.
 pub const MAX_RECORD_BYTES: usize = 64 * 1024;
@@ -40,6 +41,74 @@ pub enum HevcError {
     NoSps,
     #[error("malformed HEVC SPS")]
     BadSps,
+    #[error("HEVC access unit: {0}")]
+    Nal(#[from] AvcError),
+}
+
+const START_CODE: [u8; 4] = [0, 0, 0, 1];
+/// An access unit delimiter: NAL type 35, layer 0, temporal id 1; pic_type 2 (any).
+const AUD_NAL: [u8; 3] = [0x46, 0x01, 0x50];
+/// As for H.264 (`media::avc`): no encoder sends more in one picture.
+const MAX_NALS_PER_ACCESS_UNIT: usize = 1024;
+/// VCL NAL unit types (slices) are 0 to 31.
+const LAST_VCL: u8 = 31;
+
+/// One length-prefixed HEVC access unit (as `hvc1` frames carry it) to Annex B: an AUD
+/// first (the encoder's dropped), and on an IRAP picture the VPS, SPS and PPS before the
+/// first slice unless it has its own, so every segment decodes on its own. Returns the
+/// bytes and whether the unit is an IRAP (a segment may start there).
+pub fn to_annexb(data: &[u8], config: &HevcDecoderConfig) -> Result<(Vec<u8>, bool), HevcError> {
+    let length_size = config.hvcc.length_size_minus_one + 1;
+    let (mut irap, mut has_params) = (false, false);
+    let mut payload = 0;
+    for (count, nal) in AvccNals::new(data, length_size).enumerate() {
+        let nal = nal?;
+        if count >= MAX_NALS_PER_ACCESS_UNIT {
+            return Err(AvcError::TooManyNals.into());
+        }
+        match nal_type::of(nal) {
+            Some(t) if nal_type::IRAP.contains(&t) => irap = true,
+            Some(nal_type::SPS) => has_params = true,
+            _ => {}
+        }
+        payload += START_CODE.len() + nal.len();
+    }
+    let sets: Vec<&Bytes> = config
+        .vps
+        .iter()
+        .chain(&config.sps)
+        .chain(&config.pps)
+        .collect();
+    let mut out = Vec::with_capacity(START_CODE.len() + AUD_NAL.len() + payload + 256);
+    let emit = |out: &mut Vec<u8>, nal: &[u8]| {
+        out.extend_from_slice(&START_CODE);
+        out.extend_from_slice(nal);
+    };
+    emit(&mut out, &AUD_NAL);
+    let mut params_done = !irap || has_params;
+    for nal in AvccNals::new(data, length_size) {
+        let nal = nal?;
+        let Some(kind) = nal_type::of(nal) else {
+            continue;
+        };
+        if kind == nal_type::AUD {
+            continue;
+        }
+        if !params_done && kind <= LAST_VCL {
+            for set in &sets {
+                emit(&mut out, set);
+            }
+            params_done = true;
+        }
+        emit(&mut out, nal);
+    }
+    Ok((out, irap))
+}
+
+/// Whether an Annex B access unit holds an IRAP picture.
+pub fn has_irap(access_unit: &[u8]) -> bool {
+    AnnexBNals::new(access_unit)
+        .any(|nal| nal_type::of(nal).is_some_and(|t| nal_type::IRAP.contains(&t)))
 }
 
 /// An `hvcC` record, parsed.
@@ -191,6 +260,42 @@ mod tests {
         let codecs = config.codec_string();
         assert!(codecs.starts_with("hvc1.1.6.L"), "{codecs}");
         assert_eq!(config.hvcc.length_size_minus_one, 3);
+    }
+
+    /// Every frame of the fixture to Annex B: IRAPs where FFmpeg said keyframe, with the
+    /// parameter sets before their slices; the rest unchanged but for the AUD.
+    #[test]
+    fn frames_become_annex_b_with_parameter_sets_at_each_irap() {
+        let file = include_bytes!("../../tests/fixtures/hevc_aac.flv");
+        let config = HevcDecoderConfig::parse(&fixture_record()).unwrap();
+        let mut frames = 0;
+        for tag in FlvFileReader::new(file).unwrap() {
+            let tag = tag.unwrap();
+            if tag.kind != TagKind::Video {
+                continue;
+            }
+            let ExPacket::Frame { keyframe, data, .. } = flv_ex::parse(tag.body).unwrap().packet
+            else {
+                continue;
+            };
+            frames += 1;
+            let (annexb, irap) = to_annexb(data, &config).unwrap();
+            assert_eq!(irap, keyframe);
+            assert_eq!(has_irap(&annexb), irap);
+            let kinds: Vec<u8> = AnnexBNals::new(&annexb).filter_map(nal_type::of).collect();
+            assert_eq!(kinds[0], nal_type::AUD);
+            assert_eq!(kinds.iter().filter(|k| **k == nal_type::AUD).count(), 1);
+            if irap {
+                let first_slice = kinds.iter().position(|k| *k <= LAST_VCL).unwrap();
+                assert!(kinds[..first_slice].contains(&nal_type::SPS), "{kinds:?}");
+                assert!(kinds[..first_slice].contains(&nal_type::VPS), "{kinds:?}");
+            }
+        }
+        assert_eq!(frames, 25);
+        assert!(
+            to_annexb(&[0, 0, 0, 9, 1], &config).is_err(),
+            "a NAL past the end"
+        );
     }
 
     #[test]
