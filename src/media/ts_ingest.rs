@@ -148,6 +148,17 @@ impl TsIngest {
     }
 
     fn convert(&mut self, packet: PesPacket, out: &mut Vec<Result<MediaEvent, TsIngestError>>) {
+        // One track of each kind: the first the PMT lists (OBS can send several audio
+        // tracks; the others are not passed on).
+        let first = self
+            .ts
+            .streams()
+            .iter()
+            .find(|s| s.stream_type == packet.stream_type)
+            .map(|s| s.pid);
+        if first != Some(packet.pid) {
+            return;
+        }
         match packet.stream_type {
             STREAM_TYPE_H264 => {
                 let result = self.video(packet, out);
@@ -333,6 +344,27 @@ mod tests {
         assert!(times.windows(2).all(|w| w[0] <= w[1]));
         let bytewise = run(FIXTURE.chunks(1).map(<[u8]>::to_vec));
         assert_eq!(bytewise, events);
+    }
+
+    /// OBS's multitrack audio: only the first AAC track is taken.
+    #[test]
+    fn of_several_audio_tracks_the_first_is_taken() {
+        let events = run(std::iter::once(
+            include_bytes!("../../tests/fixtures/two_audio_tracks.ts").to_vec(),
+        ));
+        let audio: Vec<i64> = events
+            .iter()
+            .filter_map(|e| match e {
+                Ok(MediaEvent::Frame(Frame::Audio(a))) => Some(a.pts),
+                _ => None,
+            })
+            .collect();
+        // One track of 1 s at 48 kHz (47 frames, less the open last PES), in order.
+        assert!((30..=47).contains(&audio.len()), "{}", audio.len());
+        assert!(
+            audio.windows(2).all(|w| w[1] > w[0]),
+            "two tracks interleaved"
+        );
     }
 
     #[test]
