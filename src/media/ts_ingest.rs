@@ -34,6 +34,9 @@ pub enum TsIngestError {
     NoVideoConfig,
     #[error("a {0} PES without a timestamp")]
     NoTimestamp(&'static str),
+    /// Said once per stream: its video is left out (the audio goes on).
+    #[error("video stream type {0:#04x} ({1}) is not taken over SRT yet; only H.264 (0x1b) is")]
+    UnsupportedVideo(u8, &'static str),
 }
 
 /// Turns one publisher's TS into configuration changes and frames.
@@ -49,6 +52,8 @@ pub struct TsIngest {
     announced: bool,
     /// Frames wait here until the other track caught up: they leave in time order.
     queue: Interleaver,
+    /// A video stream type Kawa does not take was reported.
+    told_unsupported: bool,
 }
 
 impl Default for TsIngest {
@@ -65,6 +70,7 @@ impl TsIngest {
             clock: None,
             announced: false,
             queue: Interleaver::default(),
+            told_unsupported: false,
         }
     }
 
@@ -148,6 +154,16 @@ impl TsIngest {
     }
 
     fn convert(&mut self, packet: PesPacket, out: &mut Vec<Result<MediaEvent, TsIngestError>>) {
+        if let Some(name) = unsupported_video(packet.stream_type) {
+            if !self.told_unsupported {
+                self.told_unsupported = true;
+                out.push(Err(TsIngestError::UnsupportedVideo(
+                    packet.stream_type,
+                    name,
+                )));
+            }
+            return;
+        }
         // One track of each kind: the first the PMT lists (OBS can send several audio
         // tracks; the others are not passed on).
         let first = self
@@ -252,6 +268,17 @@ impl TsIngest {
             });
             self.frame(frame, out);
         }
+    }
+}
+
+/// Video stream types (ISO/IEC 13818-1 Table 2-34) encoders send that Kawa does not take.
+fn unsupported_video(stream_type: u8) -> Option<&'static str> {
+    match stream_type {
+        0x01 | 0x02 => Some("MPEG-2 video"),
+        0x10 => Some("MPEG-4 part 2"),
+        0x24 => Some("HEVC"),
+        0x33 => Some("VVC"),
+        _ => None,
     }
 }
 
@@ -366,6 +393,18 @@ mod tests {
             "two tracks interleaved"
         );
     }
+
+    #[test]
+    fn hevc_is_named_once_and_passes_nothing() {
+        let events = run(FIXTURE_HEVC.chunks(1316).map(<[u8]>::to_vec));
+        assert_eq!(
+            events,
+            [Err(TsIngestError::UnsupportedVideo(0x24, "HEVC"))],
+            "{events:?}"
+        );
+    }
+
+    const FIXTURE_HEVC: &[u8] = include_bytes!("../../tests/fixtures/hevc_video.ts");
 
     #[test]
     fn lost_packets_drop_their_frames_and_the_stream_goes_on() {
