@@ -545,8 +545,8 @@ mod tests {
         let err = load(None, &[("KAWA_HLS__FOO", "1")]).unwrap_err();
         assert!(err.contains("`hls.foo` (KAWA_HLS__FOO)"), "{err}");
         assert!(!err.contains("foo.foo"), "{err}");
-        let err = load(None, &[("KAWA_SRT__ADDR", "127.0.0.1:9000")]).unwrap_err();
-        assert!(err.contains("`srt.addr` (KAWA_SRT__ADDR)"), "{err}");
+        let err = load(None, &[("KAWA_RTSP__ADDR", "127.0.0.1:8554")]).unwrap_err();
+        assert!(err.contains("`rtsp.addr` (KAWA_RTSP__ADDR)"), "{err}");
         let err = load(Some("[hls]\nfoo = 1\n"), &[]).unwrap_err();
         assert!(err.contains("`hls.foo` (in kawa.toml)"), "{err}");
         let err = load(Some("[hls]\nsegment_seconds = \"two\"\n"), &[]).unwrap_err();
@@ -554,6 +554,27 @@ mod tests {
             err.contains("`hls.segment_seconds` (in kawa.toml)"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn srt_is_off_by_default_and_its_settings_are_checked() {
+        let s = load(None, &[]).unwrap();
+        assert_eq!(s.srt.addr(), None);
+        assert_eq!(s.srt.latency_ms, 120);
+        let s = load(None, &[("KAWA_SRT__ADDR", "127.0.0.1:9000")]).unwrap();
+        assert_eq!(s.srt.addr().map(|a| a.port()), Some(9000));
+        let err = load(None, &[("KAWA_SRT__ADDR", "port 9000")]).unwrap_err();
+        assert!(err.contains("srt.addr"), "{err}");
+        // SRT's passphrase bounds, and the value never in the message.
+        let err = load(None, &[("KAWA_SRT__PASSPHRASE", "short-pw")]).unwrap_err();
+        assert!(
+            err.contains("srt.passphrase") && !err.contains("short-pw"),
+            "{err}"
+        );
+        let s = load(None, &[("KAWA_SRT__PASSPHRASE", "long-enough-pw")]).unwrap();
+        assert!(!format!("{s:?}").contains("long-enough-pw"));
+        let err = load(None, &[("KAWA_SRT__LATENCY_MS", "5")]).unwrap_err();
+        assert!(err.contains("srt.latency_ms"), "{err}");
     }
 
     #[test]
