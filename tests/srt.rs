@@ -305,3 +305,52 @@ async fn a_reconnecting_srt_publisher_takes_over_and_the_playlist_goes_on() {
     };
     assert!(msn(&after) >= msn(&before), "the sequence went back");
 }
+
+/// A caller with a good key whose connection stays up (SRT keepalives) but that sends no
+/// media is closed after `rtmp.idle_timeout_ms`, as an RTMP publisher is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_caller_that_sends_nothing_is_closed_after_the_idle_timeout() {
+    let kawa = Kawa::builder()
+        .env("KAWA_HLS__PRESET", "passthrough")
+        .env("KAWA_RTMP__IDLE_TIMEOUT_MS", "2000")
+        .srt()
+        .start();
+    let key = create_stream(&kawa, "silent").await;
+    let socket = srt_tokio::SrtSocket::builder()
+        .latency(Duration::from_millis(120))
+        .call(
+            kawa.srt.unwrap(),
+            Some(&format!("#!::r=live/{key},m=publish")),
+        )
+        .await
+        .expect("a good key is accepted");
+    wait_for(
+        "the connection to count",
+        Duration::from_secs(5),
+        || async {
+            (metric_value(&kawa, "kawa_srt_connections_open").await == Some(1.0)).then_some(())
+        },
+    )
+    .await;
+    let started = Instant::now();
+    wait_for(
+        "the idle caller to be closed",
+        Duration::from_secs(10),
+        || async {
+            (metric_value(&kawa, "kawa_srt_connections_open").await == Some(0.0)).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    let timeouts = metric_value(
+        &kawa,
+        "kawa_srt_connections_closed_total{result=\"timeout\"}",
+    )
+    .await;
+    assert_eq!(timeouts, Some(1.0));
+    drop(socket);
+}

@@ -271,6 +271,17 @@ impl Actor for SrtConnection {
                 ctx.stop();
             }
         });
+        // A publisher whose connection stays up (SRT keepalives) but that sends no media
+        // is closed as an RTMP one is, so it does not hold its path for good.
+        let idle = Duration::from_millis(self.context.settings.rtmp.idle_timeout_ms);
+        ctx.run_interval(Duration::from_secs(1).min(idle), move |this, ctx| {
+            if matches!(this.state, State::Publishing(_)) && this.last_input.elapsed() > idle {
+                this.close_reason = "timeout";
+                tracing::info!(parent: &this.span, "no media within the idle timeout; closing");
+                this.unpublish("idle", false);
+                ctx.stop();
+            }
+        });
         self.check_key(ctx);
     }
 
