@@ -18,7 +18,8 @@ pub mod nal_type {
 /// An access unit delimiter with primary_pic_type 7 ("any slice type"): iOS, video.js
 /// and QuickTime want one before every access unit in a TS.
 const AUD_NAL: [u8; 2] = [0x09, 0xF0];
-const START_CODE: [u8; 4] = [0, 0, 0, 1];
+/// The Annex B start code put before each NAL unit (H.264 and HEVC alike).
+pub(crate) const START_CODE: [u8; 4] = [0, 0, 0, 1];
 
 /// Caps on values from the wire, so a hostile publisher cannot make us allocate or loop
 /// without bound. A 4K frame has a few dozen slices; 1024 NAL units leaves ample room.

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use mp4_atom::{Atom, Hvcc};
 
 use super::annexb::AnnexBNals;
-use super::avc::{AvcError, AvccNals, SpsInfo};
+use super::avc::{AvcError, AvccNals, START_CODE, SpsInfo};
 
 /// A record is parameter sets and a few fields: far below this.
 pub const MAX_RECORD_BYTES: usize = 64 * 1024;
@@ -45,7 +45,6 @@ pub enum HevcError {
     Nal(#[from] AvcError),
 }
 
-const START_CODE: [u8; 4] = [0, 0, 0, 1];
 /// An access unit delimiter: NAL type 35, layer 0, temporal id 1; pic_type 2 (any).
 const AUD_NAL: [u8; 3] = [0x46, 0x01, 0x50];
 /// As for H.264 (`media::avc`): no encoder sends more in one picture.

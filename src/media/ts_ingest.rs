@@ -11,16 +11,13 @@ use bytes::{Bytes, BytesMut};
 
 use super::aac::{self, AacError};
 use super::annexb;
-use super::avc::AvcError;
+use super::avc::{AvcError, START_CODE};
 use super::demux::MediaEvent;
 use super::frame::{AudioConfig, AudioFrame, CodecConfig, Frame, VideoConfig, VideoFrame};
 use super::interleave::{self, Interleaver};
 use super::ts_demux::{
     PesPacket, STREAM_TYPE_ADTS_AAC, STREAM_TYPE_H264, TsDemuxError, TsDemuxer, Unwrap33,
 };
-
-/// H.264 start code, for parameter sets put before an IDR that came without them.
-const START_CODE: [u8; 4] = [0, 0, 0, 1];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TsIngestError {
@@ -81,8 +78,7 @@ impl TsIngest {
     /// Whether the program has a video track, once its PMT was read (what RTMP's
     /// onMetaData tells: an audio-only stream starts without waiting for video).
     pub fn has_video(&self) -> Option<bool> {
-        let streams = self.ts.streams();
-        (!streams.is_empty()).then(|| streams.iter().any(|s| s.stream_type == STREAM_TYPE_H264))
+        (!self.ts.streams().is_empty()).then(|| self.listed(STREAM_TYPE_H264))
     }
 
     /// Bytes skipped to regain sync and PES dropped for lost packets, so far.
@@ -103,17 +99,23 @@ impl TsIngest {
         }
     }
 
+    /// The PMT lists a stream of this type.
+    fn listed(&self, stream_type: u8) -> bool {
+        self.ts
+            .streams()
+            .iter()
+            .any(|s| s.stream_type == stream_type)
+    }
+
     /// Every track the PMT lists has a configuration.
     fn complete(&self) -> bool {
-        let listed = |kind| self.ts.streams().iter().any(|s| s.stream_type == kind);
-        (!listed(STREAM_TYPE_H264) || self.config.video.is_some())
-            && (!listed(STREAM_TYPE_ADTS_AAC) || self.config.audio.is_some())
+        (!self.listed(STREAM_TYPE_H264) || self.config.video.is_some())
+            && (!self.listed(STREAM_TYPE_ADTS_AAC) || self.config.audio.is_some())
     }
 
     /// Both tracks are listed: frames wait for the other track.
     fn two_tracks(&self) -> bool {
-        let listed = |kind| self.ts.streams().iter().any(|s| s.stream_type == kind);
-        listed(STREAM_TYPE_H264) && listed(STREAM_TYPE_ADTS_AAC)
+        self.listed(STREAM_TYPE_H264) && self.listed(STREAM_TYPE_ADTS_AAC)
     }
 
     fn config_changed(&mut self, out: &mut Vec<Result<MediaEvent, TsIngestError>>) {
