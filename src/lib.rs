@@ -21,6 +21,7 @@ pub mod http;
 pub mod ingest;
 pub mod keys;
 pub mod media;
+pub mod memory;
 pub mod metrics;
 pub mod recordings;
 pub mod server;

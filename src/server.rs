@@ -354,6 +354,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     let http_server = HttpServer::new(move || {
         // Runs on each HTTP worker's thread: its tasks count too.
         crate::metrics::register_runtime("http");
+        crate::memory::collect_on_this_thread();
         let mut app = App::new()
             .app_data(state.clone())
             .app_data(hls_root.clone())

@@ -43,6 +43,14 @@ const HW_BUFFER_SIZE: usize = 1024 * 8;
 const READ_BUFFER_SIZE: usize = 1024 * 4;
 const MAX_PIPELINED_MESSAGES: usize = 16;
 
+/// Kawa patch: a write buffer holds what is written before a flush (up to
+/// `h1_write_buffer_size`, then one more body chunk of at most that size, plus a response
+/// head), not a fixed 8 KiB: a server with a small write buffer keeps every
+/// connection small.
+fn write_buffer_capacity(h1_write_buffer_size: usize) -> usize {
+    (h1_write_buffer_size + 1024).min(HW_BUFFER_SIZE)
+}
+
 /// Write buffer capacity at which we reallocate it after flushing.
 const WRITE_BUFFER_RETENTION_LIMIT: usize = 1024 * 128;
 
@@ -313,7 +321,9 @@ where
 
                     io: Some(io),
                     read_buf: BytesMut::with_capacity(READ_BUFFER_SIZE),
-                    write_buf: BytesMut::with_capacity(HW_BUFFER_SIZE),
+                    write_buf: BytesMut::with_capacity(write_buffer_capacity(
+                        config.h1_write_buffer_size(),
+                    )),
                     h1_write_buffer_size: config.h1_write_buffer_size(),
                     write_buf_needs_reset: false,
                     codec: Codec::new(config),
@@ -407,7 +417,7 @@ where
 
         // All bytes have been accepted by the I/O stream, so the buffer can be reused or released.
         if *write_buf_needs_reset {
-            *write_buf = BytesMut::with_capacity(HW_BUFFER_SIZE);
+            *write_buf = BytesMut::with_capacity(write_buffer_capacity(*h1_write_buffer_size));
             *write_buf_needs_reset = false;
         } else {
             write_buf.clear();
