@@ -51,6 +51,14 @@ if [ "${1:-run}" = test ] && ! python3 -c 'import moto.server, flask' >/dev/null
     || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages 'moto[server]'
 fi
 
+# Enhanced RTMP publishers (HEVC, AV1) in tests/players.rs need FFmpeg 6.1 or later with
+# libx265 and SVT-AV1; Debian 12 has 5.1. The imageio-ffmpeg wheel ships a static FFmpeg.
+if [ "${1:-run}" = test ] && ! python3 -c 'import imageio_ffmpeg' >/dev/null 2>&1; then
+  echo "installing: imageio-ffmpeg (pip)" >&2
+  python3 -m pip install --quiet --disable-pip-version-check imageio-ffmpeg 2>/dev/null \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages imageio-ffmpeg
+fi
+
 # tests/deploy.rs checks deploy/k8s against the Kubernetes API schemas, offline.
 if [ "${1:-run}" = test ] && ! command -v kubernetes-validate >/dev/null 2>&1; then
   echo "installing: kubernetes-validate (pip)" >&2

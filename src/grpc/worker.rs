@@ -107,6 +107,7 @@ impl TranscoderService for TranscoderWorker {
             args: &args,
             has_video: plan.has_video,
             has_audio: plan.has_audio,
+            video_codec: plan.video_codec,
             replay: STDIN_QUEUE,
             generation: 0,
             // A node whose encode runs on a worker makes its thumbnails on demand.

@@ -17,10 +17,9 @@ use super::packager::{Output, RenditionInfo};
 use super::playlist::{MediaPlaylist, MediaSegment};
 use super::resume::{RenditionState, SegmentRecord};
 use crate::media::annexb;
-use crate::media::avc::AvcDecoderConfig;
 use crate::media::cmaf::{Part, Segmenter, SegmenterSettings};
 use crate::media::fmp4::{self, Fmp4Error};
-use crate::media::frame::{AudioConfig, Frame};
+use crate::media::frame::{AudioConfig, Frame, VideoConfig};
 use crate::media::time::TICKS_PER_SECOND;
 
 /// Segments shorter than this say little about the bitrate (the last one of a stream).
@@ -77,7 +76,7 @@ struct Entry {
 pub struct Start {
     /// Known up front for the source; `None` for an encoded rung, whose configuration is
     /// read from its first keyframe.
-    pub video: Option<AvcDecoderConfig>,
+    pub video: Option<VideoConfig>,
     pub audio: Option<Arc<AudioConfig>>,
     pub anchor: Anchor,
 }
@@ -167,8 +166,9 @@ impl Rendition {
         let data = fmp4::init_segment(video, asc)?;
         if let Some(v) = video {
             self.info.video_codec = Some(v.codec_string());
-            self.info.resolution = Some((v.info.width, v.info.height));
-            self.info.frame_rate = self.info.frame_rate.or(v.info.frame_rate);
+            let info = v.info();
+            self.info.resolution = Some((info.width, info.height));
+            self.info.frame_rate = self.info.frame_rate.or(info.frame_rate);
         }
         let name = format!("{}_{}.mp4", self.epoch, self.inits);
         self.inits += 1;
@@ -180,7 +180,7 @@ impl Rendition {
         self.init = Some(name);
         self.segmenter = Some(Segmenter::new(
             self.settings,
-            self.info.has_video,
+            video.map(VideoConfig::codec),
             asc.map(|a| a.sample_rate),
         ));
         Ok(())
@@ -201,7 +201,7 @@ impl Rendition {
             let Ok(config) = annexb::decoder_config(&v.data) else {
                 return Ok(());
             };
-            start.video = Some(config);
+            start.video = Some(VideoConfig::Avc(config));
             self.begin(out)?;
         }
         let part = match self.segmenter.as_mut() {

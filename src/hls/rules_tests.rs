@@ -18,7 +18,7 @@ use crate::media::aac::AudioSpecificConfig;
 use crate::media::annexb;
 use crate::media::avc::tests::{PPS, SPS_320X240_HIGH};
 use crate::media::cmaf::{MAX_PART_BYTES, MAX_SEGMENT_BYTES, SegmenterSettings};
-use crate::media::frame::{AudioConfig, AudioFrame, Frame, VideoFrame};
+use crate::media::frame::{AudioConfig, AudioFrame, Frame, VideoConfig, VideoFrame};
 
 const MS: i64 = 90;
 const TARGET: u64 = 2;
@@ -59,7 +59,9 @@ fn packager() -> Packager {
 fn start() -> Start {
     let asc = AudioSpecificConfig::parse(&[0x11, 0x90]).unwrap();
     Start {
-        video: Some(annexb::decoder_config(&keyframe_unit()).unwrap()),
+        video: Some(VideoConfig::Avc(
+            annexb::decoder_config(&keyframe_unit()).unwrap(),
+        )),
         audio: Some(Arc::new(AudioConfig {
             adts: asc.adts().unwrap(),
             asc,

@@ -21,7 +21,8 @@ use bytes::Bytes;
 
 use super::annexb;
 use super::fmp4::{self, Fmp4Error, SampleInfo, TrackFragment};
-use super::frame::{AudioFrame, Frame, VideoFrame};
+use super::frame::{AudioFrame, Frame, VideoCodec, VideoFrame};
+use super::hevc;
 use super::time::{MAX_STEP_FORWARD, TICKS_PER_MS, TICKS_PER_SECOND};
 
 /// Frames held waiting for a cut; an encoder whose timestamps stop moving forward must
@@ -112,6 +113,8 @@ impl PartShape {
 #[derive(Debug)]
 pub struct Segmenter {
     settings: SegmenterSettings,
+    /// How a video frame becomes a sample.
+    video_codec: VideoCodec,
     video_track: Option<u32>,
     audio_track: Option<u32>,
     /// 1024 samples in 90 kHz ticks, for the last audio frame of a part.
@@ -143,18 +146,21 @@ pub struct Segmenter {
 }
 
 impl Segmenter {
-    /// `audio_sample_rate`: the AAC core rate, when the rendition has audio.
+    /// `video`: the video track's codec, when the rendition has video;
+    /// `audio_sample_rate`: the AAC core rate, when it has audio.
     pub fn new(
         settings: SegmenterSettings,
-        has_video: bool,
+        video: Option<VideoCodec>,
         audio_sample_rate: Option<u32>,
     ) -> Self {
+        let has_video = video.is_some();
         let (video_track, audio_track) = fmp4::track_ids(has_video, audio_sample_rate.is_some());
         let audio_frame_ticks = audio_sample_rate
             .filter(|r| *r > 0)
             .map_or(0, |r| AAC_FRAME_SAMPLES * TICKS_PER_SECOND / i64::from(r));
         Self {
             settings,
+            video_codec: video.unwrap_or_default(),
             video_track,
             audio_track,
             audio_frame_ticks,
@@ -416,7 +422,9 @@ impl Segmenter {
         if let Some(track_id) = self.video_track {
             let frames = std::mem::take(&mut self.video);
             independent = frames.first().is_some_and(|f| f.keyframe);
-            if let Some(t) = video_fragment(track_id, &frames, next_video.max(end), offset) {
+            let video_end = next_video.max(end);
+            if let Some(t) = video_fragment(track_id, self.video_codec, &frames, video_end, offset)
+            {
                 tracks.push(t);
             }
         }
@@ -466,6 +474,7 @@ fn ticks_u32(value: i64) -> u32 {
 
 fn video_fragment(
     track_id: u32,
+    codec: VideoCodec,
     frames: &[VideoFrame],
     end: i64,
     offset: i64,
@@ -476,7 +485,14 @@ fn video_fragment(
     for (i, frame) in frames.iter().enumerate() {
         let next = frames.get(i + 1).map_or(end, |n| n.dts);
         let before = data.len();
-        annexb::append_sample(&frame.data, &mut data);
+        match codec {
+            VideoCodec::Avc => {
+                annexb::append_sample(&frame.data, &mut data);
+            }
+            VideoCodec::Hevc => hevc::append_sample(&frame.data, &mut data),
+            // Kawa's AV1 frames are already what a sample holds.
+            VideoCodec::Av1 => data.extend_from_slice(&frame.data),
+        }
         samples.push(SampleInfo {
             duration: ticks_u32(next - frame.dts),
             size: (data.len() - before) as u32,
@@ -550,7 +566,7 @@ mod tests {
         for fps in [5.0f64, 10.0, 15.0, 23.976, 25.0, 29.97, 30.0, 50.0, 60.0] {
             for part_seconds in [0.2, 0.333, 0.5, 1.0] {
                 let settings = SegmenterSettings::from_seconds(2.0, part_seconds);
-                let mut segmenter = Segmenter::new(settings, true, None);
+                let mut segmenter = Segmenter::new(settings, Some(VideoCodec::Avc), None);
                 let mut parts = Vec::new();
                 let gop = (2.0 * fps).round() as u64;
                 for n in 0..(gop * 5) {

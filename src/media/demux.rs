@@ -6,9 +6,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::aac::{AacError, AudioSpecificConfig};
+use super::av1::{self, Av1Config, Av1Error};
 use super::avc::{AvcDecoderConfig, AvcError, avcc_to_annexb};
 use super::flv::{AudioTag, FlvError, VideoTag};
-use super::frame::{AudioConfig, AudioFrame, CodecConfig, Frame, VideoConfig, VideoFrame};
+use super::frame::{
+    AudioConfig, AudioFrame, CodecConfig, Frame, VideoCodec, VideoConfig, VideoFrame,
+};
+use super::hevc::{self, HevcDecoderConfig, HevcError};
 use super::time::{TICKS_PER_MS, TimestampUnwrapper};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -18,9 +22,18 @@ pub enum DemuxError {
     #[error(transparent)]
     Avc(#[from] AvcError),
     #[error(transparent)]
+    Hevc(#[from] HevcError),
+    #[error(transparent)]
+    Av1(#[from] Av1Error),
+    #[error(transparent)]
     Aac(#[from] AacError),
-    #[error("video frame before the AVC sequence header")]
+    #[error("video frame before the video sequence header")]
     NoVideoConfig,
+    #[error("{frame} video frame in a {config} stream")]
+    CodecMismatch {
+        frame: &'static str,
+        config: &'static str,
+    },
     #[error("audio frame before the AAC sequence header")]
     NoAudioConfig,
 }
@@ -54,32 +67,50 @@ impl FlvDemuxer {
     /// One RTMP video message (an FLV VIDEODATA body) with its millisecond timestamp.
     pub fn video(&mut self, timestamp_ms: u32, body: &[u8]) -> Result<MediaEvent, DemuxError> {
         match VideoTag::parse(body)? {
-            VideoTag::SequenceHeader(record) => {
-                let avc = AvcDecoderConfig::parse(record)?;
-                let changed = self.config.video.as_ref().is_none_or(|v| v.avc != avc);
-                if !changed {
+            VideoTag::SequenceHeader(codec, record) => {
+                let video = match codec {
+                    VideoCodec::Avc => VideoConfig::Avc(AvcDecoderConfig::parse(record)?),
+                    VideoCodec::Hevc => VideoConfig::Hevc(HevcDecoderConfig::parse(record)?),
+                    VideoCodec::Av1 => VideoConfig::Av1(Av1Config::parse(record)?),
+                };
+                if self.config.video.as_deref() == Some(&video) {
                     return Ok(MediaEvent::Nothing);
                 }
-                self.config.video = Some(Arc::new(VideoConfig { avc }));
+                self.config.video = Some(Arc::new(video));
                 Ok(MediaEvent::Config(self.config.clone()))
             }
             VideoTag::Nalus {
+                codec,
+                keyframe,
                 composition_time_ms,
                 data,
-                ..
             } => {
                 let video = self
                     .config
                     .video
                     .as_ref()
                     .ok_or(DemuxError::NoVideoConfig)?;
-                let (annexb, keyframe) = avcc_to_annexb(data, &video.avc)?;
+                let (data, keyframe) = match (video.as_ref(), codec) {
+                    (VideoConfig::Avc(avc), VideoCodec::Avc) => avcc_to_annexb(data, avc)?,
+                    (VideoConfig::Hevc(config), VideoCodec::Hevc) => {
+                        hevc::to_annexb(data, config)?
+                    }
+                    // An AV1 keyframe is what the tag says (a key frame has a sequence
+                    // header and a KEY_FRAME shown frame; encoders flag exactly those).
+                    (VideoConfig::Av1(_), VideoCodec::Av1) => (av1::to_frame(data)?, keyframe),
+                    (config, frame) => {
+                        return Err(DemuxError::CodecMismatch {
+                            frame: frame.name(),
+                            config: config.codec().name(),
+                        });
+                    }
+                };
                 let dts = self.clock.unwrap_ticks(timestamp_ms);
                 Ok(MediaEvent::Frame(Frame::Video(VideoFrame {
                     dts,
                     pts: dts + i64::from(composition_time_ms) * TICKS_PER_MS,
                     keyframe,
-                    data: Bytes::from(annexb),
+                    data: Bytes::from(data),
                 })))
             }
             VideoTag::EndOfSequence | VideoTag::Command | VideoTag::OtherTrack(_) => {

@@ -7,6 +7,7 @@
 use std::fmt;
 
 use super::flv_ex::{self, ExPacket};
+use super::frame::VideoCodec as Codec;
 
 /// FLV VIDEODATA CodecID for AVC (H.264).
 const CODEC_AVC: u8 = 7;
@@ -54,7 +55,7 @@ impl fmt::Display for VideoCodec {
             Self::CodecId(id) => write!(f, "FLV codec id {id} (only 7, H.264, is supported)"),
             Self::FourCc(cc) => write!(
                 f,
-                "enhanced RTMP FourCC `{}` (only H.264 is packaged so far)",
+                "enhanced RTMP FourCC `{}` (Kawa takes avc1, hvc1 and av01)",
                 // The peer's bytes: escaped, so they cannot forge a log line.
                 cc.escape_ascii()
             ),
@@ -85,13 +86,16 @@ impl fmt::Display for AudioCodec {
     }
 }
 
-/// A parsed FLV video tag body carrying H.264.
+/// A parsed FLV video tag body carrying H.264, or over Enhanced RTMP HEVC or AV1.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VideoTag<'a> {
-    /// AVCPacketType 0: an AVCDecoderConfigurationRecord.
-    SequenceHeader(&'a [u8]),
-    /// AVCPacketType 1: one access unit of length-prefixed NAL units.
+    /// AVCPacketType 0 (or an enhanced SequenceStart): the decoder configuration record
+    /// (avcC, hvcC or av1C contents).
+    SequenceHeader(Codec, &'a [u8]),
+    /// AVCPacketType 1 (or enhanced CodedFrames): one access unit of length-prefixed
+    /// NAL units, or of OBUs for AV1.
     Nalus {
+        codec: Codec,
         /// FrameType 1 ("key frame").
         keyframe: bool,
         /// Composition time offset in milliseconds: PTS = DTS + this. Signed 24 bits.
@@ -153,8 +157,9 @@ impl<'a> VideoTag<'a> {
         let composition_time_ms = si24([data[2], data[3], data[4]]);
         let body = &data[5..];
         match data[1] {
-            0 => Ok(Self::SequenceHeader(body)),
+            0 => Ok(Self::SequenceHeader(Codec::Avc, body)),
             1 => Ok(Self::Nalus {
+                codec: Codec::Avc,
                 keyframe: frame_type == 1,
                 composition_time_ms,
                 data: body,
@@ -166,22 +171,32 @@ impl<'a> VideoTag<'a> {
 }
 
 impl<'a> VideoTag<'a> {
-    /// An enhanced RTMP tag: H.264 (`avc1`) on track 0 reads as a legacy tag; other
-    /// tracks are not packaged (OBS's extra renditions); other codecs are refused.
+    /// An enhanced RTMP tag: H.264 (`avc1`), HEVC (`hvc1`) and AV1 (`av01`) on track 0
+    /// read as the legacy tag with their codec; other tracks are not packaged (OBS's
+    /// extra renditions); other codecs are refused.
     fn enhanced(data: &'a [u8]) -> Result<Self, FlvError> {
         let tag = flv_ex::parse(data)?;
         if tag.track != 0 {
             return Ok(Self::OtherTrack(tag.track));
         }
+        if tag.packet == ExPacket::Ignored {
+            return Ok(Self::Command);
+        }
+        let codec = match tag.fourcc {
+            flv_ex::FOURCC_AVC => Codec::Avc,
+            flv_ex::FOURCC_HEVC => Codec::Hevc,
+            flv_ex::FOURCC_AV1 => Codec::Av1,
+            other => return Err(flv_ex::unsupported(other)),
+        };
         match tag.packet {
             ExPacket::Ignored => Ok(Self::Command),
-            _ if tag.fourcc != flv_ex::FOURCC_AVC => Err(flv_ex::unsupported(tag.fourcc)),
-            ExPacket::SequenceStart(record) => Ok(Self::SequenceHeader(record)),
+            ExPacket::SequenceStart(record) => Ok(Self::SequenceHeader(codec, record)),
             ExPacket::Frame {
                 keyframe,
                 composition_time_ms,
                 data,
             } => Ok(Self::Nalus {
+                codec,
                 keyframe,
                 composition_time_ms,
                 data,
@@ -341,6 +356,7 @@ mod tests {
         assert_eq!(
             VideoTag::parse(&tag).unwrap(),
             VideoTag::Nalus {
+                codec: Codec::Avc,
                 keyframe: true,
                 composition_time_ms: 80,
                 data: &[0xAA]
@@ -355,6 +371,7 @@ mod tests {
             keyframe,
             composition_time_ms,
             data,
+            ..
         } = VideoTag::parse(&tag).unwrap()
         else {
             panic!("not NALUs")
@@ -368,7 +385,7 @@ mod tests {
     fn sequence_header_and_end_of_sequence() {
         assert_eq!(
             VideoTag::parse(&[0x17, 0x00, 0, 0, 0, 1, 2]).unwrap(),
-            VideoTag::SequenceHeader(&[1, 2])
+            VideoTag::SequenceHeader(Codec::Avc, &[1, 2])
         );
         assert_eq!(
             VideoTag::parse(&[0x17, 0x02, 0, 0, 0]).unwrap(),
@@ -384,18 +401,16 @@ mod tests {
             VideoTag::parse(&[0x12, 0, 0, 0, 0]),
             Err(FlvError::UnsupportedVideoCodec(VideoCodec::CodecId(2)))
         );
-        // Enhanced RTMP HEVC sequence start: IsExHeader | keyframe<<4 | PacketTypeSequenceStart.
+        // Enhanced RTMP sequence starts: IsExHeader | keyframe<<4 | PacketTypeSequenceStart.
         assert_eq!(
             VideoTag::parse(&[0x90, b'h', b'v', b'c', b'1', 1, 2, 3]),
-            Err(FlvError::UnsupportedVideoCodec(VideoCodec::FourCc(
-                *b"hvc1"
-            )))
+            Ok(VideoTag::SequenceHeader(Codec::Hevc, &[1, 2, 3]))
         );
         assert_eq!(
-            VideoTag::parse(&[0x90, b'a', b'v', b'0', b'1'])
+            VideoTag::parse(&[0x90, b'v', b'p', b'0', b'9'])
                 .unwrap_err()
                 .to_string(),
-            "unsupported video codec: enhanced RTMP FourCC `av01` (only H.264 is packaged so far)"
+            "unsupported video codec: enhanced RTMP FourCC `vp09` (Kawa takes avc1, hvc1 and av01)"
         );
         // MP3.
         assert_eq!(

@@ -7,13 +7,14 @@
 
 use mp4_atom::esds::{DecoderConfig, DecoderSpecific, EsDescriptor, SLConfig};
 use mp4_atom::{
-    Atom, Audio, Avc1, Avcc, AvccExt, Dinf, Dref, Encode, Esds, Ftyp, Hdlr, Header, Mdat, Mdhd,
+    Atom, Audio, Av01, Avc1, Avcc, AvccExt, Dinf, Hvc1, Dref, Encode, Esds, Ftyp, Hdlr, Header, Mdat, Mdhd,
     Mdia, Mfhd, Minf, Moof, Moov, Mp4a, Mvex, Mvhd, Smhd, Stbl, Stco, Stsd, Tfdt, Tfhd, Tkhd, Traf,
     Trak, Trex, Trun, TrunEntry, TrunSamples, Url, Visual, Vmhd, u24,
 };
 
 use super::aac::AudioSpecificConfig;
 use super::avc::{AvcDecoderConfig, sps_chroma};
+use super::frame::VideoConfig;
 use super::time::TICKS_PER_SECOND;
 
 /// The timescale of both tracks: MPEG-TS's 90 kHz, in which frames carry their times.
@@ -50,7 +51,7 @@ pub fn track_ids(has_video: bool, has_audio: bool) -> (Option<u32>, Option<u32>)
 
 /// The init segment of a rendition with these tracks.
 pub fn init_segment(
-    video: Option<&AvcDecoderConfig>,
+    video: Option<&VideoConfig>,
     audio: Option<&AudioSpecificConfig>,
 ) -> Result<Vec<u8>, Fmp4Error> {
     let (video_id, audio_id) = track_ids(video.is_some(), audio.is_some());
@@ -81,10 +82,15 @@ pub fn init_segment(
         trak,
         ..Default::default()
     };
+    let mut compatible_brands = vec![b"iso6".into(), b"cmfc".into(), b"mp41".into()];
+    if let Some(VideoConfig::Av1(_)) = video {
+        // AV1-ISOBMFF §2.1: files with AV1 tracks list `av01`.
+        compatible_brands.push(b"av01".into());
+    }
     let ftyp = Ftyp {
         major_brand: b"iso6".into(),
         minor_version: 0,
-        compatible_brands: vec![b"iso6".into(), b"cmfc".into(), b"mp41".into()],
+        compatible_brands,
     };
     let mut out = Vec::with_capacity(1024);
     ftyp.encode(&mut out)?;
@@ -125,13 +131,60 @@ fn data_information() -> Dinf {
     }
 }
 
-fn video_trak(track_id: u32, config: &AvcDecoderConfig) -> Result<Trak, Fmp4Error> {
-    let (width, height) = (config.info.width, config.info.height);
+fn video_trak(track_id: u32, config: &VideoConfig) -> Result<Trak, Fmp4Error> {
+    let (width, height) = (config.info().width, config.info().height);
     let too_large = || Fmp4Error::PictureTooLarge(width, height);
     let (w16, h16) = (
         u16::try_from(width).map_err(|_| too_large())?,
         u16::try_from(height).map_err(|_| too_large())?,
     );
+    let visual = Visual {
+        data_reference_index: 1,
+        width: w16,
+        height: h16,
+        ..Default::default()
+    };
+    let entry: mp4_atom::Codec = match config {
+        VideoConfig::Avc(avc) => avc1(visual, avc).into(),
+        // The record as the encoder sent it, with the parameter sets in it (`hvc1`,
+        // not `hev1`: Apple plays only parameter sets in the sample entry).
+        VideoConfig::Hevc(hevc) => Hvc1 {
+            visual,
+            hvcc: hevc.hvcc.clone(),
+            ..Default::default()
+        }
+        .into(),
+        VideoConfig::Av1(av1) => Av01 {
+            visual,
+            av1c: av1.av1c.clone(),
+            ..Default::default()
+        }
+        .into(),
+    };
+    Ok(Trak {
+        tkhd: Tkhd {
+            track_id,
+            enabled: true,
+            in_movie: true,
+            width: w16.into(),
+            height: h16.into(),
+            ..Default::default()
+        },
+        mdia: media(
+            b"vide",
+            "Kawa video",
+            Minf {
+                vmhd: Some(Vmhd::default()),
+                dinf: data_information(),
+                stbl: sample_table(entry),
+                ..Default::default()
+            },
+        ),
+        ..Default::default()
+    })
+}
+
+fn avc1(visual: Visual, config: &AvcDecoderConfig) -> Avc1 {
     let ext = HIGH_PROFILES.contains(&config.profile_indication).then(|| {
         let (chroma_format, bit_depth_luma, bit_depth_chroma) = config
             .sps
@@ -155,37 +208,11 @@ fn video_trak(track_id: u32, config: &AvcDecoderConfig) -> Result<Trak, Fmp4Erro
         picture_parameter_sets: config.pps.iter().map(|p| p.to_vec()).collect(),
         ext,
     };
-    let entry = Avc1 {
-        visual: Visual {
-            data_reference_index: 1,
-            width: w16,
-            height: h16,
-            ..Default::default()
-        },
+    Avc1 {
+        visual,
         avcc,
         ..Default::default()
-    };
-    Ok(Trak {
-        tkhd: Tkhd {
-            track_id,
-            enabled: true,
-            in_movie: true,
-            width: w16.into(),
-            height: h16.into(),
-            ..Default::default()
-        },
-        mdia: media(
-            b"vide",
-            "Kawa video",
-            Minf {
-                vmhd: Some(Vmhd::default()),
-                dinf: data_information(),
-                stbl: sample_table(entry.into()),
-                ..Default::default()
-            },
-        ),
-        ..Default::default()
-    })
+    }
 }
 
 fn audio_trak(track_id: u32, asc: &AudioSpecificConfig) -> Result<Trak, Fmp4Error> {

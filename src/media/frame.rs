@@ -5,9 +5,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::aac::{AdtsHeader, AudioSpecificConfig};
-use super::avc::AvcDecoderConfig;
+use super::av1::Av1Config;
+use super::avc::{AvcDecoderConfig, SpsInfo};
+use super::hevc::HevcDecoderConfig;
 
-/// One H.264 access unit in Annex B form, with AUD, and SPS/PPS before every IDR.
+/// One video access unit. H.264 and HEVC: Annex B, with an AUD, and the parameter sets
+/// before every keyframe. AV1: one temporal unit of OBUs with size fields, without
+/// temporal delimiters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VideoFrame {
     /// Decode time, 90 kHz, unwrapped.
@@ -27,10 +31,66 @@ pub struct AudioFrame {
     pub data: Bytes,
 }
 
+/// The video codecs Kawa packages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VideoCodec {
+    #[default]
+    Avc,
+    Hevc,
+    Av1,
+}
+
+impl VideoCodec {
+    /// Its name in logs, the worker protocol and FFmpeg's `-f`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Avc => "h264",
+            Self::Hevc => "hevc",
+            Self::Av1 => "av1",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Avc, Self::Hevc, Self::Av1]
+            .into_iter()
+            .find(|c| c.name() == name)
+    }
+}
+
 /// The decoder configuration of a stream's video track.
 #[derive(Debug, Clone, PartialEq)]
-pub struct VideoConfig {
-    pub avc: AvcDecoderConfig,
+pub enum VideoConfig {
+    Avc(AvcDecoderConfig),
+    Hevc(HevcDecoderConfig),
+    Av1(Av1Config),
+}
+
+impl VideoConfig {
+    pub fn codec(&self) -> VideoCodec {
+        match self {
+            Self::Avc(_) => VideoCodec::Avc,
+            Self::Hevc(_) => VideoCodec::Hevc,
+            Self::Av1(_) => VideoCodec::Av1,
+        }
+    }
+
+    /// The picture size and frame rate.
+    pub fn info(&self) -> &SpsInfo {
+        match self {
+            Self::Avc(c) => &c.info,
+            Self::Hevc(c) => &c.info,
+            Self::Av1(c) => &c.info,
+        }
+    }
+
+    /// The RFC 6381 string for HLS `CODECS`.
+    pub fn codec_string(&self) -> String {
+        match self {
+            Self::Avc(c) => c.codec_string(),
+            Self::Hevc(c) => c.codec_string(),
+            Self::Av1(c) => c.codec_string(),
+        }
+    }
 }
 
 /// The decoder configuration of a stream's audio track.

@@ -104,6 +104,23 @@ pub fn to_annexb(data: &[u8], config: &HevcDecoderConfig) -> Result<(Vec<u8>, bo
     Ok((out, irap))
 }
 
+/// An Annex B access unit (Kawa's HEVC frame) appended to `out` as an `hvc1` sample:
+/// 4-byte lengths, without AUDs and parameter sets (an `hvc1` sample entry holds every
+/// parameter set, and Apple's players require that they appear nowhere else).
+pub fn append_sample(access_unit: &[u8], out: &mut Vec<u8>) {
+    for nal in AnnexBNals::new(access_unit) {
+        if matches!(
+            nal_type::of(nal),
+            Some(nal_type::AUD | nal_type::VPS | nal_type::SPS | nal_type::PPS)
+        ) {
+            continue;
+        }
+        // Frames are capped far below 4 GiB at ingest.
+        out.extend_from_slice(&(nal.len() as u32).to_be_bytes());
+        out.extend_from_slice(nal);
+    }
+}
+
 /// Whether an Annex B access unit holds an IRAP picture.
 pub fn has_irap(access_unit: &[u8]) -> bool {
     AnnexBNals::new(access_unit)

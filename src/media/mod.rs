@@ -5,6 +5,7 @@
 //! - [`flv_ex`]: enhanced RTMP video tags (FourCC codecs, ModEx, multitrack).
 //! - [`avc`]: AVCDecoderConfigurationRecord, SPS facts, AVCC -> Annex B.
 //! - [`hevc`]: HEVCDecoderConfigurationRecord, SPS size, CODECS string.
+//! - [`av1`]: AV1CodecConfigurationRecord, sequence header size, OBUs to samples.
 //! - [`aac`]: AudioSpecificConfig and ADTS headers.
 //! - [`time`]: RTMP millisecond timestamps -> unwrapped 90 kHz.
 //! - [`frame`]: the typed frames and configs actors pass around.
@@ -20,6 +21,7 @@
 
 pub mod aac;
 pub mod annexb;
+pub mod av1;
 pub mod avc;
 pub mod cmaf;
 pub mod demux;

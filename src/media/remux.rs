@@ -5,7 +5,7 @@ use super::cmaf::{Segmenter, SegmenterSettings};
 use super::demux::{DemuxError, FlvDemuxer, MediaEvent};
 use super::flv::{AudioTag, FlvError, FlvFileReader, TagKind, VideoTag};
 use super::fmp4::{self, Fmp4Error};
-use super::frame::{CodecConfig, Frame};
+use super::frame::{CodecConfig, Frame, VideoConfig};
 use super::ts::{TsError, TsMuxer};
 
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +41,7 @@ fn tracks(flv: &[u8]) -> Result<(bool, bool), FlvError> {
         let tag = tag?;
         match tag.kind {
             TagKind::Video => {
-                video |= matches!(VideoTag::parse(tag.body), Ok(VideoTag::SequenceHeader(_)))
+                video |= matches!(VideoTag::parse(tag.body), Ok(VideoTag::SequenceHeader(..)))
             }
             TagKind::Audio => {
                 audio |= matches!(AudioTag::parse(tag.body), Ok(AudioTag::SequenceHeader(_)))
@@ -121,12 +121,12 @@ pub fn remux_flv_to_cmaf(
         let segmenter = match &mut segmenter {
             Some(s) => s,
             None => {
-                let video = config.video.as_ref().map(|v| &v.avc);
+                let video = config.video.as_deref();
                 let asc = config.audio.as_ref().map(|a| &a.asc);
                 out.extend_from_slice(&fmp4::init_segment(video, asc)?);
                 segmenter.insert(Segmenter::new(
                     settings,
-                    has_video,
+                    video.map(VideoConfig::codec),
                     asc.map(|a| a.sample_rate),
                 ))
             }

@@ -1,4 +1,5 @@
-//! A small MPEG-TS muxer (ISO/IEC 13818-1) for one program of H.264 and ADTS AAC.
+//! A small MPEG-TS muxer (ISO/IEC 13818-1) for one program of H.264 or HEVC and ADTS
+//! AAC.
 //!
 //! Written here rather than taken from a crate: the Rust TS crates are demuxer-first or
 //! leave PES packetization, PCR and stuffing to the caller, which is most of the work;
@@ -11,7 +12,7 @@
 
 use crc::{CRC_32_MPEG_2, Crc};
 
-use super::frame::{AudioFrame, Frame, VideoFrame};
+use super::frame::{AudioFrame, Frame, VideoCodec, VideoFrame};
 use super::time::TICKS_PER_SECOND;
 
 pub const TS_PACKET_LEN: usize = 188;
@@ -24,6 +25,7 @@ pub const PID_VIDEO: u16 = 0x0100;
 pub const PID_AUDIO: u16 = 0x0101;
 
 const STREAM_TYPE_H264: u8 = 0x1B;
+const STREAM_TYPE_HEVC: u8 = 0x24;
 const STREAM_TYPE_ADTS_AAC: u8 = 0x0F;
 const STREAM_ID_VIDEO: u8 = 0xE0;
 const STREAM_ID_AUDIO: u8 = 0xC0;
@@ -48,6 +50,7 @@ pub enum TsError {
 #[derive(Debug, Clone)]
 pub struct TsMuxer {
     video: bool,
+    video_stream_type: u8,
     audio: bool,
     cc_pat: u8,
     cc_pmt: u8,
@@ -61,6 +64,7 @@ impl TsMuxer {
     pub fn new(video: bool, audio: bool) -> Self {
         Self {
             video,
+            video_stream_type: STREAM_TYPE_H264,
             audio,
             cc_pat: 0,
             cc_pmt: 0,
@@ -68,6 +72,16 @@ impl TsMuxer {
             cc_audio: 0,
             last_psi: None,
         }
+    }
+
+    /// The video track carries `codec` (H.264 unless told). AV1 has no TS stream type
+    /// FFmpeg 5.1 reads, so no AV1 plan sends it here (`TranscodePlan::new`).
+    pub fn with_video_codec(mut self, codec: VideoCodec) -> Self {
+        self.video_stream_type = match codec {
+            VideoCodec::Hevc => STREAM_TYPE_HEVC,
+            VideoCodec::Avc | VideoCodec::Av1 => STREAM_TYPE_H264,
+        };
+        self
     }
 
     fn pcr_pid(&self) -> u16 {
@@ -172,7 +186,7 @@ impl TsMuxer {
             0x00,
         ]);
         for (present, stream_type, pid) in [
-            (self.video, STREAM_TYPE_H264, PID_VIDEO),
+            (self.video, self.video_stream_type, PID_VIDEO),
             (self.audio, STREAM_TYPE_ADTS_AAC, PID_AUDIO),
         ] {
             if present {

@@ -203,21 +203,20 @@ impl TsIngest {
         if keyframe {
             match annexb::decoder_config(&data) {
                 Ok(avc) => {
-                    if self.config.video.as_ref().is_none_or(|v| v.avc != avc) {
-                        self.config.video = Some(Arc::new(VideoConfig { avc }));
+                    let video = VideoConfig::Avc(avc);
+                    if self.config.video.as_deref() != Some(&video) {
+                        self.config.video = Some(Arc::new(video));
                         self.config_changed(out);
                     }
                 }
                 // An IDR without its parameter sets: they are put in front (every
                 // segment must decode on its own), from the last ones seen.
                 Err(AvcError::NoSps | AvcError::NoPps) => {
-                    let video = self
-                        .config
-                        .video
-                        .as_ref()
-                        .ok_or(TsIngestError::NoVideoConfig)?;
+                    let Some(VideoConfig::Avc(avc)) = self.config.video.as_deref() else {
+                        return Err(TsIngestError::NoVideoConfig);
+                    };
                     let mut with = BytesMut::new();
-                    for set in video.avc.sps.iter().chain(&video.avc.pps) {
+                    for set in avc.sps.iter().chain(&avc.pps) {
                         with.extend_from_slice(&START_CODE);
                         with.extend_from_slice(set);
                     }
@@ -336,8 +335,8 @@ mod tests {
             .filter(|e| matches!(e, Ok(MediaEvent::Config(_))))
             .count();
         assert_eq!(configs, 1);
-        let avc = &config.video.as_ref().unwrap().avc;
-        assert_eq!((avc.info.width, avc.info.height), (160, 120));
+        let info = config.video.as_ref().unwrap().info();
+        assert_eq!((info.width, info.height), (160, 120));
         let audio = config.audio.as_ref().unwrap();
         assert_eq!((audio.asc.sample_rate, audio.asc.channels()), (48000, 2));
         let (video, audio_frames) = frames(&events);

@@ -341,10 +341,10 @@ impl StreamCore {
                 name: r.name.clone(),
                 video_codec: None,
                 resolution: match r.kind {
-                    RenditionKind::Source => video.map(|v| (v.avc.info.width, v.avc.info.height)),
+                    RenditionKind::Source => video.map(|v| (v.info().width, v.info().height)),
                     RenditionKind::Scaled { .. } => None,
                 },
-                frame_rate: video.and_then(|v| v.avc.info.frame_rate),
+                frame_rate: video.and_then(|v| v.info().frame_rate),
                 has_video: plan.has_video,
             })
             .collect();
@@ -364,7 +364,7 @@ impl StreamCore {
         let anchor = Anchor { dts, wall };
         self.anchor = Some(anchor);
         let start = Start {
-            video: video.map(|v| v.avc.clone()),
+            video: video.map(|v| v.as_ref().clone()),
             audio: self.config.audio.clone(),
             anchor,
         };

@@ -31,7 +31,7 @@ fn config(audio: bool) -> CodecConfig {
     let avc = annexb::decoder_config(&access_unit(true)).unwrap();
     let asc = AudioSpecificConfig::parse(&[0x11, 0x90]).unwrap();
     CodecConfig {
-        video: Some(Arc::new(VideoConfig { avc })),
+        video: Some(Arc::new(VideoConfig::Avc(avc))),
         audio: audio.then(|| {
             Arc::new(AudioConfig {
                 adts: asc.adts().unwrap(),
@@ -210,9 +210,11 @@ fn a_codec_change_starts_everything_over() {
     core.on_config(config(false));
     publish(&mut core, 0..120);
     let mut changed = config(false);
-    let mut avc = changed.video.as_ref().unwrap().avc.clone();
+    let Some(VideoConfig::Avc(mut avc)) = changed.video.as_deref().cloned() else {
+        unreachable!("the fixture is H.264")
+    };
     avc.info.width = 640;
-    changed.video = Some(Arc::new(VideoConfig { avc }));
+    changed.video = Some(Arc::new(VideoConfig::Avc(avc)));
     let actions = core.on_config(changed);
     assert!(
         actions

@@ -12,7 +12,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::media::frame::Frame;
+use crate::media::frame::{Frame, VideoCodec};
 use crate::media::ts::TsMuxer;
 use crate::stream::backpressure::DropToKeyframe;
 use crate::transcode::demux::RungDemuxer;
@@ -77,6 +77,7 @@ pub struct EncodeSpec<'a> {
     pub args: &'a [String],
     pub has_video: bool,
     pub has_audio: bool,
+    pub video_codec: VideoCodec,
     /// Room for the frames written first (the GOP cache) on top of [`STDIN_QUEUE`].
     pub replay: usize,
     pub generation: u64,
@@ -197,7 +198,7 @@ where
         }
     };
     let feeder = Feeder {
-        muxer: TsMuxer::new(spec.has_video, spec.has_audio),
+        muxer: TsMuxer::new(spec.has_video, spec.has_audio).with_video_codec(spec.video_codec),
         policy: DropToKeyframe::default(),
         stdin: Some(tx),
     };

@@ -11,7 +11,7 @@ pub mod thumbnail;
 pub mod wire;
 
 use crate::config::{HlsSettings, LadderPreset};
-use crate::media::frame::CodecConfig;
+use crate::media::frame::{CodecConfig, VideoCodec};
 
 /// The file descriptor the ladder FFmpeg writes its thumbnails to.
 pub const THUMBNAIL_FD: i32 = 3;
@@ -40,6 +40,8 @@ pub struct TranscodePlan {
     pub renditions: Vec<Rendition>,
     pub has_video: bool,
     pub has_audio: bool,
+    /// The source's video codec, as FFmpeg is told it.
+    pub video_codec: VideoCodec,
 }
 
 impl TranscodePlan {
@@ -48,8 +50,12 @@ impl TranscodePlan {
             name: SOURCE.to_owned(),
             kind: RenditionKind::Source,
         }];
-        let source_height = config.video.as_ref().map(|v| v.avc.info.height);
-        if let (Some(source_height), LadderPreset::Ladder) = (source_height, hls.preset) {
+        let source_height = config.video.as_ref().map(|v| v.info().height);
+        let video_codec = config.video.as_ref().map_or(VideoCodec::Avc, |v| v.codec());
+        // FFmpeg 5.1 (Debian 12's) reads AV1 from no container Kawa writes to its stdin:
+        // an AV1 source is packaged as it comes, without rungs.
+        let ladder = hls.preset == LadderPreset::Ladder && video_codec != VideoCodec::Av1;
+        if let (Some(source_height), true) = (source_height, ladder) {
             // Rungs at or above the source would only upscale: leave them out.
             let mut rungs: Vec<_> = hls
                 .rungs
@@ -69,6 +75,7 @@ impl TranscodePlan {
             renditions,
             has_video: config.video.is_some(),
             has_audio: config.audio.is_some(),
+            video_codec,
         }
     }
 
@@ -267,7 +274,7 @@ mod tests {
         };
         let asc = AudioSpecificConfig::parse(&[0x12, 0x10]).unwrap();
         CodecConfig {
-            video: Some(Arc::new(VideoConfig { avc })),
+            video: Some(Arc::new(VideoConfig::Avc(avc))),
             audio: audio.then(|| {
                 Arc::new(AudioConfig {
                     adts: asc.adts().unwrap(),

@@ -1,6 +1,7 @@
-//! A stream's thumbnail: one keyframe (an H.264 access unit in Annex B form, with its
-//! SPS and PPS) decoded by FFmpeg into a JPEG. Only that picture is decoded: a stream
-//! costs one short FFmpeg run every few seconds, not a second decode of its video.
+//! A stream's thumbnail: one keyframe (an H.264 or HEVC access unit in Annex B form with
+//! its parameter sets, or an AV1 temporal unit) decoded by FFmpeg into a JPEG. Only that
+//! picture is decoded: a stream costs one short FFmpeg run every few seconds, not a
+//! second decode of its video.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -8,6 +9,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
+
+use crate::media::frame::VideoConfig;
 
 /// A JPEG larger than this is not a thumbnail.
 const MAX_JPEG_BYTES: u64 = 4 * 1024 * 1024;
@@ -26,14 +29,38 @@ pub enum ThumbnailError {
     NoPicture(String),
 }
 
-/// The JPEG of `keyframe`, at most `height` lines tall.
-pub async fn jpeg(program: &Path, keyframe: &[u8], height: u32) -> Result<Vec<u8>, ThumbnailError> {
+/// A temporal delimiter OBU: FFmpeg's `obu` demuxer starts a temporal unit at one.
+const AV1_TEMPORAL_DELIMITER: [u8; 2] = [0x12, 0x00];
+
+/// What FFmpeg reads for one keyframe of a stream with `config`: its raw format (`-f`)
+/// and bytes. An AV1 unit gets a temporal delimiter and the sequence header first (a
+/// keyframe need not repeat it).
+pub fn input(config: &VideoConfig, keyframe: &[u8]) -> (&'static str, Vec<u8>) {
+    match config {
+        VideoConfig::Avc(_) => ("h264", keyframe.to_vec()),
+        VideoConfig::Hevc(_) => ("hevc", keyframe.to_vec()),
+        VideoConfig::Av1(av1) => {
+            let mut unit = AV1_TEMPORAL_DELIMITER.to_vec();
+            unit.extend_from_slice(&av1.sequence_header);
+            unit.extend_from_slice(keyframe);
+            ("obu", unit)
+        }
+    }
+}
+
+/// The JPEG of `keyframe` (raw video in FFmpeg's `format`), at most `height` lines tall.
+pub async fn jpeg(
+    program: &Path,
+    format: &str,
+    keyframe: &[u8],
+    height: u32,
+) -> Result<Vec<u8>, ThumbnailError> {
     let scale = format!("scale=-2:'min({height},ih)'");
     let mut child = Command::new(program)
         .args(["-hide_banner", "-nostdin", "-loglevel", "error"])
         .args([
             "-f",
-            "h264",
+            format,
             "-i",
             "pipe:0",
             "-frames:v",

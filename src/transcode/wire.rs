@@ -3,7 +3,7 @@
 //! network is checked and capped here before it reaches FFmpeg or the packager.
 
 use crate::grpc::proto::{MediaFrame, Rung, TranscodeJob};
-use crate::media::frame::{AudioFrame, Frame, VideoFrame};
+use crate::media::frame::{AudioFrame, Frame, VideoCodec, VideoFrame};
 use crate::transcode::{Rendition, RenditionKind, SOURCE, TranscodePlan};
 
 /// More rungs than any ladder has.
@@ -28,6 +28,8 @@ pub enum WireError {
     },
     #[error("a job without video has no rungs to encode")]
     NoVideo,
+    #[error("video codec {0:?} is not one Kawa sends")]
+    VideoCodec(String),
     #[error("a frame of {0} bytes (at most {MAX_FRAME_BYTES})")]
     FrameTooLarge(usize),
     #[error("a frame's timestamps are out of range")]
@@ -62,6 +64,7 @@ pub fn job(plan: &TranscodePlan, reference: i64) -> TranscodeJob {
         has_video: plan.has_video,
         has_audio: plan.has_audio,
         reference,
+        video_codec: plan.video_codec.name().to_owned(),
     }
 }
 
@@ -104,6 +107,13 @@ pub fn plan(job: &TranscodeJob) -> Result<(TranscodePlan, i64), WireError> {
             renditions,
             has_video: job.has_video,
             has_audio: job.has_audio,
+            // Empty from a node older than the field: H.264, all it could send.
+            video_codec: if job.video_codec.is_empty() {
+                VideoCodec::Avc
+            } else {
+                VideoCodec::from_name(&job.video_codec)
+                    .ok_or_else(|| WireError::VideoCodec(job.video_codec.clone()))?
+            },
         },
         job.reference,
     ))
@@ -179,6 +189,7 @@ mod tests {
             renditions,
             has_video: true,
             has_audio: true,
+            video_codec: VideoCodec::Hevc,
         }
     }
 

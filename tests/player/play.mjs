@@ -122,6 +122,9 @@ try {
         pinned: -1,
         hls_version: Hls.version,
         mse_h264_aac: MediaSource.isTypeSupported('video/mp4; codecs="avc1.42E01E,mp4a.40.2"'),
+        // Whether this browser's MSE takes HEVC (Main) and AV1 (Main 8-bit).
+        mse_hevc: MediaSource.isTypeSupported('video/mp4; codecs="hvc1.1.6.L90.B0"'),
+        mse_av1: MediaSource.isTypeSupported('video/mp4; codecs="av01.0.04M.08"'),
         played_seconds: 0,
         start_seconds: null,
         stalls: 0,

@@ -143,9 +143,9 @@ impl Handler<GetStatus> for StreamSession {
             video: config.video.as_ref().map(|v| {
                 format!(
                     "{} {}x{}",
-                    v.avc.codec_string(),
-                    v.avc.info.width,
-                    v.avc.info.height
+                    v.codec_string(),
+                    v.info().width,
+                    v.info().height
                 )
             }),
             audio: config.audio.as_ref().map(|a| {

@@ -38,6 +38,9 @@ impl StreamSession {
     /// for one, and the ladder's FFmpeg is not making them.
     pub(super) fn thumbnail(&mut self, frame: &Frame, ctx: &mut Context<Self>) {
         let Frame::Video(video) = frame else { return };
+        let Some(config) = self.core.config.video.clone() else {
+            return;
+        };
         let every = self.context.settings.hls.thumbnail_seconds;
         // Two intervals without one from the ladder: its FFmpeg is gone or elsewhere.
         let ladder_makes_them = self
@@ -54,8 +57,9 @@ impl StreamSession {
         }
         self.thumbnails.busy = true;
         let program = self.context.settings.hls.ffmpeg_path.clone();
-        let keyframe = video.data.clone();
-        let make = async move { thumbnail::jpeg(&program, &keyframe, thumbnail::HEIGHT).await };
+        let (format, keyframe) = thumbnail::input(&config, &video.data);
+        let make =
+            async move { thumbnail::jpeg(&program, format, &keyframe, thumbnail::HEIGHT).await };
         ctx.spawn(make.into_actor(self).map(|made, this, _| {
             this.thumbnails.busy = false;
             match made {

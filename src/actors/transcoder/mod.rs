@@ -158,6 +158,7 @@ impl Transcoder {
             args: &job.args,
             has_video: job.plan.has_video,
             has_audio: job.plan.has_audio,
+            video_codec: job.plan.video_codec,
             replay: self.replay.len(),
             generation,
             on_thumbnail: Some(Box::new({
