@@ -166,6 +166,13 @@ async fn live_via(
         )
         .await;
     }
+    // Again, now that every variant has segments: a source whose headers carry no frame
+    // rate (SVT-AV1's) gets its FRAME-RATE once Kawa has measured it (2 s of frames).
+    let Some(Playlist::MasterPlaylist(master)) =
+        fetch_playlist(&kawa, &format!("/hls/{stream}/master.m3u8")).await
+    else {
+        panic!("the master playlist went away")
+    };
     Live {
         kawa,
         _publisher: publisher,
