@@ -28,7 +28,8 @@ fn synthetic_stream() -> Vec<u8> {
     let mut record = None;
     for t in FlvFileReader::new(FIXTURE).unwrap() {
         let t = t.unwrap();
-        if let (TagKind::Video, Ok(VideoTag::SequenceHeader(r))) = (t.kind, VideoTag::parse(t.body))
+        if let (TagKind::Video, Ok(VideoTag::SequenceHeader(_, r))) =
+            (t.kind, VideoTag::parse(t.body))
         {
             record = Some(r.to_vec());
         }

@@ -36,7 +36,7 @@ static FIXTURES: LazyLock<Vec<Vec<u8>>> = LazyLock::new(|| {
 static AVC_RECORD: LazyLock<Vec<u8>> = LazyLock::new(|| {
     for tag in FlvFileReader::new(&FIXTURES[1]).unwrap() {
         let tag = tag.unwrap();
-        if let (TagKind::Video, Ok(VideoTag::SequenceHeader(r))) =
+        if let (TagKind::Video, Ok(VideoTag::SequenceHeader(_, r))) =
             (tag.kind, VideoTag::parse(tag.body))
         {
             return r.to_vec();
@@ -298,7 +298,7 @@ proptest! {
         use mp4_atom::{Decode, Moof};
 
         let settings = SegmenterSettings::from_seconds(2.0, 0.5);
-        let mut segmenter = Segmenter::new(settings, true, Some(48_000));
+        let mut segmenter = Segmenter::new(settings, Some(kawa::media::frame::VideoCodec::Avc), Some(48_000));
         let (mut dts, mut audio_pts) = (1_000_000i64, 1_000_000i64);
         let mut parts = Vec::new();
         let mut pushed = 0u64;
@@ -496,13 +496,10 @@ fn enhance(legacy: &[u8], form: usize) -> Vec<u8> {
     out
 }
 
-/// The hvcC FFmpeg 9's x265 sent (tests/fixtures/hevc_aac.flv).
-static HEVC_RECORD: LazyLock<Vec<u8>> = LazyLock::new(|| {
-    let file = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/hevc_aac.flv"
-    ))
-    .unwrap();
+/// The configuration record in an Enhanced RTMP fixture's first sequence start.
+fn sequence_start_of(fixture: &str) -> Vec<u8> {
+    let path = format!("{}/tests/fixtures/{fixture}", env!("CARGO_MANIFEST_DIR"));
+    let file = std::fs::read(path).unwrap();
     for tag in FlvFileReader::new(&file).unwrap() {
         let tag = tag.unwrap();
         if tag.kind != TagKind::Video {
@@ -514,8 +511,13 @@ static HEVC_RECORD: LazyLock<Vec<u8>> = LazyLock::new(|| {
             return r.to_vec();
         }
     }
-    panic!("no hvcC in the fixture")
-});
+    panic!("no sequence start in {fixture}")
+}
+
+/// The hvcC FFmpeg 9's x265 sent.
+static HEVC_RECORD: LazyLock<Vec<u8>> = LazyLock::new(|| sequence_start_of("hevc_aac.flv"));
+/// The av1C FFmpeg 9's SVT-AV1 sent.
+static AV1_RECORD: LazyLock<Vec<u8>> = LazyLock::new(|| sequence_start_of("av1.flv"));
 
 proptest! {
     /// HEVC records (real, damaged) and access units from the network: a config or an
@@ -525,10 +527,33 @@ proptest! {
         record in damaged(HEVC_RECORD.clone()),
         frame in prop::collection::vec(any::<u8>(), 0..300),
     ) {
-        use kawa::media::hevc::{HevcDecoderConfig, to_annexb};
+        use kawa::media::hevc::{HevcDecoderConfig, append_sample, to_annexb};
         if let Ok(config) = HevcDecoderConfig::parse(&record) {
             let _ = config.codec_string();
-            let _ = to_annexb(&frame, &config);
+            if let Ok((annexb, _)) = to_annexb(&frame, &config) {
+                // What the packager does with it: a sample never larger than the unit.
+                let mut sample = Vec::new();
+                append_sample(&annexb, &mut sample);
+                prop_assert!(sample.len() <= annexb.len());
+            }
+        }
+    }
+
+    /// AV1 records (real, damaged) and temporal units from the network: a config or an
+    /// error; a unit becomes a frame no longer than itself, whose OBUs all parse again,
+    /// or an error.
+    #[test]
+    fn av1_record_and_units_never_panic(
+        record in damaged(AV1_RECORD.clone()),
+        unit in prop::collection::vec(any::<u8>(), 0..300),
+    ) {
+        use kawa::media::av1::{Av1Config, Obus, to_frame};
+        if let Ok(config) = Av1Config::parse(&record) {
+            let _ = config.codec_string();
+        }
+        if let Ok(frame) = to_frame(&unit, None) {
+            prop_assert!(frame.len() <= unit.len());
+            prop_assert!(Obus::new(&frame).all(|o| o.is_ok()));
         }
     }
 }

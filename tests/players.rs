@@ -261,7 +261,10 @@ fn video_codec(variant: &VariantStream) -> &'static str {
         Some("hvc1") => "hevc",
         Some("av01") => "av1",
         Some("avc1") => "h264",
-        _ => panic!("{}: CODECS {codecs:?} names no video codec Kawa makes", variant.uri),
+        _ => panic!(
+            "{}: CODECS {codecs:?} names no video codec Kawa makes",
+            variant.uri
+        ),
     }
 }
 
@@ -719,7 +722,10 @@ async fn every_player_plays_a_ladder_published_over_srt() {
 /// scripts/test.sh installs.
 fn ffmpeg9() -> String {
     let out = Command::new("python3")
-        .args(["-c", "import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())"])
+        .args([
+            "-c",
+            "import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())",
+        ])
         .output()
         .expect("python3");
     assert!(
@@ -809,7 +815,16 @@ async fn an_av1_publisher_gets_an_av01_source_that_plays() {
         |kawa, key| {
             enhanced_publisher(
                 &kawa.rtmp_url(key),
-                &["-c:v", "libsvtav1", "-preset", "12", "-g", "25", "-svtav1-params", "lp=1"],
+                &[
+                    "-c:v",
+                    "libsvtav1",
+                    "-preset",
+                    "12",
+                    "-g",
+                    "25",
+                    "-svtav1-params",
+                    "lp=1",
+                ],
             )
         },
     )

@@ -9,6 +9,7 @@
 
 use bytes::Bytes;
 use mp4_atom::{Atom, Av1c};
+use scuffle_av1::seq::SequenceHeaderObu;
 
 use super::avc::SpsInfo;
 
@@ -65,11 +66,37 @@ impl Av1Config {
             }
         }
         let sequence_header = sequence_header.ok_or(Av1Error::NoSequenceHeader)?;
-        let info = sequence_info(&sequence_header)?;
+        let info = sequence_info(&parse_sequence_header(&sequence_header)?)?;
         Ok(Self {
             av1c,
             sequence_header,
             info,
+        })
+    }
+
+    /// The configuration of a stream whose only record is the sequence header OBU in its
+    /// keyframes (as Kawa's AV1 frames carry it): the `av1C` fields read from it.
+    pub fn from_sequence_header(obu: &[u8]) -> Result<Self, Av1Error> {
+        let parsed = parse_sequence_header(obu)?;
+        let point = parsed.operating_points.first();
+        let color = &parsed.color_config;
+        let av1c = Av1c {
+            seq_profile: parsed.seq_profile,
+            seq_level_idx_0: point.map_or(31, |p| p.seq_level_idx),
+            seq_tier_0: point.is_some_and(|p| p.seq_tier),
+            high_bitdepth: color.bit_depth > 8,
+            twelve_bit: color.bit_depth == 12,
+            monochrome: color.mono_chrome,
+            chroma_subsampling_x: color.subsampling_x,
+            chroma_subsampling_y: color.subsampling_y,
+            chroma_sample_position: color.chroma_sample_position,
+            initial_presentation_delay: None,
+            config_obus: obu.to_vec(),
+        };
+        Ok(Self {
+            av1c,
+            sequence_header: Bytes::copy_from_slice(obu),
+            info: sequence_info(&parsed)?,
         })
     }
 
@@ -90,20 +117,23 @@ impl Av1Config {
     }
 }
 
-/// The picture size and frame rate of a sequence header OBU.
-fn sequence_info(obu: &[u8]) -> Result<SpsInfo, Av1Error> {
+/// A sequence header OBU (with its OBU header), parsed.
+fn parse_sequence_header(obu: &[u8]) -> Result<SequenceHeaderObu, Av1Error> {
     // scuffle-av1 reads what an encoder writes; a hostile header must not take the
     // process down with it, whatever that crate does on it.
-    let parsed = std::panic::catch_unwind(|| {
+    std::panic::catch_unwind(|| {
         let mut reader = obu;
         let header = scuffle_av1::ObuHeader::parse(&mut reader)?;
-        scuffle_av1::seq::SequenceHeaderObu::parse(header, &mut reader)
+        SequenceHeaderObu::parse(header, &mut reader)
     })
     .map_err(|_| Av1Error::BadSequenceHeader)?
-    .map_err(|_| Av1Error::BadSequenceHeader)?;
+    .map_err(|_| Av1Error::BadSequenceHeader)
+}
+
+/// The picture size and frame rate of a sequence header.
+fn sequence_info(parsed: &SequenceHeaderObu) -> Result<SpsInfo, Av1Error> {
     let width = u32::try_from(parsed.max_frame_width).map_err(|_| Av1Error::BadSequenceHeader)?;
-    let height =
-        u32::try_from(parsed.max_frame_height).map_err(|_| Av1Error::BadSequenceHeader)?;
+    let height = u32::try_from(parsed.max_frame_height).map_err(|_| Av1Error::BadSequenceHeader)?;
     let frame_rate = parsed.timing_info.as_ref().and_then(|t| {
         let ticks = t.num_ticks_per_picture? as f64 * f64::from(t.num_units_in_display_tick);
         (ticks > 0.0 && t.time_scale > 0).then(|| f64::from(t.time_scale) / ticks)
@@ -199,19 +229,34 @@ fn leb128(data: &[u8]) -> Option<(u64, usize)> {
 
 /// Checks a temporal unit from the network and drops its temporal delimiters and
 /// padding (AV1-ISOBMFF §2.4: a sample holds neither): what an `av01` sample and
-/// Kawa's frames carry.
-pub fn to_frame(unit: &[u8]) -> Result<Vec<u8>, Av1Error> {
-    let mut out = Vec::with_capacity(unit.len());
+/// Kawa's frames carry. A keyframe without a sequence header gets `sequence_header`
+/// first (AV1-ISOBMFF allows it in a sample, identical to the record's), so that it
+/// decodes on its own, as H.264 and HEVC keyframes get their parameter sets.
+pub fn to_frame(unit: &[u8], sequence_header: Option<&[u8]>) -> Result<Vec<u8>, Av1Error> {
+    let mut out = Vec::with_capacity(unit.len() + sequence_header.map_or(0, <[u8]>::len));
+    let mut has_header = false;
     for (count, obu) in Obus::new(unit).enumerate() {
         let obu = obu?;
         if count >= MAX_OBUS_PER_UNIT {
             return Err(Av1Error::TooManyObus);
         }
+        has_header |= obu.kind == obu_type::SEQUENCE_HEADER;
         if !matches!(obu.kind, obu_type::TEMPORAL_DELIMITER | obu_type::PADDING) {
             out.extend_from_slice(obu.whole);
         }
     }
+    if let (Some(header), false) = (sequence_header, has_header) {
+        out.splice(0..0, header.iter().copied());
+    }
     Ok(out)
+}
+
+/// The sequence header OBU of a frame, if it has one.
+pub fn sequence_header_of(frame: &[u8]) -> Option<&[u8]> {
+    Obus::new(frame)
+        .map_while(Result::ok)
+        .find(|o| o.kind == obu_type::SEQUENCE_HEADER)
+        .map(|o| o.whole)
 }
 
 #[cfg(test)]
@@ -239,7 +284,47 @@ mod tests {
         let config = Av1Config::parse(record).unwrap();
         assert_eq!((config.info.width, config.info.height), (160, 120));
         assert_eq!(config.codec_string(), "av01.0.00M.08");
-        assert_eq!(config.sequence_header[0] >> 3 & 0x0F, obu_type::SEQUENCE_HEADER);
+        assert_eq!(
+            config.sequence_header[0] >> 3 & 0x0F,
+            obu_type::SEQUENCE_HEADER
+        );
+        // The same configuration from the sequence header alone (an in-band keyframe's).
+        let again = Av1Config::from_sequence_header(&config.sequence_header).unwrap();
+        assert_eq!(again.av1c, config.av1c);
+        assert_eq!(again.info, config.info);
+    }
+
+    #[test]
+    fn every_keyframe_carries_the_sequence_header_once() {
+        let mut config = None;
+        let mut keyframes = 0;
+        for packet in packets() {
+            match packet {
+                ExPacket::SequenceStart(record) => config = Some(Av1Config::parse(record).unwrap()),
+                ExPacket::Frame {
+                    keyframe: true,
+                    data,
+                    ..
+                } => {
+                    let header = &config.as_ref().unwrap().sequence_header;
+                    let frame = to_frame(data, Some(header)).unwrap();
+                    // SVT-AV1 repeats its own (its bits differ from the record's in
+                    // a few fields): it is kept, and none is added.
+                    let own = sequence_header_of(data).unwrap_or(header);
+                    assert_eq!(sequence_header_of(&frame), Some(own));
+                    let headers = Obus::new(&frame)
+                        .filter(|o| o.as_ref().unwrap().kind == obu_type::SEQUENCE_HEADER)
+                        .count();
+                    assert_eq!(headers, 1);
+                    keyframes += 1;
+                }
+                _ => {}
+            }
+        }
+        assert!(keyframes >= 1, "{keyframes} keyframes");
+        // A unit without one gets it in front.
+        let frame = to_frame(&[0x12, 0x00, 0x32, 0x01, 0xAA], Some(&[0x0A, 0x01, 0x00])).unwrap();
+        assert_eq!(frame, [0x0A, 0x01, 0x00, 0x32, 0x01, 0xAA]);
     }
 
     #[test]
@@ -247,7 +332,7 @@ mod tests {
         let mut frames = 0;
         for packet in packets() {
             if let ExPacket::Frame { data, .. } = packet {
-                let frame = to_frame(data).unwrap();
+                let frame = to_frame(data, None).unwrap();
                 let kinds: Vec<u8> = Obus::new(&frame).map(|o| o.unwrap().kind).collect();
                 assert!(!kinds.contains(&obu_type::TEMPORAL_DELIMITER));
                 let kept: usize = Obus::new(data)
@@ -266,10 +351,10 @@ mod tests {
     fn broken_obus_are_errors() {
         // A size that runs past the buffer, a forbidden bit, a cut LEB128.
         for bad in [&[0x12, 0x05, 0x00][..], &[0x92, 0x00], &[0x12, 0x80]] {
-            assert!(to_frame(bad).is_err(), "{bad:02x?}");
+            assert!(to_frame(bad, None).is_err(), "{bad:02x?}");
         }
         let too_many = [0x12u8, 0x00].repeat(MAX_OBUS_PER_UNIT + 1);
-        assert_eq!(to_frame(&too_many), Err(Av1Error::TooManyObus));
+        assert_eq!(to_frame(&too_many, None), Err(Av1Error::TooManyObus));
         assert!(Av1Config::parse(&[0x81, 0x00, 0x0c, 0x00]).is_err());
         assert_eq!(
             Av1Config::parse(&vec![0; MAX_RECORD_BYTES + 1]),

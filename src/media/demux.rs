@@ -92,12 +92,13 @@ impl FlvDemuxer {
                     .ok_or(DemuxError::NoVideoConfig)?;
                 let (data, keyframe) = match (video.as_ref(), codec) {
                     (VideoConfig::Avc(avc), VideoCodec::Avc) => avcc_to_annexb(data, avc)?,
-                    (VideoConfig::Hevc(config), VideoCodec::Hevc) => {
-                        hevc::to_annexb(data, config)?
-                    }
+                    (VideoConfig::Hevc(config), VideoCodec::Hevc) => hevc::to_annexb(data, config)?,
                     // An AV1 keyframe is what the tag says (a key frame has a sequence
                     // header and a KEY_FRAME shown frame; encoders flag exactly those).
-                    (VideoConfig::Av1(_), VideoCodec::Av1) => (av1::to_frame(data)?, keyframe),
+                    (VideoConfig::Av1(config), VideoCodec::Av1) => {
+                        let header = keyframe.then_some(&config.sequence_header[..]);
+                        (av1::to_frame(data, header)?, keyframe)
+                    }
                     (config, frame) => {
                         return Err(DemuxError::CodecMismatch {
                             frame: frame.name(),

@@ -7,9 +7,9 @@
 
 use mp4_atom::esds::{DecoderConfig, DecoderSpecific, EsDescriptor, SLConfig};
 use mp4_atom::{
-    Atom, Audio, Av01, Avc1, Avcc, AvccExt, Dinf, Hvc1, Dref, Encode, Esds, Ftyp, Hdlr, Header, Mdat, Mdhd,
-    Mdia, Mfhd, Minf, Moof, Moov, Mp4a, Mvex, Mvhd, Smhd, Stbl, Stco, Stsd, Tfdt, Tfhd, Tkhd, Traf,
-    Trak, Trex, Trun, TrunEntry, TrunSamples, Url, Visual, Vmhd, u24,
+    Atom, Audio, Av01, Avc1, Avcc, AvccExt, Dinf, Dref, Encode, Esds, Ftyp, Hdlr, Header, Hvc1,
+    Mdat, Mdhd, Mdia, Mfhd, Minf, Moof, Moov, Mp4a, Mvex, Mvhd, Smhd, Stbl, Stco, Stsd, Tfdt, Tfhd,
+    Tkhd, Traf, Trak, Trex, Trun, TrunEntry, TrunSamples, Url, Visual, Vmhd, u24,
 };
 
 use super::aac::AudioSpecificConfig;

@@ -11,7 +11,7 @@ use super::hevc::HevcDecoderConfig;
 
 /// One video access unit. H.264 and HEVC: Annex B, with an AUD, and the parameter sets
 /// before every keyframe. AV1: one temporal unit of OBUs with size fields, without
-/// temporal delimiters.
+/// temporal delimiters, and the sequence header in every keyframe.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VideoFrame {
     /// Decode time, 90 kHz, unwrapped.

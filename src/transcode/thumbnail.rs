@@ -32,19 +32,14 @@ pub enum ThumbnailError {
 /// A temporal delimiter OBU: FFmpeg's `obu` demuxer starts a temporal unit at one.
 const AV1_TEMPORAL_DELIMITER: [u8; 2] = [0x12, 0x00];
 
-/// What FFmpeg reads for one keyframe of a stream with `config`: its raw format (`-f`)
-/// and bytes. An AV1 unit gets a temporal delimiter and the sequence header first (a
-/// keyframe need not repeat it).
+/// What FFmpeg reads for one keyframe (which carries its parameter sets or sequence
+/// header) of a stream with `config`: its raw format (`-f`) and bytes. An AV1 unit gets
+/// back the temporal delimiter Kawa's frames leave out.
 pub fn input(config: &VideoConfig, keyframe: &[u8]) -> (&'static str, Vec<u8>) {
     match config {
         VideoConfig::Avc(_) => ("h264", keyframe.to_vec()),
         VideoConfig::Hevc(_) => ("hevc", keyframe.to_vec()),
-        VideoConfig::Av1(av1) => {
-            let mut unit = AV1_TEMPORAL_DELIMITER.to_vec();
-            unit.extend_from_slice(&av1.sequence_header);
-            unit.extend_from_slice(keyframe);
-            ("obu", unit)
-        }
+        VideoConfig::Av1(_) => ("obu", [&AV1_TEMPORAL_DELIMITER[..], keyframe].concat()),
     }
 }
 
