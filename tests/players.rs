@@ -802,16 +802,16 @@ async fn an_hevc_publisher_gets_an_hvc1_source_and_h264_rungs_that_play() {
     hlsjs_plays(&live, true, HLSJS_SECONDS);
 }
 
-/// AV1 over Enhanced RTMP: the source is packaged as `av01` with `av1C` and its CODECS;
-/// ffprobe and hls.js play it. (No rungs: Debian's FFmpeg 5.1 reads AV1 from no
-/// container Kawa feeds it, see `TranscodePlan::new`.)
+/// AV1 over Enhanced RTMP: the source is packaged as `av01` with `av1C` and its CODECS,
+/// FFmpeg (Debian's 5.1, fed fragmented MP4) encodes H.264 rungs from it, and ffprobe
+/// and hls.js play every variant.
 #[tokio::test]
-async fn an_av1_publisher_gets_an_av01_source_that_plays() {
+async fn an_av1_publisher_gets_an_av01_source_and_h264_rungs_that_play() {
     require_hlsjs();
     let live = live_via(
         Kawa::builder().config(LADDER).start(),
         "av1",
-        &["source"],
+        &["source", "180p", "120p"],
         |kawa, key| {
             enhanced_publisher(
                 &kawa.rtmp_url(key),
@@ -831,6 +831,7 @@ async fn an_av1_publisher_gets_an_av01_source_that_plays() {
     .await;
     let source = codecs_of(&live, "source/index.m3u8");
     assert!(source.starts_with("av01.0."), "source CODECS {source}");
+    assert!(codecs_of(&live, "120p/index.m3u8").starts_with("avc1."));
     ffprobe_plays(&live);
     hlsjs_plays(&live, true, HLSJS_SECONDS);
 }

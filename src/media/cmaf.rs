@@ -472,7 +472,7 @@ fn ticks_u32(value: i64) -> u32 {
     value.clamp(0, i64::from(u32::MAX)) as u32
 }
 
-fn video_fragment(
+pub(crate) fn video_fragment(
     track_id: u32,
     codec: VideoCodec,
     frames: &[VideoFrame],
@@ -510,7 +510,7 @@ fn video_fragment(
     })
 }
 
-fn audio_fragment(
+pub(crate) fn audio_fragment(
     track_id: u32,
     frames: &[AudioFrame],
     next_pts: Option<i64>,

@@ -16,6 +16,8 @@
 //! - [`ts_ingest`]: a publisher's MPEG-TS (SRT) -> frames, as [`demux`] does for RTMP.
 //! - [`annexb`]: Annex B access units to MP4 samples, and in-band parameter sets.
 //! - [`fmp4`]: CMAF init segments and fragments.
+//! - [`fmp4_feed`]: frames as fragmented MP4 for FFmpeg's stdin (AV1, which TS cannot
+//!   carry to FFmpeg 5.1).
 //! - [`cmaf`]: frames cut into CMAF parts and segments.
 //! - [`remux`]: FLV file -> MPEG-TS, for `kawa tools remux` and the benchmark.
 
@@ -28,6 +30,7 @@ pub mod demux;
 pub mod flv;
 pub mod flv_ex;
 pub mod fmp4;
+pub mod fmp4_feed;
 pub mod frame;
 pub mod hevc;
 pub mod interleave;

@@ -1,5 +1,5 @@
-//! Running one FFmpeg encode: frames in (muxed to MPEG-TS on its stdin), the rungs'
-//! frames out (its stdout demuxed), and its exit status at the end. Used by the
+//! Running one FFmpeg encode: frames in (muxed to MPEG-TS on its stdin, or fragmented
+//! MP4 for AV1), the rungs' frames out (its stdout demuxed), and its exit status at the end. Used by the
 //! session's local Transcoder and by `kawa transcoder` workers alike; both hand the
 //! output on with backpressure (the next read waits until the last batch was taken).
 
@@ -12,6 +12,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::media::fmp4_feed::Fmp4Feed;
 use crate::media::frame::{Frame, VideoCodec};
 use crate::media::ts::TsMuxer;
 use crate::stream::backpressure::DropToKeyframe;
@@ -27,11 +28,25 @@ pub const STDIN_QUEUE: usize = 512;
 /// How long FFmpeg may take to exit once its output ended.
 const EXIT_WAIT: Duration = Duration::from_secs(5);
 
+/// The container FFmpeg reads on its stdin.
+enum InputMuxer {
+    Ts(TsMuxer),
+    Mp4(Box<Fmp4Feed>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    #[error(transparent)]
+    Ts(#[from] crate::media::ts::TsError),
+    #[error(transparent)]
+    Mp4(#[from] crate::media::fmp4::Fmp4Error),
+}
+
 /// Muxes frames into FFmpeg's stdin queue, dropping video up to the next keyframe when
 /// the queue is full (decided before muxing: a frame dropped after muxing would break
 /// the TS continuity counters FFmpeg checks).
 pub struct Feeder {
-    muxer: TsMuxer,
+    muxer: InputMuxer,
     policy: DropToKeyframe,
     stdin: Option<mpsc::Sender<Bytes>>,
 }
@@ -43,7 +58,7 @@ impl Feeder {
     }
 
     /// Queues `frame` for FFmpeg; `Err` only when it cannot be muxed.
-    pub fn feed(&mut self, frame: &Frame) -> Result<(), crate::media::ts::TsError> {
+    pub fn feed(&mut self, frame: &Frame) -> Result<(), FeedError> {
         let Some(stdin) = &self.stdin else {
             return Ok(());
         };
@@ -51,7 +66,13 @@ impl Feeder {
             // TS adds 4 bytes per 184, plus PES header and tables.
             let len = frame.data().len();
             let mut chunk = Vec::with_capacity(len + len / 8 + 600);
-            self.muxer.write_frame(frame, &mut chunk)?;
+            match &mut self.muxer {
+                InputMuxer::Ts(ts) => ts.write_frame(frame, &mut chunk)?,
+                InputMuxer::Mp4(mp4) => mp4.write_frame(frame, &mut chunk)?,
+            }
+            if chunk.is_empty() {
+                return Ok(());
+            }
             if stdin.try_send(Bytes::from(chunk)).is_err() {
                 self.policy.rejected(frame);
             }
@@ -198,7 +219,14 @@ where
         }
     };
     let feeder = Feeder {
-        muxer: TsMuxer::new(spec.has_video, spec.has_audio).with_video_codec(spec.video_codec),
+        muxer: match spec.video_codec {
+            VideoCodec::Av1 => {
+                InputMuxer::Mp4(Box::new(Fmp4Feed::av1(spec.has_video, spec.has_audio)))
+            }
+            codec => {
+                InputMuxer::Ts(TsMuxer::new(spec.has_video, spec.has_audio).with_video_codec(codec))
+            }
+        },
         policy: DropToKeyframe::default(),
         stdin: Some(tx),
     };

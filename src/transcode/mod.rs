@@ -52,10 +52,7 @@ impl TranscodePlan {
         }];
         let source_height = config.video.as_ref().map(|v| v.info().height);
         let video_codec = config.video.as_ref().map_or(VideoCodec::Avc, |v| v.codec());
-        // FFmpeg 5.1 (Debian 12's) reads AV1 from no container Kawa writes to its stdin:
-        // an AV1 source is packaged as it comes, without rungs.
-        let ladder = hls.preset == LadderPreset::Ladder && video_codec != VideoCodec::Av1;
-        if let (Some(source_height), true) = (source_height, ladder) {
+        if let (Some(source_height), LadderPreset::Ladder) = (source_height, hls.preset) {
             // Rungs at or above the source would only upscale: leave them out.
             let mut rungs: Vec<_> = hls
                 .rungs
@@ -111,7 +108,11 @@ impl TranscodePlan {
             "1",
             "-copyts",
             "-f",
-            "mpegts",
+            // What `ffmpeg::Feeder` writes: TS, or fragmented MP4 for AV1.
+            match self.video_codec {
+                VideoCodec::Av1 => "mp4",
+                VideoCodec::Avc | VideoCodec::Hevc => "mpegts",
+            },
             "-i",
             "pipe:0",
         ]
