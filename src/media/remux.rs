@@ -5,7 +5,7 @@ use super::cmaf::{Segmenter, SegmenterSettings};
 use super::demux::{DemuxError, FlvDemuxer, MediaEvent};
 use super::flv::{AudioTag, FlvError, FlvFileReader, TagKind, VideoTag};
 use super::fmp4::{self, Fmp4Error};
-use super::frame::{CodecConfig, Frame, VideoConfig};
+use super::frame::{CodecConfig, Frame, VideoCodec, VideoConfig};
 use super::ts::{TsError, TsMuxer};
 
 #[derive(Debug, thiserror::Error)]
@@ -22,8 +22,10 @@ pub enum RemuxError {
     Ts(#[from] TsError),
     #[error(transparent)]
     Fmp4(#[from] Fmp4Error),
-    #[error("the file has neither H.264 video nor AAC audio")]
+    #[error("the file has neither video Kawa takes nor AAC audio")]
     NoTracks,
+    #[error("AV1 has no MPEG-TS mapping FFmpeg 5.1 reads; remux it to CMAF")]
+    Av1InTs,
 }
 
 /// Counts of what went through, for the tool's report.
@@ -95,8 +97,24 @@ pub fn remux_flv_to_ts(flv: &[u8], out: &mut Vec<u8>) -> Result<RemuxStats, Remu
     if !has_video && !has_audio {
         return Err(RemuxError::NoTracks);
     }
-    let mut muxer = TsMuxer::new(has_video, has_audio);
-    for_each_frame(flv, |frame, _| Ok(muxer.write_frame(&frame, out)?))
+    // Made at the first frame, when the file's video codec is known.
+    let mut muxer: Option<TsMuxer> = None;
+    for_each_frame(flv, |frame, config| {
+        let muxer = match &mut muxer {
+            Some(m) => m,
+            None => {
+                let codec = config
+                    .video
+                    .as_deref()
+                    .map_or(VideoCodec::Avc, VideoConfig::codec);
+                if codec == VideoCodec::Av1 {
+                    return Err(RemuxError::Av1InTs);
+                }
+                muxer.insert(TsMuxer::new(has_video, has_audio).with_video_codec(codec))
+            }
+        };
+        Ok(muxer.write_frame(&frame, out)?)
+    })
 }
 
 /// Remuxes a whole FLV file held in memory into CMAF, as Kawa's live packager cuts it:
