@@ -354,3 +354,67 @@ async fn a_keyed_caller_that_sends_nothing_is_closed_after_the_idle_timeout() {
     assert_eq!(timeouts, Some(1.0));
     drop(socket);
 }
+
+/// OBS's HEVC over SRT (here Debian's FFmpeg with libx265 and libsrt): the source keeps
+/// HEVC as `hvc1`, with a configuration built from the in-band parameter sets, and the
+/// ladder's rungs are H.264 encoded from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hevc_over_srt_is_packaged_as_hvc1_with_h264_rungs() {
+    let kawa = Kawa::builder()
+        .config("[[hls.rungs]]\nname = \"120p\"\nheight = 120\nvideo_kbps = 200\n")
+        .srt()
+        .start();
+    let key = create_stream(&kawa, "hevc").await;
+    let url = kawa.srt_url(&format!("#!::r=live/{key},m=publish"), None);
+    let _publisher = Publisher::start_program(
+        "ffmpeg",
+        &[
+            "-hide_banner",
+            "-nostdin",
+            "-v",
+            "error",
+            "-re",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=25",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=44100",
+            "-t",
+            "30",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:v",
+            "libx265",
+            "-preset",
+            "ultrafast",
+            "-x265-params",
+            "keyint=25:min-keyint=25:log-level=error",
+            "-c:a",
+            "aac",
+            "-f",
+            "mpegts",
+            &url,
+        ],
+    );
+    segments(&kawa, "hevc", 3).await;
+    assert_eq!(
+        probe(&kawa, "hevc"),
+        ("hevc".into(), 320, 240, "aac".into())
+    );
+    let master = wait_for(
+        "the rung in the master",
+        Duration::from_secs(20),
+        || async {
+            let text = common::fetch_text(&kawa, "/hls/hevc/master.m3u8").await?;
+            text.contains("120p/index.m3u8").then_some(text)
+        },
+    )
+    .await;
+    assert!(master.contains("CODECS=\"hvc1.1.6.L"), "{master}");
+    assert!(master.contains("CODECS=\"avc1."), "{master}");
+    let rung = ffprobe_json(&["-show_streams"], &kawa.url("/hls/hevc/120p/index.m3u8"));
+    assert_eq!(rung["streams"][0]["codec_name"], "h264", "{rung}");
+}

@@ -6,7 +6,7 @@
 //! written from), the SPS by `scuffle-h265`. Pure; every size checked.
 
 use bytes::Bytes;
-use mp4_atom::{Atom, Hvcc};
+use mp4_atom::{Atom, HvcCArray, Hvcc};
 
 use super::annexb::AnnexBNals;
 use super::avc::{AvcError, AvccNals, START_CODE, SpsInfo};
@@ -161,7 +161,7 @@ impl HevcDecoderConfig {
             sets(nal_type::SPS),
             sets(nal_type::PPS),
         );
-        let info = sps_info(sps.first().ok_or(HevcError::NoSps)?)?;
+        let info = sps_info(&parse_sps(sps.first().ok_or(HevcError::NoSps)?)?)?;
         Ok(Self {
             hvcc,
             vps,
@@ -169,6 +169,70 @@ impl HevcDecoderConfig {
             pps,
             info,
         })
+    }
+
+    /// The configuration of a stream whose only record is the parameter sets before its
+    /// IRAP pictures (HEVC in MPEG-TS, as OBS sends it over SRT): the first VPS, SPS
+    /// and PPS of an Annex B access unit, and an hvcC with the SPS's profile, tier and
+    /// level. `Ok(None)` when the unit has no SPS.
+    pub fn from_annexb(access_unit: &[u8]) -> Result<Option<Self>, HevcError> {
+        let first = |kind: u8| {
+            AnnexBNals::new(access_unit)
+                .find(|nal| nal_type::of(nal) == Some(kind))
+                .map(Bytes::copy_from_slice)
+        };
+        let Some(sps) = first(nal_type::SPS) else {
+            return Ok(None);
+        };
+        let (vps, pps) = (first(nal_type::VPS), first(nal_type::PPS));
+        let parsed = parse_sps(&sps)?;
+        let rbsp = &parsed.rbsp;
+        let ptl = general_profile_tier_level(&sps).ok_or(HevcError::BadSps)?;
+        let array = |kind: u8, set: &Option<Bytes>| HvcCArray {
+            completeness: true,
+            nal_unit_type: kind,
+            nalus: set.iter().map(|s| s.to_vec()).collect(),
+        };
+        let hvcc = Hvcc {
+            configuration_version: 1,
+            general_profile_space: ptl[0] >> 6,
+            general_tier_flag: ptl[0] & 0x20 != 0,
+            general_profile_idc: ptl[0] & 0x1F,
+            general_profile_compatibility_flags: [ptl[1], ptl[2], ptl[3], ptl[4]],
+            general_constraint_indicator_flags: [ptl[5], ptl[6], ptl[7], ptl[8], ptl[9], ptl[10]],
+            general_level_idc: ptl[11],
+            chroma_format_idc: rbsp.chroma_format_idc,
+            bit_depth_luma_minus8: rbsp.bit_depth_luma_minus8,
+            bit_depth_chroma_minus8: rbsp.bit_depth_chroma_minus8,
+            num_temporal_layers: rbsp.sps_max_sub_layers_minus1 + 1,
+            temporal_id_nested: rbsp.sps_temporal_id_nesting_flag,
+            length_size_minus_one: 3,
+            arrays: vec![
+                array(nal_type::VPS, &vps),
+                array(nal_type::SPS, &Some(sps.clone())),
+                array(nal_type::PPS, &pps),
+            ],
+            ..Hvcc::new()
+        };
+        Ok(Some(Self {
+            hvcc,
+            vps: vps.into_iter().collect(),
+            sps: vec![sps],
+            pps: pps.into_iter().collect(),
+            info: sps_info(&parsed)?,
+        }))
+    }
+
+    /// `access_unit` (Annex B) with this configuration's VPS, SPS and PPS in front: for
+    /// an IRAP picture an encoder sent without them.
+    pub fn with_parameter_sets(&self, access_unit: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(access_unit.len() + 256);
+        for set in self.vps.iter().chain(&self.sps).chain(&self.pps) {
+            out.extend_from_slice(&START_CODE);
+            out.extend_from_slice(set);
+        }
+        out.extend_from_slice(access_unit);
+        out
     }
 
     /// RFC 6381 / ISO/IEC 14496-15 Annex E: `hvc1.<space><profile>.<compatibility,
@@ -197,13 +261,39 @@ impl HevcDecoderConfig {
     }
 }
 
-/// The picture size (after the conformance window) and frame rate of an SPS.
-fn sps_info(nal: &[u8]) -> Result<SpsInfo, HevcError> {
+/// An SPS NAL unit (with its header), parsed.
+fn parse_sps(nal: &[u8]) -> Result<scuffle_h265::SpsNALUnit, HevcError> {
     // scuffle-h265 reads what an encoder writes; a hostile SPS must not take the
     // process down with it, whatever that crate does on it.
-    let parsed = std::panic::catch_unwind(|| scuffle_h265::SpsNALUnit::parse(nal))
+    std::panic::catch_unwind(|| scuffle_h265::SpsNALUnit::parse(nal))
         .map_err(|_| HevcError::BadSps)?
-        .map_err(|_| HevcError::BadSps)?;
+        .map_err(|_| HevcError::BadSps)
+}
+
+/// The 12 bytes of an SPS's general profile_tier_level (H.265 §7.3.3: profile space,
+/// tier and profile; 32 compatibility flags; 48 constraint flags; level), which hvcC
+/// copies as they are. They are byte-aligned, right after the NAL header and one byte
+/// of SPS fields; emulation prevention bytes are taken out first. Read here because
+/// scuffle-h265 gives these fields decoded, not as the bytes hvcC wants.
+fn general_profile_tier_level(sps: &[u8]) -> Option<[u8; 12]> {
+    let mut rbsp = Vec::with_capacity(13);
+    let mut zeros = 0;
+    for &b in sps.get(2..)? {
+        if zeros >= 2 && b == 0x03 {
+            zeros = 0;
+            continue;
+        }
+        zeros = if b == 0 { zeros + 1 } else { 0 };
+        rbsp.push(b);
+        if rbsp.len() == 13 {
+            return rbsp[1..].try_into().ok();
+        }
+    }
+    None
+}
+
+/// The picture size (after the conformance window) and frame rate of a parsed SPS.
+fn sps_info(parsed: &scuffle_h265::SpsNALUnit) -> Result<SpsInfo, HevcError> {
     let sps = &parsed.rbsp;
     let window = &sps.conformance_window;
     let crop = |size: u64, unit: u8, a: u64, b: u64| {
@@ -276,6 +366,41 @@ mod tests {
         let codecs = config.codec_string();
         assert!(codecs.starts_with("hvc1.1.6.L"), "{codecs}");
         assert_eq!(config.hvcc.length_size_minus_one, 3);
+    }
+
+    /// The same parameter sets in band (as HEVC in TS carries them) give the same
+    /// profile, tier, level, constraint flags and picture as x265's own record.
+    #[test]
+    fn in_band_parameter_sets_give_the_record_the_encoder_would_have_sent() {
+        let record = HevcDecoderConfig::parse(&fixture_record()).unwrap();
+        let slice: &[u8] = &[0x26, 0x01, 0xAF, 0x00];
+        let unit = record.with_parameter_sets(&[&START_CODE[..], slice].concat());
+        let config = HevcDecoderConfig::from_annexb(&unit).unwrap().unwrap();
+        assert_eq!(config.codec_string(), record.codec_string());
+        assert_eq!(config.info, record.info);
+        let (a, b) = (&config.hvcc, &record.hvcc);
+        assert_eq!(
+            (
+                a.chroma_format_idc,
+                a.bit_depth_luma_minus8,
+                a.num_temporal_layers
+            ),
+            (
+                b.chroma_format_idc,
+                b.bit_depth_luma_minus8,
+                b.num_temporal_layers
+            )
+        );
+        assert_eq!(
+            (&config.vps, &config.sps, &config.pps),
+            (&record.vps, &record.sps, &record.pps)
+        );
+        // No SPS: nothing to learn from; a broken one: an error.
+        assert_eq!(
+            HevcDecoderConfig::from_annexb(&[0, 0, 0, 1, 0x26, 0x01]),
+            Ok(None)
+        );
+        assert!(HevcDecoderConfig::from_annexb(&[0, 0, 0, 1, 0x42, 0x01, 0x01]).is_err());
     }
 
     /// Every frame of the fixture to Annex B: IRAPs where FFmpeg said keyframe, with the

@@ -23,6 +23,7 @@ pub const MAX_PES_BYTES: usize = 16 * 1024 * 1024;
 pub const MAX_STREAMS: usize = 16;
 
 pub const STREAM_TYPE_H264: u8 = 0x1B;
+pub const STREAM_TYPE_HEVC: u8 = 0x24;
 pub const STREAM_TYPE_ADTS_AAC: u8 = 0x0F;
 
 const MPEG_CRC: Crc<u32> = Crc::<u32>::new(&CRC_32_MPEG_2);

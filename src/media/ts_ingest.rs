@@ -1,9 +1,9 @@
 //! MPEG-TS from an encoder (SRT ingest) to typed frames: the same [`MediaEvent`]s the
 //! RTMP path makes, so both front doors feed one pipeline. Pure: bytes in, events out.
 //!
-//! A TS carries no AVC or AAC configuration record: the video configuration comes from
-//! the SPS and PPS in the stream (encoders repeat them before every IDR), the audio one
-//! from the ADTS headers. Timestamps stay on the encoder's clock, unwrapped past 33 bits.
+//! A TS carries no AVC, HEVC or AAC configuration record: the video configuration comes
+//! from the parameter sets in the stream (encoders repeat them before every IDR or IRAP),
+//! the audio one from the ADTS headers. Timestamps stay on the encoder's clock, unwrapped past 33 bits.
 
 use std::sync::Arc;
 
@@ -14,9 +14,11 @@ use super::annexb;
 use super::avc::{AvcError, START_CODE};
 use super::demux::MediaEvent;
 use super::frame::{AudioConfig, AudioFrame, CodecConfig, Frame, VideoConfig, VideoFrame};
+use super::hevc::{self, HevcDecoderConfig, HevcError};
 use super::interleave::{self, Interleaver};
 use super::ts_demux::{
-    PesPacket, STREAM_TYPE_ADTS_AAC, STREAM_TYPE_H264, TsDemuxError, TsDemuxer, Unwrap33,
+    PesPacket, STREAM_TYPE_ADTS_AAC, STREAM_TYPE_H264, STREAM_TYPE_HEVC, TsDemuxError, TsDemuxer,
+    Unwrap33,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -25,14 +27,18 @@ pub enum TsIngestError {
     Ts(#[from] TsDemuxError),
     #[error("H.264 in the TS: {0}")]
     Avc(#[from] AvcError),
+    #[error("HEVC in the TS: {0}")]
+    Hevc(#[from] HevcError),
     #[error("AAC in the TS: {0}")]
     Aac(#[from] AacError),
-    #[error("video before the first SPS and PPS")]
+    #[error("video before the first parameter sets")]
     NoVideoConfig,
     #[error("a {0} PES without a timestamp")]
     NoTimestamp(&'static str),
     /// Said once per stream: its video is left out (the audio goes on).
-    #[error("video stream type {0:#04x} ({1}) is not taken over SRT yet; only H.264 (0x1b) is")]
+    #[error(
+        "video stream type {0:#04x} ({1}) is not taken over SRT; H.264 (0x1b) and HEVC (0x24) are"
+    )]
     UnsupportedVideo(u8, &'static str),
 }
 
@@ -78,7 +84,16 @@ impl TsIngest {
     /// Whether the program has a video track, once its PMT was read (what RTMP's
     /// onMetaData tells: an audio-only stream starts without waiting for video).
     pub fn has_video(&self) -> Option<bool> {
-        (!self.ts.streams().is_empty()).then(|| self.listed(STREAM_TYPE_H264))
+        (!self.ts.streams().is_empty()).then(|| self.video_type().is_some())
+    }
+
+    /// The stream type of the program's video track: the first H.264 or HEVC it lists.
+    fn video_type(&self) -> Option<u8> {
+        self.ts
+            .streams()
+            .iter()
+            .map(|s| s.stream_type)
+            .find(|t| matches!(*t, STREAM_TYPE_H264 | STREAM_TYPE_HEVC))
     }
 
     /// Bytes skipped to regain sync and PES dropped for lost packets, so far.
@@ -109,13 +124,13 @@ impl TsIngest {
 
     /// Every track the PMT lists has a configuration.
     fn complete(&self) -> bool {
-        (!self.listed(STREAM_TYPE_H264) || self.config.video.is_some())
+        (self.video_type().is_none() || self.config.video.is_some())
             && (!self.listed(STREAM_TYPE_ADTS_AAC) || self.config.audio.is_some())
     }
 
     /// Both tracks are listed: frames wait for the other track.
     fn two_tracks(&self) -> bool {
-        self.listed(STREAM_TYPE_H264) && self.listed(STREAM_TYPE_ADTS_AAC)
+        self.video_type().is_some() && self.listed(STREAM_TYPE_ADTS_AAC)
     }
 
     fn config_changed(&mut self, out: &mut Vec<Result<MediaEvent, TsIngestError>>) {
@@ -178,7 +193,9 @@ impl TsIngest {
             return;
         }
         match packet.stream_type {
-            STREAM_TYPE_H264 => {
+            STREAM_TYPE_H264 | STREAM_TYPE_HEVC
+                if self.video_type() == Some(packet.stream_type) =>
+            {
                 let result = self.video(packet, out);
                 if let Err(e) = result {
                     out.push(Err(e));
@@ -198,9 +215,16 @@ impl TsIngest {
         let (Some(pts), Some(dts)) = (packet.pts, packet.dts) else {
             return Err(TsIngestError::NoTimestamp("video"));
         };
-        let keyframe = annexb::has_idr(&packet.data);
+        let hevc = packet.stream_type == STREAM_TYPE_HEVC;
+        let keyframe = if hevc {
+            hevc::has_irap(&packet.data)
+        } else {
+            annexb::has_idr(&packet.data)
+        };
         let mut data = packet.data;
-        if keyframe {
+        if keyframe && hevc {
+            self.hevc_keyframe(&mut data, out)?;
+        } else if keyframe {
             match annexb::decoder_config(&data) {
                 Ok(avc) => {
                     let video = VideoConfig::Avc(avc);
@@ -241,6 +265,31 @@ impl TsIngest {
         Ok(())
     }
 
+    /// An HEVC IRAP: its parameter sets are the configuration; without them, the last
+    /// ones seen are put in front (every segment must decode on its own).
+    fn hevc_keyframe(
+        &mut self,
+        data: &mut Bytes,
+        out: &mut Vec<Result<MediaEvent, TsIngestError>>,
+    ) -> Result<(), TsIngestError> {
+        match HevcDecoderConfig::from_annexb(data)? {
+            Some(config) => {
+                let video = VideoConfig::Hevc(config);
+                if self.config.video.as_deref() != Some(&video) {
+                    self.config.video = Some(Arc::new(video));
+                    self.config_changed(out);
+                }
+            }
+            None => {
+                let Some(VideoConfig::Hevc(config)) = self.config.video.as_deref() else {
+                    return Err(TsIngestError::NoVideoConfig);
+                };
+                *data = Bytes::from(config.with_parameter_sets(data));
+            }
+        }
+        Ok(())
+    }
+
     fn audio(&mut self, packet: PesPacket, out: &mut Vec<Result<MediaEvent, TsIngestError>>) {
         let Some(pts) = packet.pts else {
             out.push(Err(TsIngestError::NoTimestamp("audio")));
@@ -277,7 +326,6 @@ fn unsupported_video(stream_type: u8) -> Option<&'static str> {
     match stream_type {
         0x01 | 0x02 => Some("MPEG-2 video"),
         0x10 => Some("MPEG-4 part 2"),
-        0x24 => Some("HEVC"),
         0x33 => Some("VVC"),
         _ => None,
     }
@@ -395,12 +443,59 @@ mod tests {
         );
     }
 
+    /// HEVC in TS (OBS's HEVC over SRT): the configuration from the in-band parameter
+    /// sets, then every frame, the first an IRAP that decodes on its own.
     #[test]
-    fn hevc_is_named_once_and_passes_nothing() {
+    fn hevc_gives_its_configuration_from_the_parameter_sets_then_its_frames() {
         let events = run(FIXTURE_HEVC.chunks(1316).map(<[u8]>::to_vec));
+        assert!(events.iter().all(Result::is_ok), "{events:?}");
+        let Some(Ok(MediaEvent::Config(config))) = events.first() else {
+            panic!("the first event is not a config: {:?}", events.first());
+        };
+        let Some(VideoConfig::Hevc(hevc)) = config.video.as_deref() else {
+            panic!("not HEVC: {config:?}");
+        };
+        assert_eq!((hevc.info.width, hevc.info.height), (160, 120));
+        assert!(hevc.codec_string().starts_with("hvc1.1.6.L"));
+        let (video, _) = frames(&events);
+        // 0.2 s at 25 fps; the last PES completes only when the next would start.
+        assert!(video.len() >= 4, "{} frames", video.len());
+        assert!(video[0].keyframe);
+        assert_eq!(
+            HevcDecoderConfig::from_annexb(&video[0].data),
+            Ok(Some(hevc.clone()))
+        );
+    }
+
+    /// A stream type Kawa does not take is named once, and nothing passes.
+    #[test]
+    fn mpeg2_video_is_named_once_and_passes_nothing() {
+        let mut muxed = Vec::new();
+        let mut ts = crate::media::ts::TsMuxer::new(true, false);
+        let frame = VideoFrame {
+            dts: 0,
+            pts: 0,
+            keyframe: true,
+            data: Bytes::from_static(&[0, 0, 1, 0xB3, 0, 0]),
+        };
+        for _ in 0..3 {
+            ts.write_video(&frame, &mut muxed).unwrap();
+        }
+        // Every PMT says MPEG-2 video (0x02) instead of H.264: the stream type byte
+        // (after the section's 12-byte head: no program info) and the CRC rewritten.
+        for pmt in muxed.chunks_mut(188).filter(|p| p[1] & 0x1F == 0x10) {
+            let section = 5;
+            assert_eq!(pmt[section + 12], 0x1B);
+            pmt[section + 12] = 0x02;
+            let length = usize::from(pmt[section + 1] & 0x0F) << 8 | usize::from(pmt[section + 2]);
+            let end = section + 3 + length - 4;
+            let crc = crc::Crc::<u32>::new(&crc::CRC_32_MPEG_2).checksum(&pmt[section..end]);
+            pmt[end..end + 4].copy_from_slice(&crc.to_be_bytes());
+        }
+        let events = run(std::iter::once(muxed));
         assert_eq!(
             events,
-            [Err(TsIngestError::UnsupportedVideo(0x24, "HEVC"))],
+            [Err(TsIngestError::UnsupportedVideo(0x02, "MPEG-2 video"))],
             "{events:?}"
         );
     }
