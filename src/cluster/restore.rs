@@ -67,6 +67,7 @@ pub async fn keep_present(state: &mut PathState, sources: &Sources<'_>) -> usize
         dropped += rendition.segments.len() - kept;
         rendition.gaps_from(kept);
         rendition.skip_open_segment();
+        rendition.pass_window_start();
     }
     dropped
 }

@@ -157,6 +157,24 @@ impl RenditionState {
         });
     }
 
+    /// The predecessor saves its state after it publishes a playlist, so it may have
+    /// closed the segment it had open, and slid its window past the oldest segment, in a
+    /// playlist viewers saw and the state missed (seen in the chaos benchmark: a reader's
+    /// MEDIA-SEQUENCE went 64 -> 63 after a node kill). The oldest segment leaves the
+    /// window here too, so the successor's MEDIA-SEQUENCE never goes back (it may go
+    /// one further: a playlist's first segment leaving early harms no one). Call after
+    /// [`Self::skip_open_segment`]; a window of two or fewer is left whole.
+    pub fn pass_window_start(&mut self) {
+        if self.segments.len() <= 2 {
+            return;
+        }
+        let gone = self.segments.remove(0);
+        self.media_sequence += 1;
+        if gone.discontinuity {
+            self.discontinuity_sequence += 1;
+        }
+    }
+
     /// The media sequence number the next segment gets.
     pub fn next_msn(&self) -> u64 {
         self.media_sequence + self.segments.len() as u64
@@ -216,6 +234,40 @@ mod tests {
         assert_eq!(rendition.next_msn(), 43);
         let back = PathState::from_json(s.to_json().as_bytes()).unwrap();
         assert_eq!(back, s);
+    }
+
+    /// The successor's window starts one segment later than the saved state's, so that
+    /// it never starts before the one the predecessor last published; numbers stay put.
+    #[test]
+    fn a_successor_starts_its_window_past_the_saved_one() {
+        let mut s = state();
+        let rendition = &mut s.renditions[0];
+        for seq in 41..44 {
+            let mut next = rendition.segments[0].clone();
+            next.uri = format!("1700000000000_{seq}.m4s");
+            next.discontinuity = false;
+            rendition.segments.push(next);
+        }
+        // The first segment starts a discontinuity: leaving, it counts.
+        let (msn, dsn, next) = (
+            rendition.media_sequence,
+            rendition.discontinuity_sequence,
+            rendition.next_msn(),
+        );
+        rendition.skip_open_segment();
+        rendition.pass_window_start();
+        assert_eq!(rendition.media_sequence, msn + 1);
+        assert_eq!(rendition.discontinuity_sequence, dsn + 1);
+        assert_eq!(rendition.segments[0].uri, "1700000000000_41.m4s");
+        assert_eq!(
+            rendition.next_msn(),
+            next + 1,
+            "the open segment's number is skipped"
+        );
+        // Two segments or fewer: kept.
+        let mut short = state();
+        short.renditions[0].pass_window_start();
+        assert_eq!(short.renditions[0].segments.len(), 1);
     }
 
     #[test]
