@@ -49,6 +49,8 @@ impl Dice {
 struct Seen {
     /// The longest time a reader waited for a new segment.
     longest_gap: Duration,
+    /// Every gap over 3 s (the goal): which stream, how long, when it ended.
+    long_gaps: Vec<String>,
     /// Segments a playlist listed that could not be fetched.
     unserved: Vec<String>,
     /// Rules broken: the media sequence went back, a number changed its segment, the
@@ -107,6 +109,7 @@ async fn reader(
     stream: String,
     nodes: Arc<Mutex<Vec<String>>>,
     seen: Arc<Mutex<Seen>>,
+    started: Instant,
     until: Instant,
 ) {
     let client = reqwest::Client::builder()
@@ -162,7 +165,13 @@ async fn reader(
             }
             if let Some(at) = last_new {
                 let mut seen = seen.lock().unwrap();
-                seen.longest_gap = seen.longest_gap.max(at.elapsed());
+                let gap = at.elapsed();
+                seen.longest_gap = seen.longest_gap.max(gap);
+                if gap > Duration::from_secs(3) {
+                    let t = started.elapsed().as_secs_f64();
+                    let line = format!("{stream}: {:.1} s, ending at {t:.0} s", gap.as_secs_f64());
+                    seen.long_gaps.push(line);
+                }
             }
             last_new = Some(Instant::now());
         }
@@ -243,7 +252,10 @@ fn main() {
         let seen = Arc::new(Mutex::new(Seen::default()));
         let readers: Vec<_> = names
             .iter()
-            .map(|n| tokio::spawn(reader(n.clone(), Arc::clone(&urls), Arc::clone(&seen), until)))
+            .map(|n| {
+                let reader = reader(n.clone(), Arc::clone(&urls), Arc::clone(&seen), started, until);
+                tokio::spawn(reader)
+            })
             .collect();
         // Segments S3's playlists listed, and whether each was in S3 then.
         let s3_listed: Arc<Mutex<HashMap<String, bool>>> = Arc::default();
@@ -350,6 +362,10 @@ fn main() {
             println!("  {e}");
         }
         println!("  longest gap a reader saw: {:.1} s ({} playlist polls, {} failed)", seen.longest_gap.as_secs_f64(), seen.polls, seen.errors);
+        println!("  gaps over 3 s: {}", seen.long_gaps.len());
+        for gap in &seen.long_gaps {
+            println!("    {gap}");
+        }
         println!("  segments lost: {} listed but not served by Kawa; {} of {} listed in S3 missing there", seen.unserved.len(), missing.len(), listed.len());
         for u in seen.unserved.iter().take(10) {
             println!("    not served: {u}");

@@ -6,12 +6,17 @@
 
 use std::path::PathBuf;
 
+use futures_util::stream::{self, StreamExt};
+
 use crate::delivery::local::write_atomic;
 use crate::delivery::s3::S3Target;
 use crate::hls::resume::PathState;
 
 /// Larger than any segment Kawa cuts (8 MiB messages, a few seconds each).
 const MAX_SEGMENT_BYTES: usize = 256 * 1024 * 1024;
+/// Files fetched at once: a takeover waits for its predecessor's window (a dozen files
+/// per rendition), which one at a time took seconds of the viewers' gap.
+const PARALLEL_FETCHES: usize = 8;
 
 /// Where the predecessor's files can be found besides the local data dir.
 pub struct Sources<'a> {
@@ -51,19 +56,31 @@ async fn present(sources: &Sources<'_>, rendition: &str, name: &str) -> bool {
 pub async fn keep_present(state: &mut PathState, sources: &Sources<'_>) -> usize {
     let mut dropped = 0;
     for rendition in &mut state.renditions {
-        let mut kept = 0;
-        let mut inits_seen: Vec<String> = Vec::new();
+        // Every file the window names, once, in order; fetched several at a time.
+        let mut names: Vec<String> = Vec::new();
         for segment in &rendition.segments {
-            let init_ok = inits_seen.contains(&segment.init)
-                || present(sources, &rendition.name, &segment.init).await;
-            if !init_ok || !present(sources, &rendition.name, &segment.uri).await {
-                break;
+            for name in [&segment.init, &segment.uri] {
+                if !names.contains(name) {
+                    names.push(name.clone());
+                }
             }
-            if !inits_seen.contains(&segment.init) {
-                inits_seen.push(segment.init.clone());
-            }
-            kept += 1;
         }
+        let name = rendition.name.as_str();
+        let found: Vec<bool> = stream::iter(names.iter().map(|n| present(sources, name, n)))
+            .buffered(PARALLEL_FETCHES)
+            .collect()
+            .await;
+        let ok = |file: &String| {
+            names
+                .iter()
+                .position(|n| n == file)
+                .is_some_and(|i| found[i])
+        };
+        let kept = rendition
+            .segments
+            .iter()
+            .take_while(|s| ok(&s.init) && ok(&s.uri))
+            .count();
         dropped += rendition.segments.len() - kept;
         rendition.gaps_from(kept);
         rendition.skip_open_segment();
