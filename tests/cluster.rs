@@ -365,6 +365,35 @@ async fn a_publisher_moving_between_live_nodes_fences_the_old_owner() {
         "node-0 wrote over node-1's playlist"
     );
     assert_all_in_s3(&c.s3, PATH, "source", &later).await;
+
+    // Node-0 keeps its old playlist on its disk (no ENDLIST: it was taken over). While
+    // nobody can say who owns the path (Redis hangs), it answers 503, never that copy:
+    // a player would go back in time.
+    let live = fetch_text(&c.nodes[1], &format!("/hls/{PATH}/source/index.m3u8"))
+        .await
+        .unwrap();
+    c.redis.freeze();
+    // Past node-0's cache of who owns what (0.5 s).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Node-0's look-up of the owner times out (`store.timeout_ms`) while Redis hangs.
+    let asked = tokio::spawn(reqwest::get(
+        c.nodes[0].url(&format!("/hls/{PATH}/source/index.m3u8")),
+    ));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    c.redis.thaw();
+    let response = asked.await.unwrap().unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    let sequence = |t: &str| {
+        m3u8_rs::parse_media_playlist_res(t.as_bytes())
+            .ok()
+            .map(|p| p.media_sequence)
+    };
+    assert!(
+        status == reqwest::StatusCode::SERVICE_UNAVAILABLE || sequence(&text) >= sequence(&live),
+        "node-0 answered {status} with an older playlist than node-1's:\n{text}\nnode-1's:\n{live}"
+    );
+    eprintln!("node-0, not knowing the owner, answered {status}");
 }
 
 /// The node encodes its ladder on a transcoder worker (no FFmpeg of its own); when that

@@ -369,12 +369,31 @@ async fn rendition_file(
         }
     }
     let dir = root.0.join(stream.as_str()).join(&rendition);
+    if playlist && proxy.is_some() && !ended(&dir.join(&name)).await {
+        // In a cluster, a playlist on this disk that has not ended is a copy from when
+        // this node owned the stream: the live one is elsewhere, and its owner is unknown
+        // for a moment (a takeover, Redis restarting). The copy would send players back
+        // in time (the chaos benchmark saw MEDIA-SEQUENCE 194 -> 180); they retry.
+        return HttpResponse::ServiceUnavailable()
+            .insert_header((header::RETRY_AFTER, "1"))
+            .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
+            .body("the stream's owner cannot be reached right now");
+    }
     if playlist {
         file(&req, dir.join(name), PLAYLIST_TYPE, PLAYLIST_CACHE, true).await
     } else if segment_ok(&name) {
         file(&req, dir.join(name), SEGMENT_TYPE, SEGMENT_CACHE, false).await
     } else {
         not_found()
+    }
+}
+
+/// Whether the playlist file at `path` is finished (`EXT-X-ENDLIST`), or absent (a 404
+/// follows). Playlists are small; this runs only when no node has the stream live.
+async fn ended(path: &std::path::Path) -> bool {
+    match tokio::fs::read(path).await {
+        Ok(text) => memchr::memmem::find(&text, b"#EXT-X-ENDLIST").is_some(),
+        Err(_) => true,
     }
 }
 
