@@ -63,6 +63,9 @@ struct Seen {
 /// What one reader remembers of its stream's playlist.
 struct Track {
     uris: BTreeMap<u64, String>,
+    /// Numbers listed as `EXT-X-GAP` (a dead owner's unsaved segments): players never
+    /// fetch them, and neither does the reader.
+    gaps: std::collections::HashSet<u64>,
     media_sequence: u64,
     discontinuity_sequence: u64,
     target: Option<u64>,
@@ -92,6 +95,9 @@ fn check(track: &mut Track, p: &MediaPlaylist, stream: &str, seen: &mut Seen) ->
     track.media_sequence = track.media_sequence.max(p.media_sequence);
     track.discontinuity_sequence = track.discontinuity_sequence.max(p.discontinuity_sequence);
     for (n, s) in (p.media_sequence..).zip(&p.segments) {
+        if s.unknown_tags.iter().any(|t| t.tag == "X-GAP") {
+            track.gaps.insert(n);
+        }
         match track.uris.insert(n, s.uri.clone()) {
             None => new = true,
             Some(old) if old != s.uri => {
@@ -119,6 +125,7 @@ async fn reader(
     let mut dice = Dice(stream.bytes().map(u64::from).sum::<u64>() * 7919 + 1);
     let mut track = Track {
         uris: BTreeMap::new(),
+        gaps: Default::default(),
         media_sequence: 0,
         discontinuity_sequence: 0,
         target: None,
@@ -151,6 +158,9 @@ async fn reader(
         if new {
             // Fetch what is new, from the same node.
             for (n, uri) in track.uris.range(before.map_or(0, |b| b + 1)..) {
+                if track.gaps.contains(n) {
+                    continue;
+                }
                 let url = format!("{base}/hls/{stream}/source/{uri}");
                 let got = match client.get(&url).send().await {
                     Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
@@ -344,20 +354,41 @@ fn main() {
             .filter(|(_, there)| !**there)
             .map(|(k, _)| k.clone())
             .collect();
-        // Let every stream end (30 s of retention, deletes 10 s after the window), then
-        // count what is still alive on each node.
-        tokio::time::sleep(Duration::from_secs(60)).await;
+        // Let every stream end: the reconnect grace (10 s), FFmpeg's last output (10 s at
+        // most), 30 s of retention, deletes 10 s after the window: about a minute. Then
+        // what is still alive is counted every 5 s, up to two minutes after the stop;
+        // an actor still there at the end is left over.
+        let stopped = Instant::now();
         let mut alive = Vec::new();
-        for (i, node) in nodes.iter().enumerate() {
-            let text = metrics_text(node).await;
-            let lines: Vec<&str> = text
-                .lines()
-                .filter(|l| l.starts_with("kawa_actors_alive{") || l.starts_with("kawa_tasks_alive{"))
-                .collect();
-            alive.push(format!("node {i}: {}", lines.join(", ")));
+        let mut settled = None;
+        while stopped.elapsed() < Duration::from_secs(120) {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            alive.clear();
+            let mut actors = 0.0;
+            for (i, node) in nodes.iter().enumerate() {
+                let text = metrics_text(node).await;
+                let lines: Vec<&str> = text
+                    .lines()
+                    .filter(|l| l.starts_with("kawa_actors_alive{") || l.starts_with("kawa_tasks_alive{"))
+                    .collect();
+                actors += lines
+                    .iter()
+                    .filter(|l| l.starts_with("kawa_actors_alive{"))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum::<f64>();
+                alive.push(format!("node {i}: {}", lines.join(", ")));
+            }
+            if actors == 0.0 {
+                settled = Some(stopped.elapsed());
+                break;
+            }
         }
         let seen = seen.lock().unwrap();
         println!("chaos: 3 nodes, {streams} streams with a small ladder and a reader each, {elapsed:.0} s");
+        match settled {
+            Some(after) => println!("  every actor gone {:.0} s after the publishers stopped", after.as_secs_f64()),
+            None => println!("  actors still alive 120 s after the publishers stopped (below)"),
+        }
         for e in &events {
             println!("  {e}");
         }
@@ -378,7 +409,7 @@ fn main() {
             println!("    {b}");
         }
         println!("  node 0 RSS: {:.1} MiB -> {:.1} MiB, slope {:.1} MB/hour", samples.first().map_or(0.0, |s| s.1), samples.last().map_or(0.0, |s| s.1), slope(&samples));
-        println!("  alive 60 s after the publishers stopped:");
+        println!("  alive at the last count:");
         for a in &alive {
             println!("    {a}");
         }
