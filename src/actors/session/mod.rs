@@ -396,9 +396,18 @@ impl StreamSession {
             uploader.do_send(StreamEnded);
         }
         tracing::info!(parent: &self.span, "stream ended");
-        self.registry.do_send(SessionEnded {
+        // The registry hears of the end once the ENDLIST playlists are on disk: a
+        // shutdown waits for the registry's sessions, and exiting with those writes
+        // still queued left a playlist without ENDLIST (seen under load in CI).
+        let (written, registry) = (self.sink.flushed(), self.registry.clone());
+        let ended = SessionEnded {
             path: self.path.clone(),
             session_id: self.id,
+        };
+        // Not tied to this actor: it may stop first (no retention), the news must not.
+        actix::spawn(async move {
+            written.await;
+            registry.do_send(ended);
         });
         let retention = Duration::from_secs(self.context.settings.hls.retention_seconds);
         ctx.run_later(retention, |this, ctx| {
