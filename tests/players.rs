@@ -740,25 +740,10 @@ fn ffmpeg9() -> String {
 /// arguments, for 60 s.
 fn enhanced_publisher(url: &str, video: &[&str]) -> Publisher {
     let program = ffmpeg9();
-    let mut args = vec![
-        "-hide_banner",
-        "-nostdin",
-        "-v",
-        "error",
-        "-re",
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=320x240:rate=25",
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=frequency=440:sample_rate=44100",
-        "-t",
-        "60",
-        "-pix_fmt",
-        "yuv420p",
-    ];
+    let source = common::test_source(25, 60);
+    let mut args = vec!["-hide_banner", "-nostdin", "-v", "error", "-re"];
+    args.extend(source.iter().map(String::as_str));
+    args.extend_from_slice(&["-pix_fmt", "yuv420p"]);
     args.extend_from_slice(video);
     args.extend_from_slice(&["-c:a", "aac", "-ac", "2", "-b:a", "64k", "-f", "flv", url]);
     Publisher::start_program(&program, &args)

@@ -366,39 +366,25 @@ async fn hevc_over_srt_is_packaged_as_hvc1_with_h264_rungs() {
         .start();
     let key = create_stream(&kawa, "hevc").await;
     let url = kawa.srt_url(&format!("#!::r=live/{key},m=publish"), None);
-    let _publisher = Publisher::start_program(
-        "ffmpeg",
-        &[
-            "-hide_banner",
-            "-nostdin",
-            "-v",
-            "error",
-            "-re",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=320x240:rate=25",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440:sample_rate=44100",
-            "-t",
-            "30",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:v",
-            "libx265",
-            "-preset",
-            "ultrafast",
-            "-x265-params",
-            "keyint=25:min-keyint=25:log-level=error",
-            "-c:a",
-            "aac",
-            "-f",
-            "mpegts",
-            &url,
-        ],
-    );
+    let source = common::test_source(25, 30);
+    let mut args = vec!["-hide_banner", "-nostdin", "-v", "error", "-re"];
+    args.extend(source.iter().map(String::as_str));
+    args.extend_from_slice(&[
+        "-pix_fmt",
+        "yuv420p",
+        "-c:v",
+        "libx265",
+        "-preset",
+        "ultrafast",
+        "-x265-params",
+        "keyint=25:min-keyint=25:log-level=error",
+        "-c:a",
+        "aac",
+        "-f",
+        "mpegts",
+        &url,
+    ]);
+    let _publisher = Publisher::start_program("ffmpeg", &args);
     segments(&kawa, "hevc", 3).await;
     assert_eq!(
         probe(&kawa, "hevc"),
