@@ -765,19 +765,7 @@ async fn an_hevc_publisher_gets_an_hvc1_source_and_h264_rungs_that_play() {
         Kawa::builder().config(LADDER).start(),
         "hevc",
         &["source", "180p", "120p"],
-        |kawa, key| {
-            enhanced_publisher(
-                &kawa.rtmp_url(key),
-                &[
-                    "-c:v",
-                    "libx265",
-                    "-preset",
-                    "ultrafast",
-                    "-x265-params",
-                    "keyint=25:min-keyint=25:log-level=error",
-                ],
-            )
-        },
+        |kawa, key| enhanced_publisher(&kawa.rtmp_url(key), &common::X265),
     )
     .await;
     let source = codecs_of(&live, "source/index.m3u8");

@@ -369,21 +369,9 @@ async fn hevc_over_srt_is_packaged_as_hvc1_with_h264_rungs() {
     let source = common::test_source(25, 30);
     let mut args = vec!["-hide_banner", "-nostdin", "-v", "error", "-re"];
     args.extend(source.iter().map(String::as_str));
-    args.extend_from_slice(&[
-        "-pix_fmt",
-        "yuv420p",
-        "-c:v",
-        "libx265",
-        "-preset",
-        "ultrafast",
-        "-x265-params",
-        "keyint=25:min-keyint=25:log-level=error",
-        "-c:a",
-        "aac",
-        "-f",
-        "mpegts",
-        &url,
-    ]);
+    args.extend_from_slice(&["-pix_fmt", "yuv420p"]);
+    args.extend_from_slice(&common::X265);
+    args.extend_from_slice(&["-c:a", "aac", "-f", "mpegts", &url]);
     let _publisher = Publisher::start_program("ffmpeg", &args);
     segments(&kawa, "hevc", 3).await;
     assert_eq!(

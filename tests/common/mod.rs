@@ -549,6 +549,16 @@ pub struct Publisher {
     _dir: tempfile::TempDir,
 }
 
+/// x265 as the HEVC publishers use it: fast, a keyframe every second at 25 fps, quiet.
+pub const X265: [&str; 6] = [
+    "-c:v",
+    "libx265",
+    "-preset",
+    "ultrafast",
+    "-x265-params",
+    "keyint=25:min-keyint=25:log-level=error",
+];
+
 /// ffmpeg's inputs for a test picture (`testsrc2`, 320x240 at `fps`) and a tone, for
 /// `seconds`: what the publishers below encode, each their own way.
 pub fn test_source(fps: u32, seconds: u32) -> Vec<String> {
