@@ -361,9 +361,12 @@ fn main() {
         let stopped = Instant::now();
         let mut alive = Vec::new();
         let mut settled = None;
+        // Per node, the streams whose series are still there at the last count.
+        let mut leftover: Vec<(usize, Vec<String>)> = Vec::new();
         while stopped.elapsed() < Duration::from_secs(120) {
             tokio::time::sleep(Duration::from_secs(5)).await;
             alive.clear();
+            leftover.clear();
             let mut actors = 0.0;
             for (i, node) in nodes.iter().enumerate() {
                 let text = metrics_text(node).await;
@@ -377,6 +380,14 @@ fn main() {
                     .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
                     .sum::<f64>();
                 alive.push(format!("node {i}: {}", lines.join(", ")));
+                let mut paths: Vec<String> = text
+                    .lines()
+                    .filter(|l| l.starts_with("kawa_stream"))
+                    .filter_map(|l| l.split("path=\"").nth(1)?.split('"').next().map(str::to_owned))
+                    .collect();
+                paths.sort();
+                paths.dedup();
+                leftover.push((i, paths));
             }
             if actors == 0.0 {
                 settled = Some(stopped.elapsed());
@@ -412,6 +423,27 @@ fn main() {
         println!("  alive at the last count:");
         for a in &alive {
             println!("    {a}");
+        }
+        if settled.is_none() {
+            // What the streams still alive said last: where to look for why they stay.
+            for (i, paths) in &leftover {
+                let logs = nodes[*i].logs();
+                for path in paths {
+                    let name = path.rsplit('/').next().unwrap_or(path);
+                    let mine: Vec<&str> = logs
+                        .lines()
+                        .filter(|l| {
+                            l.match_indices(name).any(|(at, _)| {
+                                !l[at + name.len()..].starts_with(|c: char| c.is_ascii_digit())
+                            })
+                        })
+                        .collect();
+                    println!("  node {i}, stream {path} still alive; its last log lines:");
+                    for line in &mine[mine.len().saturating_sub(25)..] {
+                        println!("    {line}");
+                    }
+                }
+            }
         }
     });
 }
