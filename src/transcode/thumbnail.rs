@@ -10,6 +10,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
+use bytes::Bytes;
+
 use crate::media::frame::VideoConfig;
 
 /// A JPEG larger than this is not a thumbnail.
@@ -35,11 +37,14 @@ const AV1_TEMPORAL_DELIMITER: [u8; 2] = [0x12, 0x00];
 /// What FFmpeg reads for one keyframe (which carries its parameter sets or sequence
 /// header) of a stream with `config`: its raw format (`-f`) and bytes. An AV1 unit gets
 /// back the temporal delimiter Kawa's frames leave out.
-pub fn input(config: &VideoConfig, keyframe: &[u8]) -> (&'static str, Vec<u8>) {
+pub fn input(config: &VideoConfig, keyframe: &Bytes) -> (&'static str, Bytes) {
     match config {
-        VideoConfig::Avc(_) => ("h264", keyframe.to_vec()),
-        VideoConfig::Hevc(_) => ("hevc", keyframe.to_vec()),
-        VideoConfig::Av1(_) => ("obu", [&AV1_TEMPORAL_DELIMITER[..], keyframe].concat()),
+        VideoConfig::Avc(_) => ("h264", keyframe.clone()),
+        VideoConfig::Hevc(_) => ("hevc", keyframe.clone()),
+        VideoConfig::Av1(_) => {
+            let unit = [&AV1_TEMPORAL_DELIMITER[..], keyframe].concat();
+            ("obu", Bytes::from(unit))
+        }
     }
 }
 

@@ -38,9 +38,6 @@ impl StreamSession {
     /// for one, and the ladder's FFmpeg is not making them.
     pub(super) fn thumbnail(&mut self, frame: &Frame, ctx: &mut Context<Self>) {
         let Frame::Video(video) = frame else { return };
-        let Some(config) = self.core.config.video.clone() else {
-            return;
-        };
         let every = self.context.settings.hls.thumbnail_seconds;
         // Two intervals without one from the ladder: its FFmpeg is gone or elsewhere.
         let ladder_makes_them = self
@@ -55,9 +52,12 @@ impl StreamSession {
         {
             return;
         }
+        let Some(config) = self.core.config.video.as_deref() else {
+            return;
+        };
+        let (format, keyframe) = thumbnail::input(config, &video.data);
         self.thumbnails.busy = true;
         let program = self.context.settings.hls.ffmpeg_path.clone();
-        let (format, keyframe) = thumbnail::input(&config, &video.data);
         let make =
             async move { thumbnail::jpeg(&program, format, &keyframe, thumbnail::HEIGHT).await };
         ctx.spawn(make.into_actor(self).map(|made, this, _| {
