@@ -71,6 +71,7 @@ struct Track {
     target: Option<u64>,
 }
 
+/// `stream`: the stream's name, with when and from which node this playlist came.
 fn check(track: &mut Track, p: &MediaPlaylist, stream: &str, seen: &mut Seen) -> bool {
     let mut new = false;
     if p.media_sequence < track.media_sequence {
@@ -133,9 +134,10 @@ async fn reader(
     let mut last_new: Option<Instant> = None;
     while Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let base = {
+        let (node, base) = {
             let nodes = nodes.lock().unwrap();
-            nodes[dice.below(nodes.len())].clone()
+            let node = dice.below(nodes.len());
+            (node, nodes[node].clone())
         };
         let url = format!("{base}/hls/{stream}/source/index.m3u8");
         let playlist = match client.get(&url).send().await {
@@ -153,7 +155,9 @@ async fn reader(
         let new = {
             let mut seen = seen.lock().unwrap();
             seen.polls += 1;
-            check(&mut track, &p, &stream, &mut seen)
+            let at = started.elapsed().as_secs_f64();
+            let from = format!("{stream} (node {node}, {at:.0} s)");
+            check(&mut track, &p, &from, &mut seen)
         };
         if new {
             // Fetch what is new, from the same node.
@@ -267,8 +271,10 @@ fn main() {
                 tokio::spawn(reader)
             })
             .collect();
-        // Segments S3's playlists listed, and whether each was in S3 then.
-        let s3_listed: Arc<Mutex<HashMap<String, bool>>> = Arc::default();
+        // Segments S3's playlists listed: when first listed, and whether each was in S3
+        // then.
+        let s3_listed: Arc<Mutex<HashMap<String, (u64, bool)>>> = Arc::default();
+        let mut s3_checks = (0u32, 0u32);
 
         let mut dice = Dice(0x9E37_79B9_7F4A_7C15);
         let mut events: Vec<String> = Vec::new();
@@ -330,16 +336,18 @@ fn main() {
                 // the playlist must never point at an object not there (old ones are
                 // deleted on purpose, `s3.delete_grace_seconds` after they leave it).
                 for name in &names {
+                    s3_checks.0 += 1;
                     let Some(p) = s3_playlist(&s3, name).await else {
                         continue;
                     };
+                    s3_checks.1 += 1;
                     for seg in &p.segments {
                         let key = format!("{PREFIX}/{name}/source/{}", seg.uri);
                         if s3_listed.lock().unwrap().contains_key(&key) {
                             continue;
                         }
                         let there = s3_has(&s3, &key).await;
-                        s3_listed.lock().unwrap().insert(key, there);
+                        s3_listed.lock().unwrap().insert(key, (t, there));
                     }
                 }
             }
@@ -350,10 +358,16 @@ fn main() {
         let elapsed = started.elapsed().as_secs_f64();
         drop(publishers);
         let listed: Vec<String> = s3_listed.lock().unwrap().keys().cloned().collect();
-        let missing: Vec<String> = (s3_listed.lock().unwrap().iter())
-            .filter(|(_, there)| !**there)
-            .map(|(k, _)| k.clone())
+        let mut missing: Vec<(u64, String)> = (s3_listed.lock().unwrap().iter())
+            .filter(|(_, (_, there))| !*there)
+            .map(|(k, (t, _))| (*t, k.clone()))
             .collect();
+        missing.sort();
+        // Listed before it was there, or never there at all.
+        let mut late = Vec::new();
+        for (_, key) in &missing {
+            late.push(s3_has(&s3, key).await);
+        }
         // Let every stream end: the reconnect grace (10 s), FFmpeg's last output (10 s at
         // most), 30 s of retention, deletes 10 s after the window: about a minute. Then
         // what is still alive is counted every 5 s, up to two minutes after the stop;
@@ -408,12 +422,13 @@ fn main() {
         for gap in &seen.long_gaps {
             println!("    {gap}");
         }
-        println!("  segments lost: {} listed but not served by Kawa; {} of {} listed in S3 missing there", seen.unserved.len(), missing.len(), listed.len());
+        println!("  segments lost: {} listed but not served by Kawa; {} of {} listed in S3 missing there ({} there later); S3 playlists found {} of {} times", seen.unserved.len(), missing.len(), listed.len(), late.iter().filter(|l| **l).count(), s3_checks.1, s3_checks.0);
         for u in seen.unserved.iter().take(10) {
             println!("    not served: {u}");
         }
-        for m in missing.iter().take(10) {
-            println!("    not in S3: {m}");
+        for ((t, m), late) in missing.iter().zip(&late).take(10) {
+            let then = if *late { "there later" } else { "never there" };
+            println!("    not in S3 at {t} s: {m} ({then})");
         }
         println!("  playlists that broke a rule: {}", seen.broken.len());
         for b in seen.broken.iter().take(10) {

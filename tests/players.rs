@@ -363,14 +363,17 @@ fn hlsjs_plays(live: &Live, low_latency: bool, seconds: u32) -> Vec<Value> {
     require_hlsjs();
     let master_url = live.master_url();
     let limit = Duration::from_secs(u64::from(seconds) + 60);
-    let results = run_each(live, limit, |i, _| {
+    // Each browser pins its variant by URI: the master's order follows measured
+    // bandwidth, which can change between one fetch and the next (an HEVC source can
+    // overtake the rung below it).
+    let results = run_each(live, limit, |_, variant| {
         let mut cmd = Command::new("node");
         cmd.current_dir(player_dir())
             .env("PLAY_LOW_LATENCY", if low_latency { "1" } else { "0" })
             .arg("play.mjs")
             .arg(&master_url)
             .arg(seconds.to_string())
-            .arg(i.to_string());
+            .arg(&variant.uri);
         cmd
     });
     let mut reports = Vec::new();

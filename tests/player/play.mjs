@@ -49,11 +49,14 @@ import { chromium } from 'playwright-core';
 const here = dirname(fileURLToPath(import.meta.url));
 const [url, secondsArg, levelArg] = process.argv.slice(2);
 const seconds = Number(secondsArg);
-const level = levelArg === undefined ? -1 : Number(levelArg);
+// LEVEL: the variant's index in the master, or its URI as the master writes it (the
+// master orders variants by measured bandwidth, which can change while tests run).
+const byUri = levelArg !== undefined && !/^-?\d+$/.test(levelArg);
+let level = levelArg === undefined ? -1 : byUri ? 0 : Number(levelArg);
 const START_SECONDS = 20;
 const lowLatency = process.env.PLAY_LOW_LATENCY !== '0';
 if (!url || !(seconds > 0) || !Number.isInteger(level)) {
-  console.error('usage: node play.mjs URL SECONDS [LEVEL]');
+  console.error('usage: node play.mjs URL SECONDS [LEVEL|VARIANT-URI]');
   process.exit(2);
 }
 
@@ -71,6 +74,13 @@ if (level >= 0) {
   const text = await (await fetch(url)).text();
   const lines = text.split(/\r?\n/).map((l) => l.trim());
   const uris = lines.filter((l, i) => i > 0 && lines[i - 1].startsWith('#EXT-X-STREAM-INF:'));
+  if (byUri) {
+    level = uris.indexOf(levelArg);
+    if (level < 0) {
+      console.log(JSON.stringify({ url, level, errors: [{ type: 'test', details: `no variant ${levelArg} in the master` }] }));
+      process.exit(1);
+    }
+  }
   if (level >= uris.length) {
     console.log(JSON.stringify({ url, level, errors: [{ type: 'test', details: `no variant ${level} in ${uris.length}` }] }));
     process.exit(1);
