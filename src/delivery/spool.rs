@@ -158,12 +158,7 @@ impl Spool {
         }
         let mut i = 0;
         while let Some(item) = self.puts.get(i) {
-            let superseded = matches!(item.meta.kind, ItemKind::Playlist | ItemKind::Master)
-                && self
-                    .puts
-                    .iter()
-                    .skip(i + 1)
-                    .any(|later| later.meta.key == item.meta.key);
+            let superseded = self.superseded(i);
             if superseded {
                 let item = item.clone();
                 self.complete(&item);
@@ -176,6 +171,33 @@ impl Spool {
             return Some(item.clone());
         }
         None
+    }
+
+    /// Whether the playlist at `i` in the queue can be skipped: a newer version of it is
+    /// queued with nothing it waits for in between (no segment of its rendition). When
+    /// uploads fall behind, a newer version always waits behind new segments; skipping
+    /// to it then would keep the bucket's playlist frozen for as long as the backlog
+    /// lasts (the chaos benchmark saw none in 380 looks), where uploading the older one
+    /// moves it on.
+    fn superseded(&self, i: usize) -> bool {
+        let item = &self.puts[i];
+        if !matches!(item.meta.kind, ItemKind::Playlist | ItemKind::Master) {
+            return false;
+        }
+        let dir = item.meta.key.rsplit_once('/').map_or("", |(d, _)| d);
+        for later in self.puts.iter().skip(i + 1) {
+            if later.meta.key == item.meta.key {
+                return true;
+            }
+            let same_dir = later.meta.key.rsplit_once('/').map_or("", |(d, _)| d) == dir;
+            if item.meta.kind == ItemKind::Playlist
+                && same_dir
+                && !matches!(later.meta.kind, ItemKind::Playlist | ItemKind::Master)
+            {
+                return false;
+            }
+        }
+        false
     }
 
     /// Holds a queued upload back until `until_ms` (later items pass it meanwhile). In
@@ -252,8 +274,9 @@ mod tests {
         spool
             .push(meta(ItemKind::Playlist, "source/index.m3u8"), b"v1")
             .unwrap();
+        // Another rendition's items between two versions do not hold the newer back.
         spool
-            .push(meta(ItemKind::Segment, "source/2.ts"), b"2")
+            .push(meta(ItemKind::Segment, "360p/1.ts"), b"2")
             .unwrap();
         spool
             .push(meta(ItemKind::Playlist, "source/index.m3u8"), b"v2")
@@ -270,8 +293,31 @@ mod tests {
         .collect();
         assert_eq!(
             order,
-            ["source/1.ts 0", "source/2.ts 2", "source/index.m3u8 3"]
+            ["source/1.ts 0", "360p/1.ts 2", "source/index.m3u8 3"]
         );
+    }
+
+    /// Uploads behind: every newer playlist waits behind a new segment. The bucket's
+    /// playlist still moves on with each segment, never frozen until the queue drains.
+    #[test]
+    fn a_backlog_uploads_each_playlist_once_its_segments_are_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(dir.path().to_owned()).unwrap();
+        for n in 1..=3 {
+            spool
+                .push(meta(ItemKind::Segment, &format!("source/{n}.m4s")), b"s")
+                .unwrap();
+            spool
+                .push(meta(ItemKind::Playlist, "source/index.m3u8"), b"p")
+                .unwrap();
+        }
+        let order: Vec<u64> = std::iter::from_fn(|| {
+            let item = spool.next(0)?;
+            spool.complete(&item);
+            Some(item.seq)
+        })
+        .collect();
+        assert_eq!(order, [0, 1, 2, 3, 4, 5]);
     }
 
     fn spool_body_hint(item: &Item) -> Vec<u8> {
