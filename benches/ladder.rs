@@ -68,7 +68,7 @@ fn bare_ffmpeg(
         .spawn()
         .expect("ffmpeg");
     let flv = publisher.stdout.take().unwrap();
-    let mut args = plan.ffmpeg_args(&settings.hls, false);
+    let mut args = plan.ffmpeg_args(&settings.hls, kawa::transcode::Extras::NONE);
     let at = args.iter().position(|a| a == "-f").unwrap();
     // `-f mpegts -i pipe:0` -> `-f flv -i pipe:0`
     args[at + 1] = "flv".to_owned();

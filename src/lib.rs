@@ -28,3 +28,4 @@ pub mod server;
 pub mod stream;
 pub mod telemetry;
 pub mod transcode;
+pub mod webrtc;

@@ -250,6 +250,22 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         "RTMP connections and stream sessions spread over one arbiter per core"
     );
     let live = Arc::new(LiveStore::default());
+    let webrtc = match settings.webrtc.udp_addr() {
+        Some(addr) => Some(
+            crate::webrtc::WebRtc::start(&settings.webrtc, addr)
+                .await
+                .map_err(|source| ServeError::Bind {
+                    what: "WebRTC",
+                    addr,
+                    source,
+                })?,
+        ),
+        None => None,
+    };
+    let (webrtc, webrtc_addr) = match webrtc {
+        Some((webrtc, addr)) => (Some(webrtc), Some(addr)),
+        None => (None, None),
+    };
     let session_context = Arc::new(SessionContext {
         settings: Arc::clone(&settings),
         arbiters: arbiters.clone(),
@@ -260,6 +276,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         hooks: hooks.clone(),
         keys: Some(keys.clone()),
         recordings: Some(Arc::clone(&recordings)),
+        webrtc: webrtc.clone(),
     });
     let registry = StreamRegistry::new(
         settings.rtmp.takeover,
@@ -349,6 +366,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         settings.http.trusted_proxies().clone(),
     ));
     let recordings = web::Data::new(recordings);
+    let webrtc = webrtc.map(web::Data::new);
 
     crate::metrics::register_runtime("system");
     let http_server = HttpServer::new(move || {
@@ -364,6 +382,9 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
             .app_data(recordings.clone());
         if let Some(proxy) = &proxy {
             app = app.app_data(proxy.clone());
+        }
+        if let Some(webrtc) = &webrtc {
+            app = app.app_data(webrtc.clone());
         }
         app.wrap(middleware::Compress::default())
             .configure(http::configure)
@@ -402,7 +423,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     let grpc_server = tokio::spawn(grpc::serve(incoming, keys, grpc_options, async {
         let _ = grpc_stopped.await;
     }));
-    tracing::info!(http = %http_addr, https = tls.is_some(), rtmp = %rtmp_addr, srt = %srt_addr.map_or_else(|| "off".to_owned(), |a| a.to_string()), grpc = %grpc_addr, "kawa is up");
+    tracing::info!(http = %http_addr, https = tls.is_some(), rtmp = %rtmp_addr, srt = %srt_addr.map_or_else(|| "off".to_owned(), |a| a.to_string()), webrtc = %webrtc_addr.map_or_else(|| "off".to_owned(), |a| a.to_string()), grpc = %grpc_addr, "kawa is up");
 
     let http_task = tokio::spawn(http_server);
     tokio::pin!(http_task, grpc_server);

@@ -72,7 +72,7 @@ fn ffmpeg_rungs_come_back_on_the_source_clock_with_aligned_keyframes() {
     let plan = TranscodePlan::new(&config, &hls);
     assert_eq!(plan.scaled().count(), 2);
     let mut child = Command::new("ffmpeg")
-        .args(plan.ffmpeg_args(&hls, false))
+        .args(plan.ffmpeg_args(&hls, kawa::transcode::Extras::NONE))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

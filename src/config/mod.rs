@@ -5,7 +5,7 @@
 //! names the setting; `main` prints it and exits with code 2.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use figment::Figment;
@@ -35,6 +35,7 @@ pub struct Settings {
     pub http: HttpSettings,
     pub rtmp: RtmpSettings,
     pub srt: SrtSettings,
+    pub webrtc: WebRtcSettings,
     pub hls: HlsSettings,
     pub s3: S3Settings,
     pub grpc: GrpcSettings,
@@ -138,6 +139,28 @@ impl SrtSettings {
     /// The listen address, when SRT is on (checked by `validate`).
     pub fn addr(&self) -> Option<SocketAddr> {
         self.addr.parse().ok()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebRtcSettings {
+    /// UDP address for every WebRTC viewer (ICE-lite, one port); empty: no WHEP.
+    pub udp_addr: String,
+    /// Addresses announced to browsers as host candidates (behind NAT, in a cluster);
+    /// empty: the UDP address when it names one, else the address the viewer reached
+    /// Kawa's HTTP port at.
+    pub public_ips: Vec<IpAddr>,
+    /// WebRTC viewers at once on this node; past it a WHEP request gets 503.
+    pub max_sessions: usize,
+    /// A session whose browser has not connected (ICE and DTLS) by then is dropped.
+    pub connect_timeout_ms: u64,
+}
+
+impl WebRtcSettings {
+    /// The UDP address, when WebRTC is on (checked by `validate`).
+    pub fn udp_addr(&self) -> Option<SocketAddr> {
+        self.udp_addr.parse().ok()
     }
 }
 

@@ -52,6 +52,7 @@ impl Settings {
         self.validate_cluster()?;
         self.validate_hooks()?;
         self.validate_srt()?;
+        self.validate_webrtc()?;
         if !self.rtmp.key_service_url.is_empty() {
             check_url(
                 "rtmp.key_service_url",
@@ -295,6 +296,29 @@ impl Settings {
             return Err(ConfigError::invalid(
                 "srt.latency_ms",
                 "must be between 20 and 8000",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_webrtc(&self) -> Result<(), ConfigError> {
+        let webrtc = &self.webrtc;
+        if !webrtc.udp_addr.is_empty() && webrtc.udp_addr().is_none() {
+            return Err(ConfigError::invalid(
+                "webrtc.udp_addr",
+                "must be an IP address and port (0.0.0.0:8189), or empty for no WebRTC",
+            ));
+        }
+        if !(1..=100_000).contains(&webrtc.max_sessions) {
+            return Err(ConfigError::invalid(
+                "webrtc.max_sessions",
+                "must be between 1 and 100000",
+            ));
+        }
+        if !(1000..=120_000).contains(&webrtc.connect_timeout_ms) {
+            return Err(ConfigError::invalid(
+                "webrtc.connect_timeout_ms",
+                "must be between 1000 and 120000",
             ));
         }
         Ok(())

@@ -83,7 +83,7 @@ impl TranscoderService for TranscoderWorker {
         let (plan, reference) =
             wire::plan(&job).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let rungs = plan.scaled().count();
-        let args = plan.ffmpeg_args(&self.hls, false);
+        let args = plan.ffmpeg_args(&self.hls, crate::transcode::Extras::NONE);
         let span = tracing::info_span!("encode", rungs);
         let (answers, answered) = mpsc::channel::<Result<TranscodeOutput, Status>>(OUTPUT_QUEUE);
         let to_node = answers.clone();
@@ -112,6 +112,8 @@ impl TranscoderService for TranscoderWorker {
             generation: 0,
             // A node whose encode runs on a worker makes its thumbnails on demand.
             on_thumbnail: None,
+            // WebRTC's Opus is made only by a node's own FFmpeg (not asked of workers).
+            on_opus: None,
         };
         let output = RungDemuxer::new(rungs, reference);
         let (encode, run) = ffmpeg::start(spec, output, span.clone(), on_frames)

@@ -12,6 +12,7 @@ pub mod streams;
 pub mod tls;
 pub mod viewers;
 pub mod watch;
+pub mod whep;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use utoipa::OpenApi;
@@ -223,6 +224,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(debug_routes)
     .configure(hls::configure)
     .configure(watch::configure)
+    .configure(whep::configure)
     .configure(recordings::configure)
     .service(
         web::scope("/api/v1")

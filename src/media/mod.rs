@@ -34,6 +34,7 @@ pub mod fmp4_feed;
 pub mod frame;
 pub mod hevc;
 pub mod interleave;
+pub mod opus;
 pub mod remux;
 pub mod time;
 pub mod ts;

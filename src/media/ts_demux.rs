@@ -25,6 +25,8 @@ pub const MAX_STREAMS: usize = 16;
 pub const STREAM_TYPE_H264: u8 = 0x1B;
 pub const STREAM_TYPE_HEVC: u8 = 0x24;
 pub const STREAM_TYPE_ADTS_AAC: u8 = 0x0F;
+/// PES private data: what it holds is named by a registration descriptor ("Opus").
+pub const STREAM_TYPE_PRIVATE: u8 = 0x06;
 
 const MPEG_CRC: Crc<u32> = Crc::<u32>::new(&CRC_32_MPEG_2);
 
@@ -45,6 +47,9 @@ pub enum TsDemuxError {
 pub struct ElementaryStream {
     pub pid: u16,
     pub stream_type: u8,
+    /// The format identifier of its registration descriptor (ISO/IEC 13818-1 2.6.8),
+    /// which names what a private stream holds (`Opus`).
+    pub registration: Option<[u8; 4]>,
 }
 
 /// One whole PES packet.
@@ -67,6 +72,18 @@ struct PesBuffer {
     started: bool,
     /// The last continuity counter seen (network mode).
     counter: Option<u8>,
+}
+
+/// The format identifier of the registration descriptor (tag 5) among `descriptors`.
+fn registration(mut descriptors: &[u8]) -> Option<[u8; 4]> {
+    while let [tag, len, rest @ ..] = descriptors {
+        let body = rest.get(..usize::from(*len))?;
+        if *tag == 0x05 && body.len() >= 4 {
+            return Some([body[0], body[1], body[2], body[3]]);
+        }
+        descriptors = &rest[body.len()..];
+    }
+    None
 }
 
 /// Demuxes one TS byte stream, fed in pieces of any size.
@@ -281,11 +298,12 @@ impl TsDemuxer {
             if streams.len() == MAX_STREAMS {
                 return Err(TsDemuxError::TooManyStreams);
             }
+            let es_info = (usize::from(len_hi & 0x0F) << 8) | usize::from(*len_lo);
             streams.push(ElementaryStream {
                 pid: u16::from_be_bytes([pid_hi & 0x1F, *pid_lo]),
                 stream_type: *stream_type,
+                registration: registration(rest.get(..es_info).unwrap_or(rest)),
             });
-            let es_info = (usize::from(len_hi & 0x0F) << 8) | usize::from(*len_lo);
             entries = rest.get(es_info..).unwrap_or_default();
         }
         if streams != self.streams {
@@ -453,11 +471,13 @@ mod tests {
             [
                 ElementaryStream {
                     pid: PID_VIDEO,
-                    stream_type: STREAM_TYPE_H264
+                    stream_type: STREAM_TYPE_H264,
+                    registration: None,
                 },
                 ElementaryStream {
                     pid: PID_AUDIO,
-                    stream_type: STREAM_TYPE_ADTS_AAC
+                    stream_type: STREAM_TYPE_ADTS_AAC,
+                    registration: None,
                 }
             ]
         );

@@ -1,12 +1,15 @@
 //! FFmpeg's output back into typed frames: the i-th H.264 stream of its TS is the i-th
-//! scaled rung, and its one AAC stream goes with every rung. Timestamps come back from
-//! 33 bits onto the source's unwrapped clock. Pure: bytes in, frames out.
+//! scaled rung, and its one AAC stream goes with every rung; an Opus stream (WebRTC's
+//! audio) is kept apart. Timestamps come back from 33 bits onto the source's unwrapped
+//! clock. Pure: bytes in, frames out.
 
 use crate::media::aac::adts_frames;
 use crate::media::annexb;
 use crate::media::frame::{AudioFrame, Frame, VideoFrame};
+use crate::media::opus::{self, OpusPacket};
 use crate::media::ts_demux::{
-    PesPacket, STREAM_TYPE_ADTS_AAC, STREAM_TYPE_H264, TsDemuxError, TsDemuxer, Unwrap33,
+    PesPacket, STREAM_TYPE_ADTS_AAC, STREAM_TYPE_H264, STREAM_TYPE_PRIVATE, TsDemuxError,
+    TsDemuxer, Unwrap33,
 };
 
 #[derive(Debug)]
@@ -14,6 +17,8 @@ pub struct RungDemuxer {
     ts: TsDemuxer,
     rungs: usize,
     clock: Unwrap33,
+    /// Opus packets read since the last [`Self::take_opus`].
+    opus: Vec<OpusPacket>,
 }
 
 impl RungDemuxer {
@@ -23,7 +28,13 @@ impl RungDemuxer {
             ts: TsDemuxer::new(),
             rungs,
             clock: Unwrap33::new(reference),
+            opus: Vec::new(),
         }
+    }
+
+    /// The Opus packets read so far (WebRTC's audio), in order.
+    pub fn take_opus(&mut self) -> Vec<OpusPacket> {
+        std::mem::take(&mut self.opus)
     }
 
     /// FFmpeg's output so far; returns `(rung, frame)` pairs in output order.
@@ -91,8 +102,21 @@ impl RungDemuxer {
                     }
                 }
             }
+            STREAM_TYPE_PRIVATE if self.is_opus(packet.pid) => {
+                let mut pts = self.clock.unwrap(pts);
+                // A payload that is not Opus framing is skipped: the audio has a hole.
+                for data in opus::ts_access_units(&packet.data).unwrap_or_default() {
+                    let samples = i64::from(opus::samples(&data));
+                    self.opus.push(OpusPacket { pts, data });
+                    pts += samples * 90_000 / opus::RTP_CLOCK;
+                }
+            }
             _ => {}
         }
+    }
+
+    fn is_opus(&self, pid: u16) -> bool {
+        (self.ts.streams().iter()).any(|s| s.pid == pid && s.registration == Some(*b"Opus"))
     }
 }
 

@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::media::fmp4_feed::Fmp4Feed;
 use crate::media::frame::{Frame, VideoCodec};
+use crate::media::opus::OpusPacket;
 use crate::media::ts::TsMuxer;
 use crate::stream::backpressure::DropToKeyframe;
 use crate::transcode::demux::RungDemuxer;
@@ -105,6 +106,8 @@ pub struct EncodeSpec<'a> {
     /// Gets each thumbnail, when `args` make FFmpeg write them
     /// ([`TranscodePlan::writes_thumbnails`]).
     pub on_thumbnail: Option<Box<dyn Fn(Bytes) + Send>>,
+    /// Gets the Opus packets (WebRTC's audio) as they are read, when `args` ask for them.
+    pub on_opus: Option<Box<dyn Fn(Vec<OpusPacket>) + Send + Sync>>,
 }
 
 /// Starts FFmpeg. `on_frames` gets each batch of the rungs' frames and answers whether
@@ -168,6 +171,7 @@ where
             }
         });
     }
+    let on_opus = spec.on_opus;
     let (kill, killed) = oneshot::channel();
     let stdout = child.stdout.take();
     let run = async move {
@@ -179,7 +183,14 @@ where
                     Ok(0) | Err(_) => break,
                     Ok(n) => n,
                 };
-                match demuxer.push(&buf[..n]) {
+                let pushed = demuxer.push(&buf[..n]);
+                if let Some(on_opus) = &on_opus {
+                    let packets = demuxer.take_opus();
+                    if !packets.is_empty() {
+                        on_opus(packets);
+                    }
+                }
+                match pushed {
                     Ok(frames) if frames.is_empty() => {}
                     Ok(frames) => {
                         if !on_frames(frames).await {

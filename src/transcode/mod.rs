@@ -34,6 +34,26 @@ pub struct Rendition {
     pub kind: RenditionKind,
 }
 
+/// What FFmpeg makes besides the rungs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Extras {
+    /// JPEGs for `/hls/{path}/thumbnail.jpg`.
+    pub thumbnails: bool,
+    /// The audio in Opus, for WebRTC.
+    pub opus: bool,
+}
+
+impl Extras {
+    pub const NONE: Self = Self {
+        thumbnails: false,
+        opus: false,
+    };
+    pub const THUMBNAILS: Self = Self {
+        thumbnails: true,
+        opus: false,
+    };
+}
+
 /// The ladder for one stream, decided from the source's real SPS.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TranscodePlan {
@@ -91,7 +111,12 @@ impl TranscodePlan {
     /// With `thumbnails` (and `hls.thumbnail_seconds` set), the decoded source also gives
     /// a JPEG every `thumbnail_seconds`, in multipart JPEG on file descriptor
     /// [`THUMBNAIL_FD`]: the picture comes from the decode the rungs need anyway.
-    pub fn ffmpeg_args(&self, hls: &HlsSettings, thumbnails: bool) -> Vec<String> {
+    ///
+    /// With `opus` (and audio), the TS also carries the audio in Opus, 48 kHz stereo in
+    /// 20 ms packets, for WebRTC viewers (WebRTC has no AAC): one more audio encode in
+    /// the FFmpeg that runs anyway.
+    pub fn ffmpeg_args(&self, hls: &HlsSettings, extras: Extras) -> Vec<String> {
+        let thumbnails = extras.thumbnails;
         let mut args: Vec<String> = [
             "-hide_banner",
             "-nostats",
@@ -187,7 +212,29 @@ impl TranscodePlan {
         if self.has_audio {
             // One AAC track, copied: every rung carries it, and it comes back on the same
             // clock and in step with the video.
-            args.extend(["-map", "0:a:0", "-c:a", "copy"].map(String::from));
+            args.extend(["-map", "0:a:0", "-c:a:0", "copy"].map(String::from));
+            if extras.opus {
+                args.extend(
+                    [
+                        "-map",
+                        "0:a:0",
+                        "-c:a:1",
+                        "libopus",
+                        "-b:a:1",
+                        "64k",
+                        "-ar:a:1",
+                        "48000",
+                        "-ac:a:1",
+                        "2",
+                        // No look-ahead beyond the 20 ms packet: audio in step with video.
+                        "-application:a:1",
+                        "lowdelay",
+                        "-frame_duration:a:1",
+                        "20",
+                    ]
+                    .map(String::from),
+                );
+            }
         }
         args.extend(
             [
@@ -312,7 +359,7 @@ mod tests {
     fn ladder_maps_each_rung_with_the_shared_audio() {
         let settings = hls();
         let plan = TranscodePlan::new(&config(720, true), &settings);
-        let args = plan.ffmpeg_args(&settings, false);
+        let args = plan.ffmpeg_args(&settings, Extras::NONE);
         let joined = args.join(" ");
         assert!(
             joined.contains("[0:v]split=2[s0][s1];[s0]scale=-2:480[v0];[s1]scale=-2:360[v1]"),
@@ -324,7 +371,8 @@ mod tests {
             "{joined}"
         );
         assert!(joined.contains("-force_key_frames:v:1 source"), "{joined}");
-        assert!(joined.contains("-map 0:a:0 -c:a copy"), "{joined}");
+        assert!(joined.contains("-map 0:a:0 -c:a:0 copy"), "{joined}");
+        assert!(!joined.contains("libopus"), "{joined}");
         assert!(joined.contains("-copyts -f mpegts -i pipe:0"), "{joined}");
         assert!(joined.ends_with("-f mpegts pipe:1"), "{joined}");
         assert!(
@@ -333,13 +381,23 @@ mod tests {
         );
         let names: Vec<&str> = plan.scaled().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["480p", "360p"]);
+        // For WebRTC: the audio a second time, in Opus, in the same TS.
+        let opus = Extras {
+            thumbnails: false,
+            opus: true,
+        };
+        let joined = plan.ffmpeg_args(&settings, opus).join(" ");
+        assert!(
+            joined.contains("-map 0:a:0 -c:a:0 copy -map 0:a:0 -c:a:1 libopus"),
+            "{joined}"
+        );
     }
 
     #[test]
     fn thumbnails_are_a_branch_of_the_ladder_and_a_second_output() {
         let settings = hls();
         let plan = TranscodePlan::new(&config(720, true), &settings);
-        let args = plan.ffmpeg_args(&settings, true);
+        let args = plan.ffmpeg_args(&settings, Extras::THUMBNAILS);
         let joined = args.join(" ");
         assert!(joined.contains("[0:v]split=3[s0][s1][s2]"), "{joined}");
         assert!(
@@ -354,13 +412,13 @@ mod tests {
         // Off: no branch, and FFmpeg writes to no descriptor Kawa did not open.
         let mut off = settings.clone();
         off.thumbnail_seconds = 0;
-        let args = plan.ffmpeg_args(&off, true);
+        let args = plan.ffmpeg_args(&off, Extras::THUMBNAILS);
         assert!(!TranscodePlan::writes_thumbnails(&args));
         assert!(!args.join(" ").contains("thumb"));
         // No rungs, no FFmpeg output to hang them on.
         let small = TranscodePlan::new(&config(240, true), &settings);
         assert!(!TranscodePlan::writes_thumbnails(
-            &small.ffmpeg_args(&settings, true)
+            &small.ffmpeg_args(&settings, Extras::THUMBNAILS)
         ));
     }
 
@@ -370,7 +428,7 @@ mod tests {
         let plan = TranscodePlan::new(&config(240, false), &settings);
         assert_eq!(plan.scaled().count(), 0, "240p has no rung below it");
         let plan = TranscodePlan::new(&config(720, false), &settings);
-        let args = plan.ffmpeg_args(&settings, false);
+        let args = plan.ffmpeg_args(&settings, Extras::NONE);
         assert!(!args.iter().any(|a| a.contains("0:a")));
     }
 }

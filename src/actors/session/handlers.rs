@@ -26,6 +26,7 @@ impl StreamSession {
             IngestInput::Frame(frame) => {
                 self.record_ingest(&frame);
                 self.thumbnail(&frame, ctx);
+                self.webrtc_source(&frame);
                 self.core.on_frame(frame, OffsetDateTime::now_utc())
             }
         };
@@ -97,6 +98,13 @@ impl Handler<Encoded> for StreamSession {
 
     fn handle(&mut self, msg: Encoded, ctx: &mut Context<Self>) {
         self.guarded(ctx, |this, ctx| {
+            if this
+                .encoder
+                .as_ref()
+                .is_some_and(|e| e.generation == msg.generation)
+            {
+                this.webrtc_rungs(&msg.frames);
+            }
             let actions = this.core.on_encoded(msg.generation, msg.frames);
             this.perform(actions, ctx);
         });

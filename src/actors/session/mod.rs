@@ -12,6 +12,7 @@ mod recording;
 mod recording_journal;
 mod supervised;
 mod thumbnail;
+mod webrtc;
 
 use actix::prelude::*;
 use time::OffsetDateTime;
@@ -51,6 +52,8 @@ pub struct SessionContext {
     pub keys: Option<crate::keys::KeyManager>,
     /// The recordings index.
     pub recordings: Option<Arc<crate::recordings::Recordings>>,
+    /// The WebRTC server (`webrtc.udp_addr`).
+    pub webrtc: Option<crate::webrtc::WebRtc>,
 }
 
 pub use messages::*;
@@ -102,6 +105,8 @@ pub struct StreamSession {
     drops_reported: u64,
     /// What a restart after a panic goes on from.
     checkpoint: Checkpoint,
+    /// Frames for WebRTC viewers, when WebRTC is on.
+    webrtc: Option<webrtc::WebRtcOut>,
     span: tracing::Span,
 }
 
@@ -163,6 +168,7 @@ impl StreamSession {
             last_keyframe: None,
             drops_reported: 0,
             checkpoint: Checkpoint::default(),
+            webrtc: context.webrtc.clone().map(webrtc::WebRtcOut::new),
             span,
             context,
         }
@@ -242,8 +248,13 @@ impl StreamSession {
         replay: Vec<Frame>,
         ctx: &mut Context<Self>,
     ) {
+        self.webrtc_plan(&plan);
+        let extras = crate::transcode::Extras {
+            thumbnails: true,
+            opus: self.webrtc.is_some(),
+        };
         let settings = &self.context.settings;
-        let args = plan.ffmpeg_args(&settings.hls, true);
+        let args = plan.ffmpeg_args(&settings.hls, extras);
         let reference = match replay.first() {
             Some(Frame::Video(v)) => v.dts,
             Some(Frame::Audio(a)) => a.pts,
@@ -264,6 +275,7 @@ impl StreamSession {
                 .cluster
                 .clone()
                 .filter(|_| settings.cluster.remote_transcoding),
+            opus_out: self.webrtc_audio_out(),
         };
         let transcoder = Transcoder::new(job, ctx.address(), self.span.clone())
             .with_replay(replay, self.metrics.frames_dropped.clone());
@@ -384,6 +396,7 @@ impl StreamSession {
     /// The core ended the stream: ENDLIST was written; tell the uploader and registry.
     fn ended(&mut self, ctx: &mut Context<Self>) {
         self.kill_encoder();
+        self.webrtc_ended();
         self.finish_recording();
         if !self.superseded {
             self.metrics.remove();

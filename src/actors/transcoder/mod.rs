@@ -56,6 +56,9 @@ pub struct EncoderJob {
     pub reference: i64,
     /// Transcoder workers to prefer over a local FFmpeg.
     pub workers: Option<Arc<Cluster>>,
+    /// Where the Opus packets go (WebRTC's audio, when `args` ask FFmpeg for them):
+    /// straight to the WebRTC server, not through the session.
+    pub opus_out: Option<(crate::webrtc::WebRtc, String)>,
 }
 
 /// Where the frames go.
@@ -165,6 +168,10 @@ impl Transcoder {
                 let session = self.session.clone();
                 move |jpeg| session.do_send(EncodedThumbnail { generation, jpeg })
             })),
+            on_opus: job.opus_out.clone().map(|(webrtc, path)| {
+                Box::new(move |packets| webrtc.audio(&path, packets))
+                    as Box<dyn Fn(_) + Send + Sync>
+            }),
         };
         let output = RungDemuxer::new(job.plan.scaled().count(), job.reference);
         let session = self.session.clone();

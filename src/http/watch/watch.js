@@ -1,9 +1,13 @@
 // Kawa's player page: plays /hls/{path}/master.m3u8 with hls.js in low-latency mode (or
 // natively in Safari), shows live/offline, the picture's size and how far behind live it
-// plays, and waits for a stream that is not live yet.
+// plays, and waits for a stream that is not live yet. With ?mode=webrtc it plays over
+// WebRTC instead (WHEP: POST /whep/{path}), well under a second behind, and falls back to
+// HLS when the stream cannot be sent that way.
 (() => {
   'use strict';
   const master = document.currentScript.dataset.master;
+  const whep = document.currentScript.dataset.whep;
+  const webrtcWanted = new URLSearchParams(location.search).get('mode') === 'webrtc';
   const video = document.getElementById('video');
   const status = document.getElementById('status');
   const resolution = document.getElementById('resolution');
@@ -63,11 +67,81 @@
     video.play().catch(() => {});
   }
 
+  // WebRTC (WHEP): the peer connection, while one is open.
+  let pc = null;
+  let session = null;
+
+  // Plays over WebRTC; false when the stream cannot be sent that way (then HLS plays).
+  async function playWebRtc() {
+    pc = new RTCPeerConnection();
+    pc.addTransceiver('video', { direction: 'recvonly' });
+    pc.addTransceiver('audio', { direction: 'recvonly' });
+    const media = new MediaStream();
+    video.srcObject = media;
+    pc.ontrack = (event) => media.addTrack(event.track);
+    pc.oniceconnectionstatechange = () => {
+      const state = pc && pc.iceConnectionState;
+      if (state === 'failed' || state === 'disconnected' || state === 'closed') restart();
+    };
+    await pc.setLocalDescription(await pc.createOffer());
+    const answer = await fetch(whep, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/sdp' },
+      body: pc.localDescription.sdp,
+    });
+    if (answer.status !== 201) {
+      const why = (await answer.text()).trim();
+      pc.close();
+      pc = null;
+      video.srcObject = null;
+      show(latency, `WebRTC: ${why || answer.status}`);
+      return false;
+    }
+    session = new URL(answer.headers.get('Location'), location.href).href;
+    await pc.setRemoteDescription({ type: 'answer', sdp: await answer.text() });
+    window.kawaWebRtc = pc;
+    video.play().catch(() => {});
+    return true;
+  }
+
+  function restart() {
+    if (!pc) return;
+    pc.close();
+    pc = null;
+    if (session) fetch(session, { method: 'DELETE' }).catch(() => {});
+    session = null;
+    setTimeout(start, 1000);
+  }
+
+  // The jitter buffer's delay: how long frames wait in the browser before they show.
+  async function webrtcDelay() {
+    if (!pc) return null;
+    let delay = null;
+    (await pc.getStats()).forEach((s) => {
+      if (s.type === 'inbound-rtp' && s.kind === 'video' && s.jitterBufferEmittedCount > 0) {
+        delay = s.jitterBufferDelay / s.jitterBufferEmittedCount;
+      }
+    });
+    return delay;
+  }
+
   async function start() {
     await waitForStream();
     show(status, 'loading');
+    if (webrtcWanted && window.RTCPeerConnection) {
+      try {
+        if (await playWebRtc()) return;
+      } catch (e) {
+        show(latency, `WebRTC: ${e}`);
+      }
+    }
     play();
   }
+
+  window.addEventListener('pagehide', () => {
+    // The session ends now rather than at the server's timeout.
+    if (session) fetch(session, { method: 'DELETE', keepalive: true }).catch(() => {});
+  });
 
   video.addEventListener('ended', () => show(status, 'ended'));
   setInterval(() => {
@@ -86,6 +160,11 @@
       if (target > video.currentTime + 1) video.currentTime = target;
     }
     if (behind !== null) show(latency, `${behind.toFixed(1)} s behind live`);
+    if (pc) {
+      webrtcDelay().then((delay) => {
+        if (delay !== null) show(latency, `WebRTC, ${Math.round(delay * 1000)} ms jitter buffer`);
+      });
+    }
     if (!video.ended && !video.paused && video.currentTime !== lastTime && video.currentTime > 0) {
       show(status, 'live');
     }

@@ -1,0 +1,186 @@
+//! One WebRTC viewer: its `str0m::Rtc` (ICE-lite, DTLS-SRTP, RTP packetisation, NACK
+//! resends from its own history) and what Kawa tracks beside it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use str0m::format::Codec;
+use str0m::media::{MediaKind, MediaTime, Mid, Pt};
+use str0m::{Candidate, Event, IceConnectionState, Output, Rtc, RtcError};
+
+/// RTP packets of video a viewer's history keeps for NACKs (about 3 s of a 2.5 Mbit/s
+/// rung; str0m drops entries older than 3 s anyway).
+const VIDEO_HISTORY: usize = 800;
+/// How often str0m reports what a viewer was sent (bytes, NACKs) for the metrics.
+pub const STATS_EVERY: Duration = Duration::from_secs(1);
+
+/// What a viewer's connection asks of the server after being driven.
+#[derive(Debug, Default)]
+pub struct Wants {
+    /// The viewer lost a picture (PLI/FIR): send from the next keyframe.
+    pub keyframe: bool,
+    /// Bytes and NACKs since the last report.
+    pub sent_bytes: u64,
+    pub nacks: u64,
+}
+
+pub struct Peer {
+    pub id: u64,
+    pub path: String,
+    pub rtc: Rtc,
+    video: Option<(Mid, Pt)>,
+    audio: Option<(Mid, Pt)>,
+    /// Video goes out from a keyframe only: at the start, and after a loss.
+    pub wait_keyframe: bool,
+    pub created: Instant,
+    pub connected: bool,
+    /// When str0m wants to be driven next.
+    pub timeout: Instant,
+    /// Cumulative egress figures per mid at the last stats event.
+    reported: Vec<(Mid, u64, u64)>,
+}
+
+/// A new viewer from a WHEP offer: the answer to send back.
+pub fn accept(
+    id: u64,
+    path: &str,
+    offer: &str,
+    candidates: &[SocketAddr],
+    now: Instant,
+) -> Result<(Peer, String), RtcError> {
+    let offer = str0m::change::SdpOffer::from_sdp_string(offer)?;
+    let mut rtc = Rtc::builder()
+        .set_ice_lite(true)
+        .clear_codecs()
+        .enable_h264(true)
+        .enable_opus(true, false)
+        .set_send_buffer_video(VIDEO_HISTORY)
+        .set_stats_interval(Some(STATS_EVERY))
+        .build(now);
+    for addr in candidates {
+        rtc.add_local_candidate(Candidate::host(*addr, "udp")?);
+    }
+    let answer = rtc.sdp_api().accept_offer(offer)?.to_sdp_string();
+    let peer = Peer {
+        id,
+        path: path.to_owned(),
+        rtc,
+        video: None,
+        audio: None,
+        wait_keyframe: true,
+        created: now,
+        connected: false,
+        timeout: now,
+        reported: Vec::new(),
+    };
+    Ok((peer, answer))
+}
+
+/// Whether an offer wants H.264 in packetization mode 1, which is all Kawa sends.
+pub fn offers_h264(offer: &str) -> bool {
+    offer.lines().any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("a=rtpmap:") && l.contains(" h264/90000")
+    })
+}
+
+impl Peer {
+    /// Writes one frame (`kind`) at `rtp_time` and drives the connection. A viewer that
+    /// has no track of that kind gets nothing.
+    pub fn write(
+        &mut self,
+        kind: MediaKind,
+        wallclock: Instant,
+        rtp_time: MediaTime,
+        data: &Arc<[u8]>,
+    ) -> Result<(), RtcError> {
+        let track = match kind {
+            MediaKind::Video => self.video,
+            MediaKind::Audio => self.audio,
+        };
+        let Some((mid, pt)) = track else {
+            return Ok(());
+        };
+        let Some(writer) = self.rtc.writer(mid) else {
+            return Ok(());
+        };
+        writer.write(pt, wallclock, rtp_time, Arc::clone(data))
+    }
+
+    /// Hands str0m's output to `send` until it asks to be driven again, and reports what
+    /// the viewer asked for. Must run after every input and write (str0m's rule).
+    pub fn drain(&mut self, mut send: impl FnMut(&[u8], SocketAddr)) -> Wants {
+        let mut wants = Wants::default();
+        loop {
+            let output = match self.rtc.poll_output() {
+                Ok(output) => output,
+                Err(_) => {
+                    self.rtc.disconnect();
+                    return wants;
+                }
+            };
+            match output {
+                Output::Timeout(at) => {
+                    self.timeout = at;
+                    return wants;
+                }
+                Output::Transmit(t) => send(&t.contents, t.destination),
+                Output::Event(event) => self.event(event, &mut wants),
+            }
+        }
+    }
+
+    fn event(&mut self, event: Event, wants: &mut Wants) {
+        match event {
+            Event::Connected => self.connected = true,
+            Event::MediaAdded(m) => {
+                let track = self.payload_type(m.mid, m.kind).map(|pt| (m.mid, pt));
+                match m.kind {
+                    MediaKind::Video => self.video = track,
+                    MediaKind::Audio => self.audio = track,
+                }
+            }
+            Event::KeyframeRequest(_) => {
+                self.wait_keyframe = true;
+                wants.keyframe = true;
+            }
+            Event::MediaEgressStats(stats) => {
+                let seen = match self.reported.iter_mut().find(|(mid, ..)| *mid == stats.mid) {
+                    Some(seen) => seen,
+                    None => {
+                        self.reported.push((stats.mid, 0, 0));
+                        self.reported.last_mut().expect("just pushed")
+                    }
+                };
+                wants.sent_bytes += stats.bytes.saturating_sub(seen.1);
+                wants.nacks += stats.nacks.saturating_sub(seen.2);
+                (seen.1, seen.2) = (stats.bytes, stats.nacks);
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) | Event::Closed => {
+                self.rtc.disconnect();
+            }
+            _ => {}
+        }
+    }
+
+    /// The browser's payload type for what Kawa sends on `mid`: Opus, or H.264 in
+    /// packetization mode 1 (constrained baseline preferred: every browser decodes it,
+    /// and any profile's stream plays in practice with the profile the browser named).
+    fn payload_type(&mut self, mid: Mid, kind: MediaKind) -> Option<Pt> {
+        let writer = self.rtc.writer(mid)?;
+        let fits: Vec<(Pt, Option<u32>)> = writer
+            .payload_params()
+            .filter(|p| match kind {
+                MediaKind::Audio => p.spec().codec == Codec::Opus,
+                MediaKind::Video => {
+                    p.spec().codec == Codec::H264 && p.spec().format.packetization_mode == Some(1)
+                }
+            })
+            .map(|p| (p.pt(), p.spec().format.profile_level_id))
+            .collect();
+        (fits.iter().find(|(_, profile)| *profile == Some(0x42e01f)))
+            .or(fits.first())
+            .map(|(pt, _)| *pt)
+    }
+}
