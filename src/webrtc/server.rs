@@ -21,7 +21,7 @@ use super::feed::Offer;
 use super::metrics::StreamSeries;
 use super::peer::{self, Peer};
 use super::{Answer, OfferError};
-use crate::media::opus::{OpusPacket, RTP_CLOCK};
+use crate::media::opus::{self, OpusPacket, RTP_CLOCK};
 
 /// The largest datagram read (a browser's stay well under 1500 bytes).
 const DATAGRAM: usize = 2048;
@@ -72,7 +72,31 @@ struct Stream {
     /// Media time (90 kHz) against the wall clock, for RTCP's sender reports: audio and
     /// video on one clock keep lips in sync.
     clock: Option<(Instant, i64)>,
+    audio_clock: AudioClock,
     series: StreamSeries,
+}
+
+/// Opus RTP timestamps (48 kHz) that advance by exactly each packet's samples. FFmpeg
+/// stamps its Opus packets from the AAC input's clock, a millisecond off either way;
+/// a browser's jitter buffer takes such steps for gaps and overlaps and fills 40 % of
+/// the time with concealment. A step over 100 ms is a real jump: followed.
+#[derive(Debug, Default)]
+struct AudioClock {
+    next: Option<u64>,
+}
+
+impl AudioClock {
+    const RESYNC: u64 = RTP_CLOCK as u64 / 10;
+
+    fn next(&mut self, pts: i64, samples: u32) -> u64 {
+        let stamped = (pts.max(0) as u64) * RTP_CLOCK as u64 / 90_000;
+        let ticks = match self.next {
+            Some(next) if next.abs_diff(stamped) <= Self::RESYNC => next,
+            _ => stamped,
+        };
+        self.next = Some(ticks + u64::from(samples));
+        ticks
+    }
 }
 
 impl Stream {
@@ -200,6 +224,7 @@ impl Server {
                     audio,
                     viewers: Vec::new(),
                     clock: None,
+                    audio_clock: AudioClock::default(),
                     series: StreamSeries::new(&path),
                 });
                 if stream.offer != offer {
@@ -306,7 +331,7 @@ impl Server {
         let samples: Vec<(Instant, MediaTime, Arc<[u8]>)> = (packets.into_iter())
             .map(|p| {
                 let wall = stream.wallclock(p.pts, now);
-                let ticks = (p.pts.max(0) as u64) * RTP_CLOCK as u64 / 90_000;
+                let ticks = stream.audio_clock.next(p.pts, opus::samples(&p.data));
                 let time = MediaTime::new(ticks, str0m::media::Frequency::FORTY_EIGHT_KHZ);
                 (wall, time, Arc::from(&p.data[..]))
             })
@@ -380,5 +405,21 @@ impl Server {
             }
         }
         self.by_source.retain(|_, id| self.peers.contains_key(id));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opus_timestamps_advance_by_samples_and_follow_a_jump() {
+        let mut clock = AudioClock::default();
+        // FFmpeg's stamps for 20 ms packets: 1800 ticks apart, give or take 70.
+        let stamps = [1845, 3645, 5514, 7295, 9075, 10875];
+        let ticks: Vec<u64> = stamps.iter().map(|p| clock.next(*p, 960)).collect();
+        assert_eq!(ticks, [984, 1944, 2904, 3864, 4824, 5784]);
+        // A new timeline five seconds on.
+        assert_eq!(clock.next(460_000, 960), 245_333);
     }
 }

@@ -10,7 +10,8 @@
 //   played_seconds     how far the video advanced
 //   ages_ms            the age of every frame shown during SECONDS after it first played
 //   unreadable         frames whose clock could not be read (or was over 10 s old)
-//   video, audio       the peer connection's inbound-rtp statistics
+//   video, audio       the peer connection's inbound-rtp statistics at the end (audio:
+//                      measured_samples, measured_concealed over the measured seconds)
 //   page_errors        uncaught errors and console errors on the page
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -53,6 +54,27 @@ try {
     }
     await page.waitForTimeout(100);
   }
+  const inbound = () => page.evaluate(async () => {
+    const out = { video: null, audio: null };
+    if (!window.kawaWebRtc) return out;
+    (await window.kawaWebRtc.getStats()).forEach((s) => {
+      if (s.type !== 'inbound-rtp') return;
+      out[s.kind] = {
+        packets_received: s.packetsReceived,
+        packets_lost: s.packetsLost,
+        nacks: s.nackCount,
+        frames_decoded: s.framesDecoded,
+        frame_width: s.frameWidth,
+        frame_height: s.frameHeight,
+        total_samples_received: s.totalSamplesReceived,
+        concealed_samples: s.concealedSamples,
+        jitter_buffer_ms: s.jitterBufferEmittedCount
+          ? (1000 * s.jitterBufferDelay) / s.jitterBufferEmittedCount : null,
+      };
+    });
+    return out;
+  });
+  const before = await inbound();
   const measured = first === null ? { ages: [], unreadable: 0 } : await page.evaluate(async (seconds) => {
     const video = document.getElementById('video');
     const canvas = document.createElement('canvas');
@@ -92,26 +114,13 @@ try {
     });
     return { ages, unreadable, levels };
   }, seconds);
-  const stats = await page.evaluate(async () => {
-    const out = { video: null, audio: null };
-    if (!window.kawaWebRtc) return out;
-    (await window.kawaWebRtc.getStats()).forEach((s) => {
-      if (s.type !== 'inbound-rtp') return;
-      out[s.kind] = {
-        packets_received: s.packetsReceived,
-        packets_lost: s.packetsLost,
-        nacks: s.nackCount,
-        frames_decoded: s.framesDecoded,
-        frame_width: s.frameWidth,
-        frame_height: s.frameHeight,
-        total_samples_received: s.totalSamplesReceived,
-        concealed_samples: s.concealedSamples,
-        jitter_buffer_ms: s.jitterBufferEmittedCount
-          ? (1000 * s.jitterBufferDelay) / s.jitterBufferEmittedCount : null,
-      };
-    });
-    return out;
-  });
+  const stats = await inbound();
+  // Audio during the measured seconds: how much of it the browser had to make up.
+  if (stats.audio && before.audio) {
+    stats.audio.measured_samples =
+      stats.audio.total_samples_received - before.audio.total_samples_received;
+    stats.audio.measured_concealed = stats.audio.concealed_samples - before.audio.concealed_samples;
+  }
   const text = (id) => page.$eval(`#${id}`, (e) => e.textContent);
   const last = await page.$eval('#video', (v) => v.currentTime);
   const result = {
