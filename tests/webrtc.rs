@@ -253,7 +253,7 @@ async fn a_thousand_sessions_that_never_connect_are_bounded_and_time_out() {
     let kawa = Kawa::builder()
         .env("KAWA_HLS__PRESET", "passthrough")
         .env("KAWA_WEBRTC__UDP_ADDR", "127.0.0.1:0")
-        .env("KAWA_WEBRTC__CONNECT_TIMEOUT_MS", "3000")
+        .env("KAWA_WEBRTC__CONNECT_TIMEOUT_MS", "10000")
         .env("KAWA_WEBRTC__MAX_SESSIONS", "1000")
         .start();
     let key = create_stream(&kawa, "crowd").await;
