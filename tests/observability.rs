@@ -94,6 +94,8 @@ async fn every_dashboard_query_returns_data_from_a_live_stream() {
     moto.public_bucket("kawa-metrics").await;
     let kawa = Kawa::builder()
         .env("KAWA_HLS__PRESET", "passthrough")
+        // The WebRTC panels' series exist from a stream's first frame.
+        .env("KAWA_WEBRTC__UDP_ADDR", "127.0.0.1:0")
         .env("KAWA_S3__BUCKET", "kawa-metrics")
         .env("KAWA_S3__ENDPOINT", &moto.endpoint())
         .env("KAWA_S3__FORCE_PATH_STYLE", "true")

@@ -271,6 +271,28 @@ proptest! {
         }
     }
 
+    /// Opus access units out of any PES payload: packets inside the payload, or an
+    /// error; never a panic or a read past the end.
+    #[test]
+    fn opus_in_ts_gives_units_inside_the_payload_or_an_error(
+        mut data in prop::collection::vec(any::<u8>(), 0..600),
+        framed in any::<bool>(),
+    ) {
+        if framed && data.len() >= 3 {
+            // A plausible header, so the size and trim paths run too.
+            data[0] = 0x7F;
+            data[1] |= 0xE0;
+        }
+        let payload = Bytes::from(data);
+        if let Ok(units) = kawa::media::opus::ts_access_units(&payload) {
+            let total: usize = units.iter().map(Bytes::len).sum();
+            prop_assert!(total <= payload.len());
+            for unit in &units {
+                prop_assert!(kawa::media::opus::samples(unit) <= 48 * 120 * 63);
+            }
+        }
+    }
+
     #[test]
     fn ts_demuxer_on_random_packets(
         packets in prop::collection::vec(prop::collection::vec(any::<u8>(), 188), 0..40),
