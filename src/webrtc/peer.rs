@@ -9,9 +9,10 @@ use str0m::format::Codec;
 use str0m::media::{MediaKind, MediaTime, Mid, Pt};
 use str0m::{Candidate, Event, IceConnectionState, Output, Rtc, RtcError};
 
-/// RTP packets of video a viewer's history keeps for NACKs (about 3 s of a 2.5 Mbit/s
-/// rung; str0m drops entries older than 3 s anyway).
-const VIDEO_HISTORY: usize = 800;
+/// RTP packets of video a viewer's history keeps for NACKs: about a second of a 3 Mbit/s
+/// stream, many round trips. Each viewer's packets are its own (encrypted for it), so
+/// this is most of what a viewer costs: 800 held 1.65 MB per viewer (benches/webrtc.rs).
+const VIDEO_HISTORY: usize = 300;
 /// How often str0m reports what a viewer was sent (bytes, NACKs) for the metrics.
 pub const STATS_EVERY: Duration = Duration::from_secs(1);
 
