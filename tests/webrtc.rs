@@ -301,3 +301,63 @@ async fn a_thousand_sessions_that_never_connect_are_bounded_and_time_out() {
     let (status, why) = post_offer(&kawa, "crowd", "application/sdp", good.into()).await;
     assert_eq!(status, 201, "room again: {why}");
 }
+
+/// The UDP port of the host candidate in an SDP answer.
+fn candidate_port(sdp: &str) -> Option<u16> {
+    let line = sdp.lines().find(|l| l.starts_with("a=candidate:"))?;
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    fields.get(5)?.parse().ok()
+}
+
+/// In a cluster any node takes a WHEP offer: one that does not have the stream live
+/// passes the offer to the owner, whose answer names the owner's UDP port, and the
+/// session's DELETE through the same node reaches the owner too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whep_offer_to_another_node_is_answered_by_the_owner() {
+    use str0m::media::MediaKind::{Audio, Video};
+    let redis = common::RedisServer::start();
+    let moto = common::MotoServer::start();
+    moto.public_bucket(common::s3::BUCKET).await;
+    let nodes: Vec<Kawa> = (0..2)
+        .map(|i| {
+            common::cluster::node_builder(i, &redis, &moto)
+                .env("KAWA_HLS__PRESET", "passthrough")
+                .env("KAWA_WEBRTC__UDP_ADDR", "127.0.0.1:0")
+                .start()
+        })
+        .collect();
+    let key = create_stream(&nodes[0], "owned").await;
+    let _publisher = publish_with_clock(&nodes[0], &key, 60, &["-tune", "zerolatency"]);
+    common::wait_for(
+        "the stream on the other node",
+        Duration::from_secs(30),
+        || async { common::fetch_text(&nodes[1], "/hls/owned/master.m3u8").await },
+    )
+    .await;
+    let good = offer(&[Video, Audio]);
+    let (status, direct) =
+        post_offer(&nodes[0], "owned", "application/sdp", good.clone().into()).await;
+    assert_eq!(status, 201, "{direct}");
+    let answer = reqwest::Client::new()
+        .post(nodes[1].url("/whep/owned"))
+        .header("Content-Type", "application/sdp")
+        .body(good)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 201);
+    let location = answer.headers()["location"].to_str().unwrap().to_owned();
+    let proxied = answer.text().await.unwrap();
+    assert!(candidate_port(&direct).is_some(), "{direct}");
+    assert_eq!(
+        candidate_port(&proxied),
+        candidate_port(&direct),
+        "the owner's UDP port: {proxied}"
+    );
+    let end = reqwest::Client::new()
+        .delete(nodes[1].url(&location))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(end.status().as_u16(), 200, "DELETE through the other node");
+}

@@ -37,7 +37,7 @@ const REQUEST_HEADERS: [header::HeaderName; 4] = [
     header::USER_AGENT,
 ];
 /// Answer headers passed back to the player.
-const ANSWER_HEADERS: [header::HeaderName; 8] = [
+const ANSWER_HEADERS: [header::HeaderName; 10] = [
     header::CONTENT_TYPE,
     header::CACHE_CONTROL,
     header::CONTENT_RANGE,
@@ -46,6 +46,9 @@ const ANSWER_HEADERS: [header::HeaderName; 8] = [
     header::ACCEPT_RANGES,
     header::ACCESS_CONTROL_ALLOW_ORIGIN,
     header::ACCESS_CONTROL_EXPOSE_HEADERS,
+    // A WHEP session's address, and when to try again.
+    header::LOCATION,
+    header::RETRY_AFTER,
 ];
 
 pub struct ClusterProxy {
@@ -120,6 +123,17 @@ impl ClusterProxy {
     /// The owner's answer to `req` when another node owns `path`; `None` when this node
     /// should answer itself.
     pub async fn forward(&self, req: &HttpRequest, path: &str) -> Option<HttpResponse> {
+        self.forward_with(req, path, None).await
+    }
+
+    /// [`Self::forward`] for a request with a body (a WHEP offer) or another method
+    /// (its DELETE): the method, the body and its type go to the owner as they came.
+    pub async fn forward_with(
+        &self,
+        req: &HttpRequest,
+        path: &str,
+        body: Option<bytes::Bytes>,
+    ) -> Option<HttpResponse> {
         if self.is_internal(req) {
             return None;
         }
@@ -129,15 +143,18 @@ impl ClusterProxy {
             url.push('?');
             url.push_str(req.query_string());
         }
-        let method = if req.method() == actix_web::http::Method::HEAD {
-            reqwest::Method::HEAD
-        } else {
-            reqwest::Method::GET
-        };
+        let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes())
+            .unwrap_or(reqwest::Method::GET);
         let mut forwarded = self
             .client
             .request(method, &url)
             .bearer_auth(self.cluster.token().expose());
+        if let Some(body) = body {
+            if let Some(kind) = req.headers().get(header::CONTENT_TYPE) {
+                forwarded = forwarded.header(header::CONTENT_TYPE.as_str(), kind.as_bytes());
+            }
+            forwarded = forwarded.body(body);
+        }
         for name in &REQUEST_HEADERS {
             if let Some(value) = req.headers().get(name) {
                 forwarded = forwarded.header(name.as_str(), value.as_bytes());

@@ -1,6 +1,8 @@
 //! WHEP (WebRTC-HTTP Egress Protocol): `POST /whep/{path}` with an SDP offer answers
 //! 201 with the SDP answer and the session's `Location`; `DELETE` on it ends the
 //! session. No viewer credentials, as for `/hls/`; CORS for players on other origins.
+//! In a cluster, a node that does not have the stream live passes both on to the node
+//! that owns it (which answers with its own UDP address: `webrtc.public_ips`).
 
 use std::net::IpAddr;
 
@@ -8,6 +10,8 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
 
+use super::proxy::ClusterProxy;
+use crate::delivery::memory::LiveStore;
 use crate::keys::PublishPath;
 use crate::webrtc::{OfferError, WebRtc};
 
@@ -43,9 +47,24 @@ fn reached(req: &HttpRequest) -> Option<IpAddr> {
         .filter(|ip| !ip.is_unspecified())
 }
 
+/// The owner's answer, when another node of the cluster has the stream live.
+async fn from_owner(
+    req: &HttpRequest,
+    live: &LiveStore,
+    proxy: Option<web::Data<ClusterProxy>>,
+    stream: &str,
+    body: Option<Bytes>,
+) -> Option<HttpResponse> {
+    if live.get(stream).is_some() {
+        return None;
+    }
+    proxy?.forward_with(req, stream, body).await
+}
+
 async fn offer(
     req: HttpRequest,
     webrtc: Option<web::Data<WebRtc>>,
+    (live, proxy): (web::Data<LiveStore>, Option<web::Data<ClusterProxy>>),
     path: web::Path<String>,
     body: Bytes,
 ) -> HttpResponse {
@@ -59,6 +78,10 @@ async fn offer(
     let Ok(stream) = PublishPath::parse(&path) else {
         return refuse(StatusCode::NOT_FOUND, "no such stream");
     };
+    if let Some(answer) = from_owner(&req, &live, proxy, stream.as_str(), Some(body.clone())).await
+    {
+        return answer;
+    }
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -100,8 +123,16 @@ async fn offer(
     }
 }
 
-async fn end(webrtc: Option<web::Data<WebRtc>>, path: web::Path<(String, u64)>) -> HttpResponse {
+async fn end(
+    req: HttpRequest,
+    webrtc: Option<web::Data<WebRtc>>,
+    (live, proxy): (web::Data<LiveStore>, Option<web::Data<ClusterProxy>>),
+    path: web::Path<(String, u64)>,
+) -> HttpResponse {
     let (stream, id) = path.into_inner();
+    if let Some(answer) = from_owner(&req, &live, proxy, &stream, None).await {
+        return answer;
+    }
     let closed = match webrtc {
         Some(webrtc) => webrtc.close(&stream, id).await,
         None => false,
