@@ -341,7 +341,10 @@ fn main() {
                         continue;
                     };
                     s3_checks.1 += 1;
-                    for seg in &p.segments {
+                    // A dead owner's unsaved segments are listed as EXT-X-GAP: never
+                    // fetched, never there.
+                    let listed = p.segments.iter().filter(|s| !s.unknown_tags.iter().any(|t| t.tag == "X-GAP"));
+                    for seg in listed {
                         let key = format!("{PREFIX}/{name}/source/{}", seg.uri);
                         if s3_listed.lock().unwrap().contains_key(&key) {
                             continue;

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::{Kawa, Publisher, create_stream, player_dir};
@@ -12,22 +11,10 @@ use common::{Kawa, Publisher, create_stream, player_dir};
 /// Opens `page` in headless Chromium (tests/player/watch.mjs with `args`) until it has
 /// played: its report, and the whole output for messages. The page must have played.
 async fn watch(page: String, args: &'static [&'static str]) -> (serde_json::Value, String) {
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .current_dir(player_dir())
-            .arg("watch.mjs")
-            .arg(&page)
-            .args(args)
-            .output()
-            .expect("node")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let report = format!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    let line = stdout.lines().last().unwrap_or_else(|| panic!("{report}"));
-    let r: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|_| panic!("{report}"));
-    assert!(output.status.success(), "the page did not play: {report}");
+    let mut all = vec![page];
+    all.extend(args.iter().map(|a| a.to_string()));
+    let (r, report, played) = common::node_report("watch.mjs", all).await;
+    assert!(played, "the page did not play: {report}");
     (r, report)
 }
 

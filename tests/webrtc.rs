@@ -5,10 +5,9 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
-use common::{Kawa, Publisher, SMALL_LADDER, create_stream, player_dir};
+use common::{Kawa, Publisher, SMALL_LADDER, create_stream};
 use serde_json::Value;
 
 /// The publisher's picture filter: its wall clock in milliseconds (modulo 2^20) drawn
@@ -30,6 +29,19 @@ fn publish_with_clock(kawa: &Kawa, key: &str, seconds: u32, x264: &[&str]) -> Pu
     Publisher::start_ffmpeg(&kawa.rtmp_url(key), &args)
 }
 
+/// Creates `name` on `kawa`, publishes it with the clock bars, and waits until `viewer`
+/// (`kawa`, or another node) serves its master playlist.
+async fn live_with_clock(kawa: &Kawa, viewer: &Kawa, name: &str, x264: &[&str]) -> Publisher {
+    let key = create_stream(kawa, name).await;
+    let publisher = publish_with_clock(kawa, &key, 60, x264);
+    let master = format!("/hls/{name}/master.m3u8");
+    common::wait_for("the stream", Duration::from_secs(30), || async {
+        common::fetch_text(viewer, &master).await
+    })
+    .await;
+    publisher
+}
+
 fn kawa_with_webrtc(preset: &str) -> Kawa {
     Kawa::builder()
         .config(SMALL_LADDER)
@@ -41,20 +53,9 @@ fn kawa_with_webrtc(preset: &str) -> Kawa {
 /// Plays `/watch/{path}?mode=webrtc` for `seconds` in Chromium: whep.mjs's report.
 async fn watch_webrtc(kawa: &Kawa, path: &str, seconds: u32) -> (Value, String) {
     let page = kawa.url(&format!("/watch/{path}?mode=webrtc"));
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .current_dir(player_dir())
-            .args(["whep.mjs", &page, &seconds.to_string()])
-            .output()
-            .expect("node")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let report = format!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    let line = stdout.lines().last().unwrap_or_else(|| panic!("{report}"));
-    let r: Value = serde_json::from_str(line).unwrap_or_else(|_| panic!("{report}"));
-    assert!(output.status.success(), "WebRTC did not play: {report}");
+    let (r, report, played) =
+        common::node_report("whep.mjs", vec![page, seconds.to_string()]).await;
+    assert!(played, "WebRTC did not play: {report}");
     (r, report)
 }
 
@@ -109,12 +110,7 @@ fn played(r: &Value, report: &str, size: (u64, u64)) -> (f64, f64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_plays_the_source_over_webrtc_well_under_a_second_behind() {
     let kawa = kawa_with_webrtc("ladder");
-    let key = create_stream(&kawa, "rtc").await;
-    let _publisher = publish_with_clock(&kawa, &key, 60, &["-tune", "zerolatency"]);
-    common::wait_for("the stream", Duration::from_secs(20), || async {
-        common::fetch_text(&kawa, "/hls/rtc/master.m3u8").await
-    })
-    .await;
+    let _publisher = live_with_clock(&kawa, &kawa, "rtc", &["-tune", "zerolatency"]).await;
     let (r, report) = watch_webrtc(&kawa, "rtc", 10).await;
     let (median, p90) = played(&r, &report, (320, 240));
     eprintln!(
@@ -139,12 +135,7 @@ async fn a_browser_plays_the_source_over_webrtc_well_under_a_second_behind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_source_with_b_frames_is_sent_from_its_top_rung() {
     let kawa = kawa_with_webrtc("ladder");
-    let key = create_stream(&kawa, "bframes").await;
-    let _publisher = publish_with_clock(&kawa, &key, 60, &["-bf", "3"]);
-    common::wait_for("the stream", Duration::from_secs(20), || async {
-        common::fetch_text(&kawa, "/hls/bframes/master.m3u8").await
-    })
-    .await;
+    let _publisher = live_with_clock(&kawa, &kawa, "bframes", &["-bf", "3"]).await;
     let (r, report) = watch_webrtc(&kawa, "bframes", 8).await;
     let (median, p90) = played(&r, &report, (240, 180));
     eprintln!("WebRTC, top rung of a B-frame source: {median:.0} ms (median), {p90:.0} ms (p90)");
@@ -184,12 +175,7 @@ async fn bad_offers_get_4xx_and_a_good_one_a_session_that_delete_ends() {
     let (status, _) = post_offer(&kawa, "nobody", "application/sdp", good.clone().into()).await;
     assert_eq!(status, 404, "no such stream");
 
-    let key = create_stream(&kawa, "bf").await;
-    let _publisher = publish_with_clock(&kawa, &key, 60, &["-bf", "3"]);
-    common::wait_for("the stream", Duration::from_secs(20), || async {
-        common::fetch_text(&kawa, "/hls/bf/master.m3u8").await
-    })
-    .await;
+    let _publisher = live_with_clock(&kawa, &kawa, "bf", &["-bf", "3"]).await;
     let (status, why) = post_offer(&kawa, "bf", "application/sdp", good.clone().into()).await;
     assert_eq!(status, 409, "{why}");
     assert!(
@@ -197,12 +183,7 @@ async fn bad_offers_get_4xx_and_a_good_one_a_session_that_delete_ends() {
         "{why}"
     );
 
-    let key = create_stream(&kawa, "ok").await;
-    let _ok = publish_with_clock(&kawa, &key, 60, &["-tune", "zerolatency"]);
-    common::wait_for("the stream", Duration::from_secs(20), || async {
-        common::fetch_text(&kawa, "/hls/ok/master.m3u8").await
-    })
-    .await;
+    let _ok = live_with_clock(&kawa, &kawa, "ok", &["-tune", "zerolatency"]).await;
     let cases: [(&str, Vec<u8>, u16); 5] = [
         (
             "application/sdp",
@@ -256,12 +237,7 @@ async fn a_thousand_sessions_that_never_connect_are_bounded_and_time_out() {
         .env("KAWA_WEBRTC__CONNECT_TIMEOUT_MS", "10000")
         .env("KAWA_WEBRTC__MAX_SESSIONS", "1000")
         .start();
-    let key = create_stream(&kawa, "crowd").await;
-    let _publisher = publish_with_clock(&kawa, &key, 60, &["-tune", "zerolatency"]);
-    common::wait_for("the stream", Duration::from_secs(20), || async {
-        common::fetch_text(&kawa, "/hls/crowd/master.m3u8").await
-    })
-    .await;
+    let _publisher = live_with_clock(&kawa, &kawa, "crowd", &["-tune", "zerolatency"]).await;
     let good = offer(&[Video, Audio]);
     let before = common::rss_kib(kawa.pid());
     let started = std::time::Instant::now();
@@ -326,14 +302,8 @@ async fn a_whep_offer_to_another_node_is_answered_by_the_owner() {
                 .start()
         })
         .collect();
-    let key = create_stream(&nodes[0], "owned").await;
-    let _publisher = publish_with_clock(&nodes[0], &key, 60, &["-tune", "zerolatency"]);
-    common::wait_for(
-        "the stream on the other node",
-        Duration::from_secs(30),
-        || async { common::fetch_text(&nodes[1], "/hls/owned/master.m3u8").await },
-    )
-    .await;
+    let _publisher =
+        live_with_clock(&nodes[0], &nodes[1], "owned", &["-tune", "zerolatency"]).await;
     let good = offer(&[Video, Audio]);
     let (status, direct) =
         post_offer(&nodes[0], "owned", "application/sdp", good.clone().into()).await;

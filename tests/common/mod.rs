@@ -19,6 +19,27 @@ pub fn player_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/player")
 }
 
+/// Runs a script of tests/player (Chromium through playwright-core) with `args`: the
+/// JSON report it prints last, its whole output (for messages), and whether it exited 0.
+pub async fn node_report(script: &str, args: Vec<String>) -> (serde_json::Value, String, bool) {
+    let script = script.to_owned();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .current_dir(player_dir())
+            .arg(&script)
+            .args(&args)
+            .output()
+            .expect("node")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let report = format!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let line = stdout.lines().last().unwrap_or_else(|| panic!("{report}"));
+    let r = serde_json::from_str(line).unwrap_or_else(|_| panic!("{report}"));
+    (r, report, output.status.success())
+}
+
 /// A port nobody listens on right now (the OS picks; the listener is closed at once).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
