@@ -1,8 +1,10 @@
 //! Sub-second playback over WebRTC, asked for with WHEP (`POST /whep/{path}`).
 //!
 //! Sessions hand their frames to [`WebRtc`] (video from the rendition [`feed`] picks,
-//! Opus from the transcoder's FFmpeg); one task ([`server`]) owns the UDP socket and
-//! every viewer. str0m is the WebRTC stack: sans-IO like Kawa's media core (Kawa's loop
+//! Opus from the transcoder's FFmpeg). Viewers are spread over shards ([`server`]), a
+//! thread per core, each owning its viewers' connections: packetising and encrypting
+//! per viewer is the work that grows with viewers. One more thread ([`router`]) reads
+//! the UDP port and hands each datagram to its viewer's shard. str0m is the WebRTC stack: sans-IO like Kawa's media core (Kawa's loop
 //! does the I/O), ICE-lite, DTLS-SRTP, H.264 (RFC 6184) and Opus packetisation, NACK
 //! resends from a bounded history. It leaves out TURN and full ICE, which a server with
 //! a public address does not need.
@@ -10,10 +12,12 @@
 pub mod feed;
 mod metrics;
 mod peer;
+pub mod router;
 pub mod server;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -21,10 +25,10 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::WebRtcSettings;
 use crate::media::opus::OpusPacket;
 use feed::Offer;
-use server::{Command, Server};
+use server::{Command, Server, Shared};
 
-/// Commands queued for the server; media past it is dropped (viewers resume at the
-/// next keyframe), never waited for.
+/// Commands queued for a shard; media past it is dropped (viewers resume at the next
+/// keyframe), never waited for.
 const QUEUE: usize = 4096;
 
 /// The answer to a WHEP offer.
@@ -54,16 +58,33 @@ pub enum OfferError {
 /// The way to the WebRTC server: cheap to clone, never blocks.
 #[derive(Clone)]
 pub struct WebRtc {
-    commands: mpsc::Sender<Command>,
+    shards: Arc<Vec<mpsc::Sender<Command>>>,
+    /// The shard the next viewer goes to (round robin).
+    next: Arc<AtomicUsize>,
+}
+
+/// Runs `task` on a thread of its own with a one-thread runtime, for the process's life.
+fn spawn_thread<F>(name: String, task: impl FnOnce() -> F + Send + 'static) -> std::io::Result<()>
+where
+    F: std::future::Future<Output = ()>,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(move || runtime.block_on(task()))?;
+    Ok(())
 }
 
 impl WebRtc {
-    /// Binds `webrtc.udp_addr` and starts the server on the current runtime.
+    /// Binds `webrtc.udp_addr` and starts the router and one shard per core.
     pub async fn start(
         settings: &WebRtcSettings,
         addr: SocketAddr,
     ) -> std::io::Result<(Self, SocketAddr)> {
-        let socket = tokio::net::UdpSocket::bind(addr).await?;
+        let socket = std::net::UdpSocket::bind(addr)?;
+        socket.set_nonblocking(true)?;
         let bound = socket.local_addr()?;
         let announced: Vec<IpAddr> = if !settings.public_ips.is_empty() {
             settings.public_ips.clone()
@@ -72,15 +93,57 @@ impl WebRtc {
         } else {
             Vec::new()
         };
-        let server = Server::new(
+        let receiving = socket.try_clone()?;
+        let shared = Arc::new(Shared {
             socket,
+            local: bound,
             announced,
-            settings.max_sessions,
-            Duration::from_millis(settings.connect_timeout_ms),
-        )?;
-        let (commands, receiver) = mpsc::channel(QUEUE);
-        tokio::spawn(server.run(receiver));
-        Ok((Self { commands }, bound))
+            max_sessions: settings.max_sessions,
+            connect_timeout: Duration::from_millis(settings.connect_timeout_ms),
+            sessions: AtomicUsize::new(0),
+            ufrags: Default::default(),
+            cert: str0m::crypto::from_feature_flags()
+                .dtls_provider
+                .generate_certificate(),
+        });
+        let count = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut shards = Vec::with_capacity(count);
+        for shard in 0..count {
+            let (commands, receiver) = mpsc::channel(QUEUE);
+            let server = Server::new(shard, count, Arc::clone(&shared));
+            spawn_thread(format!("webrtc-{shard}"), move || server.run(receiver))?;
+            shards.push(commands);
+        }
+        let to_shards = shards.clone();
+        spawn_thread("webrtc-udp".into(), move || async move {
+            match tokio::net::UdpSocket::from_std(receiving) {
+                Ok(socket) => router::run(socket, shared, to_shards).await,
+                Err(e) => tracing::error!(error = %e, "the WebRTC port cannot be read"),
+            }
+        })?;
+        let webrtc = Self {
+            shards: Arc::new(shards),
+            next: Arc::default(),
+        };
+        Ok((webrtc, bound))
+    }
+
+    /// Sends to every shard: a stream's media and news concern the viewers of each.
+    fn each(&self, command: impl Fn() -> Command) {
+        for shard in self.shards.iter() {
+            // Media past a full queue is dropped, never waited for.
+            let _ = shard.try_send(command());
+        }
+    }
+
+    /// Sends to every shard and never drops (rare and small: a new offer, an end).
+    fn each_surely(&self, command: impl Fn() -> Command) {
+        for shard in self.shards.iter() {
+            if let Err(mpsc::error::TrySendError::Full(command)) = shard.try_send(command()) {
+                let shard = shard.clone();
+                tokio::spawn(async move { shard.send(command).await });
+            }
+        }
     }
 
     /// Answers a viewer's offer for `path`.
@@ -97,7 +160,8 @@ impl WebRtc {
             reached,
             reply,
         };
-        self.commands
+        let shard = self.next.fetch_add(1, Ordering::Relaxed) % self.shards.len();
+        self.shards[shard]
             .send(command)
             .await
             .map_err(|_| OfferError::Unavailable)?;
@@ -112,49 +176,44 @@ impl WebRtc {
             id,
             reply,
         };
-        self.commands.send(command).await.is_ok() && closed.await.unwrap_or(false)
+        // The id names its shard.
+        let shard = &self.shards[(id % self.shards.len() as u64) as usize];
+        shard.send(command).await.is_ok() && closed.await.unwrap_or(false)
     }
 
     /// What `path` offers WebRTC viewers now.
     pub fn stream(&self, path: &str, offer: Offer, audio: bool) {
-        // Never dropped: a viewer must learn of a new offer (rare, and small).
-        let commands = self.commands.clone();
-        let command = Command::Stream {
+        self.each_surely(|| Command::Stream {
             path: path.to_owned(),
-            offer,
+            offer: offer.clone(),
             audio,
-        };
-        if let Err(mpsc::error::TrySendError::Full(command)) = commands.try_send(command) {
-            tokio::spawn(async move { commands.send(command).await });
-        }
+        });
     }
 
-    /// A video frame (Annex B) of the rendition WebRTC viewers get.
+    /// A video frame (Annex B) of the rendition WebRTC viewers get: copied once, shared
+    /// by every shard and viewer.
     pub fn video(&self, path: &str, pts: i64, keyframe: bool, data: &[u8]) {
-        let _ = self.commands.try_send(Command::Video {
+        let data: Arc<[u8]> = Arc::from(data);
+        self.each(|| Command::Video {
             path: path.to_owned(),
             pts,
             keyframe,
-            data: Arc::from(data),
+            data: Arc::clone(&data),
         });
     }
 
     /// Opus packets of `path`'s audio.
     pub fn audio(&self, path: &str, packets: Vec<OpusPacket>) {
-        let _ = self.commands.try_send(Command::Audio {
+        self.each(|| Command::Audio {
             path: path.to_owned(),
-            packets,
+            packets: packets.clone(),
         });
     }
 
     /// The stream ended here: its viewers are closed.
     pub fn ended(&self, path: &str) {
-        let commands = self.commands.clone();
-        let command = Command::Ended {
+        self.each_surely(|| Command::Ended {
             path: path.to_owned(),
-        };
-        if let Err(mpsc::error::TrySendError::Full(command)) = commands.try_send(command) {
-            tokio::spawn(async move { commands.send(command).await });
-        }
+        });
     }
 }

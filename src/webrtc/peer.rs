@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use str0m::config::DtlsCert;
 use str0m::format::Codec;
 use str0m::media::{MediaKind, MediaTime, Mid, Pt};
 use str0m::{Candidate, Event, IceConnectionState, Output, Rtc, RtcError};
@@ -29,6 +30,8 @@ pub struct Wants {
 pub struct Peer {
     pub id: u64,
     pub path: String,
+    /// The ICE user name fragment Kawa gave this viewer (STUN from it names it).
+    pub ufrag: String,
     pub rtc: Rtc,
     video: Option<(Mid, Pt)>,
     audio: Option<(Mid, Pt)>,
@@ -48,10 +51,17 @@ pub fn accept(
     path: &str,
     offer: &str,
     candidates: &[SocketAddr],
+    cert: Option<&DtlsCert>,
     now: Instant,
 ) -> Result<(Peer, String), RtcError> {
     let offer = str0m::change::SdpOffer::from_sdp_string(offer)?;
-    let mut rtc = Rtc::builder()
+    let mut config = Rtc::builder();
+    if let Some(cert) = cert {
+        // The server's one certificate: making a key pair per viewer took most of an
+        // offer's time (browsers check the fingerprint in the answer, not its age).
+        config = config.set_dtls_cert(cert.clone());
+    }
+    let mut rtc = config
         .set_ice_lite(true)
         .clear_codecs()
         .enable_h264(true)
@@ -63,9 +73,15 @@ pub fn accept(
         rtc.add_local_candidate(Candidate::host(*addr, "udp")?);
     }
     let answer = rtc.sdp_api().accept_offer(offer)?.to_sdp_string();
+    let ufrag = (answer.lines())
+        .find_map(|l| l.strip_prefix("a=ice-ufrag:"))
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
     let peer = Peer {
         id,
         path: path.to_owned(),
+        ufrag,
         rtc,
         video: None,
         audio: None,

@@ -1,20 +1,22 @@
-//! The WebRTC server: one task owns the UDP socket and every viewer's connection. A
-//! stream's frames arrive once, as commands; each goes to that stream's viewers as the
-//! same shared bytes (packetised per viewer by str0m, which also encrypts per viewer).
-//! Datagrams are routed to their viewer by source address (str0m's `accepts` for a
-//! new one). Everything a peer sends is bounded: an offer by the HTTP layer, a datagram
-//! by the buffer, viewers by `webrtc.max_sessions`, and a viewer that does not connect
-//! within `webrtc.connect_timeout_ms` is dropped.
+//! One shard of the WebRTC server: a thread that owns some of the viewers' connections.
+//! A stream's frames reach every shard once, as commands; each goes to the shard's
+//! viewers of that stream as the same shared bytes (packetised and encrypted per viewer
+//! by str0m: the work that grows with viewers, spread over the shards). Datagrams come
+//! from the [`super::router`], already routed to this shard; all shards send on clones
+//! of the one UDP socket. Everything a peer sends is bounded: an offer by the HTTP
+//! layer, a datagram by the router's buffer, viewers by `webrtc.max_sessions` (across
+//! shards), and a viewer that does not connect within `webrtc.connect_timeout_ms` is
+//! dropped.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use str0m::Input;
 use str0m::media::{MediaKind, MediaTime};
 use str0m::net::{Protocol, Receive};
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 use super::feed::Offer;
@@ -23,11 +25,11 @@ use super::peer::{self, Peer};
 use super::{Answer, OfferError};
 use crate::media::opus::{self, OpusPacket, RTP_CLOCK};
 
-/// The largest datagram read (a browser's stay well under 1500 bytes).
-const DATAGRAM: usize = 2048;
-/// Frames of a stream kept for its clock when nobody watches: none; a new viewer waits
-/// for the next keyframe (one from a cache would keep it that much behind live).
+/// How long a shard with nothing due sleeps; a stream's clock more than five of these
+/// off the wall clock starts again (a new timeline).
 const IDLE: Duration = Duration::from_secs(1);
+/// How often viewers that never connected are looked for.
+const SWEEP: Duration = Duration::from_secs(1);
 
 pub enum Command {
     Offer {
@@ -62,6 +64,26 @@ pub enum Command {
     Ended {
         path: String,
     },
+    /// A datagram from a viewer of this shard (the router's guess: str0m checks).
+    Datagram {
+        bytes: Vec<u8>,
+        source: SocketAddr,
+    },
+}
+
+/// What the shards share: the socket they send on, how many viewers there are in all,
+/// and which shard holds the viewer of each local ICE user name (for the router).
+pub struct Shared {
+    pub socket: std::net::UdpSocket,
+    pub local: SocketAddr,
+    /// Host candidates from the settings (`webrtc.public_ips`, or the bound address).
+    pub announced: Vec<std::net::IpAddr>,
+    pub max_sessions: usize,
+    pub connect_timeout: Duration,
+    pub sessions: AtomicUsize,
+    pub ufrags: Mutex<HashMap<String, usize>>,
+    /// The DTLS certificate every viewer's connection presents.
+    pub cert: Option<str0m::config::DtlsCert>,
 }
 
 /// A live stream's state here.
@@ -114,49 +136,34 @@ impl Stream {
 }
 
 pub struct Server {
-    socket: UdpSocket,
-    local: SocketAddr,
-    /// Host candidates from the settings (`webrtc.public_ips`, or the bound address).
-    announced: Vec<std::net::IpAddr>,
-    max_sessions: usize,
-    connect_timeout: Duration,
+    shard: usize,
+    shards: usize,
+    shared: Arc<Shared>,
     streams: HashMap<String, Stream>,
     peers: HashMap<u64, Peer>,
-    by_source: HashMap<SocketAddr, u64>,
-    next_id: u64,
+    next: u64,
+    /// When viewers that never connected are looked for next.
+    sweep_at: Instant,
 }
 
 impl Server {
-    pub fn new(
-        socket: UdpSocket,
-        announced: Vec<std::net::IpAddr>,
-        max_sessions: usize,
-        connect_timeout: Duration,
-    ) -> std::io::Result<Self> {
-        Ok(Self {
-            local: socket.local_addr()?,
-            socket,
-            announced,
-            max_sessions,
-            connect_timeout,
+    pub fn new(shard: usize, shards: usize, shared: Arc<Shared>) -> Self {
+        Self {
+            shard,
+            shards,
+            shared,
             streams: HashMap::new(),
             peers: HashMap::new(),
-            by_source: HashMap::new(),
-            next_id: 1,
-        })
+            next: 1,
+            sweep_at: Instant::now(),
+        }
     }
 
     pub async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
-        let mut buf = vec![0u8; DATAGRAM];
         loop {
             let next = (self.peers.values().map(|p| p.timeout).min())
                 .unwrap_or_else(|| Instant::now() + IDLE);
             tokio::select! {
-                received = self.socket.recv_from(&mut buf) => {
-                    if let Ok((n, source)) = received {
-                        self.datagram(&buf[..n], source);
-                    }
-                }
                 command = commands.recv() => match command {
                     Some(command) => self.command(command),
                     None => return,
@@ -177,20 +184,16 @@ impl Server {
             Receive {
                 proto: Protocol::Udp,
                 source,
-                destination: self.local,
+                destination: self.shared.local,
                 contents,
             },
         );
-        let known = self.by_source.get(&source).copied();
-        let id = known
-            .filter(|id| self.peers.get(id).is_some_and(|p| p.rtc.accepts(&input)))
-            .or_else(|| {
-                (self.peers.values())
-                    .find(|p| p.rtc.accepts(&input))
-                    .map(|p| p.id)
-            });
-        let Some(id) = id else { return };
-        self.by_source.insert(source, id);
+        let Some(id) = (self.peers.values())
+            .find(|p| p.rtc.accepts(&input))
+            .map(|p| p.id)
+        else {
+            return;
+        };
         if let Some(peer) = self.peers.get_mut(&id)
             && peer.rtc.handle_input(input).is_err()
         {
@@ -244,6 +247,7 @@ impl Server {
                 data,
             } => self.video(&path, pts, keyframe, &data),
             Command::Audio { path, packets } => self.audio(&path, packets),
+            Command::Datagram { bytes, source } => self.datagram(&bytes, source),
             Command::Ended { path } => {
                 if let Some(stream) = self.streams.remove(&path) {
                     for id in stream.viewers {
@@ -267,7 +271,7 @@ impl Server {
         if let Offer::Unfit(reason) = stream.offer {
             return Err(OfferError::Unfit(reason));
         }
-        if self.peers.len() >= self.max_sessions {
+        if self.shared.sessions.load(Ordering::Relaxed) >= self.shared.max_sessions {
             return Err(OfferError::Full);
         }
         if let Err(e) = str0m::change::SdpOffer::from_sdp_string(sdp) {
@@ -276,22 +280,29 @@ impl Server {
         if !peer::offers_h264(sdp) {
             return Err(OfferError::NoH264);
         }
-        let ips = if self.announced.is_empty() {
+        let ips = if self.shared.announced.is_empty() {
             reached.into_iter().collect()
         } else {
-            self.announced.clone()
+            self.shared.announced.clone()
         };
         let candidates: Vec<SocketAddr> = (ips.into_iter())
-            .map(|ip| SocketAddr::new(ip, self.local.port()))
+            .map(|ip| SocketAddr::new(ip, self.shared.local.port()))
             .collect();
-        let id = self.next_id;
-        let (peer, sdp) = peer::accept(id, path, sdp, &candidates, Instant::now())
+        // The shard is in the id: a DELETE goes to the shard that has the viewer.
+        let id = self.next * self.shards as u64 + self.shard as u64;
+        let cert = self.shared.cert.as_ref();
+        let (peer, sdp) = peer::accept(id, path, sdp, &candidates, cert, Instant::now())
             .map_err(|e| OfferError::BadOffer(e.to_string()))?;
-        self.next_id += 1;
+        self.next += 1;
+        self.shared.sessions.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .lock_ufrags()
+            .insert(peer.ufrag.clone(), self.shard);
         self.peers.insert(id, peer);
         if let Some(stream) = self.streams.get_mut(path) {
             stream.viewers.push(id);
-            stream.series.viewers.set(stream.viewers.len() as i64);
+            // Every shard counts its own viewers into the stream's one series.
+            stream.series.viewers.inc();
         }
         self.drain(id);
         Ok(Answer { id, sdp })
@@ -350,17 +361,29 @@ impl Server {
     }
 
     /// Drives the viewers whose time came, drops those that never connected.
+    /// Drives the viewers whose time came; once a second, drops those that never
+    /// connected.
     fn drive_due(&mut self, now: Instant) {
+        let sweep = now >= self.sweep_at;
+        if sweep {
+            self.sweep_at = now + SWEEP;
+        }
+        let timeout = self.shared.connect_timeout;
         let due: Vec<u64> = (self.peers.values())
-            .filter(|p| p.timeout <= now || !p.connected)
+            .filter(|p| {
+                p.timeout <= now
+                    || (sweep && !p.connected && now.duration_since(p.created) > timeout)
+            })
             .map(|p| p.id)
             .collect();
+        if due.is_empty() {
+            return;
+        }
         for id in due {
             let Some(peer) = self.peers.get_mut(&id) else {
                 continue;
             };
-            let never_connected =
-                !peer.connected && now.duration_since(peer.created) > self.connect_timeout;
+            let never_connected = !peer.connected && now.duration_since(peer.created) > timeout;
             let failed = !never_connected
                 && peer.timeout <= now
                 && peer.rtc.handle_input(Input::Timeout(now)).is_err();
@@ -376,10 +399,11 @@ impl Server {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
-        let socket = &self.socket;
+        let socket = &self.shared.socket;
         let wants = peer.drain(|bytes, to| {
-            // A full socket buffer drops the datagram: NACKs or the next keyframe mend it.
-            let _ = socket.try_send_to(bytes, to);
+            // A full socket buffer drops the datagram (the socket does not block):
+            // NACKs or the next keyframe mend it.
+            let _ = socket.send_to(bytes, to);
         });
         if let Some(stream) = self.streams.get(&peer.path) {
             stream.series.sent_bytes.inc_by(wants.sent_bytes);
@@ -399,12 +423,19 @@ impl Server {
             let Some(peer) = self.peers.remove(&id) else {
                 continue;
             };
+            self.shared.sessions.fetch_sub(1, Ordering::Relaxed);
+            self.shared.lock_ufrags().remove(&peer.ufrag);
             if let Some(stream) = self.streams.get_mut(&peer.path) {
                 stream.viewers.retain(|v| *v != id);
-                stream.series.viewers.set(stream.viewers.len() as i64);
+                stream.series.viewers.dec();
             }
         }
-        self.by_source.retain(|_, id| self.peers.contains_key(id));
+    }
+}
+
+impl Shared {
+    pub fn lock_ufrags(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.ufrags.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
