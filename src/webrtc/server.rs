@@ -141,6 +141,9 @@ pub struct Server {
     shared: Arc<Shared>,
     streams: HashMap<String, Stream>,
     peers: HashMap<u64, Peer>,
+    /// Which viewer each source address was last seen for (a scan of every viewer's
+    /// `accepts` per datagram cost more than the rest of a viewer's work).
+    by_source: HashMap<SocketAddr, u64>,
     next: u64,
     /// When viewers that never connected are looked for next.
     sweep_at: Instant,
@@ -154,6 +157,7 @@ impl Server {
             shared,
             streams: HashMap::new(),
             peers: HashMap::new(),
+            by_source: HashMap::new(),
             next: 1,
             sweep_at: Instant::now(),
         }
@@ -188,12 +192,17 @@ impl Server {
                 contents,
             },
         );
-        let Some(id) = (self.peers.values())
-            .find(|p| p.rtc.accepts(&input))
-            .map(|p| p.id)
-        else {
+        // The viewer this address belongs to, checked; else the one that accepts it.
+        let known = (self.by_source.get(&source).copied())
+            .filter(|id| self.peers.get(id).is_some_and(|p| p.rtc.accepts(&input)));
+        let Some(id) = known.or_else(|| {
+            (self.peers.values())
+                .find(|p| p.rtc.accepts(&input))
+                .map(|p| p.id)
+        }) else {
             return;
         };
+        self.by_source.insert(source, id);
         if let Some(peer) = self.peers.get_mut(&id)
             && peer.rtc.handle_input(input).is_err()
         {
@@ -419,6 +428,7 @@ impl Server {
             .filter(|p| !p.rtc.is_alive())
             .map(|p| p.id)
             .collect();
+        let removed = !dead.is_empty();
         for id in dead {
             let Some(peer) = self.peers.remove(&id) else {
                 continue;
@@ -429,6 +439,9 @@ impl Server {
                 stream.viewers.retain(|v| *v != id);
                 stream.series.viewers.dec();
             }
+        }
+        if removed {
+            self.by_source.retain(|_, id| self.peers.contains_key(id));
         }
     }
 }
