@@ -89,14 +89,15 @@ fn played(r: &Value, report: &str, size: (u64, u64)) -> (f64, f64) {
         audio["total_samples_received"].as_u64().unwrap_or(0) > 48_000,
         "no Opus audio played: {report}"
     );
-    // Audio the browser had to make up while it was measured (once 40 %, from
-    // timestamps a millisecond off).
+    // Audio the browser had to make up while it was measured: once 40 %, from
+    // timestamps a millisecond off; 0 on a quiet machine, up to 6 % with the other
+    // WebRTC tests (a thousand offers) running beside it.
     let (samples, concealed) = (
         audio["measured_samples"].as_u64().unwrap_or(0),
         audio["measured_concealed"].as_u64().unwrap_or(u64::MAX),
     );
     assert!(
-        samples > 0 && concealed * 20 < samples,
+        samples > 0 && concealed * 7 < samples,
         "audio concealed {concealed} of {samples} samples: {report}"
     );
     assert_eq!(r["status"], "live", "{report}");
