@@ -72,7 +72,7 @@ pub fn accept(
     for addr in candidates {
         rtc.add_local_candidate(Candidate::host(*addr, "udp")?);
     }
-    let answer = rtc.sdp_api().accept_offer(offer)?.to_sdp_string();
+    let answer = one_media_stream(&rtc.sdp_api().accept_offer(offer)?.to_sdp_string());
     let ufrag = (answer.lines())
         .find_map(|l| l.strip_prefix("a=ice-ufrag:"))
         .unwrap_or_default()
@@ -92,6 +92,42 @@ pub fn accept(
         reported: Vec::new(),
     };
     Ok((peer, answer))
+}
+
+/// The answer with its audio and video in one media stream (`msid`). str0m gives each
+/// track of a browser's receive-only offer a stream of its own, and a browser plays
+/// tracks of different streams each as soon as it can: the audio, which comes through
+/// FFmpeg, then plays behind the picture. In one stream the browser lines them up by
+/// their sender reports (both on the stream's one clock).
+fn one_media_stream(answer: &str) -> String {
+    let stream = answer.lines().find_map(|l| {
+        let rest = l.strip_prefix("a=msid:")?;
+        rest.split_whitespace().next().map(str::to_owned)
+    });
+    let Some(stream) = stream else {
+        return answer.to_owned();
+    };
+    let mut out = String::with_capacity(answer.len());
+    for line in answer.split_inclusive('\n') {
+        let (body, end) = line
+            .strip_suffix("\r\n")
+            .map(|b| (b, "\r\n"))
+            .or_else(|| line.strip_suffix('\n').map(|b| (b, "\n")))
+            .unwrap_or((line, ""));
+        match body.split_once(' ') {
+            // `a=msid:STREAM TRACK`
+            Some((head, track)) if head.starts_with("a=msid:") => {
+                out.push_str(&format!("a=msid:{stream} {track}{end}"));
+            }
+            // `a=ssrc:N msid:STREAM TRACK`
+            Some((head, rest)) if head.starts_with("a=ssrc:") && rest.starts_with("msid:") => {
+                let track = rest.split_whitespace().nth(1).unwrap_or_default();
+                out.push_str(&format!("{head} msid:{stream} {track}{end}"));
+            }
+            _ => out.push_str(line),
+        }
+    }
+    out
 }
 
 /// Whether an offer wants H.264 in packetization mode 1, which is all Kawa sends.
@@ -199,5 +235,25 @@ impl Peer {
         (fits.iter().find(|(_, profile)| *profile == Some(0x42e01f)))
             .or(fits.first())
             .map(|(pt, _)| *pt)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audio_and_video_go_in_one_media_stream() {
+        let answer = "v=0\r\na=msid-semantic: WMS aaa bbb\r\nm=video 9 UDP/TLS/RTP/SAVPF 108\r\n\
+                      a=msid:aaa v1\r\na=ssrc:11 cname:x\r\na=ssrc:11 msid:aaa v1\r\n\
+                      m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=msid:bbb a1\r\n\
+                      a=ssrc:22 msid:bbb a1\r\n";
+        let one = one_media_stream(answer);
+        assert!(one.contains("a=msid:aaa a1\r\n"), "{one}");
+        assert!(one.contains("a=ssrc:22 msid:aaa a1\r\n"), "{one}");
+        assert!(one.contains("a=ssrc:11 msid:aaa v1\r\n"), "{one}");
+        assert!(one.contains("a=ssrc:11 cname:x\r\n"), "{one}");
+        assert!(!one.contains("msid:bbb"), "{one}");
+        assert_eq!(one.len(), answer.len());
     }
 }
