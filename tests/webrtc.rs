@@ -165,6 +165,20 @@ async fn post_offer(kawa: &Kawa, path: &str, content_type: &str, body: Vec<u8>) 
     (status, answer.text().await.unwrap_or_default())
 }
 
+/// A WHEP session for `offer` on `path`: its `Location` and the SDP answer.
+async fn session(kawa: &Kawa, path: &str, offer: String) -> (String, String) {
+    let answer = reqwest::Client::new()
+        .post(kawa.url(&format!("/whep/{path}")))
+        .header("Content-Type", "application/sdp")
+        .body(offer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 201);
+    let location = answer.headers()["location"].to_str().unwrap().to_owned();
+    (location, answer.text().await.unwrap())
+}
+
 /// Bad offers get a 4xx that says what is wrong, and nothing is kept for them: garbage,
 /// the wrong type, too large, no H.264, a stream that is not live, a passthrough stream
 /// whose encoder sends B-frames. A good offer gets 201, and DELETE ends its session.
@@ -201,16 +215,7 @@ async fn bad_offers_get_4xx_and_a_good_one_a_session_that_delete_ends() {
         assert_eq!(status, expected, "{content_type}: {why}");
     }
 
-    let answer = reqwest::Client::new()
-        .post(kawa.url("/whep/ok"))
-        .header("Content-Type", "application/sdp")
-        .body(good)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status().as_u16(), 201);
-    let location = answer.headers()["location"].to_str().unwrap().to_owned();
-    let sdp = answer.text().await.unwrap();
+    let (location, sdp) = session(&kawa, "ok", good).await;
     assert!(
         sdp.contains("a=ice-lite") && sdp.contains("a=candidate:"),
         "{sdp}"
@@ -309,16 +314,7 @@ async fn a_whep_offer_to_another_node_is_answered_by_the_owner() {
     let (status, direct) =
         post_offer(&nodes[0], "owned", "application/sdp", good.clone().into()).await;
     assert_eq!(status, 201, "{direct}");
-    let answer = reqwest::Client::new()
-        .post(nodes[1].url("/whep/owned"))
-        .header("Content-Type", "application/sdp")
-        .body(good)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status().as_u16(), 201);
-    let location = answer.headers()["location"].to_str().unwrap().to_owned();
-    let proxied = answer.text().await.unwrap();
+    let (location, proxied) = session(&nodes[1], "owned", good).await;
     assert!(candidate_port(&direct).is_some(), "{direct}");
     assert_eq!(
         candidate_port(&proxied),
