@@ -43,7 +43,7 @@ fn reached(req: &HttpRequest) -> Option<IpAddr> {
         .trim_end_matches(']')
         .parse::<IpAddr>()
         .ok();
-    ip.or_else(|| req.app_config().local_addr().ip().to_string().parse().ok())
+    ip.or(Some(req.app_config().local_addr().ip()))
         .filter(|ip| !ip.is_unspecified())
 }
 

@@ -182,11 +182,10 @@ impl WebRtc {
     }
 
     /// What `path` offers WebRTC viewers now.
-    pub fn stream(&self, path: &str, offer: Offer, audio: bool) {
+    pub fn stream(&self, path: &str, offer: Offer) {
         self.each_surely(|| Command::Stream {
             path: path.to_owned(),
             offer: offer.clone(),
-            audio,
         });
     }
 

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use str0m::change::SdpOffer;
 use str0m::config::DtlsCert;
 use str0m::format::Codec;
 use str0m::media::{MediaKind, MediaTime, Mid, Pt};
@@ -49,12 +50,11 @@ pub struct Peer {
 pub fn accept(
     id: u64,
     path: &str,
-    offer: &str,
+    offer: SdpOffer,
     candidates: &[SocketAddr],
     cert: Option<&DtlsCert>,
     now: Instant,
 ) -> Result<(Peer, String), RtcError> {
-    let offer = str0m::change::SdpOffer::from_sdp_string(offer)?;
     let mut config = Rtc::builder();
     if let Some(cert) = cert {
         // The server's one certificate: making a key pair per viewer took most of an

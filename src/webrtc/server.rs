@@ -49,7 +49,6 @@ pub enum Command {
     Stream {
         path: String,
         offer: Offer,
-        audio: bool,
     },
     Video {
         path: String,
@@ -89,7 +88,6 @@ pub struct Shared {
 /// A live stream's state here.
 struct Stream {
     offer: Offer,
-    audio: bool,
     viewers: Vec<u64>,
     /// Media time (90 kHz) against the wall clock, for RTCP's sender reports: audio and
     /// video on one clock keep lips in sync.
@@ -230,10 +228,9 @@ impl Server {
                 self.retire_dead();
                 let _ = reply.send(closed);
             }
-            Command::Stream { path, offer, audio } => {
+            Command::Stream { path, offer } => {
                 let stream = self.streams.entry(path.clone()).or_insert_with(|| Stream {
                     offer: Offer::Pending,
-                    audio,
                     viewers: Vec::new(),
                     clock: None,
                     audio_clock: AudioClock::default(),
@@ -247,7 +244,7 @@ impl Server {
                         }
                     }
                 }
-                (stream.offer, stream.audio) = (offer, audio);
+                stream.offer = offer;
             }
             Command::Video {
                 path,
@@ -283,9 +280,8 @@ impl Server {
         if self.shared.sessions.load(Ordering::Relaxed) >= self.shared.max_sessions {
             return Err(OfferError::Full);
         }
-        if let Err(e) = str0m::change::SdpOffer::from_sdp_string(sdp) {
-            return Err(OfferError::BadOffer(e.to_string()));
-        }
+        let parsed = str0m::change::SdpOffer::from_sdp_string(sdp)
+            .map_err(|e| OfferError::BadOffer(e.to_string()))?;
         if !peer::offers_h264(sdp) {
             return Err(OfferError::NoH264);
         }
@@ -300,7 +296,7 @@ impl Server {
         // The shard is in the id: a DELETE goes to the shard that has the viewer.
         let id = self.next * self.shards as u64 + self.shard as u64;
         let cert = self.shared.cert.as_ref();
-        let (peer, sdp) = peer::accept(id, path, sdp, &candidates, cert, Instant::now())
+        let (peer, sdp) = peer::accept(id, path, parsed, &candidates, cert, Instant::now())
             .map_err(|e| OfferError::BadOffer(e.to_string()))?;
         self.next += 1;
         self.shared.sessions.fetch_add(1, Ordering::Relaxed);
@@ -369,7 +365,6 @@ impl Server {
         }
     }
 
-    /// Drives the viewers whose time came, drops those that never connected.
     /// Drives the viewers whose time came; once a second, drops those that never
     /// connected.
     fn drive_due(&mut self, now: Instant) {

@@ -13,8 +13,6 @@ pub(super) struct WebRtcOut {
     feed: FeedChoice,
     /// The current FFmpeg's top rung (its first video stream).
     top: Option<String>,
-    /// An FFmpeg makes the Opus audio (a transcoded stream with audio).
-    audio: bool,
 }
 
 impl WebRtcOut {
@@ -23,7 +21,6 @@ impl WebRtcOut {
             hub,
             feed: FeedChoice::new(None),
             top: None,
-            audio: false,
         }
     }
 }
@@ -31,20 +28,17 @@ impl WebRtcOut {
 impl StreamSession {
     /// A frame from the publisher.
     pub(super) fn webrtc_source(&mut self, frame: &Frame) {
+        let (Some(out), Frame::Video(video)) = (self.webrtc.as_mut(), frame) else {
+            return;
+        };
         let codec = (self.checkpoint.config.video.as_ref()).map_or(VideoCodec::Avc, |v| v.codec());
         let path = self.path.as_str();
-        let Some(out) = self.webrtc.as_mut() else {
-            return;
-        };
-        let Frame::Video(video) = frame else {
-            return;
-        };
         let mut changed = false;
         if out.feed.source_frame(video, codec, &mut changed) {
             out.hub.video(path, video.pts, video.keyframe, &video.data);
         }
         if changed {
-            out.hub.stream(path, out.feed.offer(), out.audio);
+            out.hub.stream(path, out.feed.offer());
         }
     }
 
@@ -72,11 +66,9 @@ impl StreamSession {
             return;
         };
         let top = plan.scaled().next().map(|r| r.name.clone());
-        let audio = plan.has_audio && top.is_some();
         out.top = top.clone();
-        if out.feed.set_top_rung(top) || out.audio != audio {
-            out.audio = audio;
-            out.hub.stream(path, out.feed.offer(), audio);
+        if out.feed.set_top_rung(top) {
+            out.hub.stream(path, out.feed.offer());
         }
     }
 
