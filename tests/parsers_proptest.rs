@@ -293,6 +293,29 @@ proptest! {
         }
     }
 
+    /// What the WebRTC port reads before anything else, from anybody: a STUN user name
+    /// or nothing, never a panic or a read past the datagram.
+    #[test]
+    fn webrtc_router_reads_any_datagram(
+        mut data in prop::collection::vec(any::<u8>(), 0..300),
+        stun in any::<bool>(),
+    ) {
+        if stun && data.len() >= 20 {
+            data[0] &= 0x3F;
+            data[4..8].copy_from_slice(&[0x21, 0x12, 0xA4, 0x42]);
+        }
+        if let Some(ufrag) = kawa::webrtc::router::stun_local_ufrag(&data) {
+            prop_assert!(ufrag.len() < data.len());
+        }
+    }
+
+    /// A WHEP offer body is anybody's text: str0m's SDP parser answers it or refuses it.
+    #[test]
+    fn whep_offers_of_any_text_parse_or_fail(text in ".{0,400}", lines in prop::collection::vec("[a-z]=[ -~]{0,40}", 0..20)) {
+        let _ = str0m::change::SdpOffer::from_sdp_string(&text);
+        let _ = str0m::change::SdpOffer::from_sdp_string(&lines.join("\r\n"));
+    }
+
     #[test]
     fn ts_demuxer_on_random_packets(
         packets in prop::collection::vec(prop::collection::vec(any::<u8>(), 188), 0..40),
