@@ -192,6 +192,63 @@ async fn reader(
     }
 }
 
+/// The machine's busy and total CPU ticks so far (`/proc/stat`): a starved machine makes
+/// gaps no server can avoid, so the benchmark says how busy it was.
+fn cpu_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = (stat.lines().next().unwrap_or_default().split_whitespace())
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal: idle and iowait are not busy.
+    let total: u64 = fields.iter().take(8).sum();
+    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+/// What is alive on the nodes now.
+struct Alive {
+    /// Per node, its `kawa_actors_alive`, `kawa_tasks_alive` and
+    /// `kawa_redis_connections` lines.
+    lines: Vec<String>,
+    actors: f64,
+    /// Per node, its tasks less its Redis connections (each a task kept for good).
+    tasks: Vec<f64>,
+}
+
+async fn alive_now(nodes: &[Kawa]) -> Alive {
+    let mut alive = Alive {
+        lines: Vec::new(),
+        actors: 0.0,
+        tasks: Vec::new(),
+    };
+    let value = |l: &&str| l.rsplit(' ').next()?.parse::<f64>().ok();
+    for (i, node) in nodes.iter().enumerate() {
+        let text = metrics_text(node).await;
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("kawa_actors_alive{")
+                    || l.starts_with("kawa_tasks_alive{")
+                    || l.starts_with("kawa_redis_connections ")
+            })
+            .collect();
+        let sum = |prefix: &str| -> f64 {
+            lines
+                .iter()
+                .filter(|l| l.starts_with(prefix))
+                .filter_map(value)
+                .sum()
+        };
+        alive.actors += sum("kawa_actors_alive{");
+        alive
+            .tasks
+            .push(sum("kawa_tasks_alive{") - sum("kawa_redis_connections "));
+        alive.lines.push(format!("node {i}: {}", lines.join(", ")));
+    }
+    alive
+}
+
 fn slope(samples: &[(f64, f64)]) -> f64 {
     let n = samples.len() as f64;
     let (mx, my) = samples
@@ -252,6 +309,7 @@ fn main() {
             println!("chaos: the fault hook is missing: run with `--features fault-injection`");
             return;
         }
+        let before = alive_now(&nodes).await;
         let balancer = Balancer::start(nodes.iter().map(|k| k.rtmp).collect()).await;
         let urls = Arc::new(Mutex::new(nodes.iter().map(|k| k.url("")).map(|u| u.trim_end_matches('/').to_owned()).collect::<Vec<_>>()));
         let mut publishers = Vec::new();
@@ -279,6 +337,9 @@ fn main() {
         let mut dice = Dice(0x9E37_79B9_7F4A_7C15);
         let mut events: Vec<String> = Vec::new();
         let mut samples = Vec::new();
+        // Machine CPU busy, per minute of the run.
+        let mut busy = Vec::new();
+        let mut minute_start = cpu_ticks();
         let (mut next_panic, mut next_ffmpeg, mut next_node) = (10u64, 15u64, 120u64);
         let (redis_at, s3_at) = (seconds / 3, 2 * seconds / 3);
         let (mut redis_done, mut s3_done) = (false, false);
@@ -287,6 +348,12 @@ fn main() {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let t = started.elapsed().as_secs();
             samples.push((started.elapsed().as_secs_f64() / 3600.0, rss_kib(nodes[0].pid()) as f64 / 1024.0));
+            if t / 60 > busy.len() as u64 {
+                let now = cpu_ticks();
+                let (b, total) = (now.0 - minute_start.0, now.1 - minute_start.1);
+                busy.push(100 * b / total.max(1));
+                minute_start = now;
+            }
             if t >= next_panic {
                 let kind = KINDS[dice.below(KINDS.len())];
                 let node = dice.below(3);
@@ -376,28 +443,18 @@ fn main() {
         // what is still alive is counted every 5 s, up to two minutes after the stop;
         // an actor still there at the end is left over.
         let stopped = Instant::now();
-        let mut alive = Vec::new();
+        let mut alive = Alive { lines: Vec::new(), actors: 0.0, tasks: Vec::new() };
         let mut settled = None;
         // Per node, the streams whose series are still there at the last count.
         let mut leftover: Vec<(usize, Vec<String>)> = Vec::new();
-        while stopped.elapsed() < Duration::from_secs(120) {
+        // An idle S3 connection is a task too, closed after 90 s unused.
+        while stopped.elapsed() < Duration::from_secs(240) {
             tokio::time::sleep(Duration::from_secs(5)).await;
-            alive.clear();
             leftover.clear();
-            let mut actors = 0.0;
+            alive = alive_now(&nodes).await;
             for (i, node) in nodes.iter().enumerate() {
                 let text = metrics_text(node).await;
-                let lines: Vec<&str> = text
-                    .lines()
-                    .filter(|l| l.starts_with("kawa_actors_alive{") || l.starts_with("kawa_tasks_alive{"))
-                    .collect();
-                actors += lines
-                    .iter()
-                    .filter(|l| l.starts_with("kawa_actors_alive{"))
-                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                    .sum::<f64>();
-                alive.push(format!("node {i}: {}", lines.join(", ")));
-                let mut paths: Vec<String> = text
+            let mut paths: Vec<String> = text
                     .lines()
                     .filter(|l| l.starts_with("kawa_stream"))
                     .filter_map(|l| l.split("path=\"").nth(1)?.split('"').next().map(str::to_owned))
@@ -406,7 +463,8 @@ fn main() {
                 paths.dedup();
                 leftover.push((i, paths));
             }
-            if actors == 0.0 {
+            let extra = alive.tasks.iter().zip(&before.tasks).any(|(now, then)| now > then);
+            if alive.actors == 0.0 && !extra {
                 settled = Some(stopped.elapsed());
                 break;
             }
@@ -414,12 +472,14 @@ fn main() {
         let seen = seen.lock().unwrap();
         println!("chaos: 3 nodes, {streams} streams with a small ladder and a reader each, {elapsed:.0} s");
         match settled {
-            Some(after) => println!("  every actor gone {:.0} s after the publishers stopped", after.as_secs_f64()),
-            None => println!("  actors still alive 120 s after the publishers stopped (below)"),
+            Some(after) => println!("  every actor and task gone {:.0} s after the publishers stopped", after.as_secs_f64()),
+            None => println!("  actors or tasks still alive 240 s after the publishers stopped (below)"),
         }
         for e in &events {
             println!("  {e}");
         }
+        let busy: Vec<String> = busy.iter().map(|b| format!("{b} %")).collect();
+        println!("  machine CPU busy, per minute: {}", busy.join(", "));
         println!("  longest gap a reader saw: {:.1} s ({} playlist polls, {} failed)", seen.longest_gap.as_secs_f64(), seen.polls, seen.errors);
         println!("  gaps over 3 s: {}", seen.long_gaps.len());
         for gap in &seen.long_gaps {
@@ -438,10 +498,18 @@ fn main() {
             println!("    {b}");
         }
         println!("  node 0 RSS: {:.1} MiB -> {:.1} MiB, slope {:.1} MB/hour", samples.first().map_or(0.0, |s| s.1), samples.last().map_or(0.0, |s| s.1), slope(&samples));
-        println!("  alive at the last count:");
-        for a in &alive {
+        println!("  alive before the streams started:");
+        for a in &before.lines {
             println!("    {a}");
         }
+        println!("  alive at the last count:");
+        for a in &alive.lines {
+            println!("    {a}");
+        }
+        let left: Vec<String> = (alive.tasks.iter().zip(&before.tasks))
+            .map(|(now, then)| format!("{:+}", now - then))
+            .collect();
+        println!("  tasks left over per node (beyond the start and the Redis connections): {}", left.join(", "));
         if settled.is_none() {
             // What the streams still alive said last: where to look for why they stay.
             for (i, paths) in &leftover {

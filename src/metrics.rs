@@ -25,6 +25,7 @@ pub struct Metrics {
     pub actor_panics: IntCounterVec,
     pub actors_alive: IntGaugeVec,
     pub tasks_alive: IntGaugeVec,
+    pub redis_connections: IntGauge,
     pub ingest_bytes: IntCounterVec,
     pub ingest_frames: IntCounterVec,
     pub keyframe_interval: prometheus::GaugeVec,
@@ -118,6 +119,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
                 "Tasks alive on Kawa's runtimes, read at each scrape: the system's (registry, uploaders, cluster), the stream arbiters' (connections, sessions), the HTTP workers'",
             ),
             &["runtime"],
+        )
+        .expect("valid metric"),
+        redis_connections: IntGauge::new(
+            "kawa_redis_connections",
+            "Connections open in Kawa's Redis pools, read at each scrape: each is a task on the runtime that opened it (up to 16 per pool), kept while the process lives",
         )
         .expect("valid metric"),
         actor_panics: counter_vec(
@@ -251,6 +257,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         Box::new(m.actor_panics.clone()),
         Box::new(m.actors_alive.clone()),
         Box::new(m.tasks_alive.clone()),
+        Box::new(m.redis_connections.clone()),
         Box::new(m.ingest_bytes.clone()),
         Box::new(m.ingest_frames.clone()),
         Box::new(m.keyframe_interval.clone()),
@@ -323,6 +330,20 @@ pub fn register_runtime(runtime: &'static str) {
     }
 }
 
+/// Redis pools whose open connections `kawa_redis_connections` counts.
+/// Weak: a pool dropped (a test's store) closes its connections and leaves the list.
+type PoolSize = Box<dyn Fn() -> Option<usize> + Send>;
+static REDIS_POOLS: std::sync::Mutex<Vec<PoolSize>> = std::sync::Mutex::new(Vec::new());
+
+/// Counts `pool`'s connections in `kawa_redis_connections`: they are tasks that outlive
+/// any stream, which a reader of `kawa_tasks_alive` needs to tell from a leak.
+pub fn register_redis_pool(pool: &deadpool_redis::Pool) {
+    let mut pools = REDIS_POOLS.lock().unwrap_or_else(|e| e.into_inner());
+    pools.retain(|size| size().is_some());
+    let weak = pool.weak();
+    pools.push(Box::new(move || Some(weak.upgrade()?.status().size)));
+}
+
 /// An actor of `kind` started (`+1`) or stopped (`-1`).
 pub fn actor_alive(kind: crate::actors::supervision::ActorKind, change: i64) {
     METRICS
@@ -337,6 +358,10 @@ pub fn render() -> String {
         let tasks = handle.metrics().num_alive_tasks() as i64;
         METRICS.tasks_alive.with_label_values(&[runtime]).add(tasks);
     }
+    let pools = REDIS_POOLS.lock().unwrap_or_else(|e| e.into_inner());
+    let connections: usize = (pools.iter()).filter_map(|size| size()).sum();
+    METRICS.redis_connections.set(connections as i64);
+    drop(pools);
     let mut out = Vec::new();
     let families = METRICS.registry.gather();
     // Encoding into a Vec cannot fail.

@@ -82,6 +82,14 @@ async fn live_stream(builder: common::KawaBuilder, stream: &str, segments: usize
     }
 }
 
+/// A process's nice value (`/proc/PID/stat`, field 19).
+fn nice(pid: u32) -> i64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The command name, in parentheses, may hold spaces: fields are counted after it.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    after.split(' ').nth(16).unwrap().parse().unwrap()
+}
+
 #[tokio::test]
 async fn a_published_stream_plays_as_an_hls_ladder() {
     let kawa = Kawa::builder().config(LADDER).start();
@@ -127,6 +135,18 @@ async fn a_published_stream_plays_as_an_hls_ladder() {
         let r = variant.resolution.unwrap();
         assert_eq!((r.width, r.height), (w, h));
         assert_eq!(variant.frame_rate, Some(25.0));
+    }
+
+    // FFmpeg runs nicer than Kawa (`hls.ffmpeg_nice`, 10): encoders that fill the cores
+    // leave Kawa's ingest and viewers on time.
+    let ffmpeg = kawa.ffmpeg_children();
+    assert!(!ffmpeg.is_empty(), "the ladder's FFmpeg runs");
+    for pid in ffmpeg {
+        assert_eq!(
+            nice(pid),
+            nice(kawa.pid()) + 10,
+            "FFmpeg {pid}'s nice value"
+        );
     }
 
     // The ladder's FFmpeg makes the thumbnails, every `thumbnail_seconds`, with no viewer

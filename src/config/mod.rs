@@ -175,6 +175,8 @@ pub struct HlsSettings {
     pub retention_seconds: u64,
     pub ffmpeg_path: PathBuf,
     pub x264_preset: String,
+    /// How much lower FFmpeg's scheduling priority is than Kawa's (nice(2); 0: the same).
+    pub ffmpeg_nice: i32,
     pub restart_max: usize,
     pub restart_window_seconds: u64,
     /// A JPEG of the latest keyframe every this many seconds (0: none).
@@ -548,6 +550,15 @@ mod tests {
         .unwrap();
         assert_eq!(s.grpc.token.expose(), "a-shared-secret");
         assert!(!format!("{s:?}").contains("a-shared-secret"));
+    }
+
+    #[test]
+    fn ffmpeg_runs_nicer_than_kawa_by_default_and_never_higher() {
+        assert_eq!(load(None, &[]).unwrap().hls.ffmpeg_nice, 10);
+        let err = load(None, &[("KAWA_HLS__FFMPEG_NICE", "-5")]).unwrap_err();
+        assert!(err.contains("`hls.ffmpeg_nice`"), "{err}");
+        let s = load(None, &[("KAWA_HLS__FFMPEG_NICE", "0")]).unwrap();
+        assert_eq!(s.hls.ffmpeg_nice, 0);
     }
 
     #[test]

@@ -104,6 +104,12 @@ impl Settings {
                 "must be between 0.1 and hls.segment_seconds",
             ));
         }
+        if !(0..=19).contains(&self.hls.ffmpeg_nice) {
+            return Err(ConfigError::invalid(
+                "hls.ffmpeg_nice",
+                "must be between 0 and 19 (nice(2): FFmpeg can only run at Kawa's priority or lower)",
+            ));
+        }
         if self.hls.playlist_segments < 6 {
             return Err(ConfigError::invalid(
                 "hls.playlist_segments",

@@ -104,6 +104,7 @@ impl TranscoderService for TranscoderWorker {
         };
         let spec = EncodeSpec {
             program: &self.hls.ffmpeg_path,
+            nice: self.hls.ffmpeg_nice,
             args: &args,
             has_video: plan.has_video,
             has_audio: plan.has_audio,

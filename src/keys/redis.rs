@@ -103,7 +103,9 @@ pub fn pool(url: &str, timeout: Duration) -> Result<Pool, deadpool_redis::Create
         },
         ..PoolConfig::default()
     });
-    config.create_pool(Some(Runtime::Tokio1))
+    let pool = config.create_pool(Some(Runtime::Tokio1))?;
+    crate::metrics::register_redis_pool(&pool);
+    Ok(pool)
 }
 
 pub struct RedisStore {

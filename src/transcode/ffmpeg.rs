@@ -96,6 +96,8 @@ pub struct Encode {
 /// What one FFmpeg run needs.
 pub struct EncodeSpec<'a> {
     pub program: &'a Path,
+    /// Added to FFmpeg's nice value (`hls.ffmpeg_nice`).
+    pub nice: i32,
     pub args: &'a [String],
     pub has_video: bool,
     pub has_audio: bool,
@@ -131,6 +133,17 @@ where
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    if spec.nice != 0 {
+        let nice = spec.nice;
+        // SAFETY: nice(2) is a system call, async-signal-safe, and allocates nothing.
+        // Failing to lower the priority is harmless: FFmpeg runs at Kawa's.
+        unsafe {
+            command.pre_exec(move || {
+                libc::nice(nice);
+                Ok(())
+            });
+        }
+    }
     let thumbnails = if TranscodePlan::writes_thumbnails(spec.args) {
         let (reader, writer) = std::io::pipe()?;
         command

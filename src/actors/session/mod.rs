@@ -267,6 +267,7 @@ impl StreamSession {
         let job = EncoderJob {
             generation,
             program: settings.hls.ffmpeg_path.clone(),
+            nice: settings.hls.ffmpeg_nice,
             args,
             plan,
             reference,

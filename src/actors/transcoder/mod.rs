@@ -50,6 +50,8 @@ pub struct Kill;
 pub struct EncoderJob {
     pub generation: u64,
     pub program: PathBuf,
+    /// `hls.ffmpeg_nice`.
+    pub nice: i32,
     pub args: Vec<String>,
     pub plan: TranscodePlan,
     /// The source's clock at the first frame, to unwrap FFmpeg's output.
@@ -158,6 +160,7 @@ impl Transcoder {
         let generation = job.generation;
         let spec = EncodeSpec {
             program: &job.program,
+            nice: job.nice,
             args: &job.args,
             has_video: job.plan.has_video,
             has_audio: job.plan.has_audio,
