@@ -366,6 +366,21 @@ async fn a_publisher_moving_between_live_nodes_fences_the_old_owner() {
     );
     assert_all_in_s3(&c.s3, PATH, "source", &later).await;
 
+    // Node-0's ended session keeps its edge for the retention (60 s), but the path's
+    // playlist is node-1's now, through node-0 too (the chaos benchmark saw an ended
+    // session's copy send a reader from MEDIA-SEQUENCE 79 back to 70).
+    let via_old = fetch_text(&c.nodes[0], &format!("/hls/{PATH}/source/index.m3u8"))
+        .await
+        .unwrap();
+    let via_old = m3u8_rs::parse_media_playlist_res(via_old.as_bytes()).unwrap();
+    assert!(
+        via_old
+            .segments
+            .iter()
+            .any(|s| !old.contains(epoch_of(&s.uri))),
+        "node-0 answered its ended session's playlist: {via_old:?}"
+    );
+
     // Node-0 keeps its old playlist on its disk (no ENDLIST: it was taken over). While
     // nobody can say who owns the path (Redis hangs), it answers 503, never that copy:
     // a player would go back in time.
@@ -518,6 +533,46 @@ async fn an_encode_falls_back_to_the_node_and_returns_to_a_worker() {
             .then_some(())
     })
     .await;
+}
+
+/// A stream that ended on node-0 starts again on node-1 within node-0's retention:
+/// node-0 answers node-1's live playlist, never its ended session's ENDLIST (a player
+/// sent there would stop playing a live stream).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_session_ended_answers_the_new_owners_playlist() {
+    const PATH: &str = "again";
+    let c = cluster(2, false).await;
+    let playlist = format!("/hls/{PATH}/source/index.m3u8");
+    let key = create_stream(&c.nodes[0], PATH).await;
+    let mut first = Publisher::start(&c.nodes[0].rtmp_url(&key), 4);
+    first
+        .wait_exit(Duration::from_secs(30))
+        .expect("the first publish ends");
+    wait_for("node-0's ENDLIST", Duration::from_secs(30), || async {
+        fetch_text(&c.nodes[0], &playlist)
+            .await
+            .filter(|p| p.contains("#EXT-X-ENDLIST"))
+    })
+    .await;
+    let _second = Publisher::start(&c.nodes[1].rtmp_url(&key), 60);
+    let live = wait_for(
+        "node-1's live playlist",
+        Duration::from_secs(30),
+        || async {
+            fetch_text(&c.nodes[1], &playlist)
+                .await
+                .filter(|p| p.contains("#EXTINF") && !p.contains("#EXT-X-ENDLIST"))
+        },
+    )
+    .await;
+    assert_eq!(owner(&c.redis, PATH), Some(1));
+    let via_old = fetch_text(&c.nodes[0], &playlist).await.unwrap();
+    assert!(
+        !via_old.contains("#EXT-X-ENDLIST"),
+        "node-0 answered its ended session's playlist:\n{via_old}\nnode-1's:\n{live}"
+    );
+    let master = fetch_text(&c.nodes[0], &format!("/hls/{PATH}/master.m3u8")).await;
+    assert!(master.is_some(), "node-0 has no master for a live stream");
 }
 
 /// With `rtmp.takeover` off, a publish to a path a live node owns is refused (the owner

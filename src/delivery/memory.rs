@@ -82,6 +82,9 @@ struct State {
     /// stream): players ask for it often, and it changes rarely.
     master: Option<Bytes>,
     closed: bool,
+    /// Its session ended (ENDLIST written, or the path moved away): kept for the
+    /// retention, but in a cluster a newer session elsewhere has the path's playlists.
+    ended: bool,
 }
 
 #[derive(Default)]
@@ -144,6 +147,15 @@ impl LiveStream {
     fn close(&self) {
         write(&self.state).closed = true;
         self.notify();
+    }
+
+    /// Its session ended; the edge still serves what it made until the retention ends.
+    pub fn end(&self) {
+        write(&self.state).ended = true;
+    }
+
+    pub fn ended(&self) -> bool {
+        read(&self.state).ended
     }
 
     /// Takes what the packager made for the edge (parts and live playlists, and a copy of

@@ -215,15 +215,22 @@ pub(super) async fn file(
     super::files::from_disk(req, &path, content_type, cache, true).await
 }
 
-/// In a cluster, the owner's answer when another node owns the stream (this node has
-/// no live edge for it).
+/// In a cluster, the owner's answer when another node owns the stream: this node has no
+/// live edge for it, or, for a playlist (`newest`), only an ended session's. The chaos
+/// benchmark saw an ended session's copy answer MEDIA-SEQUENCE 70 for 13 s while the
+/// publisher's new session on another node was at 79. An ended session's segments are
+/// its own, and stay served here.
 async fn from_owner(
     req: &HttpRequest,
     live: &LiveStore,
     proxy: Option<&ClusterProxy>,
     stream: &PublishPath,
+    newest: bool,
 ) -> Option<HttpResponse> {
-    if live.get(stream.as_str()).is_some() {
+    if live
+        .get(stream.as_str())
+        .is_some_and(|edge| !(newest && edge.ended()))
+    {
         return None;
     }
     proxy?.forward(req, stream.as_str()).await
@@ -242,8 +249,14 @@ async fn stream_file(
     let Ok(stream) = PublishPath::parse(&path) else {
         return not_found();
     };
-    if let Some(answer) =
-        from_owner(&req, &live, proxy.as_ref().map(|p| p.get_ref()), &stream).await
+    if let Some(answer) = from_owner(
+        &req,
+        &live,
+        proxy.as_ref().map(|p| p.get_ref()),
+        &stream,
+        true,
+    )
+    .await
     {
         return answer;
     }
@@ -345,12 +358,11 @@ async fn rendition_file(
     if !rendition_ok(&rendition) {
         return not_found();
     }
-    if let Some(answer) =
-        from_owner(&req, &live, proxy.as_ref().map(|p| p.get_ref()), &stream).await
-    {
+    let playlist = name == "index.m3u8";
+    let proxy_ref = proxy.as_ref().map(|p| p.get_ref());
+    if let Some(answer) = from_owner(&req, &live, proxy_ref, &stream, playlist).await {
         return answer;
     }
-    let playlist = name == "index.m3u8";
     if playlist && let Some(viewers) = &viewers {
         let internal = proxy.as_ref().is_some_and(|p| p.is_internal(&req));
         viewers.seen(stream.as_str(), viewers.viewer_id(&req, internal));

@@ -396,6 +396,7 @@ impl StreamSession {
 
     /// The core ended the stream: ENDLIST was written; tell the uploader and registry.
     fn ended(&mut self, ctx: &mut Context<Self>) {
+        self.edge.end();
         self.kill_encoder();
         self.webrtc_ended();
         self.finish_recording();
