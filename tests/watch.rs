@@ -91,3 +91,36 @@ async fn keyframes_eight_seconds_apart_still_play_near_live() {
     // It plays near live, not at the last keyframe 8 s back.
     assert!(latency < 1.5, "{latency:.2} s behind live: {report}");
 }
+
+/// hls.js on the player page, a stream with 2 s GOPs and B-frames (x264's defaults but
+/// the keyframe interval, as many OBS setups send): over 20 s of playing, the median of
+/// the wall clock minus the PROGRAM-DATE-TIME on screen is at most 1.0 s, and the video
+/// never waits for data. The page sets hls.js's sync target and catch-up rate; the
+/// playlist's PART-HOLD-BACK stays what every other player reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_player_page_plays_within_a_second_of_live() {
+    let kawa = Kawa::start();
+    let key = create_stream(&kawa, "edge").await;
+    let source = common::test_source(25, 90);
+    let source: Vec<&str> = source.iter().map(String::as_str).collect();
+    let encode = [
+        "-c:v", "libx264", "-preset", "veryfast", "-g", "50", "-pix_fmt", "yuv420p", "-c:a", "aac",
+    ];
+    let _publisher =
+        Publisher::start_ffmpeg(&kawa.rtmp_url(&key), &[&source[..], &encode].concat());
+    common::wait_for("the stream", Duration::from_secs(20), || async {
+        common::fetch_text(&kawa, "/hls/edge/master.m3u8").await
+    })
+    .await;
+    let (r, report) = watch(kawa.url("/watch/edge"), &["40", "8", "20"]).await;
+    let median = r["latency_median"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no PROGRAM-DATE-TIME on screen: {report}"));
+    eprintln!(
+        "2 s GOPs: {median:.2} s behind live (median of {} readings over 20 s), {} stalls, \
+         seeks to {}",
+        r["latency_samples"], r["stalls"], r["seeks_to"]
+    );
+    assert_eq!(r["stalls"], 0, "{report}");
+    assert!(median <= 1.0, "{median:.2} s behind live: {report}");
+}

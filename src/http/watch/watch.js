@@ -38,14 +38,16 @@
 
   function play() {
     if (window.Hls && Hls.isSupported()) {
-      // A viewer who joins an encoder with keyframes far apart starts at the last one,
-      // behind live: playing a little faster (up to 1.5x) brings them back to the live
-      // edge instead of leaving them there. A stall (a join before the next keyframe
-      // arrived) moves the target latency back by about a part, not hls.js's default
-      // second, which would keep the viewer a second further behind for good.
+      // The sync target is the playlist's PART-HOLD-BACK (three parts), hls.js's own
+      // in low-latency mode. Its catch-up is off (a rate of 1): it speeds up only with
+      // more than a second buffered, which a viewer three parts behind never has, so a
+      // viewer stayed wherever starting left them (1.1 s behind live, measured). The
+      // page catches up itself (`catchUp`). A stall (a join before the next keyframe
+      // arrived) moves the target back by about a part, not hls.js's default second,
+      // which would keep the viewer a second further behind for good.
       hls = new Hls({
         lowLatencyMode: true,
-        maxLiveSyncPlaybackRate: 1.5,
+        maxLiveSyncPlaybackRate: 1,
         liveSyncOnStallIncrease: 0.25,
       });
       // For tests and embedding pages: the wall clock of what plays (hls.playingDate).
@@ -142,6 +144,33 @@
     // The session ends now rather than at the server's timeout.
     if (session) fetch(session, { method: 'DELETE', keepalive: true }).catch(() => {});
   });
+
+  // Plays a little faster while further behind live than hls.js's target and there is
+  // buffer to spend: 1.1x, 1.25x or 1.5x, by how far (browsers keep the pitch). A viewer
+  // who joined at a keyframe seconds back comes to the live edge; one a few tenths
+  // behind gets there in a few seconds. With under 0.4 s buffered it plays at 1x:
+  // speeding up then would only make it wait for data.
+  function catchUp() {
+    if (!hls || video.paused || !video.buffered.length) return;
+    const target = hls.targetLatency;
+    const behind = hls.latency;
+    if (!Number.isFinite(target) || !Number.isFinite(behind) || behind <= 0) return;
+    const excess = behind - target;
+    // What plays without a break from here: the buffered range holding the position
+    // (a later one lies beyond a hole, which hls.js fills or skips).
+    let ahead = 0;
+    for (let i = 0; i < video.buffered.length; i++) {
+      const [from, to] = [video.buffered.start(i), video.buffered.end(i)];
+      if (from <= video.currentTime && video.currentTime <= to) ahead = to - video.currentTime;
+    }
+    // A few steps, changed rarely: Chromium answered a rate changed at every update
+    // with a stall, though a second was buffered.
+    let rate = excess > 2 ? 1.5 : excess > 0.3 ? 1.25 : excess > 0.1 ? 1.1 : null;
+    if (rate === null) rate = excess <= 0.03 ? 1 : Math.min(video.playbackRate, 1.1);
+    if (ahead < 0.4) rate = 1;
+    if (video.playbackRate !== rate) video.playbackRate = rate;
+  }
+  video.addEventListener('timeupdate', catchUp);
 
   video.addEventListener('ended', () => show(status, 'ended'));
   setInterval(() => {
