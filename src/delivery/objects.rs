@@ -20,8 +20,12 @@ pub fn stream_item(
             rendition,
             name,
             data,
-        }
-        | Output::Segment {
+        } => (
+            ItemKind::Segment,
+            format!("{rendition}/{name}"),
+            data.to_vec(),
+        ),
+        Output::Segment {
             rendition,
             name,
             data,
