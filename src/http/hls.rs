@@ -216,10 +216,9 @@ pub(super) async fn file(
 }
 
 /// In a cluster, the owner's answer when another node owns the stream: this node has no
-/// live edge for it, or, for a playlist (`newest`), only an ended session's. The chaos
-/// benchmark saw an ended session's copy answer MEDIA-SEQUENCE 70 for 13 s while the
-/// publisher's new session on another node was at 79. An ended session's segments are
-/// its own, and stay served here.
+/// live edge for it, or, for a playlist (`newest`), only an ended session's: that copy
+/// (ENDLIST) would stop a player while the path is live again on another node. An ended
+/// session's segments are its own, and stay served here.
 async fn from_owner(
     req: &HttpRequest,
     live: &LiveStore,
