@@ -56,6 +56,8 @@ struct Seen {
     /// Rules broken: the media sequence went back, a number changed its segment, the
     /// discontinuity sequence went back, the target duration changed.
     broken: Vec<String>,
+    /// Where each rule was broken: the stream, the node that answered, the wall clock.
+    broken_at: Vec<(String, usize, time::OffsetDateTime)>,
     polls: u64,
     errors: u64,
 }
@@ -157,7 +159,13 @@ async fn reader(
             seen.polls += 1;
             let at = started.elapsed().as_secs_f64();
             let from = format!("{stream} (node {node}, {at:.0} s)");
-            check(&mut track, &p, &from, &mut seen)
+            let rules_broken = seen.broken.len();
+            let new = check(&mut track, &p, &from, &mut seen);
+            if seen.broken.len() > rules_broken {
+                let now = time::OffsetDateTime::now_utc();
+                seen.broken_at.push((stream.clone(), node, now));
+            }
+            new
         };
         if new {
             // Fetch what is new, from the same node.
@@ -247,6 +255,12 @@ async fn alive_now(nodes: &[Kawa]) -> Alive {
         alive.lines.push(format!("node {i}: {}", lines.join(", ")));
     }
     alive
+}
+
+/// Whether a log line names stream `name` (`chaos1`, not `chaos12`).
+fn mentions(line: &str, name: &str) -> bool {
+    (line.match_indices(name))
+        .any(|(at, _)| !line[at + name.len()..].starts_with(|c: char| c.is_ascii_digit()))
 }
 
 fn slope(samples: &[(f64, f64)]) -> f64 {
@@ -497,6 +511,29 @@ fn main() {
         for b in seen.broken.iter().take(10) {
             println!("    {b}");
         }
+        // What the answering node said about the stream in the 30 s before its first
+        // broken rule (its log survives its restarts): where to look for why.
+        let mut told = std::collections::HashSet::new();
+        for (stream, node, at) in &seen.broken_at {
+            if !told.insert((stream.clone(), *node)) || told.len() > 3 {
+                continue;
+            }
+            let stamp = |t: time::OffsetDateTime| {
+                let f = time::format_description::well_known::Rfc3339;
+                t.format(&f).unwrap_or_default().chars().take(19).collect::<String>()
+            };
+            let (from, to) = (stamp(*at - Duration::from_secs(30)), stamp(*at + Duration::from_secs(1)));
+            let logs = nodes[*node].logs();
+            let lines: Vec<&str> = logs
+                .lines()
+                .filter(|l| mentions(l, stream))
+                .filter(|l| l.get(..19).is_some_and(|t| (from.as_str()..=to.as_str()).contains(&t)))
+                .collect();
+            println!("  node {node}, {stream}: its log in the 30 s before the first broken rule");
+            for line in &lines[lines.len().saturating_sub(40)..] {
+                println!("    {line}");
+            }
+        }
         println!("  node 0 RSS: {:.1} MiB -> {:.1} MiB, slope {:.1} MB/hour", samples.first().map_or(0.0, |s| s.1), samples.last().map_or(0.0, |s| s.1), slope(&samples));
         println!("  alive before the streams started:");
         for a in &before.lines {
@@ -518,11 +555,7 @@ fn main() {
                     let name = path.rsplit('/').next().unwrap_or(path);
                     let mine: Vec<&str> = logs
                         .lines()
-                        .filter(|l| {
-                            l.match_indices(name).any(|(at, _)| {
-                                !l[at + name.len()..].starts_with(|c: char| c.is_ascii_digit())
-                            })
-                        })
+                        .filter(|l| mentions(l, name))
                         .collect();
                     println!("  node {i}, stream {path} still alive; its last log lines:");
                     for line in &mine[mine.len().saturating_sub(25)..] {

@@ -92,7 +92,10 @@ fn nice(pid: u32) -> i64 {
 
 #[tokio::test]
 async fn a_published_stream_plays_as_an_hls_ladder() {
-    let kawa = Kawa::builder().config(LADDER).start();
+    let kawa = Kawa::builder()
+        .config(LADDER)
+        .env("KAWA_HLS__FFMPEG_NICE", "10")
+        .start();
     let key = create_stream(&kawa, "alice").await;
     let mut publisher = Publisher::start(&kawa.rtmp_url(&key), 12);
 
@@ -137,8 +140,8 @@ async fn a_published_stream_plays_as_an_hls_ladder() {
         assert_eq!(variant.frame_rate, Some(25.0));
     }
 
-    // FFmpeg runs nicer than Kawa (`hls.ffmpeg_nice`, 10): encoders that fill the cores
-    // leave Kawa's ingest and viewers on time.
+    // With `hls.ffmpeg_nice = 10`, FFmpeg runs nicer than Kawa: encoders that fill the
+    // cores leave Kawa's ingest and viewers on time.
     let ffmpeg = kawa.ffmpeg_children();
     assert!(!ffmpeg.is_empty(), "the ladder's FFmpeg runs");
     for pid in ffmpeg {

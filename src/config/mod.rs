@@ -553,12 +553,12 @@ mod tests {
     }
 
     #[test]
-    fn ffmpeg_runs_nicer_than_kawa_by_default_and_never_higher() {
-        assert_eq!(load(None, &[]).unwrap().hls.ffmpeg_nice, 10);
+    fn ffmpeg_runs_at_kawas_priority_by_default_and_never_higher() {
+        assert_eq!(load(None, &[]).unwrap().hls.ffmpeg_nice, 0);
         let err = load(None, &[("KAWA_HLS__FFMPEG_NICE", "-5")]).unwrap_err();
         assert!(err.contains("`hls.ffmpeg_nice`"), "{err}");
-        let s = load(None, &[("KAWA_HLS__FFMPEG_NICE", "0")]).unwrap();
-        assert_eq!(s.hls.ffmpeg_nice, 0);
+        let s = load(None, &[("KAWA_HLS__FFMPEG_NICE", "10")]).unwrap();
+        assert_eq!(s.hls.ffmpeg_nice, 10);
     }
 
     #[test]
