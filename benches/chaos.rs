@@ -504,7 +504,7 @@ fn main() {
             println!("    not served: {u}");
         }
         for ((t, m), late) in missing.iter().zip(&late).take(10) {
-            let then = if *late { "there later" } else { "never there" };
+            let then = if *late { "there later" } else { "not there at the end: never uploaded, or deleted after leaving the playlist" };
             println!("    not in S3 at {t} s: {m} ({then})");
         }
         println!("  playlists that broke a rule: {}", seen.broken.len());
