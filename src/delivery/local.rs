@@ -4,7 +4,7 @@
 //! Every file is written to a temporary name and renamed into place, so a reader (Kawa's
 //! HTTP, or anyone watching the folder) never sees half a segment or half a playlist.
 
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -34,13 +34,13 @@ impl LocalSink {
                 rendition,
                 name,
                 data,
-            } => write_atomic(&self.root.join(rendition), name, data),
-            Output::Segment {
+            }
+            | Output::Segment {
                 rendition,
                 name,
                 data,
                 ..
-            } => write_atomic_parts(&self.root.join(rendition), name, data.parts()),
+            } => write_atomic(&self.root.join(rendition), name, data),
             Output::Playlist { rendition, text } => {
                 write_atomic(&self.root.join(rendition), "index.m3u8", text.as_bytes())
             }
@@ -109,26 +109,14 @@ pub fn write_recording(dir: &Path, stream_root: &Path, output: &RecordingOutput)
 }
 
 pub fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> io::Result<()> {
-    write_atomic_parts(dir, name, &[data])
-}
-
-/// [`write_atomic`] of pieces written one after another (a segment's parts).
-pub fn write_atomic_parts<P: AsRef<[u8]>>(dir: &Path, name: &str, parts: &[P]) -> io::Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));
-    let write = || -> io::Result<()> {
-        let mut file = std::fs::File::create(&tmp)?;
-        for part in parts {
-            file.write_all(part.as_ref())?;
-        }
-        Ok(())
-    };
     // The folder exists but for the first file: made then, not looked up every time.
-    if let Err(e) = write() {
+    if let Err(e) = std::fs::write(&tmp, data) {
         if e.kind() != io::ErrorKind::NotFound {
             return Err(e);
         }
         std::fs::create_dir_all(dir)?;
-        write()?;
+        std::fs::write(&tmp, data)?;
     }
     std::fs::rename(&tmp, dir.join(name))
 }

@@ -20,12 +20,8 @@ pub fn stream_item(
             rendition,
             name,
             data,
-        } => (
-            ItemKind::Segment,
-            format!("{rendition}/{name}"),
-            data.to_vec(),
-        ),
-        Output::Segment {
+        }
+        | Output::Segment {
             rendition,
             name,
             data,

@@ -18,34 +18,6 @@ use crate::media::cmaf::SegmenterSettings;
 use crate::media::fmp4::Fmp4Error;
 use crate::media::frame::Frame;
 
-/// A media segment's bytes: its CMAF parts in order, not joined. Each part is in memory
-/// already (the live edge serves it); joining them copied every segment once more.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct SegmentBytes(pub Vec<Bytes>);
-
-impl SegmentBytes {
-    pub fn len(&self) -> usize {
-        self.0.iter().map(Bytes::len).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.iter().all(Bytes::is_empty)
-    }
-
-    pub fn parts(&self) -> &[Bytes] {
-        &self.0
-    }
-
-    /// The segment in one buffer (where a reader needs one: tests, an upload's body).
-    pub fn to_vec(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.len());
-        for part in &self.0 {
-            out.extend_from_slice(part);
-        }
-        out
-    }
-}
-
 /// What the packager asks its caller to do, in this order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
@@ -59,7 +31,7 @@ pub enum Output {
     Segment {
         rendition: String,
         name: String,
-        data: SegmentBytes,
+        data: Bytes,
         /// Seconds.
         duration: f64,
         /// Ingest time of its first frame.

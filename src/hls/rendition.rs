@@ -9,11 +9,11 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use time::OffsetDateTime;
 
 use super::low_latency::{LivePlaylist, LiveSegment, OpenSegment, PartInfo};
-use super::packager::{Output, RenditionInfo, SegmentBytes};
+use super::packager::{Output, RenditionInfo};
 use super::playlist::{MediaPlaylist, MediaSegment};
 use super::resume::{RenditionState, SegmentRecord};
 use crate::media::annexb;
@@ -249,7 +249,11 @@ impl Rendition {
         let independent = first.independent;
         let ticks: i64 = parts.iter().map(|p| p.duration).sum();
         let duration = ticks as f64 / TICKS_PER_SECOND as f64;
-        let data = SegmentBytes(parts.iter().map(|p| p.data.clone()).collect());
+        let mut data = BytesMut::with_capacity(parts.iter().map(|p| p.data.len()).sum());
+        for p in &parts {
+            data.extend_from_slice(&p.data);
+        }
+        let data = data.freeze();
         let bits = data.len() as u64 * 8;
         self.bits += bits;
         self.seconds += duration;

@@ -208,7 +208,7 @@ impl Checker {
                         "{} bytes",
                         data.len()
                     );
-                    let dts = first_video_dts(&data.to_vec()).unwrap();
+                    let dts = first_video_dts(&data).unwrap();
                     let starts = if independent {
                         &self.keyframes
                     } else {

@@ -20,7 +20,7 @@
 use bytes::Bytes;
 
 use super::annexb;
-use super::fmp4::{self, Fmp4Error, FragmentBuffer, SampleInfo, TrackFragment};
+use super::fmp4::{self, Fmp4Error, SampleInfo, TrackFragment};
 use super::frame::{AudioFrame, Frame, VideoCodec, VideoFrame};
 use super::hevc;
 use super::time::{MAX_STEP_FORWARD, TICKS_PER_MS, TICKS_PER_SECOND};
@@ -418,19 +418,12 @@ impl Segmenter {
         let offset = self.offset.unwrap_or(0);
         self.held_bytes = 0;
         let mut tracks = Vec::with_capacity(2);
-        let samples = self.video.len() + self.audio.len();
-        let bytes = (self.video.iter().map(|f| f.data.len()))
-            .chain(self.audio.iter().map(|f| f.data.len()))
-            .sum();
-        let mut fragment = FragmentBuffer::new(2, samples, bytes);
         let mut independent = true;
         if let Some(track_id) = self.video_track {
             let frames = std::mem::take(&mut self.video);
             independent = frames.first().is_some_and(|f| f.keyframe);
             let video_end = next_video.max(end);
-            let out = fragment.payload();
-            if let Some(t) =
-                video_fragment(track_id, self.video_codec, &frames, video_end, offset, out)
+            if let Some(t) = video_fragment(track_id, self.video_codec, &frames, video_end, offset)
             {
                 tracks.push(t);
             }
@@ -455,8 +448,7 @@ impl Segmenter {
                 .first()
                 .map(|a| a.pts)
                 .or((next_video > natural_end + frame_ticks).then_some(next_video));
-            let out = fragment.payload();
-            if let Some(t) = audio_fragment(track_id, &frames, next, frame_ticks, offset, out) {
+            if let Some(t) = audio_fragment(track_id, &frames, next, frame_ticks, offset) {
                 tracks.push(t);
             }
         }
@@ -465,7 +457,7 @@ impl Segmenter {
         }
         self.sequence = self.sequence.wrapping_add(1);
         Ok(Some(Part {
-            data: fragment.finish(self.sequence, &tracks)?,
+            data: Bytes::from(fmp4::media_fragment(self.sequence, &tracks)?),
             start,
             duration: (end - start).max(0),
             independent,
@@ -486,18 +478,18 @@ pub(crate) fn video_fragment(
     frames: &[VideoFrame],
     end: i64,
     offset: i64,
-    data: &mut Vec<u8>,
 ) -> Option<TrackFragment> {
     let first = frames.first()?;
     let mut samples = Vec::with_capacity(frames.len());
+    let mut data = Vec::with_capacity(frames.iter().map(|f| f.data.len()).sum());
     for (i, frame) in frames.iter().enumerate() {
         let next = frames.get(i + 1).map_or(end, |n| n.dts);
         let before = data.len();
         match codec {
             VideoCodec::Avc => {
-                annexb::append_sample(&frame.data, data);
+                annexb::append_sample(&frame.data, &mut data);
             }
-            VideoCodec::Hevc => hevc::append_sample(&frame.data, data),
+            VideoCodec::Hevc => hevc::append_sample(&frame.data, &mut data),
             // Kawa's AV1 frames are already what a sample holds.
             VideoCodec::Av1 => data.extend_from_slice(&frame.data),
         }
@@ -514,6 +506,7 @@ pub(crate) fn video_fragment(
         track_id,
         base_decode_time: (first.dts + offset).max(0) as u64,
         samples,
+        data,
     })
 }
 
@@ -523,10 +516,10 @@ pub(crate) fn audio_fragment(
     next_pts: Option<i64>,
     frame_ticks: i64,
     offset: i64,
-    data: &mut Vec<u8>,
 ) -> Option<TrackFragment> {
     let first = frames.first()?;
     let mut samples = Vec::with_capacity(frames.len());
+    let mut data = Vec::with_capacity(frames.iter().map(|f| f.data.len()).sum());
     for (i, frame) in frames.iter().enumerate() {
         let raw = super::aac::adts_payload(&frame.data);
         let next = frames.get(i + 1).map(|n| n.pts).or(next_pts);
@@ -549,6 +542,7 @@ pub(crate) fn audio_fragment(
         track_id,
         base_decode_time: (first.pts + offset).max(0) as u64,
         samples,
+        data,
     })
 }
 

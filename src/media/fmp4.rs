@@ -5,7 +5,6 @@
 //! The boxes come from `mp4-atom`; this file only decides their contents. Both tracks
 //! use the 90 kHz clock frames carry, so every PTS and DTS goes into the file exactly.
 
-use bytes::Bytes;
 use mp4_atom::esds::{DecoderConfig, DecoderSpecific, EsDescriptor, SLConfig};
 use mp4_atom::{
     Atom, Audio, Av01, Avc1, Avcc, AvccExt, Dinf, Dref, Encode, Esds, Ftyp, Hdlr, Header, Hvc1,
@@ -284,80 +283,18 @@ pub struct SampleInfo {
     pub composition_offset: i32,
 }
 
-/// The samples of one track in one fragment (their bytes are the fragment's payload, one
-/// track after the other).
+/// The samples of one track in one fragment, and their bytes in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrackFragment {
     pub track_id: u32,
     /// DTS of the first sample, 90 kHz.
     pub base_decode_time: u64,
     pub samples: Vec<SampleInfo>,
+    pub data: Vec<u8>,
 }
 
-impl TrackFragment {
-    /// Its bytes in the payload.
-    fn bytes(&self) -> usize {
-        self.samples.iter().map(|s| s.size as usize).sum()
-    }
-}
-
-/// A `moof` + `mdat` pair: the tracks' samples, each track's bytes one run in the mdat;
-/// `payload` is every track's bytes in order.
-pub fn media_fragment(
-    sequence: u32,
-    tracks: &[TrackFragment],
-    payload: &[u8],
-) -> Result<Vec<u8>, Fmp4Error> {
-    let mut out = fragment_header(sequence, tracks)?;
-    out.extend_from_slice(payload);
-    Ok(out)
-}
-
-/// A fragment built in one buffer: its samples are written after room left for its
-/// `moof` and `mdat` header, which goes in front once the samples are known, so the
-/// samples are never copied a second time (a live part's bytes are copied once, from
-/// the frames).
-pub struct FragmentBuffer {
-    buf: Vec<u8>,
-    room: usize,
-}
-
-impl FragmentBuffer {
-    /// Room for the header of `samples` samples in `tracks` tracks, and `payload` bytes.
-    pub fn new(tracks: usize, samples: usize, payload: usize) -> Self {
-        // mfhd 16 + moof 8, per track traf 8 + tfhd 16 + tfdt 20 + trun 20, per sample
-        // 16, the mdat header 16: more than the encoding takes.
-        let room = 24 + tracks * 64 + samples * 16 + 16;
-        let mut buf = Vec::with_capacity(room + payload);
-        buf.resize(room, 0);
-        Self { buf, room }
-    }
-
-    /// Where the samples go: appended.
-    pub fn payload(&mut self) -> &mut Vec<u8> {
-        &mut self.buf
-    }
-
-    /// The fragment: its header, then the samples written.
-    pub fn finish(mut self, sequence: u32, tracks: &[TrackFragment]) -> Result<Bytes, Fmp4Error> {
-        let header = fragment_header(sequence, tracks)?;
-        match self.room.checked_sub(header.len()) {
-            Some(start) => {
-                self.buf[start..self.room].copy_from_slice(&header);
-                Ok(Bytes::from(self.buf).slice(start..))
-            }
-            // A header larger than its room (it cannot be): one copy, still right.
-            None => {
-                let mut out = header;
-                out.extend_from_slice(&self.buf[self.room..]);
-                Ok(Bytes::from(out))
-            }
-        }
-    }
-}
-
-/// The `moof` and the `mdat` header of a fragment whose payload follows them.
-fn fragment_header(sequence: u32, tracks: &[TrackFragment]) -> Result<Vec<u8>, Fmp4Error> {
+/// A `moof` + `mdat` pair: the tracks' samples, each track's bytes one run in the mdat.
+pub fn media_fragment(sequence: u32, tracks: &[TrackFragment]) -> Result<Vec<u8>, Fmp4Error> {
     let traf = tracks
         .iter()
         .map(|t| Traf {
@@ -396,7 +333,7 @@ fn fragment_header(sequence: u32, tracks: &[TrackFragment]) -> Result<Vec<u8>, F
     // encode once with placeholders of the same width, then fill them in.
     let mut sizing = Vec::with_capacity(256);
     moof.encode(&mut sizing)?;
-    let payload: usize = tracks.iter().map(TrackFragment::bytes).sum();
+    let payload: usize = tracks.iter().map(|t| t.data.len()).sum();
     let mdat_header = Header {
         kind: Mdat::KIND,
         size: Some(payload),
@@ -408,10 +345,13 @@ fn fragment_header(sequence: u32, tracks: &[TrackFragment]) -> Result<Vec<u8>, F
         if let Some(run) = traf.trun.first_mut() {
             run.data_offset = Some(offset as i32);
         }
-        offset += track.bytes();
+        offset += track.data.len();
     }
     let mut out = Vec::with_capacity(sizing.len() + header.len() + payload);
     moof.encode(&mut out)?;
     out.extend_from_slice(&header);
+    for track in tracks {
+        out.extend_from_slice(&track.data);
+    }
     Ok(out)
 }

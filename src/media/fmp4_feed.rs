@@ -100,7 +100,6 @@ impl Fmp4Feed {
 
     fn fragment(&mut self, frame: &Frame, out: &mut Vec<u8>) -> Result<(), Fmp4Error> {
         let (video_id, audio_id) = fmp4::track_ids(self.has_video, self.has_audio);
-        let mut payload = Vec::new();
         let track = match (frame, video_id, audio_id) {
             (Frame::Video(v), Some(id), _) => {
                 if let Some(last) = self.last_video_dts {
@@ -112,12 +111,12 @@ impl Fmp4Feed {
                 self.last_video_dts = Some(v.dts);
                 let end = v.dts + self.video_ticks;
                 let frames = std::slice::from_ref(v);
-                cmaf::video_fragment(id, VideoCodec::Av1, frames, end, 0, &mut payload)
+                cmaf::video_fragment(id, VideoCodec::Av1, frames, end, 0)
             }
             (Frame::Audio(a), _, Some(id)) => {
                 let rate = self.audio.as_ref().map_or(48_000, |c| c.sample_rate).max(1);
                 let ticks = AAC_FRAME_SAMPLES * TICKS_PER_SECOND / i64::from(rate);
-                cmaf::audio_fragment(id, std::slice::from_ref(a), None, ticks, 0, &mut payload)
+                cmaf::audio_fragment(id, std::slice::from_ref(a), None, ticks, 0)
             }
             _ => None,
         };
@@ -125,7 +124,7 @@ impl Fmp4Feed {
             return Ok(());
         };
         self.sequence = self.sequence.wrapping_add(1);
-        out.extend_from_slice(&fmp4::media_fragment(self.sequence, &[track], &payload)?);
+        out.extend_from_slice(&fmp4::media_fragment(self.sequence, &[track])?);
         Ok(())
     }
 }
