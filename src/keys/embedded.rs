@@ -1,5 +1,6 @@
 //! The embedded key store: one redb file in the data directory, so `kawa serve` needs
-//! nothing else installed. redb is synchronous; calls run on tokio's blocking pool.
+//! nothing else installed. redb is synchronous; calls run on tokio's blocking pool, at
+//! most [`BLOCKING_CALLS`] at a time.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,8 +19,15 @@ const KEYS: TableDefinition<&[u8; 32], &str> = TableDefinition::new("keys");
 /// `{path}/{id}` -> JSON `RecordingInfo`.
 const RECORDINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("recordings");
 
+/// Store calls on blocking threads at once. Each runs for microseconds, but without a
+/// bound a flood of keyless callers (each key checked here) under a loaded CPU grew the
+/// blocking pools to 140 threads, each holding its stack and allocator heap: 50 MB
+/// spent on peers with no key. Beyond this, calls wait their turn without a thread.
+const BLOCKING_CALLS: usize = 4;
+
 pub struct EmbeddedStore {
     db: Arc<Database>,
+    calls: Arc<tokio::sync::Semaphore>,
 }
 
 impl EmbeddedStore {
@@ -32,7 +40,10 @@ impl EmbeddedStore {
         tx.open_table(KEYS).map_err(unavailable)?;
         tx.open_table(RECORDINGS).map_err(unavailable)?;
         tx.commit().map_err(unavailable)?;
-        Ok(Self { db: Arc::new(db) })
+        Ok(Self {
+            db: Arc::new(db),
+            calls: Arc::new(tokio::sync::Semaphore::new(BLOCKING_CALLS)),
+        })
     }
 
     async fn blocking<T: Send + 'static>(
@@ -40,9 +51,14 @@ impl EmbeddedStore {
         work: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let db = Arc::clone(&self.db);
-        tokio::task::spawn_blocking(move || work(&db))
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
+        // The semaphore is never closed, so acquiring cannot fail.
+        let permit = Arc::clone(&self.calls).acquire_owned().await;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work(&db)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
     }
 }
 
