@@ -662,7 +662,11 @@ impl Publisher {
 
     /// Any publishing program (`gst-launch-1.0 ...`), installed by scripts/test.sh.
     pub fn start_program(program: &str, args: &[&str]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_program_in(tempfile::tempdir().unwrap(), program, args)
+    }
+
+    /// [`Self::start_program`] with `dir` (which may hold its input) kept while it runs.
+    pub fn start_program_in(dir: tempfile::TempDir, program: &str, args: &[&str]) -> Self {
         let stderr_path = dir.path().join("publisher.log");
         let stderr = std::fs::File::create(&stderr_path).unwrap();
         let child = Command::new(program)
