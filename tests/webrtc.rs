@@ -134,10 +134,30 @@ async fn a_browser_plays_the_source_over_webrtc_well_under_a_second_behind() {
 /// x264's defaults (three B-frames): the source is never sent raw; viewers get the top
 /// rung (180p), which Kawa encodes without B-frames.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+///
+/// With `webrtc.max_pending_per_ip = 1`, a viewer that connected no longer counts: a
+/// second offer from the browser's address is answered while it plays.
 async fn a_source_with_b_frames_is_sent_from_its_top_rung() {
-    let kawa = kawa_with_webrtc("ladder");
+    let kawa = Kawa::builder()
+        .config(SMALL_LADDER)
+        .env("KAWA_WEBRTC__UDP_ADDR", "127.0.0.1:0")
+        .env("KAWA_WEBRTC__MAX_PENDING_PER_IP", "1")
+        .start();
     let _publisher = live_with_clock(&kawa, &kawa, "bframes", &["-bf", "3"]).await;
-    let (r, report) = watch_webrtc(&kawa, "bframes", 8).await;
+    let second_offer = async {
+        let series = "kawa_webrtc_sent_bytes_total{stream=\"bframes\"}";
+        common::wait_for("media to the browser", Duration::from_secs(30), || async {
+            common::metric_value(&kawa, series)
+                .await
+                .filter(|b| *b > 0.0)
+        })
+        .await;
+        let body = offer(&[str0m::media::MediaKind::Video]).into();
+        post_offer(&kawa, "bframes", "application/sdp", body).await
+    };
+    let ((r, report), (status, why)) =
+        tokio::join!(watch_webrtc(&kawa, "bframes", 8), second_offer);
+    assert_eq!(status, 201, "an offer beside a connected viewer: {why}");
     let (median, p90) = played(&r, &report, (240, 180));
     eprintln!("WebRTC, top rung of a B-frame source: {median:.0} ms (median), {p90:.0} ms (p90)");
 }
@@ -154,13 +174,25 @@ fn offer(kinds: &[str0m::media::MediaKind]) -> String {
 }
 
 async fn post_offer(kawa: &Kawa, path: &str, content_type: &str, body: Vec<u8>) -> (u16, String) {
-    let answer = reqwest::Client::new()
+    post_offer_for(kawa, path, content_type, body, None).await
+}
+
+/// [`post_offer`] through a proxy that names the viewer in `X-Forwarded-For`.
+async fn post_offer_for(
+    kawa: &Kawa,
+    path: &str,
+    content_type: &str,
+    body: Vec<u8>,
+    forwarded_for: Option<&str>,
+) -> (u16, String) {
+    let mut request = reqwest::Client::new()
         .post(kawa.url(&format!("/whep/{path}")))
         .header("Content-Type", content_type)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+        .body(body);
+    if let Some(client) = forwarded_for {
+        request = request.header("X-Forwarded-For", client);
+    }
+    let answer = request.send().await.unwrap();
     let status = answer.status().as_u16();
     (status, answer.text().await.unwrap_or_default())
 }
@@ -233,7 +265,9 @@ async fn bad_offers_get_4xx_and_a_good_one_a_session_that_delete_ends() {
 
 /// 1000 WHEP sessions whose browsers never connect (offers answered, no STUN, no media)
 /// hold bounded memory and are dropped after `webrtc.connect_timeout_ms`; past
-/// `webrtc.max_sessions` an offer gets 503.
+/// `webrtc.max_sessions` an offer gets 503, and past `webrtc.max_pending_per_ip` (20)
+/// one client's next offer gets 429. The viewers come through a trusted proxy, which
+/// names each in `X-Forwarded-For`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_sessions_that_never_connect_are_bounded_and_time_out() {
     use str0m::media::MediaKind::{Audio, Video};
@@ -242,18 +276,28 @@ async fn a_thousand_sessions_that_never_connect_are_bounded_and_time_out() {
         .env("KAWA_WEBRTC__UDP_ADDR", "127.0.0.1:0")
         .env("KAWA_WEBRTC__CONNECT_TIMEOUT_MS", "30000")
         .env("KAWA_WEBRTC__MAX_SESSIONS", "1000")
+        .env("KAWA_HTTP__TRUSTED_PROXIES", "127.0.0.1/32")
         .start();
     let _publisher = live_with_clock(&kawa, &kawa, "crowd", &["-tune", "zerolatency"]).await;
     let good = offer(&[Video, Audio]);
     let before = common::rss_kib(kawa.pid());
     let started = std::time::Instant::now();
+    // 50 clients, 20 sessions each: every one's share.
+    let post = |client: String| {
+        let (kawa, body) = (&kawa, good.clone().into());
+        async move { post_offer_for(kawa, "crowd", "application/sdp", body, Some(&client)).await }
+    };
     for i in 0..1000 {
-        let (status, why) =
-            post_offer(&kawa, "crowd", "application/sdp", good.clone().into()).await;
+        let (status, why) = post(format!("198.51.100.{}", i / 20)).await;
         assert_eq!(status, 201, "offer {i}: {why}");
+        if i == 19 {
+            let (status, why) = post("198.51.100.0".into()).await;
+            assert_eq!(status, 429, "a 21st from one client: {why}");
+            assert!(why.contains("max_pending_per_ip"), "{why}");
+        }
     }
     let during = common::rss_kib(kawa.pid());
-    let (status, why) = post_offer(&kawa, "crowd", "application/sdp", good.clone().into()).await;
+    let (status, why) = post("203.0.113.1".into()).await;
     assert_eq!(status, 503, "the 1001st: {why}");
     let viewers = |text: &str| {
         text.lines()

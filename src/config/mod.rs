@@ -155,6 +155,9 @@ pub struct WebRtcSettings {
     pub max_sessions: usize,
     /// A session whose browser has not connected (ICE and DTLS) by then is dropped.
     pub connect_timeout_ms: u64,
+    /// Sessions one client address may hold that have not connected yet; past it a
+    /// WHEP request gets 429. Connected viewers behind one address are not limited.
+    pub max_pending_per_ip: usize,
 }
 
 impl WebRtcSettings {

@@ -321,6 +321,12 @@ impl Settings {
                 "must be between 1 and 100000",
             ));
         }
+        if !(1..=100_000).contains(&webrtc.max_pending_per_ip) {
+            return Err(ConfigError::invalid(
+                "webrtc.max_pending_per_ip",
+                "must be between 1 and 100000",
+            ));
+        }
         if !(1000..=120_000).contains(&webrtc.connect_timeout_ms) {
             return Err(ConfigError::invalid(
                 "webrtc.connect_timeout_ms",

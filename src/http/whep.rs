@@ -11,6 +11,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
 
 use super::proxy::ClusterProxy;
+use super::viewers::{Viewers, client_ip};
 use crate::delivery::memory::LiveStore;
 use crate::keys::PublishPath;
 use crate::webrtc::{OfferError, WebRtc};
@@ -65,6 +66,7 @@ async fn offer(
     req: HttpRequest,
     webrtc: Option<web::Data<WebRtc>>,
     (live, proxy): (web::Data<LiveStore>, Option<web::Data<ClusterProxy>>),
+    viewers: Option<web::Data<Viewers>>,
     path: web::Path<String>,
     body: Bytes,
 ) -> HttpResponse {
@@ -78,6 +80,11 @@ async fn offer(
     let Ok(stream) = PublishPath::parse(&path) else {
         return refuse(StatusCode::NOT_FOUND, "no such stream");
     };
+    // Behind a trusted proxy, or passed on by another node, the client is the one named
+    // in X-Forwarded-For (`viewers::client_ip`).
+    let internal = proxy.as_ref().is_some_and(|p| p.is_internal(&req));
+    let trusted = viewers.as_ref().map_or(&[][..], |v| v.trusted());
+    let client = client_ip(&req, trusted, internal);
     if let Some(answer) = from_owner(&req, &live, proxy, stream.as_str(), Some(body.clone())).await
     {
         return answer;
@@ -96,7 +103,10 @@ async fn offer(
     let Ok(sdp) = String::from_utf8(body.to_vec()) else {
         return refuse(StatusCode::BAD_REQUEST, "the offer is not UTF-8 text");
     };
-    match webrtc.offer(stream.as_str(), sdp, reached(&req)).await {
+    match webrtc
+        .offer(stream.as_str(), sdp, reached(&req), client)
+        .await
+    {
         Ok(answer) => {
             let location = format!("/whep/{}/{}", stream.as_str(), answer.id);
             cors(HttpResponse::Created())
@@ -110,15 +120,21 @@ async fn offer(
                 OfferError::Unfit(_) => StatusCode::CONFLICT,
                 OfferError::NoH264 => StatusCode::NOT_ACCEPTABLE,
                 OfferError::BadOffer(_) => StatusCode::BAD_REQUEST,
-                OfferError::Full | OfferError::Unavailable => {
-                    return cors(HttpResponse::ServiceUnavailable())
-                        .insert_header((header::RETRY_AFTER, "5"))
-                        .content_type(mime::TEXT_PLAIN_UTF_8)
-                        .body(format!("{e}\n"));
-                }
+                OfferError::TooManyPending => StatusCode::TOO_MANY_REQUESTS,
+                OfferError::Full | OfferError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             };
             tracing::debug!(stream = stream.as_str(), error = %e, "WHEP offer refused");
-            refuse(status, &e.to_string())
+            let mut answer = refuse(status, &e.to_string());
+            if matches!(
+                status,
+                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+            ) {
+                // Places free up as sessions connect or time out.
+                answer
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+            }
+            answer
         }
     }
 }

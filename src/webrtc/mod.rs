@@ -51,6 +51,10 @@ pub enum OfferError {
     BadOffer(String),
     #[error("this node has as many WebRTC viewers as webrtc.max_sessions allows")]
     Full,
+    #[error(
+        "this address has as many unconnected WebRTC sessions as webrtc.max_pending_per_ip allows"
+    )]
+    TooManyPending,
     #[error("the WebRTC server is not running")]
     Unavailable,
 }
@@ -99,6 +103,8 @@ impl WebRtc {
             local: bound,
             announced,
             max_sessions: settings.max_sessions,
+            max_pending_per_ip: settings.max_pending_per_ip,
+            pending: Default::default(),
             connect_timeout: Duration::from_millis(settings.connect_timeout_ms),
             sessions: AtomicUsize::new(0),
             ufrags: Default::default(),
@@ -152,12 +158,14 @@ impl WebRtc {
         path: &str,
         sdp: String,
         reached: Option<IpAddr>,
+        client: Option<IpAddr>,
     ) -> Result<Answer, OfferError> {
         let (reply, answer) = oneshot::channel();
         let command = Command::Offer {
             path: path.to_owned(),
             sdp,
             reached,
+            client,
             reply,
         };
         let shard = self.next.fetch_add(1, Ordering::Relaxed) % self.shards.len();

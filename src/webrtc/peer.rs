@@ -40,6 +40,8 @@ pub struct Peer {
     pub wait_keyframe: bool,
     pub created: Instant,
     pub connected: bool,
+    /// The client address counted under `webrtc.max_pending_per_ip` until connected.
+    pub pending_from: Option<std::net::IpAddr>,
     /// When str0m wants to be driven next.
     pub timeout: Instant,
     /// Cumulative egress figures per mid at the last stats event.
@@ -88,6 +90,7 @@ pub fn accept(
         wait_keyframe: true,
         created: now,
         connected: false,
+        pending_from: None,
         timeout: now,
         reported: Vec::new(),
     };

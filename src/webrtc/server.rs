@@ -38,6 +38,8 @@ pub enum Command {
         /// Where the viewer reached Kawa's HTTP port: the host candidate when nothing
         /// better is configured.
         reached: Option<std::net::IpAddr>,
+        /// The viewer's address, for `webrtc.max_pending_per_ip`.
+        client: Option<std::net::IpAddr>,
         reply: oneshot::Sender<Result<Answer, OfferError>>,
     },
     Close {
@@ -78,6 +80,9 @@ pub struct Shared {
     /// Host candidates from the settings (`webrtc.public_ips`, or the bound address).
     pub announced: Vec<std::net::IpAddr>,
     pub max_sessions: usize,
+    pub max_pending_per_ip: usize,
+    /// Sessions not connected yet, per client address.
+    pub pending: Mutex<HashMap<std::net::IpAddr, usize>>,
     pub connect_timeout: Duration,
     pub sessions: AtomicUsize,
     pub ufrags: Mutex<HashMap<String, usize>>,
@@ -215,9 +220,10 @@ impl Server {
                 path,
                 sdp,
                 reached,
+                client,
                 reply,
             } => {
-                let _ = reply.send(self.offer(&path, &sdp, reached));
+                let _ = reply.send(self.offer(&path, &sdp, reached, client));
             }
             Command::Close { path, id, reply } => {
                 let found = self.peers.get_mut(&id).filter(|p| p.path == path);
@@ -272,6 +278,7 @@ impl Server {
         path: &str,
         sdp: &str,
         reached: Option<std::net::IpAddr>,
+        client: Option<std::net::IpAddr>,
     ) -> Result<Answer, OfferError> {
         let stream = self.streams.get(path).ok_or(OfferError::NoStream)?;
         if let Offer::Unfit(reason) = stream.offer {
@@ -296,8 +303,22 @@ impl Server {
         // The shard is in the id: a DELETE goes to the shard that has the viewer.
         let id = self.next * self.shards as u64 + self.shard as u64;
         let cert = self.shared.cert.as_ref();
-        let (peer, sdp) = peer::accept(id, path, parsed, &candidates, cert, Instant::now())
-            .map_err(|e| OfferError::BadOffer(e.to_string()))?;
+        if let Some(ip) = client
+            && !self.shared.hold_pending(ip)
+        {
+            return Err(OfferError::TooManyPending);
+        }
+        let (mut peer, sdp) =
+            match peer::accept(id, path, parsed, &candidates, cert, Instant::now()) {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    if let Some(ip) = client {
+                        self.shared.release_pending(ip);
+                    }
+                    return Err(OfferError::BadOffer(e.to_string()));
+                }
+            };
+        peer.pending_from = client;
         self.next += 1;
         self.shared.sessions.fetch_add(1, Ordering::Relaxed);
         self.shared
@@ -404,6 +425,11 @@ impl Server {
             return;
         };
         let socket = &self.shared.socket;
+        if peer.connected
+            && let Some(ip) = peer.pending_from.take()
+        {
+            self.shared.release_pending(ip);
+        }
         let wants = peer.drain(|bytes, to| {
             // A full socket buffer drops the datagram (the socket does not block):
             // NACKs or the next keyframe mend it.
@@ -430,6 +456,9 @@ impl Server {
             };
             self.shared.sessions.fetch_sub(1, Ordering::Relaxed);
             self.shared.lock_ufrags().remove(&peer.ufrag);
+            if let Some(ip) = peer.pending_from {
+                self.shared.release_pending(ip);
+            }
             if let Some(stream) = self.streams.get_mut(&peer.path) {
                 stream.viewers.retain(|v| *v != id);
                 stream.series.viewers.dec();
@@ -444,6 +473,28 @@ impl Server {
 impl Shared {
     pub fn lock_ufrags(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
         self.ufrags.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts one more unconnected session from `ip`; false when it has its share.
+    fn hold_pending(&self, ip: std::net::IpAddr) -> bool {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let held = pending.entry(ip).or_default();
+        if *held >= self.max_pending_per_ip {
+            return false;
+        }
+        *held += 1;
+        true
+    }
+
+    /// A session from `ip` connected or ended.
+    fn release_pending(&self, ip: std::net::IpAddr) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(held) = pending.get_mut(&ip) {
+            *held -= 1;
+            if *held == 0 {
+                pending.remove(&ip);
+            }
+        }
     }
 }
 
