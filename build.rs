@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // Frames cross the wire as `Bytes`: no copy between the socket and FFmpeg.
         .bytes(".kawa.v1.MediaFrame.data")
+        .bytes(".kawa.v1.OpusUnit.data")
         .compile_protos(&["proto/kawa.proto"], &["proto"])?;
     Ok(())
 }

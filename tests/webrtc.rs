@@ -372,3 +372,34 @@ async fn a_whep_offer_to_another_node_is_answered_by_the_owner() {
         .unwrap();
     assert_eq!(end.status().as_u16(), 200, "DELETE through the other node");
 }
+
+/// A stream whose ladder is encoded on a transcoder worker (`cluster.remote_transcoding`)
+/// still plays with sound over WebRTC: the node asks the worker's FFmpeg for the Opus
+/// too, and the worker answers with it beside the rungs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_encoded_on_a_worker_plays_with_opus_over_webrtc() {
+    let redis = common::RedisServer::start();
+    let _worker = common::cluster::Worker::start(0, &redis);
+    let kawa = Kawa::builder()
+        .config(SMALL_LADDER)
+        .redis(&redis)
+        .env("KAWA_HLS__PRESET", "ladder")
+        .env("KAWA_CLUSTER__ENABLED", "true")
+        .env("KAWA_CLUSTER__NODE_ID", "node-0")
+        .env("KAWA_CLUSTER__TOKEN", common::cluster::CLUSTER_TOKEN)
+        .env("KAWA_CLUSTER__REMOTE_TRANSCODING", "true")
+        .env("KAWA_WEBRTC__UDP_ADDR", "127.0.0.1:0")
+        .start();
+    let _publisher = live_with_clock(&kawa, &kawa, "remote", &["-tune", "zerolatency"]).await;
+    assert!(
+        kawa.logs().contains("encoding on a transcoder worker"),
+        "the ladder runs on the worker: {}",
+        kawa.logs()
+    );
+    let (r, report) = watch_webrtc(&kawa, "remote", 8).await;
+    let (median, p90) = played(&r, &report, (320, 240));
+    eprintln!(
+        "WebRTC, ladder on a worker: {median:.0} ms (median), {p90:.0} ms (p90); audio {}",
+        r["audio"]
+    );
+}

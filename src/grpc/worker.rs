@@ -83,7 +83,11 @@ impl TranscoderService for TranscoderWorker {
         let (plan, reference) =
             wire::plan(&job).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let rungs = plan.scaled().count();
-        let args = plan.ffmpeg_args(&self.hls, crate::transcode::Extras::NONE);
+        let extras = crate::transcode::Extras {
+            opus: job.opus && plan.has_audio,
+            ..crate::transcode::Extras::NONE
+        };
+        let args = plan.ffmpeg_args(&self.hls, extras);
         let span = tracing::info_span!("encode", rungs);
         let (answers, answered) = mpsc::channel::<Result<TranscodeOutput, Status>>(OUTPUT_QUEUE);
         let to_node = answers.clone();
@@ -113,8 +117,17 @@ impl TranscoderService for TranscoderWorker {
             generation: 0,
             // A node whose encode runs on a worker makes its thumbnails on demand.
             on_thumbnail: None,
-            // WebRTC's Opus is made only by a node's own FFmpeg (not asked of workers).
-            on_opus: None,
+            // WebRTC's audio for the node, when it asked: dropped when the node reads
+            // slower than FFmpeg writes (audio for WebRTC is live or useless).
+            on_opus: extras.opus.then(|| {
+                let to_node = answers.clone();
+                Box::new(move |packets| {
+                    let answer = TranscodeOutput {
+                        output: Some(Output::Opus(wire::opus_to_wire(packets))),
+                    };
+                    let _ = to_node.try_send(Ok(answer));
+                }) as Box<dyn Fn(_) + Send + Sync>
+            }),
         };
         let output = RungDemuxer::new(rungs, reference);
         let (encode, run) = ffmpeg::start(spec, output, span.clone(), on_frames)

@@ -2,8 +2,9 @@
 //! `TranscoderService` messages of `proto/kawa.proto`). Pure; everything read from the
 //! network is checked and capped here before it reaches FFmpeg or the packager.
 
-use crate::grpc::proto::{MediaFrame, Rung, TranscodeJob};
+use crate::grpc::proto::{MediaFrame, OpusBatch, OpusUnit, Rung, TranscodeJob};
 use crate::media::frame::{AudioFrame, Frame, VideoCodec, VideoFrame};
+use crate::media::opus::OpusPacket;
 use crate::transcode::{Rendition, RenditionKind, SOURCE, TranscodePlan};
 
 /// More rungs than any ladder has.
@@ -13,6 +14,9 @@ const MAX_RUNGS: usize = 16;
 pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
 /// Timestamps beyond this are not from a 90 kHz clock that started this millennium.
 const MAX_TICKS: i64 = 1 << 50;
+/// An Opus packet is at most 120 ms of 1275-byte frames (RFC 6716, 3.2.5); FFmpeg's
+/// are 20 ms. Anything larger is not Opus.
+const MAX_OPUS_BYTES: usize = 8 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
@@ -32,6 +36,8 @@ pub enum WireError {
     VideoCodec(String),
     #[error("a frame of {0} bytes (at most {MAX_FRAME_BYTES})")]
     FrameTooLarge(usize),
+    #[error("an Opus packet of {0} bytes (at most {MAX_OPUS_BYTES})")]
+    OpusTooLarge(usize),
     #[error("a frame's timestamps are out of range")]
     Timestamp,
 }
@@ -47,7 +53,7 @@ fn rendition_name_ok(name: &str) -> bool {
 }
 
 /// The job a worker gets for `plan`.
-pub fn job(plan: &TranscodePlan, reference: i64) -> TranscodeJob {
+pub fn job(plan: &TranscodePlan, reference: i64, opus: bool) -> TranscodeJob {
     TranscodeJob {
         rungs: plan
             .renditions
@@ -65,6 +71,7 @@ pub fn job(plan: &TranscodePlan, reference: i64) -> TranscodeJob {
         has_audio: plan.has_audio,
         reference,
         video_codec: plan.video_codec.name().to_owned(),
+        opus,
     }
 }
 
@@ -166,6 +173,36 @@ pub fn from_wire(m: MediaFrame) -> Result<(usize, Frame), WireError> {
     Ok((m.rung as usize, frame))
 }
 
+/// Opus packets on the wire (a worker's answer).
+pub fn opus_to_wire(packets: Vec<OpusPacket>) -> OpusBatch {
+    OpusBatch {
+        units: (packets.into_iter())
+            .map(|p| OpusUnit {
+                pts: p.pts,
+                data: p.data,
+            })
+            .collect(),
+    }
+}
+
+/// Opus packets off the wire, each checked for size and time.
+pub fn opus_from_wire(batch: OpusBatch) -> Result<Vec<OpusPacket>, WireError> {
+    (batch.units.into_iter())
+        .map(|u| {
+            if u.data.len() > MAX_OPUS_BYTES {
+                return Err(WireError::OpusTooLarge(u.data.len()));
+            }
+            if !(-MAX_TICKS..=MAX_TICKS).contains(&u.pts) {
+                return Err(WireError::Timestamp);
+            }
+            Ok(OpusPacket {
+                pts: u.pts,
+                data: u.data,
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
@@ -196,12 +233,12 @@ mod tests {
     #[test]
     fn a_plan_crosses_the_wire_unchanged() {
         let plan = plan_of(&[("480p", 480, 1400), ("360p", 360, 800)]);
-        assert_eq!(super::plan(&job(&plan, 12345)), Ok((plan, 12345)));
+        assert_eq!(super::plan(&job(&plan, 12345, false)), Ok((plan, 12345)));
     }
 
     #[test]
     fn hostile_jobs_are_refused() {
-        let mut j = job(&plan_of(&[("../x", 480, 1400)]), 0);
+        let mut j = job(&plan_of(&[("../x", 480, 1400)]), 0, false);
         assert!(matches!(super::plan(&j), Err(WireError::RungName(_))));
         j.rungs[0].name = "source".into();
         assert!(matches!(super::plan(&j), Err(WireError::RungName(_))));
@@ -210,7 +247,7 @@ mod tests {
         assert!(matches!(super::plan(&j), Err(WireError::RungSize { .. })));
         let many: Vec<(&str, u32, u32)> = (0..17).map(|_| ("r", 240, 300)).collect();
         assert!(matches!(
-            super::plan(&job(&plan_of(&many), 0)),
+            super::plan(&job(&plan_of(&many), 0, false)),
             Err(WireError::TooManyRungs(17))
         ));
     }
@@ -233,6 +270,23 @@ mod tests {
                     }
                 }
                 Err(e) => prop_assert_eq!(e, WireError::Timestamp),
+            }
+        }
+
+        #[test]
+        fn opus_round_trips_or_is_refused(
+            pts in any::<i64>(), size in prop_oneof![0usize..2000, 8000usize..9000],
+        ) {
+            let batch = OpusBatch {
+                units: vec![OpusUnit { pts, data: Bytes::from(vec![0xFC; size]) }],
+            };
+            match opus_from_wire(batch.clone()) {
+                Ok(packets) => prop_assert_eq!(opus_to_wire(packets), batch),
+                Err(WireError::OpusTooLarge(n)) => prop_assert!(n > MAX_OPUS_BYTES),
+                Err(e) => {
+                    prop_assert_eq!(e, WireError::Timestamp);
+                    prop_assert!(!(-MAX_TICKS..=MAX_TICKS).contains(&pts));
+                }
             }
         }
     }

@@ -218,7 +218,11 @@ impl Transcoder {
         tracing::info!(parent: &self.span, generation = job.generation, worker = %worker.id, "encoding on a transcoder worker");
         let (frames, outbound) = mpsc::channel(STDIN_QUEUE + self.replay.len() + 1);
         let first = TranscodeInput {
-            input: Some(Input::Job(wire::job(&job.plan, job.reference))),
+            input: Some(Input::Job(wire::job(
+                &job.plan,
+                job.reference,
+                job.opus_out.is_some(),
+            ))),
         };
         // The queue is empty and long enough: the job always fits.
         let _ = frames.try_send(first);
@@ -231,17 +235,15 @@ impl Transcoder {
         let rungs = job.plan.scaled().count();
         let (session, generation) = (self.session.clone(), job.generation);
         let me = ctx.address();
+        let encode = remote::Encode {
+            rungs,
+            generation,
+            session: session.clone(),
+            opus_out: job.opus_out,
+        };
         actix::spawn(async move {
-            let (status, worker_lost) = remote::run(
-                cluster,
-                worker,
-                outbound,
-                rungs,
-                generation,
-                session.clone(),
-                killed,
-            )
-            .await;
+            let (status, worker_lost) =
+                remote::run(cluster, worker, outbound, encode, killed).await;
             session.do_send(TranscoderExited {
                 generation,
                 status,

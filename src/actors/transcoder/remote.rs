@@ -31,18 +31,32 @@ pub async fn pick(cluster: &Cluster) -> Option<WorkerInfo> {
     }
 }
 
+/// Where one encode's answers go.
+pub struct Encode {
+    pub rungs: usize,
+    pub generation: u64,
+    pub session: Addr<StreamSession>,
+    /// WebRTC's audio, when the job asked the worker for Opus.
+    pub opus_out: Option<(crate::webrtc::WebRtc, String)>,
+}
+
 /// Runs one encode on `worker`: sends what arrives on `input`, hands each batch of the
-/// rungs' frames to the session (waiting for it to be taken), and returns how it ended,
-/// and whether the worker was lost (unreachable or gone mid-encode).
+/// rungs' frames to the session (waiting for it to be taken) and the Opus packets to
+/// the WebRTC server, and returns how it ended, and whether the worker was lost
+/// (unreachable or gone mid-encode).
 pub async fn run(
     cluster: Arc<Cluster>,
     worker: WorkerInfo,
     input: mpsc::Receiver<TranscodeInput>,
-    rungs: usize,
-    generation: u64,
-    session: Addr<StreamSession>,
+    encode: Encode,
     killed: oneshot::Receiver<()>,
 ) -> (String, bool) {
+    let Encode {
+        rungs,
+        generation,
+        session,
+        opus_out,
+    } = encode;
     let connect = async {
         let channel = tonic::transport::Endpoint::from_shared(worker.url.clone())
             .map_err(|e| e.to_string())?
@@ -122,6 +136,19 @@ pub async fn run(
                         return ("the session is gone".to_owned(), false);
                     }
                 }
+                Ok(Some(TranscodeOutput {
+                    output: Some(Output::Opus(batch)),
+                })) => match wire::opus_from_wire(batch) {
+                    Ok(packets) => {
+                        if let Some((webrtc, path)) = &opus_out {
+                            webrtc.audio(path, packets);
+                        }
+                    }
+                    Err(e) => {
+                        let status = format!("transcoder worker {} sent bad Opus: {e}", worker.id);
+                        return (status, false);
+                    }
+                },
                 Ok(Some(TranscodeOutput {
                     output: Some(Output::Exited(status)),
                 })) => {
