@@ -23,9 +23,19 @@ const CLOCK_BARS: &str = "settb=1/1000,setpts=RTCTIME/1000,\
 fn publish_with_clock(kawa: &Kawa, key: &str, seconds: u32, x264: &[&str]) -> Publisher {
     let source = common::test_source(30, seconds);
     let mut args: Vec<&str> = source.iter().map(String::as_str).collect();
-    args.extend(["-vf", CLOCK_BARS, "-c:v", "libx264", "-preset", "ultrafast"]);
+    args.extend([
+        "-vf",
+        CLOCK_BARS,
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        "30",
+    ]);
+    // After the defaults, so that they can be overridden (the last one counts).
     args.extend(x264);
-    args.extend(["-g", "30", "-pix_fmt", "yuv420p", "-c:a", "aac"]);
+    args.extend(["-pix_fmt", "yuv420p", "-c:a", "aac"]);
     Publisher::start_ffmpeg(&kawa.rtmp_url(key), &args)
 }
 
@@ -128,6 +138,37 @@ async fn a_browser_plays_the_source_over_webrtc_well_under_a_second_behind() {
     assert!(
         metrics.contains("kawa_webrtc_sent_bytes_total{stream=\"rtc\"}"),
         "{metrics}"
+    );
+}
+
+/// A viewer joining 3 s into a 10 s GOP gets the cached keyframe and the frames since
+/// at once (the encoder is never asked for one), not the next keyframe 7 s later, and
+/// the burst of older frames does not keep it behind: it plays at the live edge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_viewer_starts_from_the_cached_keyframe_at_the_live_edge() {
+    let kawa = kawa_with_webrtc("ladder");
+    let key = create_stream(&kawa, "longgop").await;
+    let started = std::time::Instant::now();
+    let _publisher = publish_with_clock(&kawa, &key, 60, &["-tune", "zerolatency", "-g", "300"]);
+    common::wait_for("the stream", Duration::from_secs(30), || async {
+        common::fetch_text(&kawa, "/hls/longgop/master.m3u8").await
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3).saturating_sub(started.elapsed())).await;
+    let (r, report) = watch_webrtc(&kawa, "longgop", 5).await;
+    let first = r["first_picture_ms"].as_f64().unwrap_or(f64::MAX);
+    let (median, p90) = played(&r, &report, (320, 240));
+    eprintln!(
+        "WebRTC, joining 3 s into a 10 s GOP: first picture after {first:.0} ms, then \
+         {median:.0} ms (median), {p90:.0} ms (p90) behind the publisher"
+    );
+    assert!(
+        first < 3000.0,
+        "the first picture took {first:.0} ms: {report}"
+    );
+    assert!(
+        median < 800.0,
+        "{median:.0} ms behind the publisher: {report}"
     );
 }
 

@@ -10,10 +10,12 @@
 //! a public address does not need.
 
 pub mod feed;
+mod gop;
 mod metrics;
 mod peer;
 pub mod router;
 pub mod server;
+mod stream;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

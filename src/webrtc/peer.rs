@@ -38,6 +38,8 @@ pub struct Peer {
     audio: Option<(Mid, Pt)>,
     /// Video goes out from a keyframe only: at the start, and after a loss.
     pub wait_keyframe: bool,
+    /// When it last got the cached pictures (`webrtc::gop`).
+    pub replayed_at: Option<Instant>,
     pub created: Instant,
     pub connected: bool,
     /// The client address counted under `webrtc.max_pending_per_ip` until connected.
@@ -88,6 +90,7 @@ pub fn accept(
         video: None,
         audio: None,
         wait_keyframe: true,
+        replayed_at: None,
         created: now,
         connected: false,
         pending_from: None,

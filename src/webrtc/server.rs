@@ -20,16 +20,19 @@ use str0m::net::{Protocol, Receive};
 use tokio::sync::{mpsc, oneshot};
 
 use super::feed::Offer;
-use super::metrics::StreamSeries;
+use super::gop;
 use super::peer::{self, Peer};
+use super::stream::Stream;
 use super::{Answer, OfferError};
-use crate::media::opus::{self, OpusPacket, RTP_CLOCK};
+use crate::media::opus::{self, OpusPacket};
 
-/// How long a shard with nothing due sleeps; a stream's clock more than five of these
-/// off the wall clock starts again (a new timeline).
+/// How long a shard with nothing due sleeps.
 const IDLE: Duration = Duration::from_secs(1);
 /// How often viewers that never connected are looked for.
 const SWEEP: Duration = Duration::from_secs(1);
+
+/// A frame to write: when it was on the wall clock, its RTP time, its bytes.
+type Timed = (Instant, MediaTime, Arc<[u8]>);
 
 pub enum Command {
     Offer {
@@ -88,54 +91,6 @@ pub struct Shared {
     pub ufrags: Mutex<HashMap<String, usize>>,
     /// The DTLS certificate every viewer's connection presents.
     pub cert: Option<str0m::config::DtlsCert>,
-}
-
-/// A live stream's state here.
-struct Stream {
-    offer: Offer,
-    viewers: Vec<u64>,
-    /// Media time (90 kHz) against the wall clock, for RTCP's sender reports: audio and
-    /// video on one clock keep lips in sync.
-    clock: Option<(Instant, i64)>,
-    audio_clock: AudioClock,
-    series: StreamSeries,
-}
-
-/// Opus RTP timestamps (48 kHz) that advance by exactly each packet's samples. FFmpeg
-/// stamps its Opus packets from the AAC input's clock, a millisecond off either way;
-/// a browser's jitter buffer takes such steps for gaps and overlaps and fills 40 % of
-/// the time with concealment. A step over 100 ms is a real jump: followed.
-#[derive(Debug, Default)]
-struct AudioClock {
-    next: Option<u64>,
-}
-
-impl AudioClock {
-    const RESYNC: u64 = RTP_CLOCK as u64 / 10;
-
-    fn next(&mut self, pts: i64, samples: u32) -> u64 {
-        let stamped = (pts.max(0) as u64) * RTP_CLOCK as u64 / 90_000;
-        let ticks = match self.next {
-            Some(next) if next.abs_diff(stamped) <= Self::RESYNC => next,
-            _ => stamped,
-        };
-        self.next = Some(ticks + u64::from(samples));
-        ticks
-    }
-}
-
-impl Stream {
-    fn wallclock(&mut self, pts: i64, now: Instant) -> Instant {
-        let (at, base) = *self.clock.get_or_insert((now, pts));
-        let offset = Duration::from_micros(((pts - base).max(0) as u64) * 100 / 9);
-        let wall = at + offset;
-        // A new timeline (a restart, a jump): start the clock again.
-        if wall > now + IDLE * 5 || wall + IDLE * 5 < now {
-            self.clock = Some((now, pts));
-            return now;
-        }
-        wall
-    }
 }
 
 pub struct Server {
@@ -235,15 +190,11 @@ impl Server {
                 let _ = reply.send(closed);
             }
             Command::Stream { path, offer } => {
-                let stream = self.streams.entry(path.clone()).or_insert_with(|| Stream {
-                    offer: Offer::Pending,
-                    viewers: Vec::new(),
-                    clock: None,
-                    audio_clock: AudioClock::default(),
-                    series: StreamSeries::new(&path),
-                });
+                let stream =
+                    (self.streams.entry(path.clone())).or_insert_with(|| Stream::new(&path));
                 if stream.offer != offer {
                     // Another rendition: its pictures start at its next keyframe.
+                    stream.gop.clear();
                     for id in &stream.viewers {
                         if let Some(peer) = self.peers.get_mut(id) {
                             peer.wait_keyframe = true;
@@ -339,21 +290,53 @@ impl Server {
         let Some(stream) = self.streams.get_mut(path) else {
             return;
         };
+        stream.gop.push(pts, keyframe, data);
         let wallclock = stream.wallclock(pts, now);
         let rtp_time = MediaTime::from_90khz(pts.max(0) as u64);
+        // A viewer that needs a picture (new, or after a PLI) gets the latest keyframe
+        // and what followed from the cache, once it is connected and not more often
+        // than `gop::REPLAY_EVERY`; else the next keyframe.
+        let due = |p: &Peer| p.wait_keyframe && p.connected && gop::may_replay(p.replayed_at, now);
+        let replay: Option<Vec<Timed>> = (!keyframe
+            && stream
+                .viewers
+                .iter()
+                .any(|id| self.peers.get(id).is_some_and(due)))
+        .then(|| stream.gop.replay())
+        .flatten()
+        .map(|frames| {
+            (frames.iter())
+                .map(|f| {
+                    let time = MediaTime::from_90khz(f.pts.max(0) as u64);
+                    (stream.wallclock_of(f.pts, now), time, Arc::clone(&f.data))
+                })
+                .collect()
+        });
         let viewers = stream.viewers.clone();
         for id in viewers {
             let Some(peer) = self.peers.get_mut(&id) else {
                 continue;
             };
-            if peer.wait_keyframe && !keyframe {
+            let written = if !peer.wait_keyframe || keyframe {
+                peer.wait_keyframe = false;
+                peer.write(MediaKind::Video, wallclock, rtp_time, data)
+            } else if let Some(frames) = replay.as_ref().filter(|_| due(peer)) {
+                // The cache ends with this frame.
+                peer.wait_keyframe = false;
+                peer.replayed_at = Some(now);
+                tracing::debug!(
+                    stream = path,
+                    viewer = id,
+                    frames = frames.len(),
+                    "cached pictures sent"
+                );
+                (frames.iter()).try_for_each(|(wall, time, bytes)| {
+                    peer.write(MediaKind::Video, *wall, *time, bytes)
+                })
+            } else {
                 continue;
-            }
-            peer.wait_keyframe = false;
-            if peer
-                .write(MediaKind::Video, wallclock, rtp_time, data)
-                .is_err()
-            {
+            };
+            if written.is_err() {
                 peer.rtc.disconnect();
             }
             self.drain(id);
@@ -495,21 +478,5 @@ impl Shared {
                 pending.remove(&ip);
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn opus_timestamps_advance_by_samples_and_follow_a_jump() {
-        let mut clock = AudioClock::default();
-        // FFmpeg's stamps for 20 ms packets: 1800 ticks apart, give or take 70.
-        let stamps = [1845, 3645, 5514, 7295, 9075, 10875];
-        let ticks: Vec<u64> = stamps.iter().map(|p| clock.next(*p, 960)).collect();
-        assert_eq!(ticks, [984, 1944, 2904, 3864, 4824, 5784]);
-        // A new timeline five seconds on.
-        assert_eq!(clock.next(460_000, 960), 245_333);
     }
 }

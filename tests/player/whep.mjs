@@ -7,6 +7,7 @@
 //   node whep.mjs PAGE_URL SECONDS
 //
 //   status, latency    the page's texts at the end
+//   first_picture_ms   from opening the page to the first picture
 //   played_seconds     how far the video advanced
 //   ages_ms            the age of every frame shown during SECONDS after it first played
 //   unreadable         frames whose clock could not be read (or was over 10 s old)
@@ -25,17 +26,20 @@ if (!url || !(seconds > 0)) {
 let exitCode = 1;
 try {
   await withPage(async (page, lines) => {
+    const opened = Date.now();
     await page.goto(url);
-    // Until the picture moves (at most 30 s: the stream, ICE, DTLS, the next keyframe).
+    // Until the picture moves (at most 30 s: the stream, ICE, DTLS, the first keyframe).
     const deadline = Date.now() + 30_000;
     let first = null;
+    let firstPictureMs = null;
     while (Date.now() < deadline) {
       const t = await page.$eval('#video', (v) => (v.videoWidth > 0 ? v.currentTime : 0));
       if (t > 0) {
         first = t;
+        firstPictureMs = Date.now() - opened;
         break;
       }
-      await page.waitForTimeout(100);
+      await page.waitForTimeout(20);
     }
     const inbound = () => page.evaluate(async () => {
       const out = { video: null, audio: null };
@@ -109,6 +113,7 @@ try {
     const result = {
       status: await text('status'),
       latency: await text('latency'),
+      first_picture_ms: firstPictureMs,
       played_seconds: first === null ? 0 : last - first,
       ages_ms: measured.ages,
       unreadable: measured.unreadable,

@@ -34,11 +34,13 @@ impl StreamSession {
         let codec = (self.checkpoint.config.video.as_ref()).map_or(VideoCodec::Avc, |v| v.codec());
         let path = self.path.as_str();
         let mut changed = false;
-        if out.feed.source_frame(video, codec, &mut changed) {
-            out.hub.video(path, video.pts, video.keyframe, &video.data);
-        }
+        let send = out.feed.source_frame(video, codec, &mut changed);
+        // What the stream offers first: its first keyframe is then the shards' to keep.
         if changed {
             out.hub.stream(path, out.feed.offer());
+        }
+        if send {
+            out.hub.video(path, video.pts, video.keyframe, &video.data);
         }
     }
 
