@@ -132,6 +132,8 @@ fn main() {
         .env("KAWA_HLS__THUMBNAIL_SECONDS", "0")
         .env("KAWA_WEBRTC__UDP_ADDR", "127.0.0.1:0")
         .env("KAWA_WEBRTC__MAX_SESSIONS", &(viewers + 10).to_string())
+        // Every client here comes from 127.0.0.1, all at once.
+        .env("KAWA_WEBRTC__MAX_PENDING_PER_IP", &(viewers + 10).to_string())
         .env("RUST_LOG", "warn,kawa::server=info")
         .start();
     let key = runtime.block_on(create_stream(&kawa, "rtc"));
@@ -179,8 +181,18 @@ fn main() {
         received.frames.load(Ordering::Relaxed),
         received.bytes.load(Ordering::Relaxed),
     );
+    let series = |name: &str| {
+        let metric = format!("{name}{{stream=\"rtc\"}}");
+        runtime.block_on(common::metric_value(&kawa, &metric)).unwrap_or(0.0)
+    };
+    let requests = series("kawa_webrtc_keyframe_requests_total");
     let (cpu, _) = measure(&format!("{viewers} viewers"));
     let rss = rss_kib(pid);
+    println!(
+        "  keyframe requests (PLI/FIR) while measured: {:.0}; NACKs in all: {:.0}",
+        series("kawa_webrtc_keyframe_requests_total") - requests,
+        series("kawa_webrtc_nacks_total")
+    );
     let frames = received.frames.load(Ordering::Relaxed) - frames;
     let bytes = received.bytes.load(Ordering::Relaxed) - bytes;
     stop.store(true, Ordering::Relaxed);
