@@ -133,7 +133,10 @@ fn main() {
         .env("KAWA_WEBRTC__UDP_ADDR", "127.0.0.1:0")
         .env("KAWA_WEBRTC__MAX_SESSIONS", &(viewers + 10).to_string())
         // Every client here comes from 127.0.0.1, all at once.
-        .env("KAWA_WEBRTC__MAX_PENDING_PER_IP", &(viewers + 10).to_string())
+        .env(
+            "KAWA_WEBRTC__MAX_PENDING_PER_IP",
+            &(viewers + 10).to_string(),
+        )
         .env("RUST_LOG", "warn,kawa::server=info")
         .start();
     let key = runtime.block_on(create_stream(&kawa, "rtc"));
@@ -183,7 +186,9 @@ fn main() {
     );
     let series = |name: &str| {
         let metric = format!("{name}{{stream=\"rtc\"}}");
-        runtime.block_on(common::metric_value(&kawa, &metric)).unwrap_or(0.0)
+        runtime
+            .block_on(common::metric_value(&kawa, &metric))
+            .unwrap_or(0.0)
     };
     let requests = series("kawa_webrtc_keyframe_requests_total");
     let (cpu, _) = measure(&format!("{viewers} viewers"));
