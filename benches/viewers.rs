@@ -5,7 +5,8 @@
 //! GOPs, copied by each publisher) and growing viewer counts spread over them, it
 //! prints Kawa's CPU and memory per viewer (less what the same streams cost with no
 //! viewer), the time from a part's availability to its last byte at the viewer (p50 and
-//! p99), and errors. A part is available when its last frame has reached Kawa: its
+//! p99), the same from the first viewer's delivery of each part (the server's own share,
+//! whatever the publisher's timing), and errors. A part is available when its last frame has reached Kawa: its
 //! segment's PROGRAM-DATE-TIME (the first frame's ingest time) plus the durations of
 //! the parts up to and including it.
 //!
@@ -82,21 +83,42 @@ fn attribute<'a>(list: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
+/// For each delivery, how long after the first viewer of the same part it came (sorted):
+/// the server's own share of the delay, whatever the publisher's timing (a part's
+/// first viewer was already waiting on a blocking request when it was made).
+fn spread(deliveries: Vec<(PartId, f64)>) -> Vec<f64> {
+    let mut first = std::collections::HashMap::new();
+    for (part, at) in &deliveries {
+        let earliest = first.entry(*part).or_insert(*at);
+        *earliest = f64::min(*earliest, *at);
+    }
+    let mut spread: Vec<f64> = (deliveries.iter())
+        .map(|(part, at)| at - first[part])
+        .collect();
+    spread.sort_by(f64::total_cmp);
+    spread
+}
+
 fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// A part of one stream: (the viewer's playlist, its msn, its index).
+type PartId = (usize, u64, u64);
+
 #[derive(Default)]
 struct Tally {
     delays: Mutex<Vec<f64>>,
+    /// Every part delivered: (playlist, msn, part index) and when its last byte came.
+    deliveries: Mutex<Vec<(PartId, f64)>>,
     errors: AtomicU64,
     parts: AtomicU64,
 }
 
 /// One viewer of `playlist` (a rendition's URL) until `stop`.
-async fn viewer(playlist: String, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
+async fn viewer(stream: usize, playlist: String, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(1)
         .timeout(Duration::from_secs(10))
@@ -137,11 +159,9 @@ async fn viewer(playlist: String, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
         if got {
             tally.parts.fetch_add(1, Ordering::Relaxed);
             if next.is_some() {
-                tally
-                    .delays
-                    .lock()
-                    .unwrap()
-                    .push(unix_now() - part.available);
+                let now = unix_now();
+                tally.delays.lock().unwrap().push(now - part.available);
+                (tally.deliveries.lock().unwrap()).push(((stream, part.msn, part.index), now));
             }
         } else {
             tally.errors.fetch_add(1, Ordering::Relaxed);
@@ -192,9 +212,9 @@ fn main() {
         "LL-HLS viewers (blocking playlist + part, HTTP/1.1 keep-alive), {seconds} s a step, default configuration"
     );
     println!(
-        "| streams | viewers | Kawa CPU % (of a core) | per viewer | RSS MB | per viewer KB | p50 ms | p99 ms | parts | errors | viewers' CPU % |"
+        "| streams | viewers | Kawa CPU % (of a core) | per viewer | RSS MB | per viewer KB | p50 ms | p99 ms | after the first viewer p50 ms | p99 ms | parts | errors | viewers' CPU % |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     runtime.block_on(async {
         for &streams in &stream_counts {
             let kawa = Kawa::start();
@@ -220,7 +240,7 @@ fn main() {
             let idle_cpu = (cpu_seconds(&pid) - cpu0) / at0.elapsed().as_secs_f64() * 100.0;
             let idle_rss = rss_kib(kawa.pid()) as f64 / 1024.0;
             println!(
-                "| {streams} | 0 | {idle_cpu:.1} | | {idle_rss:.0} | | | | | | |"
+                "| {streams} | 0 | {idle_cpu:.1} | | {idle_rss:.0} | | | | | | | | |"
             );
             for &viewers in &viewer_counts {
                 let tally = Arc::new(Tally::default());
@@ -228,12 +248,15 @@ fn main() {
                 let tasks: Vec<_> = (0..viewers)
                     .map(|v| {
                         let playlist = playlists[v % playlists.len()].clone();
-                        tokio::spawn(viewer(playlist, Arc::clone(&tally), Arc::clone(&stop)))
+
+                        let stream = v % playlists.len();
+                        tokio::spawn(viewer(stream, playlist, Arc::clone(&tally), Arc::clone(&stop)))
                     })
                     .collect();
                 // Everyone joined and settled: then the window.
                 tokio::time::sleep(Duration::from_secs(3)).await;
                 tally.delays.lock().unwrap().clear();
+                tally.deliveries.lock().unwrap().clear();
                 let (cpu0, me0, at0) = (cpu_seconds(&pid), cpu_seconds("self"), Instant::now());
                 let mut rss = Vec::new();
                 while at0.elapsed() < Duration::from_secs(seconds) {
@@ -249,13 +272,16 @@ fn main() {
                 }
                 let mut delays = std::mem::take(&mut *tally.delays.lock().unwrap());
                 delays.sort_by(f64::total_cmp);
+                let spread = spread(std::mem::take(&mut *tally.deliveries.lock().unwrap()));
                 let rss_mean = rss.iter().sum::<f64>() / rss.len().max(1) as f64;
                 let per_viewer_cpu = (cpu - idle_cpu) / viewers as f64;
                 let per_viewer_kb = (rss_mean - idle_rss) * 1024.0 / viewers as f64;
                 println!(
-                    "| {streams} | {viewers} | {cpu:.1} | {per_viewer_cpu:.4} | {rss_mean:.0} | {per_viewer_kb:.1} | {:.0} | {:.0} | {} | {} | {mine:.0} |",
+                    "| {streams} | {viewers} | {cpu:.1} | {per_viewer_cpu:.4} | {rss_mean:.0} | {per_viewer_kb:.1} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {mine:.0} |",
                     percentile(&delays, 0.5) * 1000.0,
                     percentile(&delays, 0.99) * 1000.0,
+                    percentile(&spread, 0.5) * 1000.0,
+                    percentile(&spread, 0.99) * 1000.0,
                     delays.len(),
                     tally.errors.load(Ordering::Relaxed),
                 );

@@ -81,7 +81,23 @@ fn a_stored_segments_parts_are_served_from_its_file() {
     let found = |name: &str| matches!(stream.file("source", name), FileLookup::Found(_));
     assert!(found("1_0_0.m4s") && found("1_0_1.m4s") && found("1_1_0.m4s"));
     stream.segment_stored("source", "1_0.m4s");
-    assert!(!found("1_0_0.m4s") && found("1_1_0.m4s"));
+    // Its last part stays: every player at the live edge asks for it as it closes.
+    assert!(!found("1_0_0.m4s") && found("1_0_1.m4s") && found("1_1_0.m4s"));
+    assert_eq!(
+        stream.file("source", "1_0_0.m4s"),
+        FileLookup::InSegment {
+            segment: "1_0.m4s".into(),
+            offset: 0,
+            len: 4
+        }
+    );
+    // A later playlist does not bring them back, and an older report changes nothing.
+    stream.take(vec![part("source", 1, 1), live("source", 1, 1, 2)]);
+    stream.segment_stored("source", "bogus");
+    assert!(!found("1_0_0.m4s") && found("1_0_1.m4s") && found("1_1_1.m4s"));
+    // The next segment stored: the last part of the one before goes to its file too.
+    stream.segment_stored("source", "1_1.m4s");
+    assert!(!found("1_0_1.m4s") && !found("1_1_0.m4s") && found("1_1_1.m4s"));
     assert_eq!(
         stream.file("source", "1_0_1.m4s"),
         FileLookup::InSegment {
@@ -90,10 +106,6 @@ fn a_stored_segments_parts_are_served_from_its_file() {
             len: 4
         }
     );
-    // A later playlist does not bring them back, and an older report changes nothing.
-    stream.take(vec![part("source", 1, 1), live("source", 1, 1, 2)]);
-    stream.segment_stored("source", "bogus");
-    assert!(!found("1_0_1.m4s") && found("1_1_1.m4s"));
 }
 
 #[test]
