@@ -5,8 +5,11 @@
 //!
 //! The frames keep their timestamps: a browser maps RTP time to arrival time from the
 //! first frames it gets, so a burst of older frames followed by live ones reads as
-//! frames that came early, decodes at once, and shows the newest: the viewer is at the
-//! live edge. Pure: frames in, frames out.
+//! frames that came early; it decodes them and plays them fast up to the live edge. That
+//! takes time with many frames (Chromium on a loaded machine took 2 s to catch up from a
+//! keyframe 9.8 s old), so the cache is offered only in the first half of a GOP (the
+//! last keyframe interval); later the next keyframe is nearer. Pure: frames in, frames
+//! out.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +22,8 @@ const MAX_BYTES: usize = 2 * 1024 * 1024;
 /// A viewer gets the cached pictures at most this often: a browser that keeps losing
 /// packets and asking would otherwise get a GOP burst per request.
 pub const REPLAY_EVERY: Duration = Duration::from_secs(1);
+/// Before a second keyframe tells the GOP's length, a keyframe at most this old (90 kHz).
+const FIRST_GOP_REPLAY: i64 = 2 * 90_000;
 
 #[derive(Debug, Clone)]
 pub struct CachedFrame {
@@ -32,6 +37,11 @@ pub struct GopCache {
     bytes: usize,
     /// Past a cap since the last keyframe: nothing to replay until the next.
     overflowed: bool,
+    /// The latest keyframe's time, and the interval to the one before (90 kHz).
+    keyframe_pts: Option<i64>,
+    gop: Option<i64>,
+    /// The newest frame's time.
+    newest: i64,
 }
 
 impl GopCache {
@@ -39,6 +49,10 @@ impl GopCache {
     pub fn push(&mut self, pts: i64, keyframe: bool, data: &Arc<[u8]>) {
         if keyframe {
             self.clear();
+            if let Some(previous) = self.keyframe_pts {
+                self.gop = Some(pts - previous).filter(|g| *g > 0);
+            }
+            self.keyframe_pts = Some(pts);
         } else if self.frames.is_empty() || self.overflowed {
             // Nothing to build on before the first keyframe.
             return;
@@ -49,6 +63,7 @@ impl GopCache {
             return;
         }
         self.bytes += data.len();
+        self.newest = pts;
         self.frames.push(CachedFrame {
             pts,
             data: Arc::clone(data),
@@ -62,9 +77,13 @@ impl GopCache {
         self.overflowed = false;
     }
 
-    /// The frames from the latest keyframe on, when there are any to send.
+    /// The frames from the latest keyframe on, when there are any and the keyframe is in
+    /// the first half of its GOP (within `FIRST_GOP_REPLAY` before the GOP is known).
     pub fn replay(&self) -> Option<&[CachedFrame]> {
-        (!self.frames.is_empty()).then_some(&self.frames[..])
+        let first = self.frames.first()?;
+        let age = self.newest - first.pts;
+        let limit = self.gop.map_or(FIRST_GOP_REPLAY, |gop| gop / 2);
+        (age <= limit).then_some(&self.frames[..])
     }
 }
 
@@ -95,6 +114,31 @@ mod tests {
         assert_eq!(pts, [9000]);
         gop.clear();
         assert!(gop.replay().is_none());
+    }
+
+    #[test]
+    fn only_the_first_half_of_a_gop_is_replayed() {
+        let mut gop = GopCache::default();
+        // The first GOP: up to 2 s.
+        gop.push(0, true, &frame(10));
+        gop.push(2 * 90_000, false, &frame(10));
+        assert!(gop.replay().is_some());
+        gop.push(2 * 90_000 + 3000, false, &frame(10));
+        assert!(
+            gop.replay().is_none(),
+            "2 s and more before the GOP is known"
+        );
+        // 10 s GOPs: up to 5 s in.
+        gop.push(10 * 90_000, true, &frame(10));
+        gop.push(15 * 90_000, false, &frame(10));
+        assert_eq!(gop.replay().map(<[_]>::len), Some(2));
+        gop.push(15 * 90_000 + 3000, false, &frame(10));
+        assert!(gop.replay().is_none(), "the next keyframe is nearer");
+        // Another rendition: what was cached is gone, the GOP's length stays.
+        gop.clear();
+        assert!(gop.replay().is_none());
+        gop.push(20 * 90_000, true, &frame(10));
+        assert!(gop.replay().is_some());
     }
 
     #[test]
