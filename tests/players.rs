@@ -763,29 +763,7 @@ fn enhanced_publisher(url: &str, video: &[&str]) -> Publisher {
         status.success(),
         "encoding the publisher's clip with {video:?}"
     );
-    let clip = clip.to_str().unwrap().to_owned();
-    Publisher::start_program_in(
-        dir,
-        &program,
-        &[
-            "-hide_banner",
-            "-nostdin",
-            "-v",
-            "error",
-            "-re",
-            "-stream_loop",
-            "-1",
-            "-t",
-            "60",
-            "-i",
-            &clip,
-            "-c",
-            "copy",
-            "-f",
-            "flv",
-            url,
-        ],
-    )
+    Publisher::loop_file(&program, dir, url, &clip, "flv")
 }
 
 /// The CODECS of the master's variant `uri`.

@@ -3,6 +3,15 @@ use super::*;
 use crate::hls::low_latency::{LiveSegment, OpenSegment, PartInfo};
 use crate::hls::playlist::MediaSegment;
 
+/// A part served as bytes `offset..offset + len` of its stored segment's file.
+fn in_segment(segment: &str, offset: u64, len: u64) -> FileLookup {
+    FileLookup::InSegment {
+        segment: segment.into(),
+        offset,
+        len,
+    }
+}
+
 fn part_name(msn: u64, i: usize) -> String {
     format!("1_{msn}_{i}.m4s")
 }
@@ -85,11 +94,7 @@ fn a_stored_segments_parts_are_served_from_its_file() {
     assert!(!found("1_0_0.m4s") && found("1_0_1.m4s") && found("1_1_0.m4s"));
     assert_eq!(
         stream.file("source", "1_0_0.m4s"),
-        FileLookup::InSegment {
-            segment: "1_0.m4s".into(),
-            offset: 0,
-            len: 4
-        }
+        in_segment("1_0.m4s", 0, 4)
     );
     // A later playlist does not bring them back, and an older report changes nothing.
     stream.take(vec![part("source", 1, 1), live("source", 1, 1, 2)]);
@@ -100,11 +105,7 @@ fn a_stored_segments_parts_are_served_from_its_file() {
     assert!(!found("1_0_1.m4s") && !found("1_1_0.m4s") && found("1_1_1.m4s"));
     assert_eq!(
         stream.file("source", "1_0_1.m4s"),
-        FileLookup::InSegment {
-            segment: "1_0.m4s".into(),
-            offset: 4,
-            len: 4
-        }
+        in_segment("1_0.m4s", 4, 4)
     );
 }
 
@@ -148,11 +149,7 @@ fn the_edge_serves_listed_parts_holds_the_hinted_one_and_forgets_old_ones() {
     // ... but still served, from the segment's file: part 1 follows part 0's 4 bytes.
     assert_eq!(
         stream.file("source", "1_0_1.m4s"),
-        FileLookup::InSegment {
-            segment: "1_0.m4s".into(),
-            offset: 4,
-            len: 4
-        }
+        in_segment("1_0.m4s", 4, 4)
     );
     assert_eq!(stream.file("source", "1_0_2.m4s"), FileLookup::Missing);
 }

@@ -662,11 +662,7 @@ impl Publisher {
 
     /// Any publishing program (`gst-launch-1.0 ...`), installed by scripts/test.sh.
     pub fn start_program(program: &str, args: &[&str]) -> Self {
-        Self::start_program_in(tempfile::tempdir().unwrap(), program, args)
-    }
-
-    /// [`Self::start_program`] with `dir` (which may hold its input) kept while it runs.
-    pub fn start_program_in(dir: tempfile::TempDir, program: &str, args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
         let stderr_path = dir.path().join("publisher.log");
         let stderr = std::fs::File::create(&stderr_path).unwrap();
         let child = Command::new(program)
@@ -691,27 +687,30 @@ impl Publisher {
 
     /// [`Self::start_file_loop`] in any container: `mpegts` for an `srt://` URL.
     pub fn start_file_loop_as(url: &str, file: &Path, format: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        Self::loop_file("ffmpeg", tempfile::tempdir().unwrap(), url, file, format)
+    }
+
+    /// [`Self::start_file_loop_as`] with another FFmpeg (`program`), keeping `dir` (which
+    /// may hold `file`) while it runs.
+    pub fn loop_file(
+        program: &str,
+        dir: tempfile::TempDir,
+        url: &str,
+        file: &Path,
+        format: &str,
+    ) -> Self {
         let stderr_path = dir.path().join("publisher.log");
         let stderr = std::fs::File::create(&stderr_path).unwrap();
-        let child = Command::new("ffmpeg")
-            .args([
-                "-hide_banner",
-                "-nostdin",
-                "-v",
-                "error",
-                "-re",
-                "-stream_loop",
-                "-1",
-                "-i",
-            ])
+        let child = Command::new(program)
+            .args(["-hide_banner", "-nostdin", "-v", "error", "-re"])
+            .args(["-stream_loop", "-1", "-i"])
             .arg(file)
             .args(["-c", "copy", "-f", format, url])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
-            .expect("ffmpeg must be installed");
+            .unwrap_or_else(|e| panic!("{program} (scripts/test.sh installs it): {e}"));
         Self {
             child,
             stderr_path,
