@@ -99,21 +99,42 @@ struct RenditionEdge {
     /// segment's file.
     part_sizes: BTreeMap<u64, Vec<u32>>,
     /// The newest segment stored in the data directory: its parts (and older ones) are
-    /// served from there, not kept here, but for its last part (see [`kept`]).
+    /// served from there, not kept here, but for its last part (see [`KeepRule`]).
     stored: Option<u64>,
 }
 
-/// Whether part or file `name` stays in memory once segment `stored` is on disk:
-/// parts of later segments, and the stored segment's last part. Players at the live
-/// edge all fetch that part as the segment closes, just when every stream cutting
-/// at once writes its files: read from disk then, it reached some viewers 0.1 to
-/// 0.5 s after others (`cargo bench --bench viewers`, 10 streams).
-fn kept(name: &str, stored: Option<u64>, part_sizes: &BTreeMap<u64, Vec<u32>>) -> bool {
-    let (Some((_, msn, index)), Some(stored)) = (parse_part(name), stored) else {
-        return true;
-    };
-    let last = part_sizes.get(&stored).map(|s| s.len().saturating_sub(1));
-    msn > stored || (msn == stored && Some(index) == last)
+/// Which parts stay in memory once segment `stored` is on disk:
+/// parts of later segments, and the stored segment's last part until the open segment
+/// has two parts. Players at the live edge all fetch that part as the segment closes,
+/// just when every stream cutting at once writes its files: read from disk then, it
+/// reached some viewers 0.1 to 0.5 s after others (`cargo bench --bench viewers`, 10
+/// streams). Two parts into the next segment no player at the edge wants it any more,
+/// so a stream holds it for 0.4 s of every segment, not the whole segment.
+#[derive(Clone, Copy)]
+struct KeepRule {
+    stored: Option<u64>,
+    /// The stored segment's last part, while it stays.
+    last: Option<usize>,
+}
+
+impl KeepRule {
+    fn of(edge: &RenditionEdge, stored: Option<u64>) -> Self {
+        let open_parts = (edge.playlist.as_ref())
+            .and_then(|p| p.open.as_ref())
+            .map_or(0, |o| o.parts.len());
+        let last = stored
+            .and_then(|s| edge.part_sizes.get(&s))
+            .map(|sizes| sizes.len().saturating_sub(1))
+            .filter(|_| open_parts < 2);
+        Self { stored, last }
+    }
+
+    fn kept(self, name: &str) -> bool {
+        let (Some((_, msn, index)), Some(stored)) = (parse_part(name), self.stored) else {
+            return true;
+        };
+        msn > stored || (msn == stored && Some(index) == self.last)
+    }
 }
 
 /// A playlist request's answer, now.
@@ -211,11 +232,11 @@ impl LiveStream {
                         let now = &edge.listed_before;
                         let open_msn = playlist.open_msn();
                         let init = edge.init.as_deref();
-                        let stored = edge.stored;
-                        let sizes = &edge.part_sizes;
+                        edge.playlist = Some(*playlist);
+                        let rule = KeepRule::of(edge, edge.stored);
                         edge.files.retain(|name, _| {
                             let msn = part_msn(name);
-                            if !kept(name, stored, sizes) {
+                            if !rule.kept(name) {
                                 return false;
                             }
                             now.contains(name)
@@ -223,7 +244,6 @@ impl LiveStream {
                                 || init == Some(name.as_str())
                                 || msn.is_some_and(|m| m >= open_msn)
                         });
-                        edge.playlist = Some(*playlist);
                         changed = true;
                     }
                     Output::Thumbnail { ref data } => {
@@ -265,8 +285,8 @@ impl LiveStream {
             return;
         }
         edge.stored = Some(msn);
-        let sizes = &edge.part_sizes;
-        edge.files.retain(|name, _| kept(name, Some(msn), sizes));
+        let rule = KeepRule::of(edge, Some(msn));
+        edge.files.retain(|name, _| rule.kept(name));
     }
 
     /// A rendition's playlist for a request with `directives`.
