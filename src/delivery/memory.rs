@@ -103,7 +103,7 @@ struct RenditionEdge {
     stored: Option<u64>,
 }
 
-/// Which parts stay in memory once segment `stored` is on disk:
+/// Which parts stay in memory once the edge's `stored` segment is on disk:
 /// parts of later segments, and the stored segment's last part until the open segment
 /// has two parts. Players at the live edge all fetch that part as the segment closes,
 /// just when every stream cutting at once writes its files: read from disk then, it
@@ -118,7 +118,8 @@ struct KeepRule {
 }
 
 impl KeepRule {
-    fn of(edge: &RenditionEdge, stored: Option<u64>) -> Self {
+    fn of(edge: &RenditionEdge) -> Self {
+        let stored = edge.stored;
         let open_parts = (edge.playlist.as_ref())
             .and_then(|p| p.open.as_ref())
             .map_or(0, |o| o.parts.len());
@@ -233,7 +234,7 @@ impl LiveStream {
                         let open_msn = playlist.open_msn();
                         let init = edge.init.as_deref();
                         edge.playlist = Some(*playlist);
-                        let rule = KeepRule::of(edge, edge.stored);
+                        let rule = KeepRule::of(edge);
                         edge.files.retain(|name, _| {
                             let msn = part_msn(name);
                             if !rule.kept(name) {
@@ -285,7 +286,7 @@ impl LiveStream {
             return;
         }
         edge.stored = Some(msn);
-        let rule = KeepRule::of(edge, Some(msn));
+        let rule = KeepRule::of(edge);
         edge.files.retain(|name, _| rule.kept(name));
     }
 
