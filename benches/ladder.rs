@@ -98,7 +98,9 @@ fn main() {
     let mut demuxer = FlvDemuxer::new();
     for tag in FlvFileReader::new(&flv).unwrap().flatten().take(10) {
         let _: Option<MediaEvent> = match tag.kind {
-            TagKind::Video => demuxer.video(tag.timestamp_ms, tag.body).ok(),
+            TagKind::Video => demuxer
+                .video(tag.timestamp_ms, &bytes::Bytes::copy_from_slice(tag.body))
+                .ok(),
             TagKind::Audio => demuxer.audio(tag.timestamp_ms, tag.body).ok(),
             TagKind::Script => None,
         };

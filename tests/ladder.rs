@@ -6,10 +6,12 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+use bytes::Bytes;
 use kawa::config::{RungSettings, Settings};
 use kawa::media::demux::{FlvDemuxer, MediaEvent};
 use kawa::media::flv::{FlvFileReader, TagKind};
 use kawa::media::frame::Frame;
+use kawa::media::sample::annexb_frame;
 use kawa::media::ts::TsMuxer;
 use kawa::transcode::TranscodePlan;
 use kawa::transcode::demux::RungDemuxer;
@@ -26,7 +28,7 @@ fn source(name: &str) -> (Vec<Frame>, kawa::media::frame::CodecConfig, Vec<u8>) 
     for tag in FlvFileReader::new(&flv).unwrap() {
         let tag = tag.unwrap();
         let event = match tag.kind {
-            TagKind::Video => demuxer.video(tag.timestamp_ms, tag.body),
+            TagKind::Video => demuxer.video(tag.timestamp_ms, &Bytes::copy_from_slice(tag.body)),
             TagKind::Audio => demuxer.audio(tag.timestamp_ms, tag.body),
             TagKind::Script => continue,
         };
@@ -38,7 +40,11 @@ fn source(name: &str) -> (Vec<Frame>, kawa::media::frame::CodecConfig, Vec<u8>) 
     let mut muxer = TsMuxer::new(config.video.is_some(), config.audio.is_some());
     let mut ts = Vec::new();
     for f in &frames {
-        muxer.write_frame(f, &mut ts).unwrap();
+        let f = match f {
+            Frame::Video(v) => Frame::Video(annexb_frame(v, config.video.as_deref()).unwrap()),
+            audio => audio.clone(),
+        };
+        muxer.write_frame(&f, &mut ts).unwrap();
     }
     (frames, config, ts)
 }

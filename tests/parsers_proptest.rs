@@ -13,8 +13,9 @@ use kawa::media::aac::AudioSpecificConfig;
 use kawa::media::avc::{AvcDecoderConfig, avcc_to_annexb, parse_sps};
 use kawa::media::demux::FlvDemuxer;
 use kawa::media::flv::{AudioTag, FlvFileReader, TagKind, VideoTag};
-use kawa::media::frame::{AudioFrame, VideoFrame};
+use kawa::media::frame::{AudioFrame, VideoCodec, VideoConfig, VideoForm, VideoFrame};
 use kawa::media::remux::remux_flv_to_ts;
+use kawa::media::sample::{from_length_prefixed, to_annexb};
 use kawa::media::time::TimestampUnwrapper;
 use kawa::media::ts::TsMuxer;
 use proptest::prelude::*;
@@ -133,6 +134,25 @@ proptest! {
         }
     }
 
+    /// Any length-prefixed bytes: an error, or a sample whose Annex B is what the
+    /// bytes give directly (the path RTMP frames now take to FFmpeg).
+    #[test]
+    fn a_sample_from_any_bytes_converts_as_the_bytes_would(
+        length_size in prop::sample::select(vec![1u8, 2, 3, 4]),
+        data in prop::collection::vec(any::<u8>(), 0..256),
+    ) {
+        let mut cfg = AvcDecoderConfig::parse(&AVC_RECORD).unwrap();
+        cfg.nal_length_size = length_size;
+        let unit = Bytes::from(data);
+        if let Ok((sample, key)) = from_length_prefixed(&unit, length_size, VideoCodec::Avc) {
+            let direct = avcc_to_annexb(&unit, &cfg).unwrap();
+            let config = VideoConfig::Avc(cfg);
+            prop_assert_eq!(to_annexb(&sample, &config).unwrap(), direct.0);
+            prop_assert_eq!(key, direct.1);
+        }
+        let _ = from_length_prefixed(&unit, length_size, VideoCodec::Hevc);
+    }
+
     #[test]
     fn flv_reader_and_demuxer_on_damaged_files(data in damaged_fixture()) {
         let Ok(reader) = FlvFileReader::new(&data) else { return Ok(()) };
@@ -140,7 +160,7 @@ proptest! {
         for tag in reader {
             let Ok(tag) = tag else { break };
             let _ = match tag.kind {
-                TagKind::Video => demuxer.video(tag.timestamp_ms, tag.body),
+                TagKind::Video => demuxer.video(tag.timestamp_ms, &Bytes::copy_from_slice(tag.body)),
                 TagKind::Audio => demuxer.audio(tag.timestamp_ms, tag.body),
                 TagKind::Script => continue,
             };
@@ -168,7 +188,7 @@ proptest! {
         for (video, key, dts, cts, len) in frames {
             let data = Bytes::from(vec![0xAB; len]);
             if video {
-                mux.write_video(&VideoFrame { dts, pts: dts + cts, keyframe: key, data }, &mut out).unwrap();
+                mux.write_video(&VideoFrame { dts, pts: dts + cts, keyframe: key, data, form: VideoForm::AnnexB }, &mut out).unwrap();
             } else {
                 mux.write_audio(&AudioFrame { pts: dts, data }, &mut out).unwrap();
             }
@@ -354,6 +374,7 @@ proptest! {
                 pts: dts + 3000,
                 keyframe: key,
                 data: Bytes::from_static(&[0, 0, 0, 1, 0x65, 1, 2]),
+                form: VideoForm::AnnexB,
             });
             pushed += 1;
             parts.extend(segmenter.push(video).unwrap());
@@ -492,8 +513,8 @@ proptest! {
                 continue;
             }
             let ex = enhance(tag.body, form);
-            let a = legacy.video(tag.timestamp_ms, tag.body);
-            let b = enhanced.video(tag.timestamp_ms, &ex);
+            let a = legacy.video(tag.timestamp_ms, &Bytes::copy_from_slice(tag.body));
+            let b = enhanced.video(tag.timestamp_ms, &Bytes::from(ex.clone()));
             prop_assert_eq!(a, b);
         }
     }

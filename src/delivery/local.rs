@@ -34,13 +34,13 @@ impl LocalSink {
                 rendition,
                 name,
                 data,
-            }
-            | Output::Segment {
+            } => write_atomic(&self.root.join(rendition), name, data),
+            Output::Segment {
                 rendition,
                 name,
                 data,
                 ..
-            } => write_atomic(&self.root.join(rendition), name, data),
+            } => write_atomic_pieces(&self.root.join(rendition), name, data.pieces()),
             Output::Playlist { rendition, text } => {
                 write_atomic(&self.root.join(rendition), "index.m3u8", text.as_bytes())
             }
@@ -109,16 +109,32 @@ pub fn write_recording(dir: &Path, stream_root: &Path, output: &RecordingOutput)
 }
 
 pub fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> io::Result<()> {
+    write_atomic_pieces(dir, name, &[data])
+}
+
+/// [`write_atomic`] of bytes kept in pieces (a segment's parts), written one after
+/// the other.
+pub fn write_atomic_pieces(dir: &Path, name: &str, pieces: &[impl AsRef<[u8]>]) -> io::Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));
     // The folder exists but for the first file: made then, not looked up every time.
-    if let Err(e) = std::fs::write(&tmp, data) {
+    if let Err(e) = write_pieces(&tmp, pieces) {
         if e.kind() != io::ErrorKind::NotFound {
             return Err(e);
         }
         std::fs::create_dir_all(dir)?;
-        std::fs::write(&tmp, data)?;
+        write_pieces(&tmp, pieces)?;
     }
     std::fs::rename(&tmp, dir.join(name))
+}
+
+/// Creates (or truncates) `path` and writes the pieces into it.
+pub fn write_pieces(path: &Path, pieces: &[impl AsRef<[u8]>]) -> io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path)?;
+    for piece in pieces {
+        file.write_all(piece.as_ref())?;
+    }
+    Ok(())
 }
 
 fn remove(path: &Path) -> io::Result<()> {

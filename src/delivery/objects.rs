@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::spool::{ItemKind, ItemMeta};
 use crate::hls::packager::Output;
 use crate::hls::recording::RecordingOutput;
+use crate::media::chunks::Chunks;
 
 /// A stream's output as a spool item: its key below the stream, and its body; `None`
 /// for what the bucket does not get.
@@ -14,38 +15,32 @@ pub fn stream_item(
     delete_grace: Option<Duration>,
     fence: Option<u64>,
     now_ms: u64,
-) -> Option<(ItemMeta, Vec<u8>)> {
+) -> Option<(ItemMeta, Chunks)> {
     let (kind, key, body) = match output {
         Output::Init {
             rendition,
             name,
             data,
-        }
-        | Output::Segment {
+        } => (
+            ItemKind::Segment,
+            format!("{rendition}/{name}"),
+            data.into(),
+        ),
+        Output::Segment {
             rendition,
             name,
             data,
             ..
-        } => (
-            ItemKind::Segment,
-            format!("{rendition}/{name}"),
-            data.to_vec(),
-        ),
+        } => (ItemKind::Segment, format!("{rendition}/{name}"), data),
         Output::Playlist { rendition, text } => (
             ItemKind::Playlist,
             format!("{rendition}/index.m3u8"),
-            text.into_bytes(),
+            text.into(),
         ),
-        Output::Master { text } => (
-            ItemKind::Master,
-            "master.m3u8".to_owned(),
-            text.into_bytes(),
-        ),
-        Output::Thumbnail { data } => (
-            ItemKind::Thumbnail,
-            "thumbnail.jpg".to_owned(),
-            data.to_vec(),
-        ),
+        Output::Master { text } => (ItemKind::Master, "master.m3u8".to_owned(), text.into()),
+        Output::Thumbnail { data } => {
+            (ItemKind::Thumbnail, "thumbnail.jpg".to_owned(), data.into())
+        }
         Output::Remove { rendition, name } => {
             // No grace configured: keep every segment for replay.
             let grace = delete_grace?;
@@ -55,7 +50,7 @@ pub fn stream_item(
                 not_before_ms: now_ms + grace.as_millis() as u64,
                 fence: None,
             };
-            return Some((meta, Vec::new()));
+            return Some((meta, Chunks::default()));
         }
         // CDNs get plain playlists and whole segments; parts stay on Kawa.
         Output::Part { .. } | Output::Live { .. } => return None,
@@ -74,7 +69,7 @@ pub fn stream_item(
 
 /// A recording's output as a spool item, under `recordings/{id}/` below the stream.
 /// The journal stays local: S3 gets the finished playlists.
-pub fn recording_item(id: u64, output: RecordingOutput) -> Option<(ItemMeta, Vec<u8>)> {
+pub fn recording_item(id: u64, output: RecordingOutput) -> Option<(ItemMeta, Chunks)> {
     let key = format!(
         "{}/{}",
         crate::recordings::RecordingInfo::s3_folder(id),
@@ -83,10 +78,10 @@ pub fn recording_item(id: u64, output: RecordingOutput) -> Option<(ItemMeta, Vec
     let (kind, body) = match output {
         // The stream's own object, uploaded before this item: copied in the bucket.
         RecordingOutput::Keep { rendition, name } => {
-            (ItemKind::Copy, format!("{rendition}/{name}").into_bytes())
+            (ItemKind::Copy, format!("{rendition}/{name}").into())
         }
-        RecordingOutput::Playlist { text, .. } => (ItemKind::Playlist, text.into_bytes()),
-        RecordingOutput::Master { text } => (ItemKind::Master, text.into_bytes()),
+        RecordingOutput::Playlist { text, .. } => (ItemKind::Playlist, text.into()),
+        RecordingOutput::Master { text } => (ItemKind::Master, text.into()),
         RecordingOutput::Journal(_) => return None,
     };
     let meta = ItemMeta {
@@ -113,7 +108,7 @@ mod tests {
         let (meta, body) = recording_item(5, keep).unwrap();
         assert_eq!(meta.kind, ItemKind::Copy);
         assert_eq!(meta.key, "recordings/5/source/5_3.m4s");
-        assert_eq!(body, b"source/5_3.m4s");
+        assert_eq!(body.to_vec(), b"source/5_3.m4s");
         assert_eq!(meta.fence, None);
         let line = RecordingOutput::Journal(JournalEntry::Master {
             master: crate::hls::playlist::MasterPlaylist { variants: vec![] },

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::media::chunks::Chunks;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ItemKind {
@@ -122,12 +124,12 @@ impl Spool {
     }
 
     /// Stores an item durably and queues it.
-    pub fn push(&mut self, meta: ItemMeta, body: &[u8]) -> Result<(), SpoolError> {
+    pub fn push(&mut self, meta: ItemMeta, body: &Chunks) -> Result<(), SpoolError> {
         let seq = self.next_seq;
         self.next_seq += 1;
         if meta.kind != ItemKind::Delete {
             let body_path = self.body_path(seq);
-            std::fs::write(&body_path, body).map_err(io_err(&body_path))?;
+            super::local::write_pieces(&body_path, body.pieces()).map_err(io_err(&body_path))?;
         }
         let meta_path = self.meta_path(seq);
         let tmp = self.dir.join(format!("{seq:016}.meta.tmp"));
@@ -230,6 +232,10 @@ impl Spool {
 mod tests {
     use super::*;
 
+    fn body(bytes: &[u8]) -> Chunks {
+        bytes.to_vec().into()
+    }
+
     fn meta(kind: ItemKind, key: &str) -> ItemMeta {
         ItemMeta {
             kind,
@@ -244,10 +250,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut spool = Spool::open(dir.path().join("s")).unwrap();
         spool
-            .push(meta(ItemKind::Segment, "source/1.ts"), b"seg")
+            .push(meta(ItemKind::Segment, "source/1.ts"), &body(b"seg"))
             .unwrap();
         spool
-            .push(meta(ItemKind::Playlist, "source/index.m3u8"), b"pl")
+            .push(meta(ItemKind::Playlist, "source/index.m3u8"), &body(b"pl"))
             .unwrap();
         drop(spool);
         let mut spool = Spool::open(dir.path().join("s")).unwrap();
@@ -257,7 +263,7 @@ mod tests {
         spool.complete(&first);
         assert_eq!(spool.next(0).unwrap().meta.key, "source/index.m3u8");
         spool
-            .push(meta(ItemKind::Segment, "source/2.ts"), b"x")
+            .push(meta(ItemKind::Segment, "source/2.ts"), &body(b"x"))
             .unwrap();
         drop(spool);
         let spool = Spool::open(dir.path().join("s")).unwrap();
@@ -269,17 +275,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut spool = Spool::open(dir.path().to_owned()).unwrap();
         spool
-            .push(meta(ItemKind::Segment, "source/1.ts"), b"1")
+            .push(meta(ItemKind::Segment, "source/1.ts"), &body(b"1"))
             .unwrap();
         spool
-            .push(meta(ItemKind::Playlist, "source/index.m3u8"), b"v1")
+            .push(meta(ItemKind::Playlist, "source/index.m3u8"), &body(b"v1"))
             .unwrap();
         // Another rendition's items between two versions do not hold the newer back.
         spool
-            .push(meta(ItemKind::Segment, "360p/1.ts"), b"2")
+            .push(meta(ItemKind::Segment, "360p/1.ts"), &body(b"2"))
             .unwrap();
         spool
-            .push(meta(ItemKind::Playlist, "source/index.m3u8"), b"v2")
+            .push(meta(ItemKind::Playlist, "source/index.m3u8"), &body(b"v2"))
             .unwrap();
         let order: Vec<String> = std::iter::from_fn(|| {
             let item = spool.next(0)?;
@@ -305,10 +311,13 @@ mod tests {
         let mut spool = Spool::open(dir.path().to_owned()).unwrap();
         for n in 1..=3 {
             spool
-                .push(meta(ItemKind::Segment, &format!("source/{n}.m4s")), b"s")
+                .push(
+                    meta(ItemKind::Segment, &format!("source/{n}.m4s")),
+                    &Chunks::from(b"s".to_vec()),
+                )
                 .unwrap();
             spool
-                .push(meta(ItemKind::Playlist, "source/index.m3u8"), b"p")
+                .push(meta(ItemKind::Playlist, "source/index.m3u8"), &body(b"p"))
                 .unwrap();
         }
         let order: Vec<u64> = std::iter::from_fn(|| {
@@ -329,10 +338,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut spool = Spool::open(dir.path().to_path_buf()).unwrap();
         spool
-            .push(meta(ItemKind::Playlist, "source/index.m3u8"), b"v1")
+            .push(meta(ItemKind::Playlist, "source/index.m3u8"), &body(b"v1"))
             .unwrap();
         spool
-            .push(meta(ItemKind::Segment, "source/2.m4s"), b"s")
+            .push(meta(ItemKind::Segment, "source/2.m4s"), &body(b"s"))
             .unwrap();
         let first = spool.next(0).unwrap();
         assert_eq!(first.meta.key, "source/index.m3u8");
@@ -348,7 +357,7 @@ mod tests {
         assert_eq!(spool.next(1000).unwrap().seq, first.seq);
         // A newer playlist queued behind it replaces it, due or not.
         spool
-            .push(meta(ItemKind::Playlist, "source/index.m3u8"), b"v2")
+            .push(meta(ItemKind::Playlist, "source/index.m3u8"), &body(b"v2"))
             .unwrap();
         let newer = spool.next(10).unwrap();
         assert_ne!(newer.seq, first.seq);
@@ -368,11 +377,11 @@ mod tests {
                     not_before_ms: 1000,
                     fence: None,
                 },
-                b"",
+                &body(b""),
             )
             .unwrap();
         spool
-            .push(meta(ItemKind::Segment, "source/9.ts"), b"9")
+            .push(meta(ItemKind::Segment, "source/9.ts"), &body(b"9"))
             .unwrap();
         assert_eq!(spool.next(500).unwrap().meta.key, "source/9.ts");
         assert_eq!(spool.next(1000).unwrap().meta.kind, ItemKind::Delete);
@@ -385,11 +394,11 @@ mod tests {
         spool
             .push(
                 meta(ItemKind::Copy, "recordings/1/source/1_0.m4s"),
-                b"source/1_0.m4s",
+                &body(b"source/1_0.m4s"),
             )
             .unwrap();
         spool
-            .push(meta(ItemKind::Delete, "source/1_0.m4s"), b"")
+            .push(meta(ItemKind::Delete, "source/1_0.m4s"), &body(b""))
             .unwrap();
         let first = spool.next(1000).unwrap();
         assert_eq!(

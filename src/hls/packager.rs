@@ -14,6 +14,7 @@ use super::playlist::{MasterPlaylist, MediaPlaylist, Variant};
 use super::rendition::Rendition;
 pub use super::rendition::{Anchor, Start};
 use super::resume::PathState;
+use crate::media::chunks::Chunks;
 use crate::media::cmaf::SegmenterSettings;
 use crate::media::fmp4::Fmp4Error;
 use crate::media::frame::Frame;
@@ -31,7 +32,8 @@ pub enum Output {
     Segment {
         rendition: String,
         name: String,
-        data: Bytes,
+        /// Its parts, as served at the live edge.
+        data: Chunks,
         /// Seconds.
         duration: f64,
         /// Ingest time of its first frame.

@@ -19,7 +19,7 @@ fn segment(rendition: &str, seq: u64, init: &str, duration: f64, disc: bool) -> 
     Output::Segment {
         rendition: rendition.into(),
         name: format!("7_{seq}.m4s"),
-        data: Bytes::from(vec![0; 1000]),
+        data: vec![0; 1000].into(),
         duration,
         program_date_time: None,
         init: init.into(),

@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use time::OffsetDateTime;
 
 use super::low_latency::{LivePlaylist, LiveSegment, OpenSegment, PartInfo};
@@ -17,6 +17,7 @@ use super::packager::{Output, RenditionInfo};
 use super::playlist::{MediaPlaylist, MediaSegment};
 use super::resume::{RenditionState, SegmentRecord};
 use crate::media::annexb;
+use crate::media::chunks::Chunks;
 use crate::media::cmaf::{Part, Segmenter, SegmenterSettings};
 use crate::media::fmp4::{self, Fmp4Error};
 use crate::media::frame::{AudioConfig, Frame, VideoConfig};
@@ -249,11 +250,7 @@ impl Rendition {
         let independent = first.independent;
         let ticks: i64 = parts.iter().map(|p| p.duration).sum();
         let duration = ticks as f64 / TICKS_PER_SECOND as f64;
-        let mut data = BytesMut::with_capacity(parts.iter().map(|p| p.data.len()).sum());
-        for p in &parts {
-            data.extend_from_slice(&p.data);
-        }
-        let data = data.freeze();
+        let data = Chunks::new(parts.iter().map(|p| p.data.clone()).collect());
         let bits = data.len() as u64 * 8;
         self.bits += bits;
         self.seconds += duration;

@@ -18,7 +18,7 @@ use crate::media::aac::AudioSpecificConfig;
 use crate::media::annexb;
 use crate::media::avc::tests::{PPS, SPS_320X240_HIGH};
 use crate::media::cmaf::{MAX_PART_BYTES, MAX_SEGMENT_BYTES, SegmenterSettings};
-use crate::media::frame::{AudioConfig, AudioFrame, Frame, VideoConfig, VideoFrame};
+use crate::media::frame::{AudioConfig, AudioFrame, Frame, VideoConfig, VideoForm, VideoFrame};
 
 const MS: i64 = 90;
 const TARGET: u64 = 2;
@@ -208,7 +208,7 @@ impl Checker {
                         "{} bytes",
                         data.len()
                     );
-                    let dts = first_video_dts(&data).unwrap();
+                    let dts = first_video_dts(&data.to_vec()).unwrap();
                     let starts = if independent {
                         &self.keyframes
                     } else {
@@ -354,6 +354,7 @@ fn run(publisher: &Publisher) -> Result<Checker, TestCaseError> {
             pts: dts,
             keyframe,
             data,
+            form: VideoForm::AnnexB,
         });
         checker.outputs(packager.push("source", frame).unwrap())?;
         // AAC at 48 kHz alongside, on its own clock.

@@ -23,7 +23,7 @@ pub(crate) const START_CODE: [u8; 4] = [0, 0, 0, 1];
 
 /// Caps on values from the wire, so a hostile publisher cannot make us allocate or loop
 /// without bound. A 4K frame has a few dozen slices; 1024 NAL units leaves ample room.
-const MAX_NALS_PER_ACCESS_UNIT: usize = 1024;
+pub(crate) const MAX_NALS_PER_ACCESS_UNIT: usize = 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AvcError {
@@ -285,11 +285,21 @@ impl<'a> Iterator for AvccNals<'a> {
 /// before the first slice, so that every segment decodes on its own. Empty NAL units are
 /// dropped. Returns the bytes and whether the unit holds an IDR.
 pub fn avcc_to_annexb(data: &[u8], config: &AvcDecoderConfig) -> Result<(Vec<u8>, bool), AvcError> {
+    length_prefixed_to_annexb(data, config.nal_length_size, config)
+}
+
+/// [`avcc_to_annexb`] with lengths of `length_size` bytes (4 in a sample-form frame,
+/// whatever the publisher's record said).
+pub fn length_prefixed_to_annexb(
+    data: &[u8],
+    length_size: u8,
+    config: &AvcDecoderConfig,
+) -> Result<(Vec<u8>, bool), AvcError> {
     // One pass to validate and learn what is there, so the output is sized exactly once.
     let mut count = 0usize;
     let mut payload = 0usize;
     let (mut has_idr, mut has_sps, mut has_pps) = (false, false, false);
-    for nal in AvccNals::new(data, config.nal_length_size) {
+    for nal in AvccNals::new(data, length_size) {
         let nal = nal?;
         if nal.is_empty() {
             continue;
@@ -324,7 +334,7 @@ pub fn avcc_to_annexb(data: &[u8], config: &AvcDecoderConfig) -> Result<(Vec<u8>
     };
     emit(&mut out, &AUD_NAL);
     let mut params_done = !insert_params;
-    for nal in AvccNals::new(data, config.nal_length_size) {
+    for nal in AvccNals::new(data, length_size) {
         let nal = nal?;
         let Some(&header) = nal.first() else { continue };
         let kind = header & 0x1F;

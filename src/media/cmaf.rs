@@ -21,7 +21,7 @@ use bytes::Bytes;
 
 use super::annexb;
 use super::fmp4::{self, Fmp4Error, SampleInfo, TrackFragment};
-use super::frame::{AudioFrame, Frame, VideoCodec, VideoFrame};
+use super::frame::{AudioFrame, Frame, VideoCodec, VideoForm, VideoFrame};
 use super::hevc;
 use super::time::{MAX_STEP_FORWARD, TICKS_PER_MS, TICKS_PER_SECOND};
 
@@ -481,33 +481,52 @@ pub(crate) fn video_fragment(
 ) -> Option<TrackFragment> {
     let first = frames.first()?;
     let mut samples = Vec::with_capacity(frames.len());
-    let mut data = Vec::with_capacity(frames.iter().map(|f| f.data.len()).sum());
+    let mut data = Vec::with_capacity(frames.len());
+    // Annex B frames converted, one buffer for a run of them.
+    let mut converted = Vec::new();
     for (i, frame) in frames.iter().enumerate() {
         let next = frames.get(i + 1).map_or(end, |n| n.dts);
-        let before = data.len();
-        match codec {
-            VideoCodec::Avc => {
-                annexb::append_sample(&frame.data, &mut data);
+        let size = match (codec, frame.form) {
+            // RTMP's frames and Kawa's AV1 frames are already what a sample holds.
+            (_, VideoForm::Sample) | (VideoCodec::Av1, _) => {
+                flush(&mut converted, &mut data);
+                data.push(frame.data.clone());
+                frame.data.len()
             }
-            VideoCodec::Hevc => hevc::append_sample(&frame.data, &mut data),
-            // Kawa's AV1 frames are already what a sample holds.
-            VideoCodec::Av1 => data.extend_from_slice(&frame.data),
-        }
+            (VideoCodec::Avc, VideoForm::AnnexB) => {
+                let before = converted.len();
+                annexb::append_sample(&frame.data, &mut converted);
+                converted.len() - before
+            }
+            (VideoCodec::Hevc, VideoForm::AnnexB) => {
+                let before = converted.len();
+                hevc::append_sample(&frame.data, &mut converted);
+                converted.len() - before
+            }
+        };
         samples.push(SampleInfo {
             duration: ticks_u32(next - frame.dts),
-            size: (data.len() - before) as u32,
+            size: size as u32,
             sync: frame.keyframe,
             composition_offset: (frame.pts - frame.dts)
                 .clamp(i64::from(i32::MIN), i64::from(i32::MAX))
                 as i32,
         });
     }
+    flush(&mut converted, &mut data);
     Some(TrackFragment {
         track_id,
         base_decode_time: (first.dts + offset).max(0) as u64,
         samples,
         data,
     })
+}
+
+/// Bytes converted so far, as the fragment's next piece.
+fn flush(converted: &mut Vec<u8>, data: &mut Vec<Bytes>) {
+    if !converted.is_empty() {
+        data.push(Bytes::from(std::mem::take(converted)));
+    }
 }
 
 pub(crate) fn audio_fragment(
@@ -519,9 +538,9 @@ pub(crate) fn audio_fragment(
 ) -> Option<TrackFragment> {
     let first = frames.first()?;
     let mut samples = Vec::with_capacity(frames.len());
-    let mut data = Vec::with_capacity(frames.iter().map(|f| f.data.len()).sum());
+    let mut data = Vec::with_capacity(frames.len());
     for (i, frame) in frames.iter().enumerate() {
-        let raw = super::aac::adts_payload(&frame.data);
+        let raw = frame.data.slice_ref(super::aac::adts_payload(&frame.data));
         let next = frames.get(i + 1).map(|n| n.pts).or(next_pts);
         // Up to the next frame, across a gap too (the track has no hole for MSE to
         // stop at; the player plays silence there), but never backwards or past a
@@ -530,13 +549,13 @@ pub(crate) fn audio_fragment(
             .map(|n| n - frame.pts)
             .filter(|d| (1..=MAX_STEP_FORWARD).contains(d))
             .unwrap_or(frame_ticks);
-        data.extend_from_slice(raw);
         samples.push(SampleInfo {
             duration: ticks_u32(duration),
             size: raw.len() as u32,
             sync: true,
             composition_offset: 0,
         });
+        data.push(raw);
     }
     Some(TrackFragment {
         track_id,
@@ -556,6 +575,7 @@ mod tests {
             pts: dts,
             keyframe,
             data: Bytes::from_static(&[0, 0, 0, 1, 0x65, 1]),
+            form: VideoForm::AnnexB,
         })
     }
 

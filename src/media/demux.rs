@@ -7,12 +7,13 @@ use bytes::Bytes;
 
 use super::aac::{AacError, AudioSpecificConfig};
 use super::av1::{self, Av1Config, Av1Error};
-use super::avc::{AvcDecoderConfig, AvcError, avcc_to_annexb};
+use super::avc::{AvcDecoderConfig, AvcError};
 use super::flv::{AudioTag, FlvError, VideoTag};
 use super::frame::{
-    AudioConfig, AudioFrame, CodecConfig, Frame, VideoCodec, VideoConfig, VideoFrame,
+    AudioConfig, AudioFrame, CodecConfig, Frame, VideoCodec, VideoConfig, VideoForm, VideoFrame,
 };
-use super::hevc::{self, HevcDecoderConfig, HevcError};
+use super::hevc::{HevcDecoderConfig, HevcError};
+use super::sample::{self, SampleError};
 use super::time::{TICKS_PER_MS, TimestampUnwrapper};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,6 +28,8 @@ pub enum DemuxError {
     Av1(#[from] Av1Error),
     #[error(transparent)]
     Aac(#[from] AacError),
+    #[error(transparent)]
+    Sample(#[from] SampleError),
     #[error("video frame before the video sequence header")]
     NoVideoConfig,
     #[error("{frame} video frame in a {config} stream")]
@@ -65,7 +68,7 @@ impl FlvDemuxer {
     }
 
     /// One RTMP video message (an FLV VIDEODATA body) with its millisecond timestamp.
-    pub fn video(&mut self, timestamp_ms: u32, body: &[u8]) -> Result<MediaEvent, DemuxError> {
+    pub fn video(&mut self, timestamp_ms: u32, body: &Bytes) -> Result<MediaEvent, DemuxError> {
         match VideoTag::parse(body)? {
             VideoTag::SequenceHeader(codec, record) => {
                 let video = match codec {
@@ -90,14 +93,27 @@ impl FlvDemuxer {
                     .video
                     .as_ref()
                     .ok_or(DemuxError::NoVideoConfig)?;
-                let (data, keyframe) = match (video.as_ref(), codec) {
-                    (VideoConfig::Avc(avc), VideoCodec::Avc) => avcc_to_annexb(data, avc)?,
-                    (VideoConfig::Hevc(config), VideoCodec::Hevc) => hevc::to_annexb(data, config)?,
+                // H.264 and HEVC stay length-prefixed, as received: CMAF copies them
+                // once, into a part; Annex B is made for FFmpeg and RTP only.
+                let (data, keyframe, form) = match (video.as_ref(), codec) {
+                    (VideoConfig::Avc(avc), VideoCodec::Avc) => {
+                        let unit = body.slice_ref(data);
+                        let (data, key) =
+                            sample::from_length_prefixed(&unit, avc.nal_length_size, codec)?;
+                        (data, key, VideoForm::Sample)
+                    }
+                    (VideoConfig::Hevc(config), VideoCodec::Hevc) => {
+                        let unit = body.slice_ref(data);
+                        let length_size = config.hvcc.length_size_minus_one + 1;
+                        let (data, key) = sample::from_length_prefixed(&unit, length_size, codec)?;
+                        (data, key, VideoForm::Sample)
+                    }
                     // An AV1 keyframe is what the tag says (a key frame has a sequence
                     // header and a KEY_FRAME shown frame; encoders flag exactly those).
                     (VideoConfig::Av1(config), VideoCodec::Av1) => {
                         let header = keyframe.then_some(&config.sequence_header[..]);
-                        (av1::to_frame(data, header)?, keyframe)
+                        let data = Bytes::from(av1::to_frame(data, header)?);
+                        (data, keyframe, VideoForm::AnnexB)
                     }
                     (config, frame) => {
                         return Err(DemuxError::CodecMismatch {
@@ -111,7 +127,8 @@ impl FlvDemuxer {
                     dts,
                     pts: dts + i64::from(composition_time_ms) * TICKS_PER_MS,
                     keyframe,
-                    data: Bytes::from(data),
+                    data,
+                    form,
                 })))
             }
             VideoTag::EndOfSequence | VideoTag::Command | VideoTag::OtherTrack(_) => {

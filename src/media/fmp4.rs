@@ -5,6 +5,7 @@
 //! The boxes come from `mp4-atom`; this file only decides their contents. Both tracks
 //! use the 90 kHz clock frames carry, so every PTS and DTS goes into the file exactly.
 
+use bytes::Bytes;
 use mp4_atom::esds::{DecoderConfig, DecoderSpecific, EsDescriptor, SLConfig};
 use mp4_atom::{
     Atom, Audio, Av01, Avc1, Avcc, AvccExt, Dinf, Dref, Encode, Esds, Ftyp, Hdlr, Header, Hvc1,
@@ -290,7 +291,15 @@ pub struct TrackFragment {
     /// DTS of the first sample, 90 kHz.
     pub base_decode_time: u64,
     pub samples: Vec<SampleInfo>,
-    pub data: Vec<u8>,
+    /// The samples' bytes, in order: slices of the frames they came from, copied only
+    /// into the fragment.
+    pub data: Vec<Bytes>,
+}
+
+impl TrackFragment {
+    fn data_len(&self) -> usize {
+        self.data.iter().map(Bytes::len).sum()
+    }
 }
 
 /// A `moof` + `mdat` pair: the tracks' samples, each track's bytes one run in the mdat.
@@ -333,7 +342,7 @@ pub fn media_fragment(sequence: u32, tracks: &[TrackFragment]) -> Result<Vec<u8>
     // encode once with placeholders of the same width, then fill them in.
     let mut sizing = Vec::with_capacity(256);
     moof.encode(&mut sizing)?;
-    let payload: usize = tracks.iter().map(|t| t.data.len()).sum();
+    let payload: usize = tracks.iter().map(TrackFragment::data_len).sum();
     let mdat_header = Header {
         kind: Mdat::KIND,
         size: Some(payload),
@@ -345,13 +354,13 @@ pub fn media_fragment(sequence: u32, tracks: &[TrackFragment]) -> Result<Vec<u8>
         if let Some(run) = traf.trun.first_mut() {
             run.data_offset = Some(offset as i32);
         }
-        offset += track.data.len();
+        offset += track.data_len();
     }
     let mut out = Vec::with_capacity(sizing.len() + header.len() + payload);
     moof.encode(&mut out)?;
     out.extend_from_slice(&header);
-    for track in tracks {
-        out.extend_from_slice(&track.data);
+    for piece in tracks.iter().flat_map(|t| &t.data) {
+        out.extend_from_slice(piece);
     }
     Ok(out)
 }

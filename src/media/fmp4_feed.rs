@@ -145,7 +145,8 @@ mod tests {
         for tag in FlvFileReader::new(file).unwrap() {
             let tag = tag.unwrap();
             if tag.kind == TagKind::Video
-                && let Ok(MediaEvent::Frame(frame)) = demuxer.video(tag.timestamp_ms, tag.body)
+                && let Ok(MediaEvent::Frame(frame)) =
+                    demuxer.video(tag.timestamp_ms, &bytes::Bytes::copy_from_slice(tag.body))
             {
                 frames.push(frame);
             }

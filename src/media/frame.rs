@@ -9,9 +9,9 @@ use super::av1::Av1Config;
 use super::avc::{AvcDecoderConfig, SpsInfo};
 use super::hevc::HevcDecoderConfig;
 
-/// One video access unit. H.264 and HEVC: Annex B, with an AUD, and the parameter sets
-/// before every keyframe. AV1: one temporal unit of OBUs with size fields, without
-/// temporal delimiters, and the sequence header in every keyframe.
+/// One video access unit. H.264 and HEVC: as `form` says. AV1: one temporal unit of
+/// OBUs with size fields, without temporal delimiters, and the sequence header in every
+/// keyframe.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VideoFrame {
     /// Decode time, 90 kHz, unwrapped.
@@ -21,6 +21,21 @@ pub struct VideoFrame {
     /// Holds an IDR picture: a segment may start here.
     pub keyframe: bool,
     pub data: Bytes,
+    pub form: VideoForm,
+}
+
+/// How an H.264 or HEVC frame's bytes hold its NAL units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VideoForm {
+    /// Annex B: start codes, an AUD first, the parameter sets before every keyframe.
+    /// What FFmpeg, MPEG-TS and RTP read; what FFmpeg and SRT publishers send. AV1
+    /// frames are always this form.
+    #[default]
+    AnnexB,
+    /// An MP4 sample: 4-byte lengths, no AUD, no parameter sets (they are in the
+    /// stream's decoder configuration). RTMP's AVCC passed through
+    /// (`media::sample`).
+    Sample,
 }
 
 /// One AAC frame with its ADTS header.

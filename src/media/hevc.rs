@@ -57,7 +57,15 @@ const LAST_VCL: u8 = 31;
 /// first slice unless it has its own, so every segment decodes on its own. Returns the
 /// bytes and whether the unit is an IRAP (a segment may start there).
 pub fn to_annexb(data: &[u8], config: &HevcDecoderConfig) -> Result<(Vec<u8>, bool), HevcError> {
-    let length_size = config.hvcc.length_size_minus_one + 1;
+    length_prefixed_to_annexb(data, config.hvcc.length_size_minus_one + 1, config)
+}
+
+/// [`to_annexb`] with lengths of `length_size` bytes (4 in a sample-form frame).
+pub fn length_prefixed_to_annexb(
+    data: &[u8],
+    length_size: u8,
+    config: &HevcDecoderConfig,
+) -> Result<(Vec<u8>, bool), HevcError> {
     let (mut irap, mut has_params) = (false, false);
     let mut payload = 0;
     for (count, nal) in AvccNals::new(data, length_size).enumerate() {

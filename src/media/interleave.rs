@@ -88,7 +88,7 @@ impl Interleaver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::frame::{AudioFrame, VideoFrame};
+    use crate::media::frame::{AudioFrame, VideoForm, VideoFrame};
     use bytes::Bytes;
 
     fn video(dts: i64) -> Frame {
@@ -97,6 +97,7 @@ mod tests {
             pts: dts,
             keyframe: false,
             data: Bytes::new(),
+            form: VideoForm::AnnexB,
         })
     }
 

@@ -9,6 +9,7 @@
 //! - [`aac`]: AudioSpecificConfig and ADTS headers.
 //! - [`time`]: RTMP millisecond timestamps -> unwrapped 90 kHz.
 //! - [`frame`]: the typed frames and configs actors pass around.
+//! - [`chunks`]: bytes kept as the pieces they were made in (a segment's parts).
 //! - [`demux`]: payloads -> frames, the path shared by ingest and `kawa tools remux`.
 //! - [`ts`]: the MPEG-TS muxer FFmpeg is fed with.
 //! - [`ts_demux`]: the MPEG-TS demuxer FFmpeg's encoded rungs (and SRT's TS) go through.
@@ -19,12 +20,15 @@
 //! - [`fmp4_feed`]: frames as fragmented MP4 for FFmpeg's stdin (AV1, which TS cannot
 //!   carry to FFmpeg 5.1).
 //! - [`cmaf`]: frames cut into CMAF parts and segments.
+//! - [`sample`]: H.264/HEVC access units in MP4 sample form (RTMP's AVCC passed through),
+//!   and to Annex B for what reads that.
 //! - [`remux`]: FLV file -> MPEG-TS, for `kawa tools remux` and the benchmark.
 
 pub mod aac;
 pub mod annexb;
 pub mod av1;
 pub mod avc;
+pub mod chunks;
 pub mod cmaf;
 pub mod demux;
 pub mod flv;
@@ -36,6 +40,7 @@ pub mod hevc;
 pub mod interleave;
 pub mod opus;
 pub mod remux;
+pub mod sample;
 pub mod time;
 pub mod ts;
 pub mod ts_demux;

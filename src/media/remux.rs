@@ -1,11 +1,14 @@
 //! FLV file -> MPEG-TS or CMAF through the same demuxer, muxer and segmenter the live
 //! ingest uses.
 
+use bytes::Bytes;
+
 use super::cmaf::{Segmenter, SegmenterSettings};
 use super::demux::{DemuxError, FlvDemuxer, MediaEvent};
 use super::flv::{AudioTag, FlvError, FlvFileReader, TagKind, VideoTag};
 use super::fmp4::{self, Fmp4Error};
 use super::frame::{CodecConfig, Frame, VideoCodec, VideoConfig};
+use super::sample::{SampleError, annexb_frame};
 use super::ts::{TsError, TsMuxer};
 
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +25,8 @@ pub enum RemuxError {
     Ts(#[from] TsError),
     #[error(transparent)]
     Fmp4(#[from] Fmp4Error),
+    #[error(transparent)]
+    Sample(#[from] SampleError),
     #[error("the file has neither video Kawa takes nor AAC audio")]
     NoTracks,
     #[error("AV1 has no MPEG-TS mapping FFmpeg 5.1 reads; remux it to CMAF")]
@@ -68,7 +73,7 @@ fn for_each_frame(
     for (index, tag) in FlvFileReader::new(flv)?.enumerate() {
         let tag = tag?;
         let event = match tag.kind {
-            TagKind::Video => demuxer.video(tag.timestamp_ms, tag.body),
+            TagKind::Video => demuxer.video(tag.timestamp_ms, &Bytes::copy_from_slice(tag.body)),
             TagKind::Audio => demuxer.audio(tag.timestamp_ms, tag.body),
             TagKind::Script => continue,
         };
@@ -112,6 +117,10 @@ pub fn remux_flv_to_ts(flv: &[u8], out: &mut Vec<u8>) -> Result<RemuxStats, Remu
                 }
                 muxer.insert(TsMuxer::new(has_video, has_audio).with_video_codec(codec))
             }
+        };
+        let frame = match frame {
+            Frame::Video(v) => Frame::Video(annexb_frame(&v, config.video.as_deref())?),
+            audio => audio,
         };
         Ok(muxer.write_frame(&frame, out)?)
     })

@@ -12,7 +12,7 @@
 
 use crc::{CRC_32_MPEG_2, Crc};
 
-use super::frame::{AudioFrame, Frame, VideoCodec, VideoFrame};
+use super::frame::{AudioFrame, Frame, VideoCodec, VideoForm, VideoFrame};
 use super::time::TICKS_PER_SECOND;
 
 pub const TS_PACKET_LEN: usize = 188;
@@ -44,6 +44,8 @@ const MPEG_CRC: Crc<u32> = Crc::<u32>::new(&CRC_32_MPEG_2);
 pub enum TsError {
     #[error("the muxer was created without a {0} track")]
     NoSuchTrack(&'static str),
+    #[error("a video frame in sample form (TS carries Annex B: `media::sample::annexb_frame`)")]
+    SampleForm,
 }
 
 /// Muxes frames of one program into 188-byte TS packets.
@@ -98,6 +100,9 @@ impl TsMuxer {
     pub fn write_video(&mut self, frame: &VideoFrame, out: &mut Vec<u8>) -> Result<(), TsError> {
         if !self.video {
             return Err(TsError::NoSuchTrack("video"));
+        }
+        if frame.form != VideoForm::AnnexB {
+            return Err(TsError::SampleForm);
         }
         if frame.keyframe || self.last_psi.is_none() {
             self.write_psi(frame.dts, out);
@@ -391,6 +396,7 @@ mod tests {
             pts: 93_600,
             keyframe: true,
             data: Bytes::from(vec![0xAB; 500]),
+            form: VideoForm::AnnexB,
         };
         mux.write_video(&frame, &mut out).unwrap();
         let p = packets(&out);
@@ -423,6 +429,7 @@ mod tests {
             pts: 0,
             keyframe: false,
             data: Bytes::from_static(&[1, 2, 3]),
+            form: VideoForm::AnnexB,
         };
         mux.write_video(&frame, &mut out).unwrap();
         let p = packets(&out);

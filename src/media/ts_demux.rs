@@ -407,7 +407,7 @@ impl Unwrap33 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::frame::{AudioFrame, Frame, VideoFrame};
+    use crate::media::frame::{AudioFrame, Frame, VideoForm, VideoFrame};
     use crate::media::ts::{PID_AUDIO, PID_VIDEO, TsMuxer};
 
     fn muxed(frames: &[Frame]) -> Vec<u8> {
@@ -439,6 +439,7 @@ mod tests {
             pts: dts + 6000,
             keyframe: key,
             data: data.into(),
+            form: VideoForm::AnnexB,
         })
     }
 

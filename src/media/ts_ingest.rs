@@ -13,7 +13,9 @@ use super::aac::{self, AacError};
 use super::annexb;
 use super::avc::{AvcError, START_CODE};
 use super::demux::MediaEvent;
-use super::frame::{AudioConfig, AudioFrame, CodecConfig, Frame, VideoConfig, VideoFrame};
+use super::frame::{
+    AudioConfig, AudioFrame, CodecConfig, Frame, VideoConfig, VideoForm, VideoFrame,
+};
 use super::hevc::{self, HevcDecoderConfig, HevcError};
 use super::interleave::{self, Interleaver};
 use super::ts_demux::{
@@ -260,6 +262,7 @@ impl TsIngest {
             pts: dts + offset,
             keyframe,
             data,
+            form: VideoForm::AnnexB,
         });
         self.frame(frame, out);
         Ok(())
@@ -477,6 +480,7 @@ mod tests {
             pts: 0,
             keyframe: true,
             data: Bytes::from_static(&[0, 0, 1, 0xB3, 0, 0]),
+            form: VideoForm::AnnexB,
         };
         for _ in 0..3 {
             ts.write_video(&frame, &mut muxed).unwrap();

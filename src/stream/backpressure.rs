@@ -43,7 +43,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::media::frame::{AudioFrame, VideoFrame};
+    use crate::media::frame::{AudioFrame, VideoForm, VideoFrame};
 
     fn video(keyframe: bool) -> Frame {
         Frame::Video(VideoFrame {
@@ -51,6 +51,7 @@ mod tests {
             pts: 0,
             keyframe,
             data: Bytes::new(),
+            form: VideoForm::AnnexB,
         })
     }
 

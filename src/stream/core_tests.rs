@@ -11,7 +11,9 @@ use crate::hls::packager::Output;
 use crate::media::aac::AudioSpecificConfig;
 use crate::media::annexb;
 use crate::media::avc::tests::{PPS, SPS_320X240_HIGH};
-use crate::media::frame::{AudioConfig, AudioFrame, CodecConfig, Frame, VideoConfig, VideoFrame};
+use crate::media::frame::{
+    AudioConfig, AudioFrame, CodecConfig, Frame, VideoConfig, VideoForm, VideoFrame,
+};
 
 const FRAME: i64 = 3600; // 25 fps
 
@@ -47,6 +49,7 @@ fn video(n: i64, gop: i64) -> Frame {
         pts: n * FRAME,
         keyframe: n % gop == 0,
         data: access_unit(n % gop == 0),
+        form: VideoForm::AnnexB,
     })
 }
 

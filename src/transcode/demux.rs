@@ -5,7 +5,7 @@
 
 use crate::media::aac::adts_frames;
 use crate::media::annexb;
-use crate::media::frame::{AudioFrame, Frame, VideoFrame};
+use crate::media::frame::{AudioFrame, Frame, VideoForm, VideoFrame};
 use crate::media::opus::{self, OpusPacket};
 use crate::media::ts_demux::{
     PesPacket, STREAM_TYPE_ADTS_AAC, STREAM_TYPE_H264, STREAM_TYPE_PRIVATE, TsDemuxError,
@@ -82,6 +82,7 @@ impl RungDemuxer {
                         pts,
                         keyframe,
                         data: packet.data,
+                        form: VideoForm::AnnexB,
                     }),
                 ));
             }
@@ -139,6 +140,7 @@ mod tests {
                     pts: dts + 3000,
                     keyframe: true,
                     data: key.clone(),
+                    form: VideoForm::AnnexB,
                 }),
                 &mut ts,
             )

@@ -3,7 +3,7 @@
 //! network is checked and capped here before it reaches FFmpeg or the packager.
 
 use crate::grpc::proto::{MediaFrame, OpusBatch, OpusUnit, Rung, TranscodeJob};
-use crate::media::frame::{AudioFrame, Frame, VideoCodec, VideoFrame};
+use crate::media::frame::{AudioFrame, Frame, VideoCodec, VideoForm, VideoFrame};
 use crate::media::opus::OpusPacket;
 use crate::transcode::{Rendition, RenditionKind, SOURCE, TranscodePlan};
 
@@ -163,6 +163,7 @@ pub fn from_wire(m: MediaFrame) -> Result<(usize, Frame), WireError> {
             pts: m.pts,
             keyframe: m.keyframe,
             data: m.data,
+            form: VideoForm::AnnexB,
         })
     } else {
         Frame::Audio(AudioFrame {

@@ -96,6 +96,7 @@ impl FeedChoice {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::frame::VideoForm;
     use bytes::Bytes;
 
     fn frame(dts: i64, pts: i64) -> VideoFrame {
@@ -104,6 +105,7 @@ mod tests {
             pts,
             keyframe: false,
             data: Bytes::new(),
+            form: VideoForm::AnnexB,
         }
     }
 

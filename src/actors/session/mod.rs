@@ -28,6 +28,7 @@ use crate::delivery::memory::{LiveStore, LiveStream};
 use crate::hls::packager::Output;
 use crate::keys::PublishPath;
 use crate::media::frame::Frame;
+use crate::media::sample::annexb_frame;
 use crate::metrics::StreamMetrics;
 use crate::stream::backpressure::DropToKeyframe;
 use crate::stream::bitrate::BitrateWindow;
@@ -278,6 +279,7 @@ impl StreamSession {
                 .filter(|_| settings.cluster.remote_transcoding),
             opus_out: self.webrtc_audio_out(),
         };
+        let replay = replay.into_iter().filter_map(|f| self.annexb(f)).collect();
         let transcoder = Transcoder::new(job, ctx.address(), self.span.clone())
             .with_replay(replay, self.metrics.frames_dropped.clone());
         // The mailbox is sized before the actor runs: frames fed right after the start
@@ -294,6 +296,12 @@ impl StreamSession {
     /// Sends a frame to the current FFmpeg. Through its one `Addr`: every clone of an
     /// `Addr` is a new sender that actix lets one message past the mailbox's capacity.
     fn forward(&mut self, frame: Frame) {
+        if self.encoder.is_none() {
+            return;
+        }
+        let Some(frame) = self.annexb(frame) else {
+            return;
+        };
         let Some(e) = &self.encoder else { return };
         if self.to_transcoder.admit(&frame, true)
             && let Err(SendError::Full(Feed(f)) | SendError::Closed(Feed(f))) =
@@ -307,6 +315,21 @@ impl StreamSession {
                 .frames_dropped
                 .inc_by(dropped - self.drops_reported);
             self.drops_reported = dropped;
+        }
+    }
+
+    /// The frame as FFmpeg and RTP read it (`media::sample`): RTMP's video stays in
+    /// sample form up to here. `None`, logged, for a frame that cannot be.
+    fn annexb(&self, frame: Frame) -> Option<Frame> {
+        let Frame::Video(video) = &frame else {
+            return Some(frame);
+        };
+        match annexb_frame(video, self.core.config.video.as_deref()) {
+            Ok(video) => Some(Frame::Video(video)),
+            Err(e) => {
+                tracing::warn!(parent: &self.span, error = %e, "video frame dropped");
+                None
+            }
         }
     }
 

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use super::{EncodedThumbnail, StreamSession};
 use crate::hls::packager::Output;
 use crate::media::frame::Frame;
+use crate::media::sample::annexb_frame;
 use crate::transcode::thumbnail;
 
 #[derive(Default)]
@@ -54,6 +55,13 @@ impl StreamSession {
         }
         let Some(config) = self.core.config.video.as_deref() else {
             return;
+        };
+        let video = match annexb_frame(video, Some(config)) {
+            Ok(video) => video,
+            Err(e) => {
+                tracing::warn!(parent: &self.span, error = %e, "no thumbnail");
+                return;
+            }
         };
         let (format, keyframe) = thumbnail::input(config, &video.data);
         self.thumbnails.busy = true;

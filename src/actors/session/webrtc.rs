@@ -3,6 +3,7 @@
 
 use super::StreamSession;
 use crate::media::frame::{Frame, VideoCodec};
+use crate::media::sample::annexb_frame;
 use crate::transcode::TranscodePlan;
 use crate::webrtc::WebRtc;
 use crate::webrtc::feed::FeedChoice;
@@ -39,8 +40,15 @@ impl StreamSession {
         if changed {
             out.hub.stream(path, out.feed.offer());
         }
-        if send {
-            out.hub.video(path, video.pts, video.keyframe, &video.data);
+        if !send {
+            return;
+        }
+        let config = self.core.config.video.as_deref();
+        match annexb_frame(video, config) {
+            Ok(video) => out.hub.video(path, video.pts, video.keyframe, &video.data),
+            Err(e) => {
+                tracing::warn!(parent: &self.span, error = %e, "video frame not sent to WebRTC")
+            }
         }
     }
 

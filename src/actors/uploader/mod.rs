@@ -19,6 +19,7 @@ use crate::delivery::s3::S3Target;
 use crate::delivery::spool::{Item, ItemKind, ItemMeta, Spool};
 use crate::hls::packager::Output;
 use crate::hls::recording::RecordingBatch;
+use crate::media::chunks::Chunks;
 use crate::metrics::UploadMetrics;
 
 const SINK: &str = "s3";
@@ -56,7 +57,7 @@ pub struct Uploader {
     /// Outputs not in the spool yet, in order: it could not be opened or written (a
     /// full disk, a removed folder). They survive the supervisor's restarts and go in
     /// first once the spool works again. Bounded by [`MAX_UNSPOOLED_BYTES`].
-    unspooled: VecDeque<(ItemMeta, Vec<u8>)>,
+    unspooled: VecDeque<(ItemMeta, Chunks)>,
     unspooled_bytes: usize,
     /// Restarts against [`UPLOADER_RESTARTS`]; past it the next start is held back.
     restarts: Intensity,
@@ -149,7 +150,7 @@ impl Uploader {
     /// Puts `items` (after any held back) in the spool, off this thread; when the spool
     /// is closed they wait, and when writing fails the uploader stops so that its
     /// supervisor starts it again on a reopened spool.
-    fn queue(&mut self, items: Vec<(ItemMeta, Vec<u8>)>, ctx: &mut Context<Self>) {
+    fn queue(&mut self, items: Vec<(ItemMeta, Chunks)>, ctx: &mut Context<Self>) {
         for (meta, body) in items {
             self.unspooled_bytes += body.len();
             self.unspooled.push_back((meta, body));
