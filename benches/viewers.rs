@@ -26,9 +26,9 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
-#[path = "h2_client.rs"]
+#[path = "viewers_support/h2_client.rs"]
 mod h2_client;
-#[path = "plain_hls.rs"]
+#[path = "viewers_support/plain_hls.rs"]
 mod plain_hls;
 #[path = "source.rs"]
 mod source;
