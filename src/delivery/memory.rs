@@ -9,7 +9,7 @@
 //! edge remembers the part sizes of the last segments (a few numbers each).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -101,6 +101,10 @@ struct RenditionEdge {
     /// The newest segment stored in the data directory: its parts (and older ones) are
     /// served from there, not kept here, but for its last part (see [`KeepRule`]).
     stored: Option<u64>,
+    /// The playlist as last rendered, without and with a delta update (`_HLS_skip`):
+    /// every viewer waiting on a part gets the same bytes, rendered once per change of
+    /// any of the stream's playlists (the rendition reports name the others).
+    rendered: [OnceLock<Bytes>; 2],
 }
 
 /// Which parts stay in memory once the edge's `stored` segment is on disk:
@@ -141,7 +145,7 @@ impl KeepRule {
 /// A playlist request's answer, now.
 #[derive(Debug, PartialEq)]
 pub enum PlaylistLookup {
-    Ready(String),
+    Ready(Bytes),
     /// Not there yet: wait for a change, up to the deadline.
     Wait {
         target_duration: u64,
@@ -197,7 +201,7 @@ impl LiveStream {
     /// each init segment), wakes the held requests if a playlist changed, and gives back
     /// the rest, in order, for the data directory and S3.
     pub fn take(&self, outputs: Vec<Output>) -> Vec<Output> {
-        let mut changed = false;
+        let (mut changed, mut playlists_changed) = (false, false);
         let mut rest = Vec::with_capacity(outputs.len());
         {
             let mut state = write(&self.state);
@@ -246,6 +250,7 @@ impl LiveStream {
                                 || msn.is_some_and(|m| m >= open_msn)
                         });
                         changed = true;
+                        playlists_changed = true;
                     }
                     Output::Thumbnail { ref data } => {
                         self.thumbnail.made(data.clone());
@@ -257,6 +262,11 @@ impl LiveStream {
                         rest.push(output);
                     }
                     other => rest.push(other),
+                }
+            }
+            if playlists_changed {
+                for edge in state.renditions.values_mut() {
+                    edge.rendered = Default::default();
                 }
             }
         }
@@ -321,21 +331,25 @@ impl LiveStream {
             }
             Readiness::Refuse(e) => return PlaylistLookup::Refuse(e),
         }
-        let reports: Vec<RenditionReport> = state
-            .renditions
-            .iter()
-            .filter(|(name, _)| name.as_str() != rendition)
-            .filter_map(|(name, edge)| {
-                let p = edge.playlist.as_ref().filter(|p| !p.ended)?;
-                let (last_msn, last_part) = p.last_position()?;
-                Some(RenditionReport {
-                    uri: format!("../{name}/index.m3u8"),
-                    last_msn,
-                    last_part,
+        let Some(edge) = state.renditions.get(rendition) else {
+            return PlaylistLookup::Missing;
+        };
+        let text = edge.rendered[usize::from(directives.skip)].get_or_init(|| {
+            let reports: Vec<RenditionReport> = (state.renditions.iter())
+                .filter(|(name, _)| name.as_str() != rendition)
+                .filter_map(|(name, edge)| {
+                    let p = edge.playlist.as_ref().filter(|p| !p.ended)?;
+                    let (last_msn, last_part) = p.last_position()?;
+                    Some(RenditionReport {
+                        uri: format!("../{name}/index.m3u8"),
+                        last_msn,
+                        last_part,
+                    })
                 })
-            })
-            .collect();
-        PlaylistLookup::Ready(playlist.render(directives.skip, &reports))
+                .collect();
+            Bytes::from(playlist.render(directives.skip, &reports))
+        });
+        PlaylistLookup::Ready(text.clone())
     }
 
     /// An init segment, a part or a complete segment of the live edge.

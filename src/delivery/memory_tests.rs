@@ -164,6 +164,7 @@ fn playlists_report_the_other_renditions_until_the_stream_closes() {
     let PlaylistLookup::Ready(text) = stream.playlist("source", &Directives::default()) else {
         panic!("no playlist")
     };
+    let text = String::from_utf8(text.to_vec()).unwrap();
     assert!(
         text.contains(
             "#EXT-X-RENDITION-REPORT:URI=\"../180p/index.m3u8\",LAST-MSN=1,LAST-PART=1\n"
@@ -195,4 +196,33 @@ fn playlists_report_the_other_renditions_until_the_stream_closes() {
     );
     store.close("live/b", &newer);
     assert!(store.get("live/b").is_none());
+}
+
+#[test]
+fn a_playlist_is_rendered_once_per_change_and_shared() {
+    let store = LiveStore::default();
+    let stream = store.open("live/c");
+    stream.take(vec![live("source", 2, 1, 1), live("180p", 2, 1, 0)]);
+    let ask = |skip: bool| {
+        let directives = Directives {
+            skip,
+            ..Directives::default()
+        };
+        match stream.playlist("source", &directives) {
+            PlaylistLookup::Ready(text) => text,
+            _ => panic!("no playlist"),
+        }
+    };
+    let (first, again) = (ask(false), ask(false));
+    // The same bytes, not equal copies.
+    assert_eq!(first.as_ptr(), again.as_ptr());
+    // Another rendition's new part changes this one's report: rendered anew.
+    stream.take(vec![live("180p", 2, 1, 1)]);
+    let after = ask(false);
+    assert_ne!(after.as_ptr(), first.as_ptr());
+    let (before, after) = (
+        String::from_utf8(first.to_vec()),
+        String::from_utf8(after.to_vec()),
+    );
+    assert_ne!(before.unwrap(), after.unwrap());
 }
