@@ -6,7 +6,7 @@
 //! `cargo bench --bench viewer_latency` (env: KAWA_BENCH_RUNS, default 3;
 //! KAWA_BENCH_SECONDS, default 30; KAWA_BENCH_INGEST, the front doors to measure one
 //! after the other, default `rtmp,srt`; over SRT, PDT is stamped when Kawa receives the
-//! frame, after SRT's 120 ms receive latency). Needs `scripts/deps.sh test` (chromium, npm ci in
+//! frame, after SRT's 120 ms receive latency; KAWA_BENCH_PART_SECONDS, default 0.2). Needs `scripts/deps.sh test` (chromium, npm ci in
 //! tests/player). Figures are printed, never asserted.
 
 #[path = "../tests/common/mod.rs"]
@@ -44,8 +44,11 @@ fn main() {
 
 async fn measure(ingest: &str, runs: u64, seconds: u64, input: &Path, player: &Path) {
     {
+        // Kawa starts with a clean environment: the part length is passed on here.
+        let part = std::env::var("KAWA_BENCH_PART_SECONDS").unwrap_or_else(|_| "0.2".into());
         let kawa = Kawa::builder()
             .env("KAWA_HLS__PRESET", "passthrough")
+            .env("KAWA_HLS__PART_SECONDS", &part)
             .env("RUST_LOG", "warn,kawa::server=info")
             .srt()
             .start();
@@ -59,7 +62,7 @@ async fn measure(ingest: &str, runs: u64, seconds: u64, input: &Path, player: &P
         })
         .await;
         println!(
-            "hls.js (lowLatencyMode, defaults) playing a 720p30 2 s-GOP stream published over {ingest} for {seconds} s"
+            "hls.js (lowLatencyMode, defaults) playing a 720p30 2 s-GOP stream in {part} s parts, published over {ingest} for {seconds} s"
         );
         println!("run  start_s  stalls  hlsjs_median  hlsjs_p95  pdt_median  pdt_p95");
         let (mut hlsjs, mut pdt) = (Vec::new(), Vec::new());

@@ -1,4 +1,5 @@
-//! LL-HLS viewers per core: viewers that behave like hls.js in low-latency mode hold a
+//! LL-HLS viewers per core (Kawa in its passthrough preset: delivery, not encoding, is
+//! measured): viewers that behave like hls.js in low-latency mode hold a
 //! blocking playlist request for the next part (`_HLS_msn`/`_HLS_part`), fetch that part
 //! as soon as the playlist lists it, and ask for the next one, each viewer on its own
 //! connection: HTTP/1.1 keep-alive, or HTTP/2 over TLS (as Safari plays LL-HLS). For 1,
@@ -255,13 +256,22 @@ fn cpu_seconds(pid: &str) -> f64 {
     ticks as f64 / 100.0
 }
 
-/// A process and its children (nginx's master and workers).
+/// A process and the children of any of its threads (nginx's workers, an FFmpeg Kawa
+/// started).
 fn tree(pid: u32) -> Vec<u32> {
-    let children =
-        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-    std::iter::once(pid)
-        .chain(children.split_whitespace().filter_map(|c| c.parse().ok()))
-        .collect()
+    let mut pids = vec![pid];
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten();
+    for task in tasks.flatten() {
+        let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        pids.extend(
+            children
+                .split_whitespace()
+                .filter_map(|c| c.parse::<u32>().ok()),
+        );
+    }
+    pids
 }
 
 fn tree_cpu(pid: u32) -> f64 {
@@ -434,7 +444,9 @@ async fn start_kawa(
     input: &std::path::Path,
     tls: Option<(&str, &str, Arc<rustls::ClientConfig>)>,
 ) -> (Kawa, Vec<Publisher>, Vec<String>) {
-    let mut builder = Kawa::builder();
+    // Passthrough: this measures delivery. A ladder's FFmpeg per stream would take the
+    // two cores from ten streams on (encoding is `cargo bench --bench ladder`'s).
+    let mut builder = Kawa::builder().env("KAWA_HLS__PRESET", "passthrough");
     if let Some((cert, key, _)) = &tls {
         builder = builder
             .env("KAWA_HTTP__TLS_CERT", cert)
@@ -489,7 +501,9 @@ fn main() {
     let (cert, key) = make_certificate(dir.path());
     let tls_config = h2_client::tls_config(&std::fs::read(&cert).unwrap());
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    println!("Viewers per core, {seconds} s a step, default configuration");
+    println!(
+        "Viewers per core, {seconds} s a step, default configuration but Kawa's preset: passthrough"
+    );
     println!(
         "| server | streams | viewers | server CPU % (of a core) | per viewer | RSS MB | per viewer KB | availability to delivery p50 ms | p99 ms | after the first viewer p50 ms | p99 ms | fetch p50 ms | p99 ms | parts or segments | errors | viewers' CPU % |"
     );
