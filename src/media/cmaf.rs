@@ -486,6 +486,10 @@ pub(crate) fn video_fragment(
     let mut converted = Vec::new();
     for (i, frame) in frames.iter().enumerate() {
         let next = frames.get(i + 1).map_or(end, |n| n.dts);
+        if frame.form == VideoForm::AnnexB && codec != VideoCodec::Av1 && converted.is_empty() {
+            // Sized once for the run (a sample is at most its Annex B plus a byte a unit).
+            converted.reserve(frames[i..].iter().map(|f| f.data.len() + 64).sum());
+        }
         let size = match (codec, frame.form) {
             // RTMP's frames and Kawa's AV1 frames are already what a sample holds.
             (_, VideoForm::Sample) | (VideoCodec::Av1, _) => {
