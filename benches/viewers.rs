@@ -417,26 +417,6 @@ async fn steps(pid: u32, streams: usize, viewer_counts: &[usize], seconds: u64, 
     }
 }
 
-/// A self-signed certificate for 127.0.0.1 (openssl), and its key: (cert, key) paths.
-fn make_certificate(dir: &std::path::Path) -> (String, String) {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let out = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
-        .args(["-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        // Not a CA: rustls takes a self-signed certificate as its own anchor only so.
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(out.status.success(), "{out:?}");
-    (cert.display().to_string(), key.display().to_string())
-}
-
 /// Kawa with `streams` publishers (HTTPS when `tls` gives a certificate and key), and its
 /// playlists' URLs.
 async fn start_kawa(
@@ -498,7 +478,7 @@ fn main() {
     let servers = std::env::var("KAWA_VIEWERS_SERVERS").unwrap_or_else(|_| "h1,h2,nginx".into());
     let dir = tempfile::tempdir().unwrap();
     let input = source::make_source(dir.path());
-    let (cert, key) = make_certificate(dir.path());
+    let (cert, key) = common::make_certificate(dir.path());
     let tls_config = h2_client::tls_config(&std::fs::read(&cert).unwrap());
     let runtime = tokio::runtime::Runtime::new().unwrap();
     println!(

@@ -4,30 +4,10 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{ADMIN_TOKEN, Kawa, Publisher, wait_for};
-
-/// A self-signed certificate for localhost and 127.0.0.1 (EC P-256), and its key.
-fn make_certificate(dir: &Path) -> (String, String) {
-    let cert = dir.join("cert.pem");
-    let key = dir.join("key.pem");
-    let status = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
-        .args(["-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(status.status.success(), "{status:?}");
-    (cert.display().to_string(), key.display().to_string())
-}
+use common::{ADMIN_TOKEN, Kawa, Publisher, make_certificate, wait_for};
 
 /// curl over HTTPS (trusting `cert`) with HTTP/2: (HTTP version, status, body).
 fn curl(cert: &str, url: &str, args: &[&str]) -> (String, u16, String) {

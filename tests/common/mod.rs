@@ -41,6 +41,27 @@ pub async fn node_report(script: &str, args: Vec<String>) -> (serde_json::Value,
 }
 
 /// A port nobody listens on right now (the OS picks; the listener is closed at once).
+/// A self-signed certificate for localhost and 127.0.0.1 (EC P-256, openssl), and its
+/// key: (cert, key) paths. Not a CA: rustls takes a self-signed certificate as its own
+/// anchor only so; curl and OpenSSL take it either way.
+pub fn make_certificate(dir: &Path) -> (String, String) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "{out:?}");
+    (cert.display().to_string(), key.display().to_string())
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
