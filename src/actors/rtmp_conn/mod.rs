@@ -5,6 +5,7 @@
 
 mod reading;
 mod socket;
+mod ticks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -25,6 +25,16 @@ thread_local! {
     static TICK_BUFFER: RefCell<Vec<u8>> = RefCell::new(vec![0; 64 * 1024]);
 }
 
+impl Handler<super::ticks::Tick> for RtmpConnection {
+    type Result = ();
+
+    fn handle(&mut self, _: super::ticks::Tick, ctx: &mut Context<Self>) {
+        if self.ticked.is_some() {
+            self.tick(ctx);
+        }
+    }
+}
+
 impl RtmpConnection {
     /// Reads once, handles what came, and goes on (reading again, pausing, or moving to
     /// the tick).
@@ -114,7 +124,7 @@ impl RtmpConnection {
                     if let Some(handle) = this.idle_check.take() {
                         ctx.cancel_future(handle);
                     }
-                    this.schedule_tick(ctx);
+                    super::ticks::join(ctx.address().recipient());
                 }
                 Err(e) => {
                     tracing::debug!(parent: &this.span, error = %e, "socket lost while moving to the tick");
@@ -122,12 +132,6 @@ impl RtmpConnection {
                 }
             }
         }));
-    }
-
-    fn schedule_tick(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_later(socket::until_next_tick(Instant::now()), |this, ctx| {
-            this.tick(ctx)
-        });
     }
 
     /// Reads what arrived since the last tick (unless paused), writes what waits.
@@ -153,9 +157,7 @@ impl RtmpConnection {
         {
             tracing::debug!(parent: &self.span, error = %e, "write failed");
             ctx.stop();
-            return;
         }
-        self.schedule_tick(ctx);
     }
 
     /// Reads until the socket is empty (or the per-tick bound, or a pause); `false`

@@ -25,8 +25,7 @@ pub const MAX_READ_PER_TICK: usize = 1 << 20;
 /// and command results back).
 const MAX_PENDING_OUT: usize = 256 * 1024;
 
-/// The grid's origin: every connection's ticks fall on the same instants, so the
-/// runtime's timer fires them in one turn.
+/// The grid's origin: every thread's ticks fall on the same instants.
 static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
 
 /// The time from `now` to the next tick of the grid.
