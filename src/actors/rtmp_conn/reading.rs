@@ -165,10 +165,15 @@ impl RtmpConnection {
     fn read_ticked(&mut self, ctx: &mut Context<Self>) -> bool {
         let mut read = 0;
         while read < socket::MAX_READ_PER_TICK {
+            let mut drained = false;
             let received = TICK_BUFFER.with_borrow_mut(|buf| {
                 let got = self.ticked.as_mut()?.read(buf);
                 if let Ok(Received::Bytes(n)) = got {
                     read += n;
+                    // Less than the buffer holds: the socket had no more just now. What
+                    // came since waits for the next tick, so a tick costs one read, not
+                    // a second one that finds nothing (EAGAIN was a third of all reads).
+                    drained = n < buf.len();
                     self.received(&buf[..n], ctx);
                 }
                 Some(got)
@@ -177,6 +182,13 @@ impl RtmpConnection {
                 return false;
             };
             match received {
+                Ok(Received::Bytes(_)) if drained => {
+                    if matches!(self.state, State::Closing) {
+                        return false;
+                    }
+                    self.take_pause();
+                    break;
+                }
                 Ok(Received::Bytes(_)) => {}
                 Ok(Received::Nothing) => break,
                 Ok(Received::Closed) => {
