@@ -391,7 +391,8 @@ proptest! {
         parts.extend(segmenter.flush().unwrap());
         let mut samples = 0u64;
         for part in &parts {
-            let mut buf = &part.data[..];
+            let bytes = part.data.to_vec();
+            let mut buf = &bytes[..];
             let moof = Moof::decode(&mut buf).unwrap();
             for traf in &moof.traf {
                 for run in &traf.trun {

@@ -50,7 +50,8 @@ pub enum Output {
     Part {
         rendition: String,
         name: String,
-        data: Bytes,
+        /// The part's boxes, then its samples' bytes as they came.
+        data: Chunks,
     },
     /// `{rendition}`'s playlist with parts changed: for the live edge in memory.
     Live {

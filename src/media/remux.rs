@@ -159,7 +159,7 @@ pub fn remux_flv_to_cmaf(
             }
         };
         if let Some(part) = segmenter.push(frame)? {
-            out.extend_from_slice(&part.data);
+            part.data.copy_into(out);
         }
         Ok(())
     })?;
@@ -169,7 +169,7 @@ pub fn remux_flv_to_cmaf(
         .transpose()?
         .flatten()
     {
-        out.extend_from_slice(&part.data);
+        part.data.copy_into(out);
     }
     Ok(stats)
 }
