@@ -391,8 +391,7 @@ proptest! {
         parts.extend(segmenter.flush().unwrap());
         let mut samples = 0u64;
         for part in &parts {
-            let bytes = part.data.to_vec();
-            let mut buf = &bytes[..];
+            let mut buf = &part.data[..];
             let moof = Moof::decode(&mut buf).unwrap();
             for traf in &moof.traf {
                 for run in &traf.trun {

@@ -17,7 +17,6 @@ use tokio::sync::watch;
 use super::thumbnail::ThumbnailSlot;
 use crate::hls::low_latency::{Directives, LivePlaylist, Readiness, RenditionReport};
 use crate::hls::packager::Output;
-use crate::media::chunks::Chunks;
 
 /// Every live stream's edge, by publish path.
 #[derive(Default)]
@@ -91,7 +90,7 @@ struct State {
 #[derive(Default)]
 struct RenditionEdge {
     playlist: Option<LivePlaylist>,
-    files: HashMap<String, Chunks>,
+    files: HashMap<String, Bytes>,
     /// What the previous playlist listed.
     listed_before: HashSet<String>,
     /// The newest init segment (listed once the first part that needs it is).
@@ -214,7 +213,7 @@ impl LiveStream {
                         ref data,
                     } => {
                         let edge = state.renditions.entry(rendition.clone()).or_default();
-                        edge.files.insert(name.clone(), data.clone().into());
+                        edge.files.insert(name.clone(), data.clone());
                         edge.init = Some(name.clone());
                         rest.push(output);
                     }
@@ -360,7 +359,7 @@ impl LiveStream {
             return FileLookup::Missing;
         };
         if let Some(data) = edge.files.get(name) {
-            return FileLookup::Found(data.pieces().to_vec());
+            return FileLookup::Found(vec![data.clone()]);
         }
         let Some(playlist) = &edge.playlist else {
             return FileLookup::Missing;
@@ -388,14 +387,13 @@ impl LiveStream {
             .iter()
             .find(|s| s.segment.uri == name && !s.parts.is_empty());
         if let Some(segment) = segment {
-            let parts: Option<Vec<&Chunks>> = segment
+            let pieces: Option<Vec<Bytes>> = segment
                 .parts
                 .iter()
-                .map(|p| edge.files.get(&p.uri))
+                .map(|p| edge.files.get(&p.uri).cloned())
                 .collect();
-            if let Some(parts) = parts {
-                let pieces = parts.iter().flat_map(|p| p.pieces().iter().cloned());
-                return FileLookup::Found(pieces.collect());
+            if let Some(pieces) = pieces {
+                return FileLookup::Found(pieces);
             }
         }
         FileLookup::Missing

@@ -72,7 +72,7 @@ fn part(rendition: &str, msn: u64, i: usize) -> Output {
     Output::Part {
         rendition: rendition.into(),
         name: part_name(msn, i),
-        data: Bytes::from(vec![i as u8; 4]).into(),
+        data: Bytes::from(vec![i as u8; 4]),
     }
 }
 

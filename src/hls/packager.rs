@@ -50,8 +50,7 @@ pub enum Output {
     Part {
         rendition: String,
         name: String,
-        /// The part's boxes, then its samples' bytes as they came.
-        data: Chunks,
+        data: Bytes,
     },
     /// `{rendition}`'s playlist with parts changed: for the live edge in memory.
     Live {

@@ -250,7 +250,7 @@ impl Rendition {
         let independent = first.independent;
         let ticks: i64 = parts.iter().map(|p| p.duration).sum();
         let duration = ticks as f64 / TICKS_PER_SECOND as f64;
-        let data = Chunks::concat(parts.iter().map(|p| &p.data));
+        let data = Chunks::new(parts.iter().map(|p| p.data.clone()).collect());
         let bits = data.len() as u64 * 8;
         self.bits += bits;
         self.seconds += duration;

@@ -223,7 +223,6 @@ impl Checker {
                     self.segment_independent.insert(name, independent);
                 }
                 Output::Part { name, data, .. } => {
-                    let data = data.to_bytes();
                     prop_assert!(
                         data.len() <= MAX_PART_BYTES + (1 << 16),
                         "part of {}",

@@ -19,15 +19,6 @@ impl Chunks {
         Self { pieces, len }
     }
 
-    /// The pieces of several, one after another (no byte copied).
-    pub fn concat<'a>(all: impl IntoIterator<Item = &'a Chunks>) -> Self {
-        Self::new(
-            all.into_iter()
-                .flat_map(|c| c.pieces.iter().cloned())
-                .collect(),
-        )
-    }
-
     /// All the bytes' length.
     pub fn len(&self) -> usize {
         self.len
@@ -45,16 +36,10 @@ impl Chunks {
     /// request body).
     pub fn to_vec(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.len);
-        self.copy_into(&mut out);
-        out
-    }
-
-    /// Appends a copy of the bytes to `out`.
-    pub fn copy_into(&self, out: &mut Vec<u8>) {
-        out.reserve(self.len);
         for piece in &self.pieces {
             out.extend_from_slice(piece);
         }
+        out
     }
 
     /// The bytes in one `Bytes`: free when there is one piece, else a copy.

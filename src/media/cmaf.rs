@@ -20,7 +20,6 @@
 use bytes::Bytes;
 
 use super::annexb;
-use super::chunks::Chunks;
 use super::fmp4::{self, Fmp4Error, SampleInfo, TrackFragment};
 use super::frame::{AudioFrame, Frame, VideoCodec, VideoForm, VideoFrame};
 use super::hevc;
@@ -41,8 +40,7 @@ const AAC_FRAME_SAMPLES: i64 = 1024;
 /// One part: a `moof`+`mdat` pair.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Part {
-    /// `moof` + `mdat`: the boxes, then the samples' bytes as they came.
-    pub data: Chunks,
+    pub data: Bytes,
     /// Decode time of its first frame of the cutting track (video, else audio), 90 kHz.
     pub start: i64,
     /// 90 kHz.
@@ -459,7 +457,7 @@ impl Segmenter {
         }
         self.sequence = self.sequence.wrapping_add(1);
         Ok(Some(Part {
-            data: fmp4::media_fragment(self.sequence, &tracks)?,
+            data: Bytes::from(fmp4::media_fragment(self.sequence, &tracks)?),
             start,
             duration: (end - start).max(0),
             independent,

@@ -15,7 +15,6 @@ use mp4_atom::{
 
 use super::aac::AudioSpecificConfig;
 use super::avc::{AvcDecoderConfig, sps_chroma};
-use super::chunks::Chunks;
 use super::frame::VideoConfig;
 use super::time::TICKS_PER_SECOND;
 
@@ -304,10 +303,7 @@ impl TrackFragment {
 }
 
 /// A `moof` + `mdat` pair: the tracks' samples, each track's bytes one run in the mdat.
-/// The boxes' headers are one piece, and the samples' bytes follow as the slices they
-/// came in: a part holds the frames' bytes, it does not copy them (the copy, and the page
-/// faults of its fresh buffer, were a tenth of a passthrough stream's CPU).
-pub fn media_fragment(sequence: u32, tracks: &[TrackFragment]) -> Result<Chunks, Fmp4Error> {
+pub fn media_fragment(sequence: u32, tracks: &[TrackFragment]) -> Result<Vec<u8>, Fmp4Error> {
     let traf = tracks
         .iter()
         .map(|t| Traf {
@@ -360,11 +356,11 @@ pub fn media_fragment(sequence: u32, tracks: &[TrackFragment]) -> Result<Chunks,
         }
         offset += track.data_len();
     }
-    let mut boxes = Vec::with_capacity(sizing.len() + header.len());
-    moof.encode(&mut boxes)?;
-    boxes.extend_from_slice(&header);
-    let mut pieces = Vec::with_capacity(1 + tracks.iter().map(|t| t.data.len()).sum::<usize>());
-    pieces.push(Bytes::from(boxes));
-    pieces.extend(tracks.iter().flat_map(|t| t.data.iter().cloned()));
-    Ok(Chunks::new(pieces))
+    let mut out = Vec::with_capacity(sizing.len() + header.len() + payload);
+    moof.encode(&mut out)?;
+    out.extend_from_slice(&header);
+    for piece in tracks.iter().flat_map(|t| &t.data) {
+        out.extend_from_slice(piece);
+    }
+    Ok(out)
 }

@@ -124,7 +124,7 @@ impl Fmp4Feed {
             return Ok(());
         };
         self.sequence = self.sequence.wrapping_add(1);
-        fmp4::media_fragment(self.sequence, &[track])?.copy_into(out);
+        out.extend_from_slice(&fmp4::media_fragment(self.sequence, &[track])?);
         Ok(())
     }
 }

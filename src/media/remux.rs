@@ -159,7 +159,7 @@ pub fn remux_flv_to_cmaf(
             }
         };
         if let Some(part) = segmenter.push(frame)? {
-            part.data.copy_into(out);
+            out.extend_from_slice(&part.data);
         }
         Ok(())
     })?;
@@ -169,7 +169,7 @@ pub fn remux_flv_to_cmaf(
         .transpose()?
         .flatten()
     {
-        part.data.copy_into(out);
+        out.extend_from_slice(&part.data);
     }
     Ok(stats)
 }

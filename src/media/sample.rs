@@ -232,8 +232,8 @@ mod tests {
                     Frame::Video(v) => Frame::Video(annexb_frame(v, Some(video)).unwrap()),
                     audio => audio.clone(),
                 };
-                a.extend(as_samples.push(frame).unwrap().map(|p| p.data.to_vec()));
-                b.extend(as_annexb.push(converted).unwrap().map(|p| p.data.to_vec()));
+                a.extend(as_samples.push(frame).unwrap().map(|p| p.data));
+                b.extend(as_annexb.push(converted).unwrap().map(|p| p.data));
             }
             assert!(a.len() > 3, "{} parts", a.len());
             assert_eq!(a, b);
