@@ -61,6 +61,14 @@ impl Drop for Placement {
     }
 }
 
+/// Threads for an arbiter's blocking work (its streams' file writes, key lookups). Tokio
+/// allows 512 and starts one whenever none is idle: 30 streams writing their segments
+/// at once kept about 25 of them alive, and each thread's allocator heap holds its own
+/// partly used pages (mimalloc: 35 thread heaps, 33 threads), about a third of a
+/// passthrough stream's memory (peerbench N=30). Two keep writes in order per stream
+/// (each writer waits for its last job) and bound the threads and their heaps.
+const BLOCKING_THREADS: usize = 2;
+
 /// The first arbiter with room under `fill`, else the least loaded.
 fn choose(loads: &[usize], fill: usize) -> usize {
     loads
@@ -74,7 +82,13 @@ impl Arbiters {
     pub fn start(count: usize) -> Self {
         let handles: Vec<_> = (0..count.max(1))
             .map(|_| {
-                let arbiter = actix::Arbiter::new();
+                let arbiter = actix::Arbiter::with_tokio_rt(|| {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .max_blocking_threads(BLOCKING_THREADS)
+                        .build()
+                        .expect("a stream arbiter's runtime")
+                });
                 let handle = arbiter.handle();
                 handle.spawn_fn(|| crate::metrics::register_runtime("stream"));
                 // The arbiter's thread lives on when the `Arbiter` value is dropped.
