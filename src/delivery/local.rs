@@ -322,6 +322,7 @@ impl LocalWriter {
                 let edge = Arc::clone(&edge);
                 let done = tokio::task::spawn_blocking(move || match job {
                     Job::Apply(outputs, recording) => {
+                        let mut outputs = outputs;
                         for output in &outputs {
                             match sink.apply(output) {
                                 Ok(()) => {
@@ -341,16 +342,25 @@ impl LocalWriter {
                                 }
                             }
                         }
+                        std::mem::take(&mut outputs)
                     }
                     Job::Flush(done) => {
                         let _ = done.send(());
+                        Vec::new()
                     }
-                    Job::CleanUp { files, playlists } => sink.clean_up(&files, playlists),
-                    Job::Edge(_) => {}
+                    Job::CleanUp { files, playlists } => {
+                        sink.clean_up(&files, playlists);
+                        Vec::new()
+                    }
+                    Job::Edge(_) => Vec::new(),
                 })
                 .await;
-                if done.is_err() {
-                    tracing::error!(parent: &task_span, "HLS writer job failed");
+                // The written bytes are freed here, on the session's thread, which made
+                // them: freed on the blocking thread, each went to mimalloc's delayed-free
+                // list for this thread to collect later.
+                match done {
+                    Ok(written) => drop(written),
+                    Err(_) => tracing::error!(parent: &task_span, "HLS writer job failed"),
                 }
             }
         });
