@@ -119,15 +119,21 @@ pub fn write_recording(dir: &Path, stream_root: &Path, output: &RecordingOutput)
 
 pub fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> io::Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));
-    // The folder exists but for the first file: made then, not looked up every time.
-    if let Err(e) = std::fs::write(&tmp, data) {
-        if e.kind() != io::ErrorKind::NotFound {
-            return Err(e);
-        }
-        std::fs::create_dir_all(dir)?;
-        std::fs::write(&tmp, data)?;
-    }
+    in_folder(dir, || std::fs::write(&tmp, data))?;
     std::fs::rename(&tmp, dir.join(name))
+}
+
+/// Runs `write`, which writes a file in `dir`; if `dir` is missing, makes it and runs
+/// `write` again. The folder exists but for the first file: made then, not looked up
+/// every time.
+fn in_folder(dir: &Path, write: impl Fn() -> io::Result<()>) -> io::Result<()> {
+    match write() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir)?;
+            write()
+        }
+        other => other,
+    }
 }
 
 /// A folder's retired segment files, kept to be written over as its next segments.
@@ -170,17 +176,10 @@ fn write_segment(dir: &Path, name: &str, pieces: &[impl AsRef<[u8]>]) -> io::Res
     let path = dir.join(name);
     for spare in SPARES {
         if rename2(&dir.join(spare), &path, libc::RENAME_NOREPLACE).is_ok() {
-            return write_over(&path, pieces);
+            break;
         }
     }
-    if let Err(e) = write_over(&path, pieces) {
-        if e.kind() != io::ErrorKind::NotFound {
-            return Err(e);
-        }
-        std::fs::create_dir_all(dir)?;
-        write_over(&path, pieces)?;
-    }
-    Ok(())
+    in_folder(dir, || write_over(&path, pieces))
 }
 
 /// The file that holds a replaced file's previous version (see [`replace_by_exchange`]).
@@ -198,13 +197,7 @@ fn exchange_name(name: &str) -> String {
 pub fn replace_by_exchange(dir: &Path, name: &str, data: &[u8]) -> io::Result<()> {
     let spare = dir.join(exchange_name(name));
     let target = dir.join(name);
-    if let Err(e) = write_over(&spare, &[data]) {
-        if e.kind() != io::ErrorKind::NotFound {
-            return Err(e);
-        }
-        std::fs::create_dir_all(dir)?;
-        write_over(&spare, &[data])?;
-    }
+    in_folder(dir, || write_over(&spare, &[data]))?;
     match rename2(&spare, &target, libc::RENAME_EXCHANGE) {
         Ok(()) => Ok(()),
         // The first version (nothing to swap with), or no RENAME_EXCHANGE here.
@@ -322,7 +315,6 @@ impl LocalWriter {
                 let edge = Arc::clone(&edge);
                 let done = tokio::task::spawn_blocking(move || match job {
                     Job::Apply(outputs, recording) => {
-                        let mut outputs = outputs;
                         for output in &outputs {
                             match sink.apply(output) {
                                 Ok(()) => {
@@ -342,7 +334,7 @@ impl LocalWriter {
                                 }
                             }
                         }
-                        std::mem::take(&mut outputs)
+                        outputs
                     }
                     Job::Flush(done) => {
                         let _ = done.send(());

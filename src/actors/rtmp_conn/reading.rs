@@ -160,7 +160,7 @@ impl RtmpConnection {
         }
     }
 
-    /// Reads until the socket is empty (or the per-tick bound, or a pause); `false`
+    /// Reads until a read finds the socket empty (or the per-tick bound, or a pause); `false`
     /// when the connection ends.
     fn read_ticked(&mut self, ctx: &mut Context<Self>) -> bool {
         let mut read = 0;
@@ -182,13 +182,6 @@ impl RtmpConnection {
                 return false;
             };
             match received {
-                Ok(Received::Bytes(_)) if drained => {
-                    if matches!(self.state, State::Closing) {
-                        return false;
-                    }
-                    self.take_pause();
-                    break;
-                }
                 Ok(Received::Bytes(_)) => {}
                 Ok(Received::Nothing) => break,
                 Ok(Received::Closed) => {
@@ -204,7 +197,7 @@ impl RtmpConnection {
             if matches!(self.state, State::Closing) {
                 return false;
             }
-            if self.take_pause() {
+            if self.take_pause() || drained {
                 break;
             }
         }
