@@ -84,16 +84,27 @@ struct ReaderStats {
     segments: AtomicU64,
     stalls: AtomicU64,
     longest_gap_ms: AtomicU64,
+    /// (stream, seconds into the run, gap in seconds) of every gap over 3 s.
+    long_gaps: std::sync::Mutex<Vec<(String, f64, f64)>>,
 }
 
-/// Reads one stream as a player would: the playlist every second, each new segment once.
-async fn reader(kawa_url: String, name: String, stats: Arc<ReaderStats>, until: Instant) {
+/// How often a reader polls: often enough that a gap is measured within a quarter second.
+const POLL: Duration = Duration::from_millis(250);
+
+/// Reads one stream: the playlist every `POLL`, each new segment once.
+async fn reader(
+    kawa_url: String,
+    name: String,
+    stats: Arc<ReaderStats>,
+    started: Instant,
+    until: Instant,
+) {
     let client = reqwest::Client::new();
     let playlist_url = format!("{kawa_url}/hls/{name}/source/index.m3u8");
     let mut seen = HashSet::new();
     let mut last_new = Instant::now();
     while Instant::now() < until {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(POLL).await;
         let Ok(response) = client.get(&playlist_url).send().await else {
             stats.errors.fetch_add(1, Ordering::Relaxed);
             continue;
@@ -131,9 +142,14 @@ async fn reader(kawa_url: String, name: String, stats: Arc<ReaderStats>, until: 
         if new {
             let gap = last_new.elapsed();
             // A stall: no new segment for longer than a segment (2 s) plus a second and
-            // the poll interval.
-            if gap > Duration::from_secs(4) && seen.len() > p.segments.len() {
+            // the poll interval (the goal is no gap over segment + 1 s).
+            if gap > Duration::from_secs(3) + POLL && seen.len() > p.segments.len() {
                 stats.stalls.fetch_add(1, Ordering::Relaxed);
+            }
+            if gap > Duration::from_secs(3) {
+                let at = started.elapsed().as_secs_f64();
+                let mut long = stats.long_gaps.lock().unwrap();
+                long.push((name.clone(), at, gap.as_secs_f64()));
             }
             stats
                 .longest_gap_ms
@@ -168,17 +184,25 @@ fn main() {
             publishers.push(Publisher::start_file_loop(&kawa.rtmp_url(&key), &source));
             names.push(name);
         }
-        // A minute to warm up: every stream live, allocators settled.
-        tokio::time::sleep(Duration::from_secs(60)).await;
-        let started = Instant::now();
-        let until = started + Duration::from_secs(seconds);
+        // Half a minute for every stream to go live, then RSS without readers.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let rss_unread = rss_mib(pid);
+        // Readers from here on; a minute for them and the allocators to settle before
+        // the RSS samples and CPU figures start.
+        let readers_started = Instant::now();
+        let until = readers_started + Duration::from_secs(60 + seconds);
         let stats = Arc::new(ReaderStats::default());
         let base = kawa.url("");
         let base = base.trim_end_matches('/').to_owned();
         let readers: Vec<_> = names
             .iter()
-            .map(|n| tokio::spawn(reader(base.clone(), n.clone(), Arc::clone(&stats), until)))
+            .map(|n| {
+                let stats = Arc::clone(&stats);
+                tokio::spawn(reader(base.clone(), n.clone(), stats, readers_started, until))
+            })
             .collect();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let started = Instant::now();
         let threads_before = thread_ticks(pid);
         let mut samples = Vec::new();
         while Instant::now() < until {
@@ -206,6 +230,7 @@ fn main() {
 
         println!("soak, passthrough, {streams} streams of 1 Mbit/s 360p25 with a reader each, {elapsed:.0} s");
         let half = samples.len() / 2;
+        println!("  RSS with every stream live and no reader yet: {rss_unread:.1} MiB");
         println!(
             "  RSS: {:.1} MiB at start, {:.1} MiB half way, {:.1} MiB at end; slope {:.2} MB/hour over {} samples ({:.2} in the first half, {:.2} in the second)",
             samples.first().map_or(0.0, |s| s.1),
@@ -217,12 +242,15 @@ fn main() {
             slope(&samples[half..]),
         );
         println!(
-            "  readers: {} segments fetched, {} errors, {} stalls (no new segment for > 4 s), longest gap {:.1} s",
+            "  readers (from a minute before the start): {} segments fetched, {} errors, {} stalls (no new segment for > 3.25 s), longest gap {:.1} s",
             stats.segments.load(Ordering::Relaxed),
             stats.errors.load(Ordering::Relaxed),
             stats.stalls.load(Ordering::Relaxed),
             stats.longest_gap_ms.load(Ordering::Relaxed) as f64 / 1000.0
         );
+        for (name, at, gap) in stats.long_gaps.lock().unwrap().iter().take(30) {
+            println!("    gap over 3 s: {name} {gap:.2} s, ending {at:.0} s after the readers started");
+        }
         println!("  publishers still connected: {alive} of {streams}");
         println!("  kawa CPU (FFmpeg excluded): {total:.1} % of one core; threads over 0.5 %:");
         for (thread, pct) in per_thread.iter().take(12) {

@@ -150,17 +150,6 @@ fn segment_response(body: actix_web::HttpResponseBuilder) -> actix_web::HttpResp
     body
 }
 
-/// Bytes `offset..offset + len` of a file (a part inside its segment's file).
-async fn read_range(path: PathBuf, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
-    use tokio::io::{AsyncReadExt, AsyncSeekExt};
-    let mut file = tokio::fs::File::open(path).await?;
-    file.seek(std::io::SeekFrom::Start(offset)).await?;
-    // A part is far below this; the size came from Kawa's own output.
-    let mut data = vec![0; usize::try_from(len).map_err(std::io::Error::other)?];
-    file.read_exact(&mut data).await?;
-    Ok(data)
-}
-
 /// A part, init or recent segment from the live edge; a request for the hinted next
 /// part is held until it is made. `None`: the data directory answers.
 async fn live_file(
@@ -182,7 +171,9 @@ async fn live_file(
                 offset,
                 len,
             } => {
-                let data = read_range(dir.join(segment), offset, len).await.ok()?;
+                let data = super::files::read_at(dir.join(segment), offset, len)
+                    .await
+                    .ok()?;
                 return Some(segment_response(HttpResponse::Ok()).body(sized(vec![data.into()])));
             }
             FileLookup::Missing => return None,
