@@ -75,6 +75,9 @@ fn run(config: Option<PathBuf>, command: impl FnOnce(Settings) -> Result<(), Str
         }
     };
     kawa::telemetry::init(&settings.log);
+    if let Err(e) = kawa::memory::no_huge_pages() {
+        tracing::warn!(error = %e, "transparent huge pages stay on");
+    }
     match command(settings) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
