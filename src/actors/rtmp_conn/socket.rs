@@ -6,7 +6,7 @@
 //! most of Kawa's CPU. Once a publish is accepted, the socket leaves the reactor (no
 //! wake-ups from it) and is read at a tick every [`TICK`], on a grid shared by every
 //! connection, so one wake-up of the thread reads all its publishers. Like SRS's merged
-//! read, bounded to [`TICK`] of added latency (a tenth of a part). Until then the socket
+//! read, bounded to [`TICK`] of added latency (a fifth of a part). Until then the socket
 //! stays in the reactor: a peer that has shown no key costs nothing while it is quiet.
 
 use std::io::{self, Read, Write};
@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BytesMut};
 
 /// How often a publisher's socket is read.
-pub const TICK: Duration = Duration::from_millis(20);
-/// Most bytes read from one socket at one tick (a publisher at 400 Mbit/s), so one
+pub const TICK: Duration = Duration::from_millis(40);
+/// Most bytes read from one socket at one tick (a publisher at 200 Mbit/s), so one
 /// connection cannot hold the thread.
 pub const MAX_READ_PER_TICK: usize = 1 << 20;
 /// Bytes waiting for a peer that does not read (a publisher gets only acknowledgements
