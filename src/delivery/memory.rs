@@ -8,7 +8,7 @@
 //! part is still served, as its byte range of the segment in the data directory: the
 //! edge remembers the part sizes of the last segments (a few numbers each).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use bytes::Bytes;
@@ -91,8 +91,6 @@ struct State {
 struct RenditionEdge {
     playlist: Option<LivePlaylist>,
     files: HashMap<String, Bytes>,
-    /// What the previous playlist listed.
-    listed_before: HashSet<String>,
     /// The newest init segment (listed once the first part that needs it is).
     init: Option<String>,
     /// Part sizes of the last segments, by sequence number: where each part lies in its
@@ -233,21 +231,16 @@ impl LiveStream {
                         playlist,
                     } => {
                         let edge = state.renditions.entry(rendition).or_default();
-                        let before = std::mem::replace(&mut edge.listed_before, listed(&playlist));
-                        let now = &edge.listed_before;
-                        let open_msn = playlist.open_msn();
-                        let init = edge.init.as_deref();
-                        edge.playlist = Some(*playlist);
+                        let before = edge.playlist.replace(*playlist);
                         let rule = KeepRule::of(edge);
+                        let now = edge.playlist.as_ref().map(Listed::of);
+                        let before = before.as_ref().map(Listed::of);
+                        let init = edge.init.as_deref();
                         edge.files.retain(|name, _| {
-                            let msn = part_msn(name);
-                            if !rule.kept(name) {
-                                return false;
-                            }
-                            now.contains(name)
-                                || before.contains(name)
-                                || init == Some(name.as_str())
-                                || msn.is_some_and(|m| m >= open_msn)
+                            rule.kept(name)
+                                && (init == Some(name.as_str())
+                                    || now.as_ref().is_some_and(|l| l.lists(name))
+                                    || before.as_ref().is_some_and(|l| l.lists(name)))
                         });
                         changed = true;
                         playlists_changed = true;
@@ -400,19 +393,35 @@ impl LiveStream {
     }
 }
 
-/// Every name a live playlist lists: init segments and parts.
-fn listed(playlist: &LivePlaylist) -> HashSet<String> {
-    let segments = playlist
-        .segments
-        .iter()
-        .map(|s| (&s.segment, &s.parts))
-        .chain(playlist.open.iter().map(|o| (&o.segment, &o.parts)));
-    let mut names = HashSet::new();
-    for (segment, parts) in segments {
-        names.insert(segment.map.clone());
-        names.extend(parts.iter().map(|p| p.uri.clone()));
+/// What a live playlist lists, for which files stay in memory: the parts of every
+/// segment from `parts_from` on (a segment's number is the media sequence plus its
+/// place, as in `open_msn`), and the init segments its segments name. Asked for each
+/// file at each part: no set of names is built (that was, with the playlist's making,
+/// a tenth of a passthrough stream's CPU).
+struct Listed<'a> {
+    playlist: &'a LivePlaylist,
+    parts_from: u64,
+}
+
+impl<'a> Listed<'a> {
+    fn of(playlist: &'a LivePlaylist) -> Self {
+        let parts_from = (playlist.segments.iter())
+            .position(|s| !s.parts.is_empty())
+            .map_or(playlist.open_msn(), |i| playlist.media_sequence + i as u64);
+        Self {
+            playlist,
+            parts_from,
+        }
     }
-    names
+
+    fn lists(&self, name: &str) -> bool {
+        if let Some(msn) = part_msn(name) {
+            return msn >= self.parts_from;
+        }
+        let segments = self.playlist.segments.iter().map(|s| &s.segment);
+        let open = self.playlist.open.iter().map(|o| &o.segment);
+        segments.chain(open).any(|s| s.map == name)
+    }
 }
 
 /// Segments whose part sizes a rendition remembers (more than a live window).
