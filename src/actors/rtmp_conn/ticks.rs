@@ -86,7 +86,7 @@ mod tests {
         let b = Counter(0).start();
         join(a.clone().recipient());
         join(b.clone().recipient());
-        // Five ticks each (20 ms apart), then both stop themselves.
+        // Five ticks each (a tick apart), then both stop themselves.
         let deadline = Instant::now() + Duration::from_secs(5);
         while (a.connected() || b.connected()) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
