@@ -40,7 +40,7 @@ const MAX_FILE: u64 = 32 << 20;
 /// The buffer is allocated here, on the HTTP worker's thread, and only filled on a
 /// blocking thread: a copy allocated there stays in that thread's allocator heap after
 /// it is freed, until the thread allocates again, and a blocking thread may sleep for
-/// long (mimalloc; the soak bench's 50 readers held about 50 MB more that way).
+/// long (mimalloc).
 pub(super) async fn read_at(path: PathBuf, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
     use std::os::unix::fs::FileExt;
     let mut data = vec![0; usize::try_from(len).map_err(std::io::Error::other)?];
