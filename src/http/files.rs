@@ -472,14 +472,18 @@ mod tests {
         assert_eq!(sizes, [CHUNK, CHUNK, CHUNK, 10, 3]);
     }
 
+    /// A file's version of `len` bytes.
+    fn v(len: u64) -> Version {
+        Version {
+            len,
+            modified: UNIX_EPOCH,
+        }
+    }
+
     #[test]
     fn the_cache_keeps_the_newest_version_and_evicts_the_least_recently_used() {
         let mut cache = Cache::default();
         let now = Instant::now();
-        let v = |len| Version {
-            len,
-            modified: UNIX_EPOCH,
-        };
         let big = CACHE_BYTES / 2 + 1;
         cache.insert("a".into(), Bytes::from(vec![0; big]), v(big as u64), now);
         cache.insert("b".into(), Bytes::from(vec![0; 10]), v(10), now);
@@ -503,10 +507,6 @@ mod tests {
     fn a_file_nobody_asked_for_lately_leaves_the_cache_with_room_to_spare() {
         let mut cache = Cache::default();
         let now = Instant::now();
-        let v = |len| Version {
-            len,
-            modified: UNIX_EPOCH,
-        };
         cache.insert("old".into(), Bytes::from(vec![0; 10]), v(10), now);
         cache.insert("asked".into(), Bytes::from(vec![0; 10]), v(10), now);
         let later = now + IDLE - Duration::from_secs(1);
