@@ -3,9 +3,12 @@
 //! reconnects, and a reader polling its playlist on a random node. During the run:
 //! random actor panics (every kind, through the fault hook), FFmpeg SIGKILLs, a Redis
 //! restart, a 30 s S3 freeze, and a node SIGKILL every 2 minutes (node 0 is spared, so
-//! its RSS slope covers the whole run). It prints the longest gap a reader saw, segments
-//! lost (locally: listed but not served; in S3: listed but missing), playlists that broke
-//! a rule, node 0's RSS slope, and the actors and tasks alive at the end.
+//! its RSS slope covers the whole run). It prints the longest gap a reader saw (between
+//! new parts, as an LL-HLS player sees it, and between new segments), each gap over 3 s
+//! with the faults just before it, segments lost (locally: listed but served by no node;
+//! in S3: listed but missing), playlists that broke a rule, how long publishes waited to
+//! claim their path, node 0's RSS slope (also with the streams it holds factored out),
+//! and the actors and tasks alive at the end.
 //!
 //! `cargo bench --features fault-injection --bench chaos` (env: KAWA_CHAOS_SECONDS,
 //! default 600; KAWA_CHAOS_STREAMS, default 20). Figures are printed, never asserted.
@@ -45,14 +48,55 @@ impl Dice {
     }
 }
 
+/// How long readers waited for something new: a whole segment (a player that loads
+/// segments) or a part (an LL-HLS player, which follows parts).
+#[derive(Default)]
+struct Gaps {
+    longest: Duration,
+    /// Every gap over 3 s (the goal): stream, seconds, when it ended (s into the run).
+    over: Vec<(String, f64, f64)>,
+}
+
+impl Gaps {
+    fn saw(&mut self, stream: &str, gap: Duration, ended: f64) {
+        self.longest = self.longest.max(gap);
+        if gap > Duration::from_secs(3) {
+            self.over
+                .push((stream.to_owned(), gap.as_secs_f64(), ended));
+        }
+    }
+
+    /// Prints the gaps over 3 s, each with the faults of the 10 s before it began.
+    fn print(&self, what: &str, events: &[(u64, String)]) {
+        println!(
+            "  longest gap between new {what}: {:.1} s; gaps over 3 s: {}",
+            self.longest.as_secs_f64(),
+            self.over.len()
+        );
+        for (stream, gap, ended) in &self.over {
+            let began = ended - gap;
+            let near: Vec<&str> = (events.iter())
+                .filter(|(t, _)| (began - 10.0..=*ended).contains(&(*t as f64)))
+                .map(|(_, e)| e.as_str())
+                .collect();
+            let near = if near.is_empty() {
+                "no fault".to_owned()
+            } else {
+                near.join("; ")
+            };
+            println!("    {stream}: {gap:.1} s, {began:.0}..{ended:.0} s (near: {near})");
+        }
+    }
+}
+
 #[derive(Default)]
 struct Seen {
-    /// The longest time a reader waited for a new segment.
-    longest_gap: Duration,
-    /// Every gap over 3 s (the goal): which stream, how long, when it ended.
-    long_gaps: Vec<String>,
+    segments: Gaps,
+    parts: Gaps,
     /// Segments a playlist listed that could not be fetched.
     unserved: Vec<String>,
+    /// Segments the node that listed them did not serve (another node did, or none).
+    retried: u64,
     /// Rules broken: the media sequence went back, a number changed its segment, the
     /// discontinuity sequence went back, the target duration changed.
     broken: Vec<String>,
@@ -71,6 +115,24 @@ struct Track {
     media_sequence: u64,
     discontinuity_sequence: u64,
     target: Option<u64>,
+    /// Every part URI listed so far (`EXT-X-PART`, which m3u8-rs does not parse).
+    parts: std::collections::HashSet<String>,
+}
+
+/// Whether the playlist lists a part `track` has not seen.
+fn new_part(track: &mut Track, playlist: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(playlist);
+    let mut new = false;
+    for line in text.lines().filter(|l| l.starts_with("#EXT-X-PART:")) {
+        let uri = line
+            .split("URI=\"")
+            .nth(1)
+            .and_then(|u| u.split('"').next());
+        if let Some(uri) = uri {
+            new |= track.parts.insert(uri.to_owned());
+        }
+    }
+    new
 }
 
 /// `stream`: the stream's name, with when and from which node this playlist came.
@@ -132,10 +194,12 @@ async fn reader(
         media_sequence: 0,
         discontinuity_sequence: 0,
         target: None,
+        parts: Default::default(),
     };
-    let mut last_new: Option<Instant> = None;
+    let (mut last_segment, mut last_part): (Option<Instant>, Option<Instant>) = (None, None);
     while Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Four times a second, so that a gap is measured within a quarter second.
+        tokio::time::sleep(Duration::from_millis(250)).await;
         let (node, base) = {
             let nodes = nodes.lock().unwrap();
             let node = dice.below(nodes.len());
@@ -154,6 +218,13 @@ async fn reader(
             continue;
         };
         let before = track.uris.keys().next_back().copied();
+        if new_part(&mut track, playlist.as_deref().unwrap_or_default()) {
+            if let Some(at) = last_part {
+                let t = started.elapsed().as_secs_f64();
+                seen.lock().unwrap().parts.saw(&stream, at.elapsed(), t);
+            }
+            last_part = Some(Instant::now());
+        }
         let new = {
             let mut seen = seen.lock().unwrap();
             seen.polls += 1;
@@ -168,34 +239,45 @@ async fn reader(
             new
         };
         if new {
-            // Fetch what is new, from the same node.
+            // Fetch what is new, from the same node first; a player retries a failed
+            // segment, so a node that died after listing it does not lose it: only a
+            // segment no node serves is lost.
             for (n, uri) in track.uris.range(before.map_or(0, |b| b + 1)..) {
                 if track.gaps.contains(n) {
                     continue;
                 }
-                let url = format!("{base}/hls/{stream}/source/{uri}");
-                let got = match client.get(&url).send().await {
-                    Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
-                    Err(_) => false,
-                };
-                if !got {
-                    seen.lock()
+                let mut bases = vec![base.clone()];
+                bases.extend(
+                    nodes
+                        .lock()
                         .unwrap()
-                        .unserved
-                        .push(format!("{stream} #{n} {uri}"));
+                        .iter()
+                        .filter(|b| **b != base)
+                        .cloned(),
+                );
+                for (attempt, base) in bases.iter().enumerate() {
+                    let url = format!("{base}/hls/{stream}/source/{uri}");
+                    let got = match client.get(&url).send().await {
+                        Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                        Err(_) => false,
+                    };
+                    if got {
+                        break;
+                    }
+                    let mut seen = seen.lock().unwrap();
+                    if attempt == 0 {
+                        seen.retried += 1;
+                    }
+                    if attempt + 1 == bases.len() {
+                        seen.unserved.push(format!("{stream} #{n} {uri}"));
+                    }
                 }
             }
-            if let Some(at) = last_new {
-                let mut seen = seen.lock().unwrap();
-                let gap = at.elapsed();
-                seen.longest_gap = seen.longest_gap.max(gap);
-                if gap > Duration::from_secs(3) {
-                    let t = started.elapsed().as_secs_f64();
-                    let line = format!("{stream}: {:.1} s, ending at {t:.0} s", gap.as_secs_f64());
-                    seen.long_gaps.push(line);
-                }
+            if let Some(at) = last_segment {
+                let t = started.elapsed().as_secs_f64();
+                seen.lock().unwrap().segments.saw(&stream, at.elapsed(), t);
             }
-            last_new = Some(Instant::now());
+            last_segment = Some(Instant::now());
         }
     }
 }
@@ -212,6 +294,14 @@ fn cpu_ticks() -> (u64, u64) {
     let total: u64 = fields.iter().take(8).sum();
     let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
     (total - idle, total)
+}
+
+/// The streams a node has a publisher for (`kawa_live_streams`).
+async fn live_streams(node: &Kawa) -> f64 {
+    let text = metrics_text(node).await;
+    (text.lines())
+        .find_map(|l| l.strip_prefix("kawa_live_streams ")?.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// What is alive on the nodes now.
@@ -263,14 +353,39 @@ fn mentions(line: &str, name: &str) -> bool {
         .any(|(at, _)| !line[at + name.len()..].starts_with(|c: char| c.is_ascii_digit()))
 }
 
-fn slope(samples: &[(f64, f64)]) -> f64 {
-    let n = samples.len() as f64;
-    let (mx, my) = samples
-        .iter()
-        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x / n, b + y / n));
-    let num: f64 = samples.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
-    let den: f64 = samples.iter().map(|(x, _)| (x - mx) * (x - mx)).sum();
-    if den == 0.0 { 0.0 } else { num / den }
+/// Node 0's RSS (MiB) against time (hours) and the streams it holds, from samples
+/// `(hours, streams, MiB)`: the plain slope, and by least squares over both, the MiB per
+/// stream held and the slope with the streams held factored out. Node 0 takes over the
+/// streams of every killed node, so its plain slope measures takeovers, not leaks.
+struct RssFit {
+    slope: f64,
+    per_stream: f64,
+    slope_held_streams: f64,
+}
+
+fn fit(samples: &[(f64, f64, f64)]) -> RssFit {
+    let n = samples.len().max(1) as f64;
+    let mean = |f: fn(&(f64, f64, f64)) -> f64| samples.iter().map(f).sum::<f64>() / n;
+    let (mt, ms, mr) = (mean(|s| s.0), mean(|s| s.1), mean(|s| s.2));
+    let sum = |f: &dyn Fn(f64, f64, f64) -> f64| -> f64 {
+        samples
+            .iter()
+            .map(|&(t, s, r)| f(t - mt, s - ms, r - mr))
+            .sum()
+    };
+    let (tt, ss, ts) = (
+        sum(&|t, _, _| t * t),
+        sum(&|_, s, _| s * s),
+        sum(&|t, s, _| t * s),
+    );
+    let (tr, sr) = (sum(&|t, _, r| t * r), sum(&|_, s, r| s * r));
+    let det = tt * ss - ts * ts;
+    let ratio = |a: f64, b: f64| if b == 0.0 { 0.0 } else { a / b };
+    RssFit {
+        slope: ratio(tr, tt),
+        per_stream: ratio(tt * sr - ts * tr, det),
+        slope_held_streams: ratio(ss * tr - ts * sr, det),
+    }
 }
 
 async fn arm(kawa: &Kawa, actor: &str) -> bool {
@@ -349,7 +464,7 @@ fn main() {
         let mut s3_checks = (0u32, 0u32);
 
         let mut dice = Dice(0x9E37_79B9_7F4A_7C15);
-        let mut events: Vec<String> = Vec::new();
+        let mut events: Vec<(u64, String)> = Vec::new();
         let mut samples = Vec::new();
         // Machine CPU busy, per minute of the run.
         let mut busy = Vec::new();
@@ -361,7 +476,10 @@ fn main() {
         while Instant::now() < until {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let t = started.elapsed().as_secs();
-            samples.push((started.elapsed().as_secs_f64() / 3600.0, rss_kib(nodes[0].pid()) as f64 / 1024.0));
+            if t.is_multiple_of(5) {
+                let held = live_streams(&nodes[0]).await;
+                samples.push((started.elapsed().as_secs_f64() / 3600.0, held, rss_kib(nodes[0].pid()) as f64 / 1024.0));
+            }
             if t / 60 > busy.len() as u64 {
                 let now = cpu_ticks();
                 let (b, total) = (now.0 - minute_start.0, now.1 - minute_start.1);
@@ -372,7 +490,7 @@ fn main() {
                 let kind = KINDS[dice.below(KINDS.len())];
                 let node = dice.below(3);
                 if arm(&nodes[node], kind).await {
-                    events.push(format!("{t:>4} s: panic armed in a {kind} on node {node}"));
+                    events.push((t, format!("panic armed in a {kind} on node {node}")));
                 }
                 next_panic += 10 + dice.below(10) as u64;
             }
@@ -382,13 +500,13 @@ fn main() {
                 if !children.is_empty() {
                     let pid = children[dice.below(children.len())];
                     signal(pid, "-9");
-                    events.push(format!("{t:>4} s: FFmpeg {pid} on node {node} SIGKILLed"));
+                    events.push((t, format!("FFmpeg {pid} on node {node} SIGKILLed")));
                 }
                 next_ffmpeg += 15 + dice.below(15) as u64;
             }
             if t >= next_node {
                 nodes[victim].kill();
-                events.push(format!("{t:>4} s: node {victim} SIGKILLed"));
+                events.push((t, format!("node {victim} SIGKILLed")));
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 nodes[victim].start_again();
                 balancer.set_backends(nodes.iter().map(|k| k.rtmp).collect());
@@ -398,14 +516,14 @@ fn main() {
             }
             if !redis_done && t >= redis_at {
                 redis.kill();
-                events.push(format!("{t:>4} s: Redis SIGKILLed, started again 2 s later"));
+                events.push((t, "Redis SIGKILLed, started again 2 s later".to_owned()));
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 redis.restart();
                 redis_done = true;
             }
             if !s3_done && t >= s3_at {
                 signal(moto.pid(), "-STOP");
-                events.push(format!("{t:>4} s: S3 frozen for 30 s"));
+                events.push((t, "S3 frozen for 30 s".to_owned()));
                 for _ in 0..30 {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
@@ -489,23 +607,31 @@ fn main() {
             Some(after) => println!("  every actor and task gone {:.0} s after the publishers stopped", after.as_secs_f64()),
             None => println!("  actors or tasks still alive 240 s after the publishers stopped (below)"),
         }
-        for e in &events {
-            println!("  {e}");
+        for (t, e) in &events {
+            println!("  {t:>4} s: {e}");
         }
         let busy: Vec<String> = busy.iter().map(|b| format!("{b} %")).collect();
         println!("  machine CPU busy, per minute: {}", busy.join(", "));
-        println!("  longest gap a reader saw: {:.1} s ({} playlist polls, {} failed)", seen.longest_gap.as_secs_f64(), seen.polls, seen.errors);
-        println!("  gaps over 3 s: {}", seen.long_gaps.len());
-        for gap in &seen.long_gaps {
-            println!("    {gap}");
-        }
-        println!("  segments lost: {} listed but not served by Kawa; {} of {} listed in S3 missing there ({} there later); S3 playlists found {} of {} times", seen.unserved.len(), missing.len(), listed.len(), late.iter().filter(|l| **l).count(), s3_checks.1, s3_checks.0);
+        println!("  playlist polls: {}, {} failed", seen.polls, seen.errors);
+        seen.parts.print("parts (an LL-HLS reader)", &events);
+        seen.segments.print("segments (a reader of whole segments)", &events);
+        println!("  segments lost: {} listed but served by no node ({} not served by the node that listed them); {} of {} listed in S3 missing there ({} there later); S3 playlists found {} of {} times", seen.unserved.len(), seen.retried, missing.len(), listed.len(), late.iter().filter(|l| **l).count(), s3_checks.1, s3_checks.0);
         for u in seen.unserved.iter().take(10) {
             println!("    not served: {u}");
         }
         for ((t, m), late) in missing.iter().zip(&late).take(10) {
             let then = if *late { "there later" } else { "not there at the end: never uploaded, or deleted after leaving the playlist" };
             println!("    not in S3 at {t} s: {m} ({then})");
+        }
+        // How long each publish waited for its path (lease, state, the predecessor's
+        // window): a takeover's readers wait for all of it.
+        let mut claims: Vec<u64> = (nodes.iter())
+            .flat_map(|n| n.logs().lines().filter(|l| l.contains("owns the path")).filter_map(|l| l.split("claim_ms=").nth(1)?.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()).collect::<Vec<u64>>())
+            .collect();
+        claims.sort_unstable();
+        if let Some(max) = claims.last() {
+            let at = |q: usize| claims[(claims.len() - 1) * q / 100];
+            println!("  paths claimed: {}, claim took median {} ms, p90 {} ms, max {max} ms", claims.len(), at(50), at(90));
         }
         println!("  playlists that broke a rule: {}", seen.broken.len());
         for b in seen.broken.iter().take(10) {
@@ -534,7 +660,9 @@ fn main() {
                 println!("    {line}");
             }
         }
-        println!("  node 0 RSS: {:.1} MiB -> {:.1} MiB, slope {:.1} MB/hour", samples.first().map_or(0.0, |s| s.1), samples.last().map_or(0.0, |s| s.1), slope(&samples));
+        let rss = fit(&samples);
+        let (first, last) = (samples.first().copied().unwrap_or_default(), samples.last().copied().unwrap_or_default());
+        println!("  node 0 RSS: {:.1} MiB holding {} streams -> {:.1} MiB holding {}; slope {:.1} MB/hour; with the streams it holds factored out (least squares, {:.2} MiB per stream): {:.1} MB/hour", first.2, first.1, last.2, last.1, rss.slope, rss.per_stream, rss.slope_held_streams);
         println!("  alive before the streams started:");
         for a in &before.lines {
             println!("    {a}");

@@ -54,27 +54,36 @@ async fn present(sources: &Sources<'_>, rendition: &str, name: &str) -> bool {
 /// (`EXT-X-GAP`), and so does the segment the predecessor had open, so that no media
 /// sequence number a viewer saw names another segment. Returns how many were left out.
 pub async fn keep_present(state: &mut PathState, sources: &Sources<'_>) -> usize {
-    let mut dropped = 0;
-    for rendition in &mut state.renditions {
-        // Every file the window names, once, in order; fetched several at a time.
-        let mut names: Vec<String> = Vec::new();
-        for segment in &rendition.segments {
-            for name in [&segment.init, &segment.uri] {
-                if !names.contains(name) {
-                    names.push(name.clone());
+    // Every file each rendition's window names, once, in order: fetched several at a
+    // time across all renditions (one rendition after another took a round trip each).
+    let names: Vec<Vec<String>> = (state.renditions.iter())
+        .map(|rendition| {
+            let mut names: Vec<String> = Vec::new();
+            for segment in &rendition.segments {
+                for name in [&segment.init, &segment.uri] {
+                    if !names.contains(name) {
+                        names.push(name.clone());
+                    }
                 }
             }
+            names
+        })
+        .collect();
+    let renditions: Vec<String> = state.renditions.iter().map(|r| r.name.clone()).collect();
+    let fetches = (renditions.iter().zip(&names))
+        .flat_map(|(r, names)| names.iter().map(move |n| present(sources, r, n)));
+    let mut found = stream::iter(fetches).buffered(PARALLEL_FETCHES);
+    let mut dropped = 0;
+    for (rendition, names) in state.renditions.iter_mut().zip(&names) {
+        let mut here = Vec::with_capacity(names.len());
+        for _ in names {
+            here.push(found.next().await.unwrap_or(false));
         }
-        let name = rendition.name.as_str();
-        let found: Vec<bool> = stream::iter(names.iter().map(|n| present(sources, name, n)))
-            .buffered(PARALLEL_FETCHES)
-            .collect()
-            .await;
         let ok = |file: &String| {
             names
                 .iter()
                 .position(|n| n == file)
-                .is_some_and(|i| found[i])
+                .is_some_and(|i| here[i])
         };
         let kept = rendition
             .segments

@@ -64,7 +64,9 @@ impl StreamSession {
         let local = self.context.hls_root.join(&path);
         let deliveries = Arc::clone(&self.context.deliveries);
         let claim = async move {
+            let began = Instant::now();
             let lease = take_lease(&cluster, &path, force).await?;
+            let leased = began.elapsed();
             let mut state = match cluster.load_state(&path).await {
                 Ok(state) => state,
                 Err(e) => {
@@ -80,10 +82,13 @@ impl StreamSession {
                 };
                 dropped = keep_present(state, &sources).await;
             }
-            Ok::<_, ClaimError>((cluster, lease, state, dropped))
+            let took = (leased, began.elapsed());
+            Ok::<_, ClaimError>((cluster, lease, state, dropped, took))
         };
         ctx.wait(claim.into_actor(self).map(|result, this, ctx| match result {
-            Ok((cluster, lease, state, dropped)) => this.owned(cluster, lease, state, dropped, ctx),
+            Ok((cluster, lease, state, dropped, took)) => {
+                this.owned(cluster, lease, state, dropped, took, ctx)
+            }
             Err(e) => {
                 tracing::warn!(parent: &this.span, error = %e, "publish refused: the path is not ours");
                 this.fenced = true;
@@ -98,9 +103,18 @@ impl StreamSession {
         lease: Lease,
         state: Option<PathState>,
         dropped: usize,
+        (leased, claimed): (Duration, Duration),
         ctx: &mut Context<Self>,
     ) {
-        tracing::info!(parent: &self.span, token = lease.token, node = cluster.node_id(), "owns the path");
+        // A takeover's viewers wait for all of the claim: the log says where it went.
+        tracing::info!(
+            parent: &self.span,
+            token = lease.token,
+            node = cluster.node_id(),
+            lease_ms = leased.as_millis() as u64,
+            claim_ms = claimed.as_millis() as u64,
+            "owns the path"
+        );
         if let Some(state) = state {
             let next: Vec<(String, u64)> = state
                 .renditions
