@@ -6,27 +6,33 @@
 //! its RSS slope covers the whole run). It prints the longest gap a reader saw (between
 //! new parts, as an LL-HLS player sees it, and between new segments), each gap over 3 s
 //! with the faults just before it, segments lost (locally: listed but served by no node;
-//! in S3: listed but missing), playlists that broke a rule, how long publishes waited to
-//! claim their path, node 0's RSS slope (also with the streams it holds factored out),
-//! and the actors and tasks alive at the end.
+//! in S3: listed but missing, audited beside the faults), playlists that broke a rule,
+//! how long publishes waited to claim their path, node 0's RSS slope (also at a steady
+//! load), and the actors and tasks alive at the end.
 //!
 //! `cargo bench --features fault-injection --bench chaos` (env: KAWA_CHAOS_SECONDS,
 //! default 600; KAWA_CHAOS_STREAMS, default 20). Figures are printed, never asserted.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "chaos_support/reader.rs"]
+mod reader;
+#[path = "chaos_support/rss.rs"]
+mod rss;
+#[path = "chaos_support/s3_audit.rs"]
+mod s3_audit;
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::cluster::{Balancer, ReconnectingPublisher, node_builder};
-use common::s3::{BUCKET, PREFIX, s3_has, s3_playlist};
+use common::s3::BUCKET;
 use common::{
     Kawa, MotoServer, RedisServer, SMALL_LADDER, create_stream, env_number, ffmpeg_children_of,
     metrics_text, rss_kib,
 };
-use m3u8_rs::MediaPlaylist;
+use reader::{Dice, Seen, reader};
+use s3_audit::{S3Audit, Verdict, audit_s3};
 
 const KINDS: [&str; 5] = [
     "session",
@@ -35,252 +41,6 @@ const KINDS: [&str; 5] = [
     "uploader",
     "connection",
 ];
-
-/// A small random number generator (no dependency for a benchmark's dice).
-struct Dice(u64);
-
-impl Dice {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
-}
-
-/// How long readers waited for something new: a whole segment (a player that loads
-/// segments) or a part (an LL-HLS player, which follows parts).
-#[derive(Default)]
-struct Gaps {
-    longest: Duration,
-    /// Every gap over 3 s (the goal): stream, seconds, when it ended (s into the run).
-    over: Vec<(String, f64, f64)>,
-}
-
-impl Gaps {
-    fn saw(&mut self, stream: &str, gap: Duration, ended: f64) {
-        self.longest = self.longest.max(gap);
-        if gap > Duration::from_secs(3) {
-            self.over
-                .push((stream.to_owned(), gap.as_secs_f64(), ended));
-        }
-    }
-
-    /// Prints the gaps over 3 s, each with the faults of the 10 s before it began.
-    fn print(&self, what: &str, events: &[(u64, String)]) {
-        println!(
-            "  longest gap between new {what}: {:.1} s; gaps over 3 s: {}",
-            self.longest.as_secs_f64(),
-            self.over.len()
-        );
-        for (stream, gap, ended) in &self.over {
-            let began = ended - gap;
-            let near: Vec<&str> = (events.iter())
-                .filter(|(t, _)| (began - 10.0..=*ended).contains(&(*t as f64)))
-                .map(|(_, e)| e.as_str())
-                .collect();
-            let near = if near.is_empty() {
-                "no fault".to_owned()
-            } else {
-                near.join("; ")
-            };
-            println!("    {stream}: {gap:.1} s, {began:.0}..{ended:.0} s (near: {near})");
-        }
-    }
-}
-
-#[derive(Default)]
-struct Seen {
-    segments: Gaps,
-    parts: Gaps,
-    /// Segments a playlist listed that could not be fetched.
-    unserved: Vec<String>,
-    /// Segments the node that listed them did not serve (another node did, or none).
-    retried: u64,
-    /// Rules broken: the media sequence went back, a number changed its segment, the
-    /// discontinuity sequence went back, the target duration changed.
-    broken: Vec<String>,
-    /// Where each rule was broken: the stream, the node that answered, the wall clock.
-    broken_at: Vec<(String, usize, time::OffsetDateTime)>,
-    polls: u64,
-    errors: u64,
-}
-
-/// What one reader remembers of its stream's playlist.
-struct Track {
-    uris: BTreeMap<u64, String>,
-    /// Numbers listed as `EXT-X-GAP` (a dead owner's unsaved segments): players never
-    /// fetch them, and neither does the reader.
-    gaps: std::collections::HashSet<u64>,
-    media_sequence: u64,
-    discontinuity_sequence: u64,
-    target: Option<u64>,
-    /// Every part URI listed so far (`EXT-X-PART`, which m3u8-rs does not parse).
-    parts: std::collections::HashSet<String>,
-}
-
-/// Whether the playlist lists a part `track` has not seen.
-fn new_part(track: &mut Track, playlist: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(playlist);
-    let mut new = false;
-    for line in text.lines().filter(|l| l.starts_with("#EXT-X-PART:")) {
-        let uri = line
-            .split("URI=\"")
-            .nth(1)
-            .and_then(|u| u.split('"').next());
-        if let Some(uri) = uri {
-            new |= track.parts.insert(uri.to_owned());
-        }
-    }
-    new
-}
-
-/// `stream`: the stream's name, with when and from which node this playlist came.
-fn check(track: &mut Track, p: &MediaPlaylist, stream: &str, seen: &mut Seen) -> bool {
-    let mut new = false;
-    if p.media_sequence < track.media_sequence {
-        seen.broken.push(format!(
-            "{stream}: media sequence {} -> {}",
-            track.media_sequence, p.media_sequence
-        ));
-    }
-    if p.discontinuity_sequence < track.discontinuity_sequence {
-        seen.broken.push(format!(
-            "{stream}: discontinuity sequence {} -> {}",
-            track.discontinuity_sequence, p.discontinuity_sequence
-        ));
-    }
-    if track.target.is_some_and(|t| t != p.target_duration) {
-        seen.broken.push(format!(
-            "{stream}: target duration changed to {}",
-            p.target_duration
-        ));
-    }
-    track.target = Some(p.target_duration);
-    track.media_sequence = track.media_sequence.max(p.media_sequence);
-    track.discontinuity_sequence = track.discontinuity_sequence.max(p.discontinuity_sequence);
-    for (n, s) in (p.media_sequence..).zip(&p.segments) {
-        if s.unknown_tags.iter().any(|t| t.tag == "X-GAP") {
-            track.gaps.insert(n);
-        }
-        match track.uris.insert(n, s.uri.clone()) {
-            None => new = true,
-            Some(old) if old != s.uri => {
-                seen.broken
-                    .push(format!("{stream}: segment {n} was {old}, now {}", s.uri));
-            }
-            Some(_) => {}
-        }
-    }
-    new
-}
-
-/// Reads `stream` as a player would, from a random node each time, until `until`.
-async fn reader(
-    stream: String,
-    nodes: Arc<Mutex<Vec<String>>>,
-    seen: Arc<Mutex<Seen>>,
-    started: Instant,
-    until: Instant,
-) {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    let mut dice = Dice(stream.bytes().map(u64::from).sum::<u64>() * 7919 + 1);
-    let mut track = Track {
-        uris: BTreeMap::new(),
-        gaps: Default::default(),
-        media_sequence: 0,
-        discontinuity_sequence: 0,
-        target: None,
-        parts: Default::default(),
-    };
-    let (mut last_segment, mut last_part): (Option<Instant>, Option<Instant>) = (None, None);
-    while Instant::now() < until {
-        // Four times a second, so that a gap is measured within a quarter second.
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        let (node, base) = {
-            let nodes = nodes.lock().unwrap();
-            let node = dice.below(nodes.len());
-            (node, nodes[node].clone())
-        };
-        let url = format!("{base}/hls/{stream}/source/index.m3u8");
-        let playlist = match client.get(&url).send().await {
-            Ok(r) if r.status().is_success() => r.bytes().await.ok(),
-            _ => None,
-        };
-        let parsed = playlist
-            .as_deref()
-            .and_then(|b| m3u8_rs::parse_media_playlist_res(b).ok());
-        let Some(p) = parsed else {
-            seen.lock().unwrap().errors += 1;
-            continue;
-        };
-        let before = track.uris.keys().next_back().copied();
-        if new_part(&mut track, playlist.as_deref().unwrap_or_default()) {
-            if let Some(at) = last_part {
-                let t = started.elapsed().as_secs_f64();
-                seen.lock().unwrap().parts.saw(&stream, at.elapsed(), t);
-            }
-            last_part = Some(Instant::now());
-        }
-        let new = {
-            let mut seen = seen.lock().unwrap();
-            seen.polls += 1;
-            let at = started.elapsed().as_secs_f64();
-            let from = format!("{stream} (node {node}, {at:.0} s)");
-            let rules_broken = seen.broken.len();
-            let new = check(&mut track, &p, &from, &mut seen);
-            if seen.broken.len() > rules_broken {
-                let now = time::OffsetDateTime::now_utc();
-                seen.broken_at.push((stream.clone(), node, now));
-            }
-            new
-        };
-        if new {
-            // Fetch what is new, from the same node first; a player retries a failed
-            // segment, so a node that died after listing it does not lose it: only a
-            // segment no node serves is lost.
-            for (n, uri) in track.uris.range(before.map_or(0, |b| b + 1)..) {
-                if track.gaps.contains(n) {
-                    continue;
-                }
-                let mut bases = vec![base.clone()];
-                bases.extend(
-                    nodes
-                        .lock()
-                        .unwrap()
-                        .iter()
-                        .filter(|b| **b != base)
-                        .cloned(),
-                );
-                for (attempt, base) in bases.iter().enumerate() {
-                    let url = format!("{base}/hls/{stream}/source/{uri}");
-                    let got = match client.get(&url).send().await {
-                        Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
-                        Err(_) => false,
-                    };
-                    if got {
-                        break;
-                    }
-                    let mut seen = seen.lock().unwrap();
-                    if attempt == 0 {
-                        seen.retried += 1;
-                    }
-                    if attempt + 1 == bases.len() {
-                        seen.unserved.push(format!("{stream} #{n} {uri}"));
-                    }
-                }
-            }
-            if let Some(at) = last_segment {
-                let t = started.elapsed().as_secs_f64();
-                seen.lock().unwrap().segments.saw(&stream, at.elapsed(), t);
-            }
-            last_segment = Some(Instant::now());
-        }
-    }
-}
 
 /// The machine's busy and total CPU ticks so far (`/proc/stat`): a starved machine makes
 /// gaps no server can avoid, so the benchmark says how busy it was.
@@ -297,11 +57,11 @@ fn cpu_ticks() -> (u64, u64) {
 }
 
 /// The streams a node has a publisher for (`kawa_live_streams`).
-async fn live_streams(node: &Kawa) -> f64 {
+async fn live_streams(node: &Kawa) -> u32 {
     let text = metrics_text(node).await;
     (text.lines())
         .find_map(|l| l.strip_prefix("kawa_live_streams ")?.trim().parse().ok())
-        .unwrap_or(0.0)
+        .unwrap_or(0)
 }
 
 /// What is alive on the nodes now.
@@ -351,41 +111,6 @@ async fn alive_now(nodes: &[Kawa]) -> Alive {
 fn mentions(line: &str, name: &str) -> bool {
     (line.match_indices(name))
         .any(|(at, _)| !line[at + name.len()..].starts_with(|c: char| c.is_ascii_digit()))
-}
-
-/// Node 0's RSS (MiB) against time (hours) and the streams it holds, from samples
-/// `(hours, streams, MiB)`: the plain slope, and by least squares over both, the MiB per
-/// stream held and the slope with the streams held factored out. Node 0 takes over the
-/// streams of every killed node, so its plain slope measures takeovers, not leaks.
-struct RssFit {
-    slope: f64,
-    per_stream: f64,
-    slope_held_streams: f64,
-}
-
-fn fit(samples: &[(f64, f64, f64)]) -> RssFit {
-    let n = samples.len().max(1) as f64;
-    let mean = |f: fn(&(f64, f64, f64)) -> f64| samples.iter().map(f).sum::<f64>() / n;
-    let (mt, ms, mr) = (mean(|s| s.0), mean(|s| s.1), mean(|s| s.2));
-    let sum = |f: &dyn Fn(f64, f64, f64) -> f64| -> f64 {
-        samples
-            .iter()
-            .map(|&(t, s, r)| f(t - mt, s - ms, r - mr))
-            .sum()
-    };
-    let (tt, ss, ts) = (
-        sum(&|t, _, _| t * t),
-        sum(&|_, s, _| s * s),
-        sum(&|t, s, _| t * s),
-    );
-    let (tr, sr) = (sum(&|t, _, r| t * r), sum(&|_, s, r| s * r));
-    let det = tt * ss - ts * ts;
-    let ratio = |a: f64, b: f64| if b == 0.0 { 0.0 } else { a / b };
-    RssFit {
-        slope: ratio(tr, tt),
-        per_stream: ratio(tt * sr - ts * tr, det),
-        slope_held_streams: ratio(ss * tr - ts * sr, det),
-    }
 }
 
 async fn arm(kawa: &Kawa, actor: &str) -> bool {
@@ -458,10 +183,8 @@ fn main() {
                 tokio::spawn(reader)
             })
             .collect();
-        // Segments S3's playlists listed: when first listed, and whether each was in S3
-        // then.
-        let s3_listed: Arc<Mutex<HashMap<String, (u64, bool)>>> = Arc::default();
-        let mut s3_checks = (0u32, 0u32);
+        let audit = Arc::new(Mutex::new(S3Audit::default()));
+        let auditor = tokio::spawn(audit_s3(s3.clone(), names.clone(), started, until, Arc::clone(&audit)));
 
         let mut dice = Dice(0x9E37_79B9_7F4A_7C15);
         let mut events: Vec<(u64, String)> = Vec::new();
@@ -478,7 +201,8 @@ fn main() {
             let t = started.elapsed().as_secs();
             if t.is_multiple_of(5) {
                 let held = live_streams(&nodes[0]).await;
-                samples.push((started.elapsed().as_secs_f64() / 3600.0, held, rss_kib(nodes[0].pid()) as f64 / 1024.0));
+                let secs = started.elapsed().as_secs_f64();
+                samples.push(rss::Sample { secs, held, mib: rss_kib(nodes[0].pid()) as f64 / 1024.0 });
             }
             if t / 60 > busy.len() as u64 {
                 let now = cpu_ticks();
@@ -530,46 +254,13 @@ fn main() {
                 signal(moto.pid(), "-CONT");
                 s3_done = true;
             }
-            if t.is_multiple_of(5) {
-                // Each segment an S3 playlist lists, checked once, when first listed:
-                // the playlist must never point at an object not there (old ones are
-                // deleted on purpose, `s3.delete_grace_seconds` after they leave it).
-                for name in &names {
-                    s3_checks.0 += 1;
-                    let Some(p) = s3_playlist(&s3, name).await else {
-                        continue;
-                    };
-                    s3_checks.1 += 1;
-                    // A dead owner's unsaved segments are listed as EXT-X-GAP: never
-                    // fetched, never there.
-                    let listed = p.segments.iter().filter(|s| !s.unknown_tags.iter().any(|t| t.tag == "X-GAP"));
-                    for seg in listed {
-                        let key = format!("{PREFIX}/{name}/source/{}", seg.uri);
-                        if s3_listed.lock().unwrap().contains_key(&key) {
-                            continue;
-                        }
-                        let there = s3_has(&s3, &key).await;
-                        s3_listed.lock().unwrap().insert(key, (t, there));
-                    }
-                }
-            }
         }
         for r in readers {
             let _ = r.await;
         }
+        let _ = auditor.await;
         let elapsed = started.elapsed().as_secs_f64();
         drop(publishers);
-        let listed: Vec<String> = s3_listed.lock().unwrap().keys().cloned().collect();
-        let mut missing: Vec<(u64, String)> = (s3_listed.lock().unwrap().iter())
-            .filter(|(_, (_, there))| !*there)
-            .map(|(k, (t, _))| (*t, k.clone()))
-            .collect();
-        missing.sort();
-        // Listed before it was there, or never there at all.
-        let mut late = Vec::new();
-        for (_, key) in &missing {
-            late.push(s3_has(&s3, key).await);
-        }
         // Let every stream end: the reconnect grace (10 s), FFmpeg's last output (10 s at
         // most), 30 s of retention, deletes 10 s after the window: about a minute. Then
         // what is still alive is counted every 5 s, up to two minutes after the stop;
@@ -615,13 +306,19 @@ fn main() {
         println!("  playlist polls: {}, {} failed", seen.polls, seen.errors);
         seen.parts.print("parts (an LL-HLS reader)", &events);
         seen.segments.print("segments (a reader of whole segments)", &events);
-        println!("  segments lost: {} listed but served by no node ({} not served by the node that listed them); {} of {} listed in S3 missing there ({} there later); S3 playlists found {} of {} times", seen.unserved.len(), seen.retried, missing.len(), listed.len(), late.iter().filter(|l| **l).count(), s3_checks.1, s3_checks.0);
+        let audit = audit.lock().unwrap();
+        println!("  segments lost: {} listed but served by no node ({} not served by the node that listed them)", seen.unserved.len(), seen.retried);
         for u in seen.unserved.iter().take(10) {
             println!("    not served: {u}");
         }
-        for ((t, m), late) in missing.iter().zip(&late).take(10) {
-            let then = if *late { "there later" } else { "not there at the end: never uploaded, or deleted after leaving the playlist" };
-            println!("    not in S3 at {t} s: {m} ({then})");
+        println!(
+            "  S3: {} segments listed; {} missing (still listed, not there 3 s later), {} listed before they were there, {} left the window before the audit got to them; S3 playlists found {} of {} times",
+            audit.listed.len(), audit.count(Verdict::Missing), audit.count(Verdict::Late), audit.count(Verdict::LeftFirst), audit.found, audit.asked
+        );
+        for (verdict, what) in [(Verdict::Missing, "missing"), (Verdict::Late, "listed before it was there")] {
+            for (t, key) in audit.keys(verdict).iter().take(10) {
+                println!("    {what}, first listed at {t} s: {key}");
+            }
         }
         // How long each publish waited for its path (lease, state, the predecessor's
         // window): a takeover's readers wait for all of it.
@@ -660,9 +357,12 @@ fn main() {
                 println!("    {line}");
             }
         }
-        let rss = fit(&samples);
         let (first, last) = (samples.first().copied().unwrap_or_default(), samples.last().copied().unwrap_or_default());
-        println!("  node 0 RSS: {:.1} MiB holding {} streams -> {:.1} MiB holding {}; slope {:.1} MB/hour; with the streams it holds factored out (least squares, {:.2} MiB per stream): {:.1} MB/hour", first.2, first.1, last.2, last.1, rss.slope, rss.per_stream, rss.slope_held_streams);
+        println!("  node 0 RSS: {:.1} MiB holding {} streams -> {:.1} MiB holding {}; slope {:.1} MB/hour (it takes over killed nodes' streams)", first.mib, first.held, last.mib, last.held, rss::slope(&samples));
+        match rss::steady_slope(&samples) {
+            Some((slope, covered)) => println!("  node 0 RSS slope at a steady load (stretches holding the same streams, {covered:.0} s of the run): {slope:.1} MB/hour"),
+            None => println!("  node 0 RSS slope at a steady load: no stretch of 80 s holding the same streams"),
+        }
         println!("  alive before the streams started:");
         for a in &before.lines {
             println!("    {a}");
