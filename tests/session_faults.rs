@@ -1,8 +1,8 @@
 //! The supervision tree under injected panics (the fault-injection hook that
 //! `scripts/test.sh` builds in): a session that panics is restarted from its checkpoint
 //! while its publisher stays connected; past its restart intensity the stream ends as a
-//! clean stop would; a registry panic leaves every stream live; a transcoder that panics
-//! is restarted by its session.
+//! clean stop would; a registry panic leaves every stream live, and one on a publisher's
+//! drop leaves no session behind; a transcoder that panics is restarted by its session.
 
 mod common;
 
@@ -267,6 +267,50 @@ async fn a_registry_panic_on_a_publish_fails_only_that_publish() {
         metrics.contains(r#"kawa_publish_attempts_total{result="failed"} 1"#),
         "{metrics}"
     );
+}
+
+/// The registry's handler of a publisher's drop panics: the drop must still be handled
+/// (else the session lives on with nobody publishing, for good). Here the stream waits
+/// out its reconnect grace and ends, as after any drop, and its session is gone.
+#[tokio::test]
+async fn a_registry_panic_on_a_drop_leaves_no_session_behind() {
+    let kawa = Kawa::builder()
+        .env("KAWA_HLS__PRESET", "passthrough")
+        .env("KAWA_RTMP__RECONNECT_GRACE_MS", "1000")
+        .env("KAWA_HLS__RETENTION_SECONDS", "1")
+        .start();
+    let key = create_stream(&kawa, "dropped").await;
+    let mut publisher = Publisher::start(&kawa.rtmp_url(&key), 60);
+    wait_for("a segment", Duration::from_secs(30), || async {
+        media_playlist(&kawa, "dropped", "source")
+            .await
+            .filter(|p| !p.segments.is_empty())
+    })
+    .await;
+    // The registry's next message about the path panics: the drop of the connection.
+    inject_panic(&kawa, "registry", Some("dropped")).await;
+    publisher.kill();
+    wait_for("the registry's panic", Duration::from_secs(10), || async {
+        (panics_and_restarts(&kawa, "registry").await.0 == 1.0).then_some(())
+    })
+    .await;
+    assert!(kawa.logs().contains("unpublish"), "{}", kawa.logs());
+    let ended = wait_for(
+        "ENDLIST after the grace",
+        Duration::from_secs(20),
+        || async {
+            media_playlist(&kawa, "dropped", "source")
+                .await
+                .filter(|p| p.end_list)
+        },
+    )
+    .await;
+    assert!(!ended.segments.is_empty());
+    let series = r#"kawa_actors_alive{actor="session"}"#;
+    wait_for("no session left", Duration::from_secs(10), || async {
+        (metric_value(&kawa, series).await == Some(0.0)).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -263,36 +263,73 @@ impl Handler<Unpublish> for StreamRegistry {
 
     fn handle(&mut self, msg: Unpublish, ctx: &mut Context<Self>) {
         let path = msg.path.clone();
-        self.guarded("unpublish", path.as_str(), (), |this| {
-            this.unpublish(msg, ctx)
-        })
+        let (conn_id, reason, clean) = (msg.conn_id, msg.reason, msg.clean);
+        let done = self.guarded("unpublish", path.as_str(), false, |this| {
+            this.unpublish(msg, ctx);
+            true
+        });
+        if done {
+            return;
+        }
+        // A lost goodbye would leave the session live with nobody publishing, for good:
+        // whatever the panic left done, the publisher is let go of now. Should even that
+        // panic, the session ends as a clean stop would.
+        let repaired = self.guarded("unpublish repair", path.as_str(), false, |this| {
+            let entry = this.entries.get(&path);
+            let ours = entry.is_some_and(|e| {
+                e.publisher.as_ref().is_none_or(|p| p.conn_id == conn_id)
+                    && e.awaiting_reconnect.is_none()
+            });
+            if ours {
+                this.lose_publisher(&path, reason, clean, ctx);
+            }
+            true
+        });
+        if !repaired && let Some(entry) = self.entries.get_mut(&path) {
+            entry.publisher = None;
+            entry.session.do_send(Unpublished { reason });
+        }
     }
 }
 
 impl StreamRegistry {
     fn unpublish(&mut self, msg: Unpublish, ctx: &mut Context<Self>) {
-        let Some(entry) = self.entries.get_mut(&msg.path) else {
+        let Some(entry) = self.entries.get(&msg.path) else {
             return;
         };
         // A connection that lost a takeover says goodbye late: not ours to end.
         if entry.publisher.as_ref().map(|p| p.conn_id) != Some(msg.conn_id) {
             return;
         }
+        self.lose_publisher(&msg.path, msg.reason, msg.clean, ctx);
+    }
+
+    /// The path's publisher is gone: a clean goodbye ends the stream now, a drop starts
+    /// the reconnect grace.
+    fn lose_publisher(
+        &mut self,
+        path: &PublishPath,
+        reason: &'static str,
+        clean: bool,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(entry) = self.entries.get_mut(path) else {
+            return;
+        };
         entry.publisher = None;
-        if msg.clean {
-            entry.session.do_send(Unpublished { reason: msg.reason });
+        if clean {
+            entry.session.do_send(Unpublished { reason });
             return;
         }
         // The grace timer lives here, not in the session, so that a reconnect and the
         // end of the grace can never cross.
         entry.session.do_send(PublisherLost);
         let session_id = entry.session_id;
-        let reason = msg.reason;
         self.next_drop += 1;
         let drop = self.next_drop;
-        let path = msg.path.clone();
+        let timed = path.clone();
         let grace = ctx.run_later(self.reconnect_grace, move |this, _| {
-            let Some(entry) = this.entries.get_mut(&path) else {
+            let Some(entry) = this.entries.get_mut(&timed) else {
                 return;
             };
             if entry.session_id == session_id
@@ -302,7 +339,7 @@ impl StreamRegistry {
                 entry.session.do_send(Unpublished { reason });
             }
         });
-        if let Some(entry) = self.entries.get_mut(&msg.path) {
+        if let Some(entry) = self.entries.get_mut(path) {
             entry.awaiting_reconnect = Some((drop, grace));
         }
     }
