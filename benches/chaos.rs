@@ -322,13 +322,22 @@ fn main() {
         }
         // How long each publish waited for its path (lease, state, the predecessor's
         // window): a takeover's readers wait for all of it.
-        let mut claims: Vec<u64> = (nodes.iter())
-            .flat_map(|n| n.logs().lines().filter(|l| l.contains("owns the path")).filter_map(|l| l.split("claim_ms=").nth(1)?.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()).collect::<Vec<u64>>())
-            .collect();
+        let mut claims: Vec<(u64, usize, String)> = Vec::new();
+        for (i, node) in nodes.iter().enumerate() {
+            for line in node.logs().lines().filter(|l| l.contains("owns the path")) {
+                let ms = line.split("claim_ms=").nth(1).and_then(|v| v.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok());
+                if let Some(ms) = ms {
+                    claims.push((ms, i, line.to_owned()));
+                }
+            }
+        }
         claims.sort_unstable();
-        if let Some(max) = claims.last() {
-            let at = |q: usize| claims[(claims.len() - 1) * q / 100];
-            println!("  paths claimed: {}, claim took median {} ms, p90 {} ms, max {max} ms", claims.len(), at(50), at(90));
+        if let Some((max, _, _)) = claims.last() {
+            let at = |q: usize| claims[(claims.len() - 1) * q / 100].0;
+            println!("  paths claimed: {}, claim took median {} ms, p90 {} ms, max {max} ms; the slowest:", claims.len(), at(50), at(90));
+            for (_, node, line) in claims.iter().rev().take(5) {
+                println!("    node {node}: {line}");
+            }
         }
         println!("  playlists that broke a rule: {}", seen.broken.len());
         for b in seen.broken.iter().take(10) {
