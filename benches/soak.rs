@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Kawa, Publisher, create_stream, env_number, rss_kib};
+use common::{Kawa, Publisher, create_stream, env_number, rss_kib, slope};
 use m3u8_rs::Playlist;
 
 /// 20 s of 640x360 at 25 fps, about 1 Mbit/s, 2 s GOPs, AAC: encoded once, copied by
@@ -64,18 +64,6 @@ fn thread_ticks(pid: u32) -> HashMap<String, (String, u64)> {
         );
     }
     out
-}
-
-/// Least-squares slope of (hours, MiB) samples, in MiB per hour.
-fn slope(samples: &[(f64, f64)]) -> f64 {
-    let n = samples.len() as f64;
-    let (sx, sy) = samples
-        .iter()
-        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
-    let (mx, my) = (sx / n, sy / n);
-    let num: f64 = samples.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
-    let den: f64 = samples.iter().map(|(x, _)| (x - mx) * (x - mx)).sum();
-    if den == 0.0 { 0.0 } else { num / den }
 }
 
 #[derive(Default)]

@@ -20,15 +20,8 @@ const MIN_STRETCH_SECS: f64 = 60.0;
 
 /// Least-squares slope of MiB over time, in MiB per hour.
 pub fn slope(samples: &[Sample]) -> f64 {
-    let n = samples.len() as f64;
-    if n < 2.0 {
-        return 0.0;
-    }
-    let mx = samples.iter().map(|s| s.secs).sum::<f64>() / n;
-    let my = samples.iter().map(|s| s.mib).sum::<f64>() / n;
-    let num: f64 = samples.iter().map(|s| (s.secs - mx) * (s.mib - my)).sum();
-    let den: f64 = samples.iter().map(|s| (s.secs - mx).powi(2)).sum();
-    if den == 0.0 { 0.0 } else { num / den * 3600.0 }
+    let points: Vec<(f64, f64)> = (samples.iter()).map(|s| (s.secs / 3600.0, s.mib)).collect();
+    crate::common::slope(&points)
 }
 
 /// The slope at a steady load: per stretch of the same streams held (settled), weighted

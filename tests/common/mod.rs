@@ -987,3 +987,14 @@ pub fn ffmpeg_children_of(me: u32) -> Vec<u32> {
     }
     pids
 }
+
+/// Least-squares slope of `(x, y)` points (0 for fewer than two distinct x): the
+/// benchmarks' RSS slopes, in MiB per hour with x in hours.
+pub fn slope(points: &[(f64, f64)]) -> f64 {
+    let n = points.len() as f64;
+    let (sx, sy) = (points.iter()).fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
+    let (mx, my) = (sx / n, sy / n);
+    let num: f64 = points.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
+    let den: f64 = points.iter().map(|(x, _)| (x - mx) * (x - mx)).sum();
+    if den == 0.0 { 0.0 } else { num / den }
+}
