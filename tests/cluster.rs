@@ -10,46 +10,16 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use common::cluster::{
-    Balancer, ReconnectingPublisher, Worker, ladder_node, ladder_node_with_s3, maps, node,
-    node_without_takeover, owner,
+    Balancer, ReconnectingPublisher, TestCluster, Worker, ladder_node, maps, node_without_takeover,
+    owner,
 };
 
 use common::s3::{BUCKET, PREFIX, s3_has, s3_playlist, s3_rendition_playlist};
 use common::{
     Kawa, MotoServer, Publisher, RedisServer, create_stream, fetch_text, ffmpeg_children_of,
-    ffprobe_json, metrics_text, rss_kib, wait_for,
+    ffprobe_json, metrics_text, wait_for,
 };
 use m3u8_rs::MediaPlaylist;
-
-struct Cluster {
-    redis: RedisServer,
-    _moto: MotoServer,
-    s3: aws_sdk_s3::Client,
-    nodes: Vec<Kawa>,
-    _worker: Option<Worker>,
-}
-
-/// `n` nodes; with `ladder`, they encode a small ladder on one transcoder worker.
-async fn cluster(n: usize, ladder: bool) -> Cluster {
-    let redis = RedisServer::start();
-    let moto = MotoServer::start();
-    moto.public_bucket(BUCKET).await;
-    let s3 = moto.client().await;
-    let worker = ladder.then(|| Worker::start(0, &redis));
-    let nodes = (0..n)
-        .map(|i| match ladder {
-            true => ladder_node_with_s3(i, &redis, &moto),
-            false => node(i, &redis, &moto),
-        })
-        .collect();
-    Cluster {
-        redis,
-        _moto: moto,
-        s3,
-        nodes,
-        _worker: worker,
-    }
-}
 
 const LADDER: [&str; 3] = ["source", "180p", "120p"];
 
@@ -198,7 +168,7 @@ async fn new_parts_live(kawa: &Kawa, path: &str, old: &HashSet<String>) -> bool 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_owners_stream_continues_on_another_node() {
     const PATH: &str = "failover";
-    let mut c = cluster(3, true).await;
+    let mut c = TestCluster::start(3, true).await;
     let balancer = Balancer::start(c.nodes.iter().map(|k| k.rtmp).collect()).await;
     let key = create_stream(&c.nodes[0], PATH).await;
     let publisher = ReconnectingPublisher::start(balancer.rtmp_url(&key));
@@ -321,7 +291,7 @@ async fn a_killed_owners_stream_continues_on_another_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publisher_moving_between_live_nodes_fences_the_old_owner() {
     const PATH: &str = "moved";
-    let c = cluster(2, false).await;
+    let c = TestCluster::start(2, false).await;
     let key = create_stream(&c.nodes[0], PATH).await;
     let mut first = Publisher::start(&c.nodes[0].rtmp_url(&key), 60);
     let before = wait_for("2 segments in S3", Duration::from_secs(40), || async {
@@ -538,52 +508,6 @@ async fn an_encode_falls_back_to_the_node_and_returns_to_a_worker() {
 /// A stream that ended on node-0 starts again on node-1 within node-0's retention:
 /// node-0 answers node-1's live playlist, never its ended session's ENDLIST (a player
 /// sent there would stop playing a live stream).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_whose_session_ended_answers_the_new_owners_playlist() {
-    const PATH: &str = "again";
-    let c = cluster(2, false).await;
-    let playlist = format!("/hls/{PATH}/source/index.m3u8");
-    let key = create_stream(&c.nodes[0], PATH).await;
-    let mut first = Publisher::start(&c.nodes[0].rtmp_url(&key), 4);
-    first
-        .wait_exit(Duration::from_secs(30))
-        .expect("the first publish ends");
-    wait_for("node-0's ENDLIST", Duration::from_secs(30), || async {
-        fetch_text(&c.nodes[0], &playlist)
-            .await
-            .filter(|p| p.contains("#EXT-X-ENDLIST"))
-    })
-    .await;
-    let _second = Publisher::start(&c.nodes[1].rtmp_url(&key), 60);
-    let live = wait_for(
-        "node-1's live playlist",
-        Duration::from_secs(30),
-        || async {
-            fetch_text(&c.nodes[1], &playlist)
-                .await
-                .filter(|p| p.contains("#EXTINF") && !p.contains("#EXT-X-ENDLIST"))
-        },
-    )
-    .await;
-    assert_eq!(owner(&c.redis, PATH), Some(1));
-    // Within node-0's cache of who owns what (0.5 s), not the retention (60 s).
-    let mut via_old = String::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(3);
-    while std::time::Instant::now() < deadline {
-        via_old = fetch_text(&c.nodes[0], &playlist).await.unwrap_or_default();
-        if !via_old.contains("#EXT-X-ENDLIST") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(
-        !via_old.contains("#EXT-X-ENDLIST"),
-        "node-0 answered its ended session's playlist for 3 s:\n{via_old}\nnode-1's:\n{live}"
-    );
-    let master = fetch_text(&c.nodes[0], &format!("/hls/{PATH}/master.m3u8")).await;
-    assert!(master.is_some(), "node-0 has no master for a live stream");
-}
-
 /// With `rtmp.takeover` off, a publish to a path a live node owns is refused (the owner
 /// keeps renewing its lease); once the owner dies, its lease lapses and the next publish
 /// takes the path.
@@ -627,117 +551,4 @@ async fn without_takeover_a_live_owner_keeps_its_path_and_a_dead_ones_lapses() {
     .await;
     // Not before the dead owner's lease lapsed.
     assert!(killed.elapsed() >= Duration::from_millis(common::cluster::LEASE_MS / 2));
-}
-
-/// A viewer of a large answer through a node that does not own the stream: the node
-/// passes the owner's body on as the viewer takes it, and holds almost none of it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_proxied_viewer_of_a_large_answer_is_streamed_not_buffered() {
-    const PATH: &str = "big";
-    const SIZE: usize = 50 * 1024 * 1024;
-    let c = cluster(2, false).await;
-    let key = create_stream(&c.nodes[0], PATH).await;
-    let _publisher = Publisher::start(&c.nodes[0].rtmp_url(&key), 60);
-    wait_for(
-        "node-0 to own the path",
-        Duration::from_secs(20),
-        || async { (owner(&c.redis, PATH) == Some(0)).then_some(()) },
-    )
-    .await;
-    // A 50 MB file where the owner serves its segments from.
-    let dir = c.nodes[0].data_dir.join(format!("hls/{PATH}/source"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let body: Vec<u8> = (0..SIZE).map(|i| (i % 251) as u8).collect();
-    std::fs::write(dir.join("1_1.m4s"), &body).unwrap();
-
-    let proxy = &c.nodes[1];
-    // Through the proxy first, at full speed, a few at once (its HTTP workers): its
-    // client, connection pool, owner lookup and allocator arenas are not what a viewer
-    // holds.
-    let url = proxy.url(&format!("/hls/{PATH}/source/1_1.m4s"));
-    let warm = (0..4).map(|_| async {
-        let answer = reqwest::get(&url).await.unwrap();
-        assert_eq!(answer.bytes().await.unwrap().len(), SIZE);
-    });
-    futures_util::future::join_all(warm).await;
-    // Twice: a one-off allocation (an allocator segment, a thread's stack: about 2 MiB,
-    // seen once in a loaded run) lands in one measurement, a buffered answer (50 MB) in
-    // both.
-    let mut held = Vec::new();
-    for _ in 0..2 {
-        let (got, grew) = paused_viewer(proxy, &format!("/hls/{PATH}/source/1_1.m4s")).await;
-        eprintln!("the proxying node grew by {grew} KiB while its viewer paused");
-        held.push(grew);
-        // The head, then the body in chunks (Transfer-Encoding: chunked): the whole body
-        // came, unchanged.
-        let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-        let body_bytes = dechunk(&got[head_end..]);
-        assert_eq!(body_bytes.len(), SIZE);
-        assert!(body_bytes == body, "the body changed on the way");
-    }
-    // The node buffered the whole answer before (166 MB of growth, copies included);
-    // now it holds about a chunk.
-    let least = held.iter().min().copied().unwrap_or(u64::MAX);
-    assert!(least < 1024, "the proxying node grew by {held:?} KiB");
-}
-
-/// A viewer on a slow link: a small receive window (fixed, so the kernel does not grow
-/// it), reading the head and a little of the body, then pausing 3 s (the proxy must not
-/// fetch the rest meanwhile), then reading the rest. Answers what it got and how much the
-/// node grew while it paused.
-async fn paused_viewer(node: &common::Kawa, path: &str) -> (Vec<u8>, u64) {
-    let before = rss_kib(node.pid());
-    let (mut viewer, mut got) = tokio::task::spawn_blocking({
-        let (addr, path) = (node.http, path.to_owned());
-        move || {
-            use std::io::{Read, Write};
-            let socket =
-                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-            socket.set_recv_buffer_size(32 * 1024).unwrap();
-            socket.connect(&addr.into()).unwrap();
-            let mut viewer = std::net::TcpStream::from(socket);
-            write!(
-                viewer,
-                "GET {path} HTTP/1.1\r\nHost: kawa\r\nConnection: close\r\n\r\n"
-            )
-            .unwrap();
-            let mut got = vec![0u8; 64 * 1024];
-            let n = viewer.read(&mut got).unwrap();
-            got.truncate(n);
-            (viewer, got)
-        }
-    })
-    .await
-    .unwrap();
-    assert!(
-        got.starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&got)
-    );
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let grew = rss_kib(node.pid()).saturating_sub(before);
-    let got = tokio::task::spawn_blocking(move || {
-        use std::io::Read;
-        viewer.read_to_end(&mut got).unwrap();
-        got
-    })
-    .await
-    .unwrap();
-    (got, grew)
-}
-
-/// An HTTP/1.1 chunked body, decoded.
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let line = data.windows(2).position(|w| w == b"\r\n").unwrap();
-        let size =
-            usize::from_str_radix(std::str::from_utf8(&data[..line]).unwrap().trim(), 16).unwrap();
-        data = &data[line + 2..];
-        if size == 0 {
-            return out;
-        }
-        out.extend_from_slice(&data[..size]);
-        data = &data[size + 2..];
-    }
 }

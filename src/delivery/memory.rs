@@ -9,6 +9,7 @@
 //! edge remembers the part sizes of the last segments (a few numbers each).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use bytes::Bytes;
@@ -63,6 +64,9 @@ pub struct LiveStream {
     changed: watch::Sender<u64>,
     /// The stream's picture, made when a viewer asks.
     pub thumbnail: ThumbnailSlot,
+    /// Its session lost its publisher and waits for it (the reconnect grace): in a
+    /// cluster the encoder may already publish to another node, whose edge is newer.
+    awaiting_publisher: AtomicBool,
 }
 
 impl Default for LiveStream {
@@ -71,6 +75,7 @@ impl Default for LiveStream {
             state: RwLock::default(),
             changed: watch::Sender::new(0),
             thumbnail: ThumbnailSlot::default(),
+            awaiting_publisher: AtomicBool::new(false),
         }
     }
 }
@@ -193,6 +198,14 @@ impl LiveStream {
 
     pub fn ended(&self) -> bool {
         read(&self.state).ended
+    }
+
+    pub fn set_awaiting_publisher(&self, awaiting: bool) {
+        self.awaiting_publisher.store(awaiting, Ordering::Relaxed);
+    }
+
+    pub fn awaiting_publisher(&self) -> bool {
+        self.awaiting_publisher.load(Ordering::Relaxed)
     }
 
     /// Takes what the packager made for the edge (parts and live playlists, and a copy of

@@ -13,7 +13,7 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::files::sized;
-use super::proxy::ClusterProxy;
+use super::proxy::{ClusterProxy, OwnerLookup};
 use super::viewers::Viewers;
 use crate::delivery::memory::{FileLookup, LiveStore, LiveStream, PlaylistLookup};
 use crate::hls::low_latency::Directives;
@@ -207,9 +207,11 @@ pub(super) async fn file(
 }
 
 /// In a cluster, the owner's answer when another node owns the stream: this node has no
-/// live edge for it, or, for a playlist (`newest`), only an ended session's: that copy
-/// (ENDLIST) would stop a player while the path is live again on another node. An ended
-/// session's segments are its own, and stay served here.
+/// live edge for it; or its session waits for its publisher to reconnect, and the encoder
+/// may have reconnected to another node (which took the path over: this edge is behind
+/// it until the lease renewal tells this session so); or, for a playlist (`newest`), its
+/// session ended: that copy (ENDLIST) would stop a player while the path is live again on
+/// another node. An ended session's segments are its own, and stay served here.
 async fn from_owner(
     req: &HttpRequest,
     live: &LiveStore,
@@ -217,13 +219,21 @@ async fn from_owner(
     stream: &PublishPath,
     newest: bool,
 ) -> Option<HttpResponse> {
-    if live
-        .get(stream.as_str())
-        .is_some_and(|edge| !(newest && edge.ended()))
-    {
-        return None;
+    let mut lookup = OwnerLookup::Cached;
+    if let Some(edge) = live.get(stream.as_str()) {
+        if edge.ended() {
+            if !newest {
+                return None;
+            }
+        } else if edge.awaiting_publisher() {
+            // Only for the grace: every request asks Redis, a cached "ours" could be
+            // the moment before the move.
+            lookup = OwnerLookup::Fresh;
+        } else {
+            return None;
+        }
     }
-    proxy?.forward(req, stream.as_str()).await
+    proxy?.forward(req, stream.as_str(), lookup).await
 }
 
 /// A file beside the stream's renditions (the master playlist, the thumbnail): from the

@@ -51,6 +51,17 @@ const ANSWER_HEADERS: [header::HeaderName; 10] = [
     header::RETRY_AFTER,
 ];
 
+/// How fresh the answer to "who owns this path" must be.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum OwnerLookup {
+    /// One of up to [`OWNER_CACHE`] ago will do.
+    Cached,
+    /// Asked of Redis now: this node's edge for the path may have fallen behind another
+    /// node's (its session waits for its publisher, who may have moved), and a player
+    /// that asked the other node a moment ago must not be sent back in time.
+    Fresh,
+}
+
 pub struct ClusterProxy {
     cluster: Arc<Cluster>,
     client: reqwest::Client,
@@ -84,8 +95,8 @@ impl ClusterProxy {
     }
 
     /// The internal URL of the node that owns `path`, when it is another live node.
-    async fn owner_url(&self, path: &str) -> Option<String> {
-        {
+    async fn owner_url(&self, path: &str, lookup: OwnerLookup) -> Option<String> {
+        if lookup == OwnerLookup::Cached {
             let owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
             if let Some((at, url)) = owners.get(path)
                 && at.elapsed() < OWNER_CACHE
@@ -122,8 +133,13 @@ impl ClusterProxy {
 
     /// The owner's answer to `req` when another node owns `path`; `None` when this node
     /// should answer itself.
-    pub async fn forward(&self, req: &HttpRequest, path: &str) -> Option<HttpResponse> {
-        self.forward_with(req, path, None).await
+    pub async fn forward(
+        &self,
+        req: &HttpRequest,
+        path: &str,
+        lookup: OwnerLookup,
+    ) -> Option<HttpResponse> {
+        self.forward_request(req, path, None, lookup).await
     }
 
     /// [`Self::forward`] for a request with a body (a WHEP offer) or another method
@@ -134,10 +150,21 @@ impl ClusterProxy {
         path: &str,
         body: Option<bytes::Bytes>,
     ) -> Option<HttpResponse> {
+        self.forward_request(req, path, body, OwnerLookup::Cached)
+            .await
+    }
+
+    async fn forward_request(
+        &self,
+        req: &HttpRequest,
+        path: &str,
+        body: Option<bytes::Bytes>,
+        lookup: OwnerLookup,
+    ) -> Option<HttpResponse> {
         if self.is_internal(req) {
             return None;
         }
-        let base = self.owner_url(path).await?;
+        let base = self.owner_url(path, lookup).await?;
         let mut url = format!("{base}{}", req.path());
         if !req.query_string().is_empty() {
             url.push('?');

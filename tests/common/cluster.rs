@@ -322,3 +322,36 @@ pub async fn maps(kawa: &Kawa, path: &str, rendition: &str) -> Vec<String> {
     maps.dedup();
     maps
 }
+
+/// A cluster of `kawa serve` nodes on a real Redis and moto bucket.
+pub struct TestCluster {
+    pub redis: RedisServer,
+    pub moto: MotoServer,
+    pub s3: aws_sdk_s3::Client,
+    pub nodes: Vec<Kawa>,
+    _worker: Option<Worker>,
+}
+
+impl TestCluster {
+    /// `n` nodes; with `ladder`, they encode a small ladder on one transcoder worker.
+    pub async fn start(n: usize, ladder: bool) -> Self {
+        let redis = RedisServer::start();
+        let moto = MotoServer::start();
+        moto.public_bucket(super::s3::BUCKET).await;
+        let s3 = moto.client().await;
+        let worker = ladder.then(|| Worker::start(0, &redis));
+        let nodes = (0..n)
+            .map(|i| match ladder {
+                true => ladder_node_with_s3(i, &redis, &moto),
+                false => node(i, &redis, &moto),
+            })
+            .collect();
+        Self {
+            redis,
+            moto,
+            s3,
+            nodes,
+            _worker: worker,
+        }
+    }
+}

@@ -49,6 +49,7 @@ impl Handler<PublisherChanged> for StreamSession {
         // The new connection's timestamps start again from zero: packaging starts over
         // at its first keyframe, with a discontinuity.
         self.publisher = Some(msg.conn_id);
+        self.edge.set_awaiting_publisher(false);
         self.guarded(ctx, |this, ctx| {
             let actions = this.core.on_publisher_reset();
             this.perform(actions, ctx);
@@ -78,6 +79,8 @@ impl Handler<PublisherLost> for StreamSession {
     fn handle(&mut self, _: PublisherLost, ctx: &mut Context<Self>) {
         tracing::info!(parent: &self.span, "publisher lost; waiting for it to reconnect");
         self.publisher = None;
+        // Viewers are sent to the path's lease holder, should that be another node now.
+        self.edge.set_awaiting_publisher(true);
         self.guarded(ctx, |this, ctx| {
             let actions = this.core.on_publisher_reset();
             this.perform(actions, ctx);

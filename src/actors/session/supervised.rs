@@ -72,6 +72,7 @@ impl StreamSession {
         // not list, under sequence numbers the restarted core gives out again.
         self.edge = self.context.live.open(self.path.as_str());
         self.sink.set_edge(Arc::clone(&self.edge));
+        self.edge.set_awaiting_publisher(self.publisher.is_none());
         self.to_transcoder = DropToKeyframe::default();
         self.drops_reported = 0;
         self.thumbnails = Default::default();
