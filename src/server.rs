@@ -230,6 +230,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         );
     }
     let hooks = crate::hooks::Hooks::from_settings(&settings.hooks);
+    let viewer_s3 = s3.clone();
     let recordings = Recordings::new(
         recording_index,
         settings.data_dir.join("recordings"),
@@ -369,7 +370,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     let live = web::Data::from(live);
     let proxy = cluster
         .clone()
-        .map(|c| web::Data::new(http::proxy::ClusterProxy::new(c)));
+        .map(|c| web::Data::new(http::proxy::ClusterProxy::new(c, viewer_s3)));
     let viewers = web::Data::new(http::viewers::Viewers::new(
         settings.http.trusted_proxies().clone(),
     ));

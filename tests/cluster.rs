@@ -14,7 +14,7 @@ use common::cluster::{
     owner,
 };
 
-use common::s3::{BUCKET, PREFIX, s3_has, s3_playlist, s3_rendition_playlist};
+use common::s3::{BUCKET, PREFIX, s3_has, s3_playlist, s3_rendition_playlist, s3_text};
 use common::{
     Kawa, MotoServer, Publisher, RedisServer, create_stream, fetch_text, ffmpeg_children_of,
     ffprobe_json, metrics_text, wait_for,
@@ -224,6 +224,34 @@ async fn a_killed_owners_stream_continues_on_another_node() {
         },
     )
     .await;
+    // The new owner copies its predecessor's segments after its claim, newest first;
+    // one asked for before its copy lands is passed on from S3.
+    let listed = fetch_text(&c.nodes[next], &format!("/hls/{PATH}/source/index.m3u8"))
+        .await
+        .unwrap();
+    let inherited = names_by_msn(&listed)
+        .into_iter()
+        .map(|(_, name)| name)
+        .find(|name| old.contains(epoch_of(name)))
+        .expect("the new owner lists its predecessor's segments");
+    let copy = c.nodes[next]
+        .data_dir
+        .join(format!("hls/{PATH}/source/{inherited}"));
+    wait_for("the new owner's copy", Duration::from_secs(10), || async {
+        copy.exists().then_some(())
+    })
+    .await;
+    std::fs::remove_file(&copy).unwrap();
+    let answer = reqwest::get(c.nodes[next].url(&format!("/hls/{PATH}/source/{inherited}")))
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200, "{inherited} without a local copy");
+    let from_s3 = s3_text(&c.s3, &format!("{PREFIX}/{PATH}/source/{inherited}")).await;
+    assert!(
+        Some(answer.bytes().await.unwrap().to_vec()) == from_s3,
+        "{inherited} is not the predecessor's"
+    );
+
     let reconnected = publisher.last_start();
     eprintln!(
         "node-{first} killed; the encoder reconnected after {:.2?}; live on node-{next} \

@@ -358,6 +358,18 @@ impl LiveStream {
         PlaylistLookup::Ready(text.clone())
     }
 
+    /// Whether the rendition's live playlist lists `name` as a segment or an init
+    /// segment (not a gap).
+    pub fn lists(&self, rendition: &str, name: &str) -> bool {
+        let state = read(&self.state);
+        (state.renditions.get(rendition))
+            .and_then(|e| e.playlist.as_ref())
+            .is_some_and(|p| {
+                (p.segments.iter())
+                    .any(|s| !s.segment.gap && (s.segment.uri == name || s.segment.map == name))
+            })
+    }
+
     /// An init segment, a part or a complete segment of the live edge.
     pub fn file(&self, rendition: &str, name: &str) -> FileLookup {
         let state = read(&self.state);

@@ -394,10 +394,40 @@ async fn rendition_file(
     if playlist {
         file(&req, dir.join(name), PLAYLIST_TYPE, PLAYLIST_CACHE, true).await
     } else if segment_ok(&name) {
-        file(&req, dir.join(name), SEGMENT_TYPE, SEGMENT_CACHE, false).await
+        let path = dir.join(&name);
+        let kind = (SEGMENT_TYPE, SEGMENT_CACHE);
+        match super::files::SHARED
+            .answer_if_present(&req, &path, kind.0, kind.1)
+            .await
+        {
+            Some(answer) => answer,
+            None => from_predecessor(&req, &live, proxy_ref, &stream, &rendition, &name)
+                .await
+                .unwrap_or_else(not_found),
+        }
     } else {
         not_found()
     }
+}
+
+/// A segment this node's live playlist lists but its data dir does not have yet: it
+/// took the stream over, and is still copying its predecessor's files. Passed on from
+/// the cluster's bucket meanwhile; only names the playlist lists reach the bucket.
+async fn from_predecessor(
+    req: &HttpRequest,
+    live: &LiveStore,
+    proxy: Option<&ClusterProxy>,
+    stream: &PublishPath,
+    rendition: &str,
+    name: &str,
+) -> Option<HttpResponse> {
+    let s3 = proxy?.s3()?;
+    if !live.get(stream.as_str())?.lists(rendition, name) {
+        return None;
+    }
+    let key = s3.object_key(stream.as_str(), &format!("{rendition}/{name}"));
+    let kind = (SEGMENT_TYPE, SEGMENT_CACHE, false);
+    Some(super::s3_files::pass_on(req, s3, &key, kind).await)
 }
 
 /// Whether the playlist file at `path` is finished (`EXT-X-ENDLIST`), or absent (a 404

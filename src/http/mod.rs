@@ -8,6 +8,7 @@ pub mod health;
 pub mod hls;
 pub mod proxy;
 pub mod recordings;
+mod s3_files;
 pub mod streams;
 pub mod tls;
 pub mod viewers;

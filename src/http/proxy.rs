@@ -14,6 +14,7 @@ use actix_web::{HttpRequest, HttpResponse};
 use subtle::ConstantTimeEq;
 
 use crate::cluster::Cluster;
+use crate::delivery::s3::S3Target;
 
 /// How long a path's owner is remembered (a lookup is two Redis reads).
 const OWNER_CACHE: Duration = Duration::from_millis(500);
@@ -67,10 +68,13 @@ pub struct ClusterProxy {
     client: reqwest::Client,
     owners: Mutex<HashMap<String, (Instant, Option<String>)>>,
     forwards: Arc<tokio::sync::Semaphore>,
+    /// The cluster's bucket: a node that took a stream over passes its predecessor's
+    /// segments on from there until it has its own copies.
+    s3: Option<S3Target>,
 }
 
 impl ClusterProxy {
-    pub fn new(cluster: Arc<Cluster>) -> Self {
+    pub fn new(cluster: Arc<Cluster>, s3: Option<S3Target>) -> Self {
         // No overall timeout: a slow viewer may take long over a large answer (its pace
         // holds the owner's body back, nothing piles up here); the start of the answer
         // and each pause in its body have their own limits.
@@ -83,7 +87,13 @@ impl ClusterProxy {
             client,
             owners: Mutex::new(HashMap::new()),
             forwards: Arc::new(tokio::sync::Semaphore::new(MAX_FORWARDS)),
+            s3,
         }
+    }
+
+    /// The cluster's bucket, if it has one.
+    pub fn s3(&self) -> Option<&S3Target> {
+        self.s3.as_ref()
     }
 
     /// Whether `req` came from another node of this cluster.

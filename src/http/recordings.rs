@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
@@ -168,11 +167,6 @@ pub async fn delete(
     }
 }
 
-/// Recording files being passed on from S3 at once (each holds an S3 connection until its
-/// viewer has it all); a request beyond gets 503 with Retry-After.
-const MAX_S3_READS: usize = 64;
-static S3_READS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_S3_READS);
-
 /// A file of recording `id` of `path` (`relative` to its folder, checked by the caller):
 /// from this node's disk, else (for a recording the index knows) passed on from S3 as
 /// it is read, Range and HEAD included.
@@ -204,9 +198,7 @@ async fn recording_file(
                 s3,
                 (path, id),
                 relative,
-                content_type,
-                cache,
-                compressible,
+                (content_type, cache, compressible),
             ))
             .await
         }
@@ -215,16 +207,13 @@ async fn recording_file(
 }
 
 /// A file of a recording this node has no copy of, from S3.
-#[allow(clippy::too_many_arguments)]
 async fn from_s3(
     req: &HttpRequest,
     recordings: &Recordings,
     s3: &crate::delivery::s3::S3Target,
     (path, id): (PublishPath, u64),
     relative: &str,
-    content_type: &str,
-    cache: &str,
-    compressible: bool,
+    kind: (&str, &str, bool),
 ) -> HttpResponse {
     // Nothing reaches the bucket for a recording the index does not know.
     match recordings.get(&path, id).await {
@@ -232,93 +221,14 @@ async fn from_s3(
         Ok(None) => return HttpResponse::NotFound().finish(),
         Err(e) => {
             tracing::warn!(publish_path = %path, recording = id, error = %e, "recordings index unavailable");
-            return busy();
+            return super::s3_files::busy();
         }
     }
-    let Ok(permit) = S3_READS.try_acquire() else {
-        return busy();
-    };
     let key = s3.object_key(
         path.as_str(),
         &format!("{}/{relative}", RecordingInfo::s3_folder(id)),
     );
-    let range = req
-        .headers()
-        .get(header::RANGE)
-        .and_then(|r| r.to_str().ok());
-    let head = req.method() == actix_web::http::Method::HEAD;
-    let object = match s3.open(&key, range, !head).await {
-        Ok(Some(object)) => object,
-        Ok(None) => return HttpResponse::NotFound().finish(),
-        Err(e) if e.is_unsatisfiable() => {
-            return HttpResponse::RangeNotSatisfiable().finish();
-        }
-        Err(e) => {
-            tracing::warn!(publish_path = %path, recording = id, error = %e, "recording file not read from S3");
-            return HttpResponse::BadGateway().finish();
-        }
-    };
-    let mut answer = if object.range.is_some() {
-        HttpResponse::PartialContent()
-    } else {
-        HttpResponse::Ok()
-    };
-    answer
-        .content_type(content_type)
-        .insert_header((header::CACHE_CONTROL, cache))
-        .insert_header((header::ACCEPT_RANGES, "bytes"))
-        .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
-        .insert_header((
-            header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            "Content-Length, Content-Range, ETag",
-        ));
-    if let Some(etag) = &object.etag {
-        answer.insert_header((header::ETAG, etag.as_str()));
-    }
-    if let Some(range) = &object.range {
-        answer.insert_header((header::CONTENT_RANGE, range.as_str()));
-    }
-    if !compressible {
-        answer.insert_header((header::CONTENT_ENCODING, "identity"));
-    }
-    let length = object.length.and_then(|n| u64::try_from(n).ok());
-    match object.body {
-        // A HEAD: the length said, no body sent (actix sends none for HEAD).
-        None => match length {
-            Some(length) => answer.body(actix_web::body::SizedStream::new(
-                length,
-                futures_util::stream::empty::<Result<bytes::Bytes, std::io::Error>>(),
-            )),
-            None => answer.finish(),
-        },
-        Some(body) => {
-            // The permit goes with the body: held until the viewer has it all.
-            let chunks = s3_body(body, permit);
-            match length {
-                Some(length) => answer.no_chunking(length).streaming(chunks),
-                None => answer.streaming(chunks),
-            }
-        }
-    }
-}
-
-/// The object's bytes as the store sends them, one chunk at a time.
-fn s3_body(
-    body: aws_sdk_s3::primitives::ByteStream,
-    permit: tokio::sync::SemaphorePermit<'static>,
-) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
-    futures_util::stream::unfold((body, permit), |(mut body, permit)| async move {
-        match body.next().await? {
-            Ok(chunk) => Some((Ok(chunk), (body, permit))),
-            Err(e) => Some((Err(std::io::Error::other(e)), (body, permit))),
-        }
-    })
-}
-
-fn busy() -> HttpResponse {
-    HttpResponse::ServiceUnavailable()
-        .insert_header((header::RETRY_AFTER, "1"))
-        .finish()
+    super::s3_files::pass_on(req, s3, &key, kind).await
 }
 
 /// `/recordings/{path}/{id}/master.m3u8`.

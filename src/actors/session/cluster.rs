@@ -10,7 +10,7 @@ use actix::prelude::*;
 use tokio::sync::watch;
 
 use super::{LeaseLost, StreamSession};
-use crate::cluster::restore::{Sources, keep_present};
+use crate::cluster::restore::{Sources, fetch, keep_present};
 use crate::cluster::{Acquired, Cluster, ClusterError, Lease};
 use crate::hls::resume::PathState;
 
@@ -77,10 +77,23 @@ impl StreamSession {
             let mut dropped = 0;
             if let Some(state) = state.as_mut() {
                 let sources = Sources {
-                    local,
+                    local: local.clone(),
                     s3: deliveries.target().map(|t| (t, path.as_str())),
                 };
-                dropped = keep_present(state, &sources).await;
+                let restored = keep_present(state, &sources).await;
+                dropped = restored.dropped;
+                if !restored.to_fetch.is_empty() {
+                    // Copies for this node's viewers, after the claim: until one lands,
+                    // HTTP passes it on from S3.
+                    let path = path.clone();
+                    tokio::spawn(async move {
+                        let sources = Sources {
+                            local,
+                            s3: deliveries.target().map(|t| (t, path.as_str())),
+                        };
+                        fetch(restored.to_fetch, sources).await;
+                    });
+                }
             }
             let took = (leased, began.elapsed());
             Ok::<_, ClaimError>((cluster, lease, state, dropped, took))
