@@ -130,10 +130,16 @@ pub async fn escalated() -> &'static str {
 /// `fault-injection` feature, which only the test suite turns on.
 #[inline(always)]
 pub fn fault_point(kind: ActorKind, path: &str) {
+    fault_point_in(kind, path, "");
+}
+
+/// [`fault_point`] in the handler named `handler`: a fault armed `during` it fires only
+/// here (a crash test that needs one moment of an actor's work, not the next one).
+pub fn fault_point_in(kind: ActorKind, path: &str, handler: &str) {
     #[cfg(feature = "fault-injection")]
-    faults::point(kind, path);
+    faults::point(kind, path, handler);
     #[cfg(not(feature = "fault-injection"))]
-    let _ = (kind, path);
+    let _ = (kind, path, handler);
 }
 
 #[cfg(feature = "fault-injection")]
@@ -151,6 +157,9 @@ pub mod faults {
         pub actor: ActorKind,
         #[serde(default)]
         pub path: Option<String>,
+        /// Only in this handler (see `fault_point_in`); any when absent.
+        #[serde(default)]
+        pub during: Option<String>,
     }
 
     static ARMED: AtomicUsize = AtomicUsize::new(0);
@@ -161,16 +170,18 @@ pub mod faults {
         ARMED.fetch_add(1, Ordering::SeqCst);
     }
 
-    pub(super) fn point(kind: ActorKind, path: &str) {
+    pub(super) fn point(kind: ActorKind, path: &str, handler: &str) {
         // The hot path (every frame) reads one atomic when nothing is armed.
         if ARMED.load(Ordering::Relaxed) == 0 {
             return;
         }
         let hit = {
             let mut faults = FAULTS.lock().unwrap_or_else(|e| e.into_inner());
-            let found = faults
-                .iter()
-                .position(|f| f.actor == kind && f.path.as_deref().is_none_or(|p| p == path));
+            let found = faults.iter().position(|f| {
+                f.actor == kind
+                    && f.path.as_deref().is_none_or(|p| p == path)
+                    && f.during.as_deref().is_none_or(|h| h == handler)
+            });
             found.map(|i| faults.remove(i))
         };
         if hit.is_some() {

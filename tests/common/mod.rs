@@ -549,9 +549,19 @@ pub async fn admin_get(kawa: &Kawa, url: &str) -> serde_json::Value {
 /// "transcoder", "uploader", "connection") for `path` (any when `None`), through the
 /// fault-injection hook that `scripts/test.sh` builds in.
 pub async fn inject_panic(kawa: &Kawa, actor: &str, path: Option<&str>) {
+    inject_panic_during(kawa, actor, path, None).await;
+}
+
+/// [`inject_panic`] into one handler of the actor (`during`, as the actor names it).
+pub async fn inject_panic_during(
+    kawa: &Kawa,
+    actor: &str,
+    path: Option<&str>,
+    during: Option<&str>,
+) {
     let response = admin_client()
         .post(kawa.url("/debug/faults"))
-        .json(&serde_json::json!({ "actor": actor, "path": path }))
+        .json(&serde_json::json!({ "actor": actor, "path": path, "during": during }))
         .send()
         .await
         .unwrap();

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 
-use super::supervision::{ActorKind, Intensity, fault_point, guard, restarted};
+use super::supervision::{ActorKind, Intensity, fault_point_in, guard, restarted};
 use crate::cluster::Cluster;
 use crate::delivery::fencing::{FenceError, FenceStep, Fenced, PlaylistFences, put_playlist};
 use crate::delivery::objects::{recording_item, stream_item};
@@ -68,6 +68,14 @@ pub struct Uploader {
     directory: Weak<deliveries::Directory>,
     /// The timer that runs delayed deletes; cancelled when it retires.
     ticking: Option<SpawnHandle>,
+    /// The spool is being written off this thread (it is not in `spool` meanwhile).
+    writing: bool,
+    /// A handler panicked during a spool write: the restart waits for the write. A
+    /// restart drops the write's completion and reopens the spool from disk; reopened
+    /// while the write went on, it missed the items being written and gave their
+    /// sequence numbers out again (the chaos benchmark saw S3 list a segment that
+    /// never got there).
+    stop_after_write: bool,
 }
 
 /// Restarts a minute an uploader makes at once.
@@ -120,6 +128,8 @@ impl Uploader {
             fences: PlaylistFences::default(),
             directory: Weak::new(),
             ticking: None,
+            writing: false,
+            stop_after_write: false,
             unspooled: VecDeque::new(),
             unspooled_bytes: 0,
         }
@@ -189,12 +199,16 @@ impl Uploader {
             failed.extend(items);
             (spool, failed)
         });
+        self.writing = true;
         ctx.wait(write.into_actor(self).map(|written, this, ctx| {
+            this.writing = false;
             match written {
-                Ok((spool, failed)) if failed.is_empty() => {
+                Ok((spool, failed)) if failed.is_empty() && !this.stop_after_write => {
                     this.spool = Some(spool);
                     this.kick(ctx);
                 }
+                // A write that failed, or a panic that waited for the write: what was
+                // not written waits in `unspooled`, and the restart reopens the spool.
                 Ok((_, failed)) => {
                     this.unspooled_bytes += failed.iter().map(|(_, b)| b.len()).sum::<usize>();
                     for item in failed.into_iter().rev() {
@@ -214,7 +228,7 @@ impl Uploader {
     fn tick(&mut self, ctx: &mut Context<Self>) {
         if self.ticking.is_none() {
             self.ticking = Some(ctx.run_interval(Duration::from_secs(1), |this, ctx| {
-                this.guarded(ctx, Self::kick);
+                this.guarded(ctx, "tick", Self::kick);
             }));
         }
     }
@@ -240,17 +254,22 @@ impl Uploader {
     fn guarded(
         &mut self,
         ctx: &mut Context<Self>,
+        name: &'static str,
         handler: impl FnOnce(&mut Self, &mut Context<Self>),
     ) {
         let stream = self.stream.clone();
         let result = guard(ActorKind::Uploader, || {
             handler(self, ctx);
-            // After the handler: what it queued is in the spool by now.
-            fault_point(ActorKind::Uploader, &stream);
+            // After the handler: what it queued is being written to the spool.
+            fault_point_in(ActorKind::Uploader, &stream, name);
         });
         if let Err(detail) = result {
             tracing::error!(stream = %self.stream, panic = %detail, "uploader panicked; restarting it from its spool");
-            ctx.stop();
+            if self.writing {
+                self.stop_after_write = true;
+            } else {
+                ctx.stop();
+            }
         }
     }
 
@@ -517,6 +536,8 @@ impl Supervised for Uploader {
         self.busy = false;
         self.retry_scheduled = false;
         self.ticking = None;
+        self.writing = false;
+        self.stop_after_write = false;
     }
 }
 
@@ -532,7 +553,7 @@ impl Handler<Deliver> for Uploader {
         }: Deliver,
         ctx: &mut Context<Self>,
     ) {
-        self.guarded(ctx, |this, ctx| {
+        self.guarded(ctx, "deliver", |this, ctx| {
             this.deliver(outputs, fence, recording, ctx)
         });
     }
@@ -581,7 +602,7 @@ impl Handler<Kick> for Uploader {
     type Result = ();
 
     fn handle(&mut self, _: Kick, ctx: &mut Context<Self>) {
-        self.guarded(ctx, Self::kick);
+        self.guarded(ctx, "kick", Self::kick);
     }
 }
 
