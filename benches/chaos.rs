@@ -372,6 +372,9 @@ fn main() {
             Some((slope, covered)) => println!("  node 0 RSS slope at a steady load (stretches holding the same streams, {covered:.0} s of the run): {slope:.1} MB/hour"),
             None => println!("  node 0 RSS slope at a steady load: no stretch of 80 s holding the same streams"),
         }
+        if let Some((slope, error, per_stream)) = rss::slope_beside_load(&samples) {
+            println!("  node 0 RSS slope with the streams it holds taken out (MiB = a + b*hours + c*streams): {slope:.1} ± {error:.1} MB/hour, {per_stream:.2} MiB per stream");
+        }
         println!("  alive before the streams started:");
         for a in &before.lines {
             println!("    {a}");

@@ -3,7 +3,8 @@
 //! slope over the run measures takeovers, not leaks. A leak is growth at a steady load:
 //! so the slope is also taken over each stretch in which node 0 held the same number of
 //! streams (less its first 20 s, while a new stream's windows fill), and averaged by
-//! the stretches' lengths.
+//! the stretches' lengths; and over the whole run with the streams held as a second
+//! regressor.
 
 /// One look at node 0: seconds into the run, the streams it held, its RSS in MiB.
 #[derive(Debug, Clone, Copy, Default)]
@@ -42,4 +43,62 @@ pub fn steady_slope(samples: &[Sample]) -> Option<(f64, f64)> {
         }
     }
     (covered > 0.0).then(|| (weighted / covered, covered))
+}
+
+/// The slope over the whole run with the streams held taken out: least squares of
+/// MiB = a + b·hours + c·streams. Returns b (MiB per hour), its standard error, and c
+/// (MiB per stream held). A leak shows in b whatever node 0 takes over; the error says
+/// whether the run was long enough to tell 5 MB/hour from nothing.
+pub fn slope_beside_load(samples: &[Sample]) -> Option<(f64, f64, f64)> {
+    let rows: Vec<[f64; 3]> = (samples.iter())
+        .map(|s| [1.0, s.secs / 3600.0, f64::from(s.held)])
+        .collect();
+    let n = rows.len();
+    if n < 4 {
+        return None;
+    }
+    // Normal equations: (XᵀX) β = Xᵀy.
+    let mut xtx = [[0.0; 3]; 3];
+    let mut xty = [0.0; 3];
+    for (row, s) in rows.iter().zip(samples) {
+        for i in 0..3 {
+            xty[i] += row[i] * s.mib;
+            for j in 0..3 {
+                xtx[i][j] += row[i] * row[j];
+            }
+        }
+    }
+    let inverse = invert(xtx)?;
+    let beta: Vec<f64> = (0..3)
+        .map(|i| (0..3).map(|j| inverse[i][j] * xty[j]).sum())
+        .collect();
+    let residual: f64 = (rows.iter().zip(samples))
+        .map(|(row, s)| {
+            let fit: f64 = (0..3).map(|i| row[i] * beta[i]).sum();
+            (s.mib - fit).powi(2)
+        })
+        .sum();
+    let variance = residual / (n - 3) as f64;
+    Some((beta[1], (variance * inverse[1][1]).sqrt(), beta[2]))
+}
+
+/// A 3×3 inverse (cofactors); `None` when singular (node 0's load never changed, or
+/// changed in step with time).
+fn invert(m: [[f64; 3]; 3]) -> Option<[[f64; 3]; 3]> {
+    let c = |r: usize, k: usize| {
+        let (r1, r2) = ((r + 1) % 3, (r + 2) % 3);
+        let (k1, k2) = ((k + 1) % 3, (k + 2) % 3);
+        m[r1][k1] * m[r2][k2] - m[r1][k2] * m[r2][k1]
+    };
+    let det = m[0][0] * c(0, 0) + m[0][1] * c(0, 1) + m[0][2] * c(0, 2);
+    if det.abs() < 1e-9 {
+        return None;
+    }
+    let mut inverse = [[0.0; 3]; 3];
+    for (i, row) in inverse.iter_mut().enumerate() {
+        for (j, v) in row.iter_mut().enumerate() {
+            *v = c(j, i) / det;
+        }
+    }
+    Some(inverse)
 }
