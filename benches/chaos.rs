@@ -372,6 +372,9 @@ fn main() {
             Some((slope, covered)) => println!("  node 0 RSS slope at a steady load (stretches holding the same streams, {covered:.0} s of the run): {slope:.1} MB/hour"),
             None => println!("  node 0 RSS slope at a steady load: no stretch of 80 s holding the same streams"),
         }
+        // The curve itself, a sample a minute: MiB (streams held).
+        let curve: Vec<String> = (samples.iter().step_by(12)).map(|s| format!("{:.1} ({})", s.mib, s.held)).collect();
+        println!("  node 0 RSS per minute, MiB (streams held): {}", curve.join(", "));
         if let Some((slope, error, per_stream)) = rss::slope_beside_load(&samples) {
             println!("  node 0 RSS slope with the streams it holds taken out (MiB = a + b*hours + c*streams): {slope:.1} ± {error:.1} MB/hour, {per_stream:.2} MiB per stream");
         }
