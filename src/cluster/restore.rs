@@ -198,7 +198,8 @@ fn interleave(files: Vec<(String, String)>) -> Vec<(String, String)> {
     out
 }
 
-/// Copies `files` from S3 into the local data dir, several at a time, in order.
+/// Copies `files` from S3 into the local data dir, several at a time, started in the
+/// order given (newest first).
 pub async fn fetch(files: Vec<(String, String)>, sources: Sources<'_>) {
     let Some((s3, stream)) = sources.s3 else {
         return;

@@ -396,9 +396,8 @@ async fn rendition_file(
         file(&req, dir.join(name), PLAYLIST_TYPE, PLAYLIST_CACHE, true).await
     } else if segment_ok(&name) {
         let path = dir.join(&name);
-        let kind = (SEGMENT_TYPE, SEGMENT_CACHE);
         match super::files::SHARED
-            .answer_if_present(&req, &path, kind.0, kind.1)
+            .answer_if_present(&req, &path, SEGMENT_TYPE, SEGMENT_CACHE)
             .await
         {
             Some(answer) => answer,

@@ -58,8 +58,9 @@ pub enum OwnerLookup {
     /// One of up to [`OWNER_CACHE`] ago will do.
     Cached,
     /// Asked of Redis now: this node's edge for the path may have fallen behind another
-    /// node's (its session waits for its publisher, who may have moved), and a player
-    /// that asked the other node a moment ago must not be sent back in time.
+    /// node's (its session waits for its publisher, who may have moved, or has ended
+    /// while the path is published again elsewhere), and a player that asked the other
+    /// node a moment ago must not be sent back in time.
     Fresh,
 }
 
