@@ -130,6 +130,58 @@ async fn a_node_whose_session_ended_answers_the_new_owners_playlist() {
     assert!(master.is_some(), "node-0 has no master for a live stream");
 }
 
+/// The path ended on node-0 (ENDLIST), went live again on node-1, and node-1 died. Until
+/// a new owner takes the path, no node can name its owner. Node-0 must not answer its
+/// ended session's finished playlist meanwhile: a player that saw node-1's would be sent
+/// back in time (the chaos benchmark saw 523 -> 514 so). It answers 503; its finished
+/// playlist only while that is the newest the path has (the wait for it above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_playlist_the_path_got_past_is_not_answered() {
+    const PATH: &str = "again-and-gone";
+    let mut c = TestCluster::start(2, false).await;
+    let playlist = format!("/hls/{PATH}/source/index.m3u8");
+    let key = create_stream(&c.nodes[0], PATH).await;
+    let mut first = Publisher::start(&c.nodes[0].rtmp_url(&key), 4);
+    first
+        .wait_exit(Duration::from_secs(30))
+        .expect("the first publish ends");
+    let finished = wait_for("node-0's ENDLIST", Duration::from_secs(30), || async {
+        fetch_text(&c.nodes[0], &playlist)
+            .await
+            .filter(|p| p.contains("#EXT-X-ENDLIST"))
+    })
+    .await;
+    let finished = next_msn(&media_playlist(&finished).unwrap());
+
+    let mut second = Publisher::start(&c.nodes[1].rtmp_url(&key), 60);
+    let seen = wait_for(
+        "node-1's playlist 2 segments past node-0's",
+        Duration::from_secs(30),
+        || async {
+            let text = fetch_text(&c.nodes[1], &playlist).await?;
+            media_playlist(&text).filter(|p| next_msn(p) >= finished + 2)
+        },
+    )
+    .await;
+    c.nodes[1].kill();
+    second.kill();
+    wait_for(
+        "node-1's lease to lapse",
+        Duration::from_secs(20),
+        || async { owner(&c.redis, PATH).is_none().then_some(()) },
+    )
+    .await;
+
+    let answer = reqwest::get(c.nodes[0].url(&playlist)).await.unwrap();
+    let (code, text) = (answer.status().as_u16(), answer.text().await.unwrap());
+    assert_eq!(
+        code,
+        503,
+        "node-0's ended session answered (node-1's last: next segment {}):\n{text}",
+        next_msn(&seen)
+    );
+}
+
 /// A viewer of a large answer through a node that does not own the stream: the node
 /// passes the owner's body on as the viewer takes it, and holds almost none of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,6 +13,7 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::files::sized;
+use super::finished;
 use super::proxy::{ClusterProxy, OwnerLookup};
 use super::viewers::Viewers;
 use crate::delivery::memory::{FileLookup, LiveStore, LiveStream, PlaylistLookup};
@@ -371,6 +372,9 @@ async fn rendition_file(
     if (playlist || segment_ok(&name))
         && let Some(edge) = live.get(stream.as_str())
     {
+        if playlist && finished::edge_behind(proxy_ref, &edge, &stream, &rendition).await {
+            return finished::unavailable();
+        }
         let answer = if playlist {
             live_playlist(&req, &edge, &rendition).await
         } else {
@@ -382,15 +386,8 @@ async fn rendition_file(
         }
     }
     let dir = root.0.join(stream.as_str()).join(&rendition);
-    if playlist && proxy.is_some() && !ended(&dir.join(&name)).await {
-        // In a cluster, a playlist on this disk that has not ended is a copy from when
-        // this node owned the stream: the live one is elsewhere, and its owner is unknown
-        // for a moment (a takeover, Redis restarting). The copy would send players back
-        // in time (the chaos benchmark saw MEDIA-SEQUENCE 194 -> 180); they retry.
-        return HttpResponse::ServiceUnavailable()
-            .insert_header((header::RETRY_AFTER, "1"))
-            .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
-            .body("the stream's owner cannot be reached right now");
+    if playlist && finished::copy_stale(proxy_ref, &dir.join(&name), &stream, &rendition).await {
+        return finished::unavailable();
     }
     if playlist {
         file(&req, dir.join(name), PLAYLIST_TYPE, PLAYLIST_CACHE, true).await
@@ -428,15 +425,6 @@ async fn from_predecessor(
     let key = s3.object_key(stream.as_str(), &format!("{rendition}/{name}"));
     let kind = (SEGMENT_TYPE, SEGMENT_CACHE, false);
     Some(super::s3_files::pass_on(req, s3, &key, kind).await)
-}
-
-/// Whether the playlist file at `path` is finished (`EXT-X-ENDLIST`), or absent (a 404
-/// follows). Playlists are small; this runs only when no node has the stream live.
-async fn ended(path: &std::path::Path) -> bool {
-    match tokio::fs::read(path).await {
-        Ok(text) => memchr::memmem::find(&text, b"#EXT-X-ENDLIST").is_some(),
-        Err(_) => true,
-    }
 }
 
 /// CORS preflight for players on other origins.

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod error;
 pub mod files;
+mod finished;
 pub mod health;
 pub mod hls;
 pub mod proxy;

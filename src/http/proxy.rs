@@ -92,6 +92,10 @@ impl ClusterProxy {
         }
     }
 
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
     /// The cluster's bucket, if it has one.
     pub fn s3(&self) -> Option<&S3Target> {
         self.s3.as_ref()
