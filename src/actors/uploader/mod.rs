@@ -13,34 +13,13 @@ use actix::prelude::*;
 
 use super::supervision::{ActorKind, Intensity, fault_point_in, guard, restarted};
 use crate::cluster::Cluster;
-use crate::delivery::fencing::{FenceError, FenceStep, Fenced, PlaylistFences, put_playlist};
-use crate::delivery::objects::{recording_item, stream_item};
+use crate::delivery::fencing::{Fenced, PlaylistFences};
 use crate::delivery::s3::S3Target;
 use crate::delivery::spool::{Item, ItemKind, ItemMeta, Spool};
-use crate::hls::packager::Output;
-use crate::hls::recording::RecordingBatch;
 use crate::media::chunks::Chunks;
 use crate::metrics::UploadMetrics;
 
 const SINK: &str = "s3";
-const BACKOFF_START: Duration = Duration::from_millis(200);
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
-
-/// The packager's outputs for this stream, in order; `fence`: the session's lease token
-/// in a cluster.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Deliver {
-    pub outputs: Vec<Output>,
-    pub fence: Option<u64>,
-    /// What a recording keeps of these outputs (queued after them).
-    pub recording: Option<RecordingBatch>,
-}
-
-/// The stream ended: once the queue is empty, its upload series can go.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct StreamEnded;
 
 pub struct Uploader {
     stream: String,
@@ -90,17 +69,6 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Exponential backoff with jitter: 50 % to 100 % of min(start * 2^n, max).
-fn backoff(failures: u32) -> Duration {
-    let ceiling = BACKOFF_START
-        .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1)))
-        .min(BACKOFF_MAX);
-    let mut random = [0u8; 2];
-    let _ = getrandom::fill(&mut random);
-    let fraction = 0.5 + f64::from(u16::from_le_bytes(random)) / f64::from(u16::MAX) / 2.0;
-    ceiling.mul_f64(fraction)
 }
 
 impl Uploader {
@@ -314,47 +282,10 @@ impl Uploader {
             (Some(cluster), Some(token)) => Fence::Check(cluster, token),
             _ => Fence::None,
         };
-        let stream_name = self.stream.clone();
+        let upload = send(target, self.stream.clone(), key, kind, body, fence);
         let upload = async move {
             let started = Instant::now();
-            let result = match fence {
-                Fence::Conditional(cluster, token, step) => put_playlist(
-                    &target,
-                    &cluster,
-                    &stream_name,
-                    &key,
-                    kind,
-                    body,
-                    token,
-                    step,
-                )
-                .await
-                .map(Sent::Playlist)
-                .map_err(UploadError::from),
-                Fence::Check(cluster, token) => match cluster.is_current(&stream_name, token).await
-                {
-                    Ok(true) => target
-                        .put(&key, kind, body)
-                        .await
-                        .map(|()| Sent::Done)
-                        .map_err(UploadError::S3),
-                    Ok(false) => Ok(Sent::Playlist(Fenced::Lost)),
-                    Err(e) => Err(UploadError::Fence(e)),
-                },
-                Fence::None => match kind {
-                    ItemKind::Delete => target.delete(&key).await.map(|()| Sent::Done),
-                    ItemKind::Copy => {
-                        let from = target.object_key(&stream_name, &String::from_utf8_lossy(&body));
-                        target
-                            .copy(&from, &key, kind)
-                            .await
-                            .map(|found| if found { Sent::Done } else { Sent::Missing })
-                    }
-                    _ => target.put(&key, kind, body).await.map(|()| Sent::Done),
-                }
-                .map_err(UploadError::S3),
-            };
-            (result, started.elapsed())
+            (upload.await, started.elapsed())
         };
         ctx.spawn(
             upload
@@ -415,45 +346,6 @@ impl Uploader {
                     this.kick(ctx);
                 });
             }
-        }
-    }
-}
-
-#[derive(Message)]
-#[rtype(result = "()")]
-struct Kick;
-
-#[derive(Debug, PartialEq, Eq)]
-enum Sent {
-    Done,
-    /// A playlist of a cluster's path: written, or not (and why).
-    Playlist(Fenced),
-    /// A copy whose source is gone: dropped (retrying cannot bring it back).
-    Missing,
-}
-
-/// How a playlist is fenced against another node's writes.
-enum Fence {
-    /// Not in a cluster (or not a playlist).
-    None,
-    /// `s3.conditional_writes = false`: the lease is checked in Redis first.
-    Check(Arc<Cluster>, u64),
-    Conditional(Arc<Cluster>, u64, FenceStep),
-}
-
-#[derive(Debug, thiserror::Error)]
-enum UploadError {
-    #[error(transparent)]
-    S3(#[from] crate::delivery::s3::S3Error),
-    #[error("cannot check the path's lease: {0}")]
-    Fence(crate::cluster::ClusterError),
-}
-
-impl From<FenceError> for UploadError {
-    fn from(e: FenceError) -> Self {
-        match e {
-            FenceError::S3(e) => UploadError::S3(e),
-            FenceError::Lease(e) => UploadError::Fence(e),
         }
     }
 }
@@ -541,70 +433,10 @@ impl Supervised for Uploader {
     }
 }
 
-impl Handler<Deliver> for Uploader {
-    type Result = ();
-
-    fn handle(
-        &mut self,
-        Deliver {
-            outputs,
-            fence,
-            recording,
-        }: Deliver,
-        ctx: &mut Context<Self>,
-    ) {
-        self.guarded(ctx, "deliver", |this, ctx| {
-            this.deliver(outputs, fence, recording, ctx)
-        });
-    }
-}
-
-impl Uploader {
-    fn deliver(
-        &mut self,
-        outputs: Vec<Output>,
-        fence: Option<u64>,
-        recording: Option<RecordingBatch>,
-        ctx: &mut Context<Self>,
-    ) {
-        self.stream_live = true;
-        if self.spool.is_some() {
-            self.tick(ctx);
-        }
-        let grace = self.delete_grace;
-        let now = now_ms();
-        let recorded = recording.into_iter().flat_map(|batch| {
-            let id = batch.id;
-            batch
-                .outputs
-                .into_iter()
-                .filter_map(move |o| recording_item(id, o))
-        });
-        let items = outputs
-            .into_iter()
-            .filter_map(|o| stream_item(o, grace, fence, now))
-            .chain(recorded)
-            .collect();
-        self.queue(items, ctx);
-    }
-}
-
-impl Handler<StreamEnded> for Uploader {
-    type Result = ();
-
-    fn handle(&mut self, _: StreamEnded, _: &mut Context<Self>) {
-        self.stream_live = false;
-        self.update_depth();
-    }
-}
-
-impl Handler<Kick> for Uploader {
-    type Result = ();
-
-    fn handle(&mut self, _: Kick, ctx: &mut Context<Self>) {
-        self.guarded(ctx, "kick", Self::kick);
-    }
-}
-
 mod deliveries;
+mod handlers;
+mod send;
 pub use deliveries::Deliveries;
+use handlers::Kick;
+pub use handlers::{Deliver, StreamEnded};
+use send::{Fence, Sent, UploadError, backoff, send};

@@ -1,0 +1,91 @@
+//! One spooled item to S3: a put, a copy or a delete; for a cluster's playlists, fenced
+//! so an old owner's playlist never lands over the new owner's. Pure async work, no
+//! actor state: the uploader hands an item over and handles the answer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cluster::Cluster;
+use crate::delivery::fencing::{FenceError, FenceStep, Fenced, put_playlist};
+use crate::delivery::s3::S3Target;
+use crate::delivery::spool::ItemKind;
+
+const BACKOFF_START: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// Exponential backoff with jitter: 50 % to 100 % of min(start * 2^n, max).
+pub(super) fn backoff(failures: u32) -> Duration {
+    let ceiling = BACKOFF_START
+        .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1)))
+        .min(BACKOFF_MAX);
+    let mut random = [0u8; 2];
+    let _ = getrandom::fill(&mut random);
+    let fraction = 0.5 + f64::from(u16::from_le_bytes(random)) / f64::from(u16::MAX) / 2.0;
+    ceiling.mul_f64(fraction)
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Sent {
+    Done,
+    /// A playlist of a cluster's path: written, or not (and why).
+    Playlist(Fenced),
+    /// A copy whose source is gone: dropped (retrying cannot bring it back).
+    Missing,
+}
+
+/// How a playlist is fenced against another node's writes.
+pub(super) enum Fence {
+    /// Not in a cluster (or not a playlist).
+    None,
+    /// `s3.conditional_writes = false`: the lease is checked in Redis first.
+    Check(Arc<Cluster>, u64),
+    Conditional(Arc<Cluster>, u64, FenceStep),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(super) enum UploadError {
+    #[error(transparent)]
+    S3(#[from] crate::delivery::s3::S3Error),
+    #[error("cannot check the path's lease: {0}")]
+    Fence(crate::cluster::ClusterError),
+}
+
+impl From<FenceError> for UploadError {
+    fn from(e: FenceError) -> Self {
+        match e {
+            FenceError::S3(e) => UploadError::S3(e),
+            FenceError::Lease(e) => UploadError::Fence(e),
+        }
+    }
+}
+
+/// One item of `stream` to `key` (`body`: its bytes; for a copy, the name to copy from).
+pub(super) async fn send(
+    target: S3Target,
+    stream: String,
+    key: String,
+    kind: ItemKind,
+    body: Vec<u8>,
+    fence: Fence,
+) -> Result<Sent, UploadError> {
+    match fence {
+        Fence::Conditional(cluster, token, step) => {
+            let written = put_playlist(&target, &cluster, &stream, &key, kind, body, token, step);
+            Ok(Sent::Playlist(written.await?))
+        }
+        Fence::Check(cluster, token) => match cluster.is_current(&stream, token).await {
+            Ok(true) => Ok(target.put(&key, kind, body).await.map(|()| Sent::Done)?),
+            Ok(false) => Ok(Sent::Playlist(Fenced::Lost)),
+            Err(e) => Err(UploadError::Fence(e)),
+        },
+        Fence::None => Ok(match kind {
+            ItemKind::Delete => target.delete(&key).await.map(|()| Sent::Done),
+            ItemKind::Copy => {
+                let from = target.object_key(&stream, &String::from_utf8_lossy(&body));
+                (target.copy(&from, &key, kind).await)
+                    .map(|found| if found { Sent::Done } else { Sent::Missing })
+            }
+            _ => target.put(&key, kind, body).await.map(|()| Sent::Done),
+        }?),
+    }
+}
