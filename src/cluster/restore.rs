@@ -8,7 +8,8 @@
 //! rendition's folder (one request each, all at once), not for each file: fetching a
 //! whole window per stream, seven streams at once after a node died, took up to 2.9 s
 //! (the chaos benchmark). The files are fetched afterwards, newest first, while the
-//! stream goes on; until one lands, HTTP passes it on from S3.
+//! stream goes on; until one lands, HTTP passes it on from S3. S3 gets [`S3_WAIT`] to
+//! answer.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -26,6 +27,13 @@ const PARALLEL_FETCHES: usize = 8;
 /// The most keys a rendition's listing reads: its folder holds the window and what
 /// waits to be deleted (a few dozen). A folder with more is checked file by file.
 const MAX_LISTED: usize = 4096;
+
+/// How long a claim waits for S3 to say which of the predecessor's segments it has. The
+/// path's viewers wait for the claim: in a 30 s S3 freeze a claim waited for the S3
+/// request timeout (the chaos benchmark saw a reader's gap of 4.1 s). Past it, what is
+/// not in the data dir is left out (gaps), as if S3 had not got it: a segment S3 may
+/// lack is never listed, and a viewer at the live edge loses nothing.
+const S3_WAIT: std::time::Duration = std::time::Duration::from_millis(1500);
 
 /// Where the predecessor's files can be found besides the local data dir.
 pub struct Sources<'a> {
@@ -99,31 +107,57 @@ async fn find_one(s3: Option<(&S3Target, &str)>, rendition: &str, name: &str) ->
     }
 }
 
-/// Where each of `names` is, for one rendition.
-async fn find(sources: &Sources<'_>, rendition: &str, names: &[String]) -> Vec<Found> {
+/// Where each of `names` is, for one rendition. What S3 has not said by `deadline` is
+/// taken as nowhere.
+async fn find(
+    sources: &Sources<'_>,
+    rendition: &str,
+    names: &[String],
+    deadline: tokio::time::Instant,
+) -> Vec<Found> {
     let here = local_names(sources.local.join(rendition)).await;
     let missing = names.iter().any(|n| !here.contains(n));
-    let listed = match sources.s3 {
-        Some((s3, stream)) if missing => s3_names(s3, stream, rendition).await,
-        _ => Some(HashSet::new()),
+    let in_s3 = async {
+        let listed = match sources.s3 {
+            Some((s3, stream)) if missing => s3_names(s3, stream, rendition).await,
+            _ => Some(HashSet::new()),
+        };
+        let checks = names.iter().map(|name| {
+            let (here, listed) = (&here, &listed);
+            async move {
+                if here.contains(name) {
+                    return Found::Here;
+                }
+                match listed {
+                    Some(listed) if listed.contains(name) => Found::InS3,
+                    Some(_) => Found::Nowhere,
+                    None => find_one(sources.s3, rendition, name).await,
+                }
+            }
+        });
+        stream::iter(checks)
+            .buffered(PARALLEL_FETCHES)
+            .collect::<Vec<Found>>()
+            .await
     };
-    let checks = names.iter().map(|name| {
-        let (here, listed) = (&here, &listed);
-        async move {
-            if here.contains(name) {
-                return Found::Here;
-            }
-            match listed {
-                Some(listed) if listed.contains(name) => Found::InS3,
-                Some(_) => Found::Nowhere,
-                None => find_one(sources.s3, rendition, name).await,
-            }
+    match tokio::time::timeout_at(deadline, in_s3).await {
+        Ok(found) => found,
+        Err(_) => {
+            tracing::warn!(
+                rendition,
+                "S3 did not answer in time: the predecessor's segments not here are left out"
+            );
+            (names.iter())
+                .map(|n| {
+                    if here.contains(n) {
+                        Found::Here
+                    } else {
+                        Found::Nowhere
+                    }
+                })
+                .collect()
         }
-    });
-    stream::iter(checks)
-        .buffered(PARALLEL_FETCHES)
-        .collect()
-        .await
+    }
 }
 
 /// Keeps, per rendition, the segments (and their init segments) that are present or in
@@ -145,8 +179,10 @@ pub async fn keep_present(state: &mut PathState, sources: &Sources<'_>) -> Resto
             names
         })
         .collect();
+    let deadline = tokio::time::Instant::now() + S3_WAIT;
     let found = futures_util::future::join_all(
-        (state.renditions.iter().zip(&names)).map(|(r, names)| find(sources, &r.name, names)),
+        (state.renditions.iter().zip(&names))
+            .map(|(r, names)| find(sources, &r.name, names, deadline)),
     )
     .await;
     let mut restored = Restored::default();

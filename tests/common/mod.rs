@@ -824,6 +824,30 @@ impl MotoServer {
         self.child.id()
     }
 
+    /// SIGSTOP: an S3 that hangs (connections are accepted, nothing answers).
+    pub fn freeze(&self) {
+        let pid = self.pid().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-STOP", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
+    /// SIGCONT after [`Self::freeze`].
+    pub fn thaw(&self) {
+        let pid = self.pid().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-CONT", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
     /// A client with the test credentials (moto refuses anonymous reads by default).
     pub async fn client(&self) -> aws_sdk_s3::Client {
         let creds = aws_sdk_s3::config::Credentials::new("test", "test", None, None, "tests");
