@@ -56,12 +56,25 @@ fn cpu_ticks() -> (u64, u64) {
     (total - idle, total)
 }
 
-/// The streams a node has a publisher for (`kawa_live_streams`).
-async fn live_streams(node: &Kawa) -> u32 {
+/// The streams a node has a publisher for (`kawa_live_streams`), and the MiB live on
+/// its heap (`kawa_heap_live_bytes`).
+async fn load_and_heap(node: &Kawa) -> (u32, f64) {
     let text = metrics_text(node).await;
-    (text.lines())
-        .find_map(|l| l.strip_prefix("kawa_live_streams ")?.trim().parse().ok())
-        .unwrap_or(0)
+    let value =
+        |name: &str| (text.lines()).find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok());
+    let held = value("kawa_live_streams ").unwrap_or(0.0) as u32;
+    (
+        held,
+        value("kawa_heap_live_bytes ").unwrap_or(0.0) / 1048576.0,
+    )
+}
+
+/// Node 0's RSS and live heap in MiB, now.
+async fn memory_now(node: &Kawa) -> (f64, f64) {
+    (
+        rss_kib(node.pid()) as f64 / 1024.0,
+        load_and_heap(node).await.1,
+    )
 }
 
 /// What is alive on the nodes now.
@@ -164,6 +177,7 @@ fn main() {
             return;
         }
         let before = alive_now(&nodes).await;
+        let idle_before = memory_now(&nodes[0]).await;
         let balancer = Balancer::start(nodes.iter().map(|k| k.rtmp).collect()).await;
         let urls = Arc::new(Mutex::new(nodes.iter().map(|k| k.url("")).map(|u| u.trim_end_matches('/').to_owned()).collect::<Vec<_>>()));
         let mut publishers = Vec::new();
@@ -200,9 +214,9 @@ fn main() {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let t = started.elapsed().as_secs();
             if t.is_multiple_of(5) {
-                let held = live_streams(&nodes[0]).await;
+                let (held, heap) = load_and_heap(&nodes[0]).await;
                 let secs = started.elapsed().as_secs_f64();
-                samples.push(rss::Sample { secs, held, mib: rss_kib(nodes[0].pid()) as f64 / 1024.0 });
+                samples.push(rss::Sample { secs, held, mib: rss_kib(nodes[0].pid()) as f64 / 1024.0, heap });
             }
             if t / 60 > busy.len() as u64 {
                 let now = cpu_ticks();
@@ -292,6 +306,7 @@ fn main() {
                 break;
             }
         }
+        let idle_after = memory_now(&nodes[0]).await;
         let seen = seen.lock().unwrap();
         println!("chaos: 3 nodes, {streams} streams with a small ladder and a reader each, {elapsed:.0} s");
         match settled {
@@ -378,6 +393,16 @@ fn main() {
         if let Some((slope, error, per_stream)) = rss::slope_beside_load(&samples) {
             println!("  node 0 RSS slope with the streams it holds taken out (MiB = a + b*hours + c*streams): {slope:.1} ± {error:.1} MB/hour, {per_stream:.2} MiB per stream");
         }
+        let heap = rss::heap_as_mib(&samples);
+        let curve: Vec<String> = (heap.iter().step_by(12)).map(|s| format!("{:.1} ({})", s.mib, s.held)).collect();
+        println!("  node 0 live heap per minute, MiB (streams held): {}", curve.join(", "));
+        if let Some((slope, error, per_stream)) = rss::slope_beside_load(&heap) {
+            println!("  node 0 live heap slope with the streams it holds taken out: {slope:.1} ± {error:.1} MB/hour, {per_stream:.2} MiB per stream");
+        }
+        println!(
+            "  node 0 idle, before the streams and once every stream ended: RSS {:.1} -> {:.1} MiB, live heap {:.1} -> {:.1} MiB",
+            idle_before.0, idle_after.0, idle_before.1, idle_after.1
+        );
         println!("  alive before the streams started:");
         for a in &before.lines {
             println!("    {a}");

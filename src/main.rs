@@ -6,8 +6,15 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use kawa::config::Settings;
 
+#[cfg(not(feature = "fault-injection"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The chaos benchmark's build counts live heap bytes (`kawa_heap_live_bytes`).
+#[cfg(feature = "fault-injection")]
+#[global_allocator]
+static ALLOCATOR: kawa::memory::Counted<mimalloc::MiMalloc> =
+    kawa::memory::Counted(mimalloc::MiMalloc);
 
 /// Kawa: RTMP in, adaptive-bitrate HLS out.
 #[derive(Parser)]

@@ -352,6 +352,19 @@ pub fn actor_alive(kind: crate::actors::supervision::ActorKind, change: i64) {
         .add(change);
 }
 
+/// Bytes live on the heap (a build with `fault-injection` counts them; see
+/// `memory::Counted`).
+#[cfg(feature = "fault-injection")]
+static HEAP_LIVE: LazyLock<IntGauge> = LazyLock::new(|| {
+    let gauge = IntGauge::new(
+        "kawa_heap_live_bytes",
+        "Bytes live on the heap (test builds)",
+    )
+    .expect("a valid metric");
+    let _ = METRICS.registry.register(Box::new(gauge.clone()));
+    gauge
+});
+
 pub fn render() -> String {
     METRICS.tasks_alive.reset();
     for (runtime, handle) in RUNTIMES.lock().unwrap_or_else(|e| e.into_inner()).iter() {
@@ -362,6 +375,8 @@ pub fn render() -> String {
     let connections: usize = (pools.iter()).filter_map(|size| size()).sum();
     METRICS.redis_connections.set(connections as i64);
     drop(pools);
+    #[cfg(feature = "fault-injection")]
+    HEAP_LIVE.set(crate::memory::live_heap_bytes() as i64);
     let mut out = Vec::new();
     let families = METRICS.registry.gather();
     // Encoding into a Vec cannot fail.

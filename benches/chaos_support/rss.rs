@@ -6,12 +6,22 @@
 //! the stretches' lengths; and over the whole run with the streams held as a second
 //! regressor.
 
-/// One look at node 0: seconds into the run, the streams it held, its RSS in MiB.
+/// One look at node 0: seconds into the run, the streams it held, its RSS in MiB, and
+/// the MiB live on its heap (`kawa_heap_live_bytes`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Sample {
     pub secs: f64,
     pub held: u32,
     pub mib: f64,
+    pub heap: f64,
+}
+
+/// The same looks with the live heap in place of RSS, for the same fits: growth in
+/// both is memory Kawa holds; in RSS alone, memory the allocator keeps after use.
+pub fn heap_as_mib(samples: &[Sample]) -> Vec<Sample> {
+    (samples.iter())
+        .map(|s| Sample { mib: s.heap, ..*s })
+        .collect()
 }
 
 /// A new stream's playlists, GOP cache and parts fill in about this long.
