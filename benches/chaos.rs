@@ -102,6 +102,7 @@ async fn alive_now(nodes: &[Kawa]) -> Alive {
                 l.starts_with("kawa_actors_alive{")
                     || l.starts_with("kawa_tasks_alive{")
                     || l.starts_with("kawa_redis_connections ")
+                    || l.starts_with("kawa_live_edges ")
             })
             .collect();
         let sum = |prefix: &str| -> f64 {
@@ -111,7 +112,8 @@ async fn alive_now(nodes: &[Kawa]) -> Alive {
                 .filter_map(value)
                 .sum()
         };
-        alive.actors += sum("kawa_actors_alive{");
+        // An edge outlives its session only for the retention.
+        alive.actors += sum("kawa_actors_alive{") + sum("kawa_live_edges ");
         alive
             .tasks
             .push(sum("kawa_tasks_alive{") - sum("kawa_redis_connections "));

@@ -20,6 +20,7 @@ pub struct Metrics {
     pub ingest_paced: IntCounter,
     pub publish_attempts: IntCounterVec,
     pub live_streams: IntGauge,
+    pub live_edges: IntGauge,
     pub transcoders_alive: IntGauge,
     pub actor_restarts: IntCounterVec,
     pub actor_panics: IntCounterVec,
@@ -95,6 +96,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         ),
         live_streams: IntGauge::new("kawa_live_streams", "Streams with a publisher now")
             .expect("valid metric"),
+        live_edges: IntGauge::new(
+            "kawa_live_edges",
+            "Streams' live edges in memory: live, or ended and kept for hls.retention_seconds",
+        )
+        .expect("valid metric"),
         transcoders_alive: IntGauge::new(
             "kawa_transcoders_alive",
             "Transcoder actors alive (one per encode; more means a leak)",
@@ -252,6 +258,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         Box::new(m.ingest_paced.clone()),
         Box::new(m.publish_attempts.clone()),
         Box::new(m.live_streams.clone()),
+        Box::new(m.live_edges.clone()),
         Box::new(m.transcoders_alive.clone()),
         Box::new(m.actor_restarts.clone()),
         Box::new(m.actor_panics.clone()),

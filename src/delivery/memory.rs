@@ -30,8 +30,9 @@ impl LiveStore {
     pub fn open(&self, path: &str) -> Arc<LiveStream> {
         let stream = Arc::new(LiveStream::default());
         let old = write(&self.streams).insert(path.to_owned(), stream.clone());
-        if let Some(old) = old {
-            old.close();
+        match old {
+            Some(old) => old.close(),
+            None => crate::metrics::METRICS.live_edges.inc(),
         }
         stream
     }
@@ -42,6 +43,7 @@ impl LiveStore {
         let mut streams = write(&self.streams);
         if streams.get(path).is_some_and(|s| Arc::ptr_eq(s, stream)) {
             streams.remove(path);
+            crate::metrics::METRICS.live_edges.dec();
         }
     }
 

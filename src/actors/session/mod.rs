@@ -492,6 +492,9 @@ impl Actor for StreamSession {
         crate::metrics::actor_alive(ActorKind::Session, -1);
         self.kill_encoder();
         self.release();
+        // Closed at the retention's end; a session stopped another way (it could not
+        // even end cleanly after a crash) must not leave its edge in memory for good.
+        self.context.live.close(self.path.as_str(), &self.edge);
     }
 }
 
