@@ -395,6 +395,15 @@ fn main() {
         if let Some((slope, error, per_stream)) = rss::slope_beside_load(&samples) {
             println!("  node 0 RSS slope with the streams it holds taken out (MiB = a + b*hours + c*streams): {slope:.1} ± {error:.1} MB/hour, {per_stream:.2} MiB per stream");
         }
+        let peaks = rss::with_peak_load(&samples);
+        if let Some((slope, error, per_stream)) = rss::slope_beside_load(&peaks) {
+            println!("  node 0 RSS slope with the most streams it held so far taken out (allocator high water): {slope:.1} ± {error:.1} MB/hour, {per_stream:.2} MiB per stream");
+        }
+        let (after, span) = rss::since_peak(&samples);
+        if span >= 300.0 {
+            let heap_after = rss::heap_as_mib(after);
+            println!("  node 0 since it first held its most streams ({:.0} s): RSS slope {:.1} MB/hour, live heap slope {:.1} MB/hour", span, rss::slope(after), rss::slope(&heap_after));
+        }
         let heap = rss::heap_as_mib(&samples);
         let curve: Vec<String> = (heap.iter().step_by(12)).map(|s| format!("{:.1} ({})", s.mib, s.held)).collect();
         println!("  node 0 live heap per minute, MiB (streams held): {}", curve.join(", "));

@@ -4,7 +4,9 @@
 //! so the slope is also taken over each stretch in which node 0 held the same number of
 //! streams (less its first 20 s, while a new stream's windows fill), and averaged by
 //! the stretches' lengths; and over the whole run with the streams held as a second
-//! regressor.
+//! regressor. An allocator keeps what a peak of load made it take (high water), so the
+//! slope is also taken with the most streams held so far as that regressor, and over the
+//! run after node 0 first held its most streams.
 
 /// One look at node 0: seconds into the run, the streams it held, its RSS in MiB, and
 /// the MiB live on its heap (`kawa_heap_live_bytes`).
@@ -111,4 +113,28 @@ fn invert(m: [[f64; 3]; 3]) -> Option<[[f64; 3]; 3]> {
         }
     }
     Some(inverse)
+}
+
+/// The same looks with `held` as the most streams held so far: RSS after a peak of load
+/// stays near the peak's (the allocator keeps its pages), the live heap does not.
+pub fn with_peak_load(samples: &[Sample]) -> Vec<Sample> {
+    let mut most = 0;
+    (samples.iter())
+        .map(|s| {
+            most = most.max(s.held);
+            Sample { held: most, ..*s }
+        })
+        .collect()
+}
+
+/// The looks from when node 0 first held its most streams (settled): growth there is
+/// not the load's. With how long that is, in seconds.
+pub fn since_peak(samples: &[Sample]) -> (&[Sample], f64) {
+    let most = samples.iter().map(|s| s.held).max().unwrap_or(0);
+    let first = samples.iter().position(|s| s.held == most).unwrap_or(0);
+    let start = samples.get(first).map_or(0.0, |s| s.secs + SETTLE_SECS);
+    let from = (samples.iter()).position(|s| s.secs >= start).unwrap_or(samples.len());
+    let rest = &samples[from..];
+    let span = rest.last().map_or(0.0, |l| l.secs - rest[0].secs);
+    (rest, span)
 }
