@@ -133,7 +133,9 @@ pub fn since_peak(samples: &[Sample]) -> (&[Sample], f64) {
     let most = samples.iter().map(|s| s.held).max().unwrap_or(0);
     let first = samples.iter().position(|s| s.held == most).unwrap_or(0);
     let start = samples.get(first).map_or(0.0, |s| s.secs + SETTLE_SECS);
-    let from = (samples.iter()).position(|s| s.secs >= start).unwrap_or(samples.len());
+    let from = (samples.iter())
+        .position(|s| s.secs >= start)
+        .unwrap_or(samples.len());
     let rest = &samples[from..];
     let span = rest.last().map_or(0.0, |l| l.secs - rest[0].secs);
     (rest, span)
