@@ -327,6 +327,14 @@ fn main() {
         println!("  segments lost: {} listed but served by no node ({} not served by the node that listed them)", seen.unserved.len(), seen.retried);
         for u in seen.unserved.iter().take(10) {
             println!("    not served: {u}");
+            // What each node logged of that segment (its name is unique): where it was
+            // cut, uploaded, or left out.
+            let name = u.rsplit(' ').next().unwrap_or(u);
+            for (i, node) in nodes.iter().enumerate() {
+                for line in node.logs().lines().filter(|l| l.contains(name)).take(10) {
+                    println!("      node {i}: {line}");
+                }
+            }
         }
         println!(
             "  S3: {} segments listed; {} missing (still listed, not there 3 s later), {} listed before they were there, {} left the window before the audit got to them; S3 playlists found {} of {} times",

@@ -20,6 +20,24 @@ fn next_msn(p: &MediaPlaylist) -> u64 {
     p.media_sequence + p.segments.len() as u64
 }
 
+/// A 4 s broadcast of `path` on node-0, ended cleanly: its stream key, and node-0's
+/// finished playlist.
+async fn ended_on_node_0(c: &TestCluster, path: &str) -> (String, String) {
+    let key = create_stream(&c.nodes[0], path).await;
+    let mut first = Publisher::start(&c.nodes[0].rtmp_url(&key), 4);
+    first
+        .wait_exit(Duration::from_secs(30))
+        .expect("the first publish ends");
+    let playlist = format!("/hls/{path}/source/index.m3u8");
+    let finished = wait_for("node-0's ENDLIST", Duration::from_secs(30), || async {
+        fetch_text(&c.nodes[0], &playlist)
+            .await
+            .filter(|p| p.contains("#EXT-X-ENDLIST"))
+    })
+    .await;
+    (key, finished)
+}
+
 /// An encoder whose connection drops and that reconnects to another node moves its path
 /// there at once (`rtmp.takeover`). The old node's session, in its reconnect grace, only
 /// learns of the move at its next lease renewal; until then its edge stays where the
@@ -87,17 +105,7 @@ async fn a_node_whose_session_ended_answers_the_new_owners_playlist() {
     const PATH: &str = "again";
     let c = TestCluster::start(2, false).await;
     let playlist = format!("/hls/{PATH}/source/index.m3u8");
-    let key = create_stream(&c.nodes[0], PATH).await;
-    let mut first = Publisher::start(&c.nodes[0].rtmp_url(&key), 4);
-    first
-        .wait_exit(Duration::from_secs(30))
-        .expect("the first publish ends");
-    wait_for("node-0's ENDLIST", Duration::from_secs(30), || async {
-        fetch_text(&c.nodes[0], &playlist)
-            .await
-            .filter(|p| p.contains("#EXT-X-ENDLIST"))
-    })
-    .await;
+    let (key, _) = ended_on_node_0(&c, PATH).await;
     // Node-0 is asked all along, as players of the ended broadcast would: from the moment
     // node-1 answers a live playlist, node-0 answers that one, never its ENDLIST (a
     // cached "nobody owns it" from the moment before node-1 took the path would).
@@ -140,17 +148,7 @@ async fn a_finished_playlist_the_path_got_past_is_not_answered() {
     const PATH: &str = "again-and-gone";
     let mut c = TestCluster::start(2, false).await;
     let playlist = format!("/hls/{PATH}/source/index.m3u8");
-    let key = create_stream(&c.nodes[0], PATH).await;
-    let mut first = Publisher::start(&c.nodes[0].rtmp_url(&key), 4);
-    first
-        .wait_exit(Duration::from_secs(30))
-        .expect("the first publish ends");
-    let finished = wait_for("node-0's ENDLIST", Duration::from_secs(30), || async {
-        fetch_text(&c.nodes[0], &playlist)
-            .await
-            .filter(|p| p.contains("#EXT-X-ENDLIST"))
-    })
-    .await;
+    let (key, finished) = ended_on_node_0(&c, PATH).await;
     let finished = next_msn(&media_playlist(&finished).unwrap());
 
     let mut second = Publisher::start(&c.nodes[1].rtmp_url(&key), 60);

@@ -826,26 +826,18 @@ impl MotoServer {
 
     /// SIGSTOP: an S3 that hangs (connections are accepted, nothing answers).
     pub fn freeze(&self) {
-        let pid = self.pid().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-STOP", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
+        self.signal("-STOP");
     }
 
     /// SIGCONT after [`Self::freeze`].
     pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
         let pid = self.pid().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-CONT", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
+        let status = Command::new("kill").args([signal, &pid]).status().unwrap();
+        assert!(status.success());
     }
 
     /// A client with the test credentials (moto refuses anonymous reads by default).
