@@ -52,62 +52,67 @@ pub fn no_huge_pages() -> std::io::Result<()> {
     }
 }
 
-/// The global allocator of a build with `fault-injection` (the chaos benchmark's):
-/// the inner one, counting the bytes live on the heap. Its count
-/// (`kawa_heap_live_bytes`) tells memory the process still uses from memory the
-/// allocator keeps after use, when RSS grows under chaos. An atomic add per allocation:
-/// not in a default build.
+/// Live heap bytes, counted in builds with `fault-injection` only.
 #[cfg(feature = "fault-injection")]
-pub struct Counted<A>(pub A);
+pub use counted::{Counted, live_heap_bytes};
 
 #[cfg(feature = "fault-injection")]
-static LIVE_BYTES: std::sync::atomic::AtomicIsize = std::sync::atomic::AtomicIsize::new(0);
+mod counted {
+    use std::alloc::{GlobalAlloc, Layout};
+    use std::sync::atomic::{AtomicIsize, Ordering};
 
-/// Bytes live on the heap, when [`Counted`] is the global allocator.
-#[cfg(feature = "fault-injection")]
-pub fn live_heap_bytes() -> isize {
-    LIVE_BYTES.load(std::sync::atomic::Ordering::Relaxed)
-}
+    /// The global allocator of a build with `fault-injection` (the chaos benchmark's):
+    /// the inner one, counting the bytes live on the heap. Its count
+    /// (`kawa_heap_live_bytes`) tells memory the process still uses from memory the
+    /// allocator keeps after use, when RSS grows under chaos. An atomic add per allocation:
+    /// not in a default build.
+    pub struct Counted<A>(pub A);
 
-#[cfg(feature = "fault-injection")]
-fn count(bytes: isize) {
-    LIVE_BYTES.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
-}
+    static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
 
-// SAFETY: every call goes to the inner allocator as it came; only a counter is added.
-#[cfg(feature = "fault-injection")]
-unsafe impl<A: std::alloc::GlobalAlloc> std::alloc::GlobalAlloc for Counted<A> {
-    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
-        // SAFETY: the caller's contract, passed on.
-        let ptr = unsafe { self.0.alloc(layout) };
-        if !ptr.is_null() {
-            count(layout.size() as isize);
-        }
-        ptr
+    /// Bytes live on the heap, when [`Counted`] is the global allocator.
+    pub fn live_heap_bytes() -> isize {
+        LIVE_BYTES.load(Ordering::Relaxed)
     }
 
-    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
-        // SAFETY: the caller's contract, passed on.
-        let ptr = unsafe { self.0.alloc_zeroed(layout) };
-        if !ptr.is_null() {
-            count(layout.size() as isize);
-        }
-        ptr
+    fn count(bytes: isize) {
+        LIVE_BYTES.fetch_add(bytes, Ordering::Relaxed);
     }
 
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
-        // SAFETY: the caller's contract, passed on.
-        unsafe { self.0.dealloc(ptr, layout) };
-        count(-(layout.size() as isize));
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: the caller's contract, passed on.
-        let new = unsafe { self.0.realloc(ptr, layout, new_size) };
-        if !new.is_null() {
-            count(new_size as isize - layout.size() as isize);
+    // SAFETY: every call goes to the inner allocator as it came; only a counter is added.
+    unsafe impl<A: GlobalAlloc> GlobalAlloc for Counted<A> {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            // SAFETY: the caller's contract, passed on.
+            let ptr = unsafe { self.0.alloc(layout) };
+            if !ptr.is_null() {
+                count(layout.size() as isize);
+            }
+            ptr
         }
-        new
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            // SAFETY: the caller's contract, passed on.
+            let ptr = unsafe { self.0.alloc_zeroed(layout) };
+            if !ptr.is_null() {
+                count(layout.size() as isize);
+            }
+            ptr
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: the caller's contract, passed on.
+            unsafe { self.0.dealloc(ptr, layout) };
+            count(-(layout.size() as isize));
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            // SAFETY: the caller's contract, passed on.
+            let new = unsafe { self.0.realloc(ptr, layout, new_size) };
+            if !new.is_null() {
+                count(new_size as isize - layout.size() as isize);
+            }
+            new
+        }
     }
 }
 

@@ -7,10 +7,10 @@
 //! The path's state in Redis, which every owner saves as its segments close, says how far
 //! the path got: a copy behind it is not answered.
 
+use std::path::Path;
+
 use actix_web::HttpResponse;
 use actix_web::http::header;
-
-use std::path::Path;
 
 use super::proxy::ClusterProxy;
 use crate::delivery::memory::{LiveStream, PlaylistLookup};
@@ -61,28 +61,34 @@ fn is_finished(text: &[u8]) -> bool {
 
 /// Where a media playlist ends: the sequence number after its last segment, and its
 /// discontinuity sequence after its last discontinuity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct End {
     discontinuity: u64,
     next: u64,
 }
 
+impl End {
+    /// From a window's discontinuity sequence and how many of its segments start with a
+    /// discontinuity.
+    fn new(discontinuity_sequence: u64, breaks: usize, next: u64) -> Self {
+        Self {
+            discontinuity: discontinuity_sequence + breaks as u64,
+            next,
+        }
+    }
+}
+
 fn end_of_text(text: &[u8]) -> Option<End> {
-    let playlist = m3u8_rs::parse_media_playlist_res(text).ok()?;
-    let breaks = playlist.segments.iter().filter(|s| s.discontinuity).count();
-    Some(End {
-        discontinuity: playlist.discontinuity_sequence + breaks as u64,
-        next: playlist.media_sequence + playlist.segments.len() as u64,
-    })
+    let p = m3u8_rs::parse_media_playlist_res(text).ok()?;
+    let breaks = p.segments.iter().filter(|s| s.discontinuity).count();
+    let next = p.media_sequence + p.segments.len() as u64;
+    Some(End::new(p.discontinuity_sequence, breaks, next))
 }
 
 fn end_of_state(state: &PathState, rendition: &str) -> Option<End> {
     let r = state.renditions.iter().find(|r| r.name == rendition)?;
     let breaks = r.segments.iter().filter(|s| s.discontinuity).count();
-    Some(End {
-        discontinuity: r.discontinuity_sequence + breaks as u64,
-        next: r.media_sequence + r.segments.len() as u64,
-    })
+    Some(End::new(r.discontinuity_sequence, breaks, r.next_msn()))
 }
 
 /// Whether the path got past this finished copy of `rendition`'s playlist: published
