@@ -6,6 +6,7 @@
 
 mod journal;
 pub mod lease;
+pub mod parts;
 pub mod restore;
 pub mod workers;
 
@@ -61,6 +62,7 @@ pub struct Cluster {
     lease_ttl: Duration,
     redis_outage: Duration,
     token: Secret,
+    replicate_parts: bool,
     /// Addresses of transcoder workers that failed lately, and when.
     failed_workers: Mutex<Vec<(String, Instant)>>,
 }
@@ -110,6 +112,7 @@ impl Cluster {
             lease_ttl: Duration::from_millis(cluster.lease_ms),
             redis_outage: Duration::from_millis(cluster.redis_outage_ms),
             token: cluster.token.clone(),
+            replicate_parts: cluster.replicate_parts,
             failed_workers: Mutex::new(Vec::new()),
         })))
     }
@@ -134,6 +137,11 @@ impl Cluster {
     /// The shared secret of node-to-node HTTP.
     pub fn token(&self) -> &Secret {
         &self.token
+    }
+
+    /// Whether owners keep their newest parts in Redis (`cluster.replicate_parts`).
+    pub fn replicate_parts(&self) -> bool {
+        self.replicate_parts
     }
 
     pub fn lease_ttl(&self) -> Duration {

@@ -16,9 +16,12 @@ use std::path::PathBuf;
 
 use futures_util::stream::{self, StreamExt};
 
+use super::Cluster;
+use super::parts::{self, Rebuilt};
 use crate::delivery::local::write_atomic;
 use crate::delivery::s3::S3Target;
-use crate::hls::resume::PathState;
+use crate::hls::packager::Output;
+use crate::hls::resume::{PathState, RenditionState};
 
 /// Larger than any segment Kawa cuts (8 MiB messages, a few seconds each).
 const MAX_SEGMENT_BYTES: usize = 256 * 1024 * 1024;
@@ -40,6 +43,8 @@ pub struct Sources<'a> {
     /// `DATA_DIR/hls/{path}`.
     pub local: PathBuf,
     pub s3: Option<(&'a S3Target, &'a str)>,
+    /// The path's replicated parts (`cluster.replicate_parts`).
+    pub parts: Option<(&'a Cluster, &'a str)>,
 }
 
 /// What a claim found of its predecessor's files.
@@ -49,6 +54,8 @@ pub struct Restored {
     pub dropped: usize,
     /// Files listed again that are in S3 but not here: `(rendition, name)`, newest first.
     pub to_fetch: Vec<(String, String)>,
+    /// Segments made again from their parts (now in the data dir), for S3.
+    pub rebuilt: Vec<Output>,
 }
 
 /// Where a rendition's file is.
@@ -161,9 +168,11 @@ async fn find(
 }
 
 /// Keeps, per rendition, the segments (and their init segments) that are present or in
-/// S3, up to the first that is not; those after it stay listed as gaps (`EXT-X-GAP`), and
-/// so does the segment the predecessor had open, so that no media sequence number a
-/// viewer saw names another segment.
+/// S3. One that is in neither is made again from its parts in Redis when they are all
+/// there ([`parts`](super::parts)); else it stays listed as a gap (`EXT-X-GAP`), so that
+/// no media sequence number a viewer saw names another segment. So does the segment the
+/// predecessor had open, unless its parts are in Redis: then it is listed whole, cut
+/// where the predecessor died.
 pub async fn keep_present(state: &mut PathState, sources: &Sources<'_>) -> Restored {
     // Every file each rendition's window names, once, in order.
     let names: Vec<Vec<String>> = (state.renditions.iter())
@@ -185,35 +194,113 @@ pub async fn keep_present(state: &mut PathState, sources: &Sources<'_>) -> Resto
             .map(|(r, names)| find(sources, &r.name, names, deadline)),
     )
     .await;
-    let mut restored = Restored::default();
-    for ((rendition, names), found) in state.renditions.iter_mut().zip(&names).zip(&found) {
-        let at = |file: &String| {
-            (names.iter().position(|n| n == file)).map_or(Found::Nowhere, |i| found[i])
-        };
-        let kept = rendition
-            .segments
-            .iter()
-            .take_while(|s| at(&s.init) != Found::Nowhere && at(&s.uri) != Found::Nowhere)
-            .count();
-        restored.dropped += rendition.segments.len() - kept;
-        let mut fetch: Vec<String> = Vec::new();
-        for segment in rendition.segments[..kept].iter().rev() {
-            for name in [&segment.init, &segment.uri] {
-                if at(name) == Found::InS3 && !fetch.contains(name) {
-                    fetch.push(name.clone());
-                }
-            }
-        }
-        restored
-            .to_fetch
-            .extend(fetch.into_iter().map(|n| (rendition.name.clone(), n)));
-        rendition.gaps_from(kept);
-        rendition.skip_open_segment();
-        rendition.pass_window_start();
+    let restored = futures_util::future::join_all(
+        (state.renditions.iter_mut().zip(&names).zip(&found))
+            .map(|((rendition, names), found)| restore(rendition, names, found, sources)),
+    )
+    .await;
+    let mut total = Restored::default();
+    for r in restored {
+        total.dropped += r.dropped;
+        total.to_fetch.extend(r.to_fetch);
+        total.rebuilt.extend(r.rebuilt);
     }
     // Newest first across renditions: a player at the live edge asks for those.
-    restored.to_fetch = interleave(restored.to_fetch);
+    total.to_fetch = interleave(total.to_fetch);
+    total
+}
+
+/// One rendition's part of [`keep_present`].
+async fn restore(
+    rendition: &mut RenditionState,
+    names: &[String],
+    found: &[Found],
+    sources: &Sources<'_>,
+) -> Restored {
+    let at =
+        |file: &String| (names.iter().position(|n| n == file)).map_or(Found::Nowhere, |i| found[i]);
+    let mut restored = Restored::default();
+    let mut kept = 0;
+    for (msn, segment) in (rendition.media_sequence..).zip(&rendition.segments) {
+        if at(&segment.init) == Found::Nowhere {
+            break;
+        }
+        if at(&segment.uri) == Found::Nowhere {
+            let whole = |r: &Rebuilt| {
+                r.closed && r.record.uri == segment.uri && r.record.init == segment.init
+            };
+            match rebuilt(sources, &rendition.name, msn).await {
+                Some(r) if whole(&r) && stored(&r, sources, &rendition.name).await => {
+                    restored.rebuilt.push(r.into_output(&rendition.name));
+                }
+                _ => break,
+            }
+        }
+        kept += 1;
+    }
+    restored.dropped = rendition.segments.len() - kept;
+    let mut fetch: Vec<String> = Vec::new();
+    for segment in rendition.segments[..kept].iter().rev() {
+        for name in [&segment.init, &segment.uri] {
+            if at(name) == Found::InS3 && !fetch.contains(name) {
+                fetch.push(name.clone());
+            }
+        }
+    }
+    restored.to_fetch = (fetch.into_iter())
+        .map(|n| (rendition.name.clone(), n))
+        .collect();
+    rendition.gaps_from(kept);
+    // What the predecessor cut after its last saved state: a segment it closed (the
+    // state not saved yet), then the one it had open.
+    let mut open_listed = false;
+    let mut after_state = 0;
+    while kept == rendition.segments.len() && !open_listed && after_state < 2 {
+        after_state += 1;
+        let Some(r) = rebuilt(sources, &rendition.name, rendition.next_msn()).await else {
+            break;
+        };
+        if at(&r.record.init) == Found::Nowhere || !stored(&r, sources, &rendition.name).await {
+            break;
+        }
+        open_listed = !r.closed;
+        rendition.segments.push(r.record.clone());
+        restored.rebuilt.push(r.into_output(&rendition.name));
+        kept += 1;
+    }
+    if !open_listed {
+        rendition.skip_open_segment();
+    }
+    rendition.pass_window_start();
     restored
+}
+
+/// Segment `msn` of `rendition` made again from its parts in Redis, if they are there.
+async fn rebuilt(sources: &Sources<'_>, rendition: &str, msn: u64) -> Option<Rebuilt> {
+    let (cluster, path) = sources.parts?;
+    match tokio::time::timeout(S3_WAIT, cluster.load_parts(path, rendition, msn)).await {
+        Ok(Ok(elements)) => parts::rebuild(msn, &elements),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot read a predecessor's parts");
+            None
+        }
+        Err(_) => {
+            tracing::warn!("Redis did not give a predecessor's parts in time");
+            None
+        }
+    }
+}
+
+/// Writes a rebuilt segment into the data dir, where the playlists will point.
+async fn stored(segment: &Rebuilt, sources: &Sources<'_>, rendition: &str) -> bool {
+    let dir = sources.local.join(rendition);
+    let (name, data) = (segment.record.uri.clone(), segment.data.to_vec());
+    let written = tokio::task::spawn_blocking(move || write_atomic(&dir, &name, &data)).await;
+    let ok = matches!(written, Ok(Ok(())));
+    if !ok {
+        tracing::warn!("cannot keep a predecessor's rebuilt segment in the data dir");
+    }
+    ok
 }
 
 /// The files of each rendition (each newest first), taken in turns across renditions.

@@ -258,6 +258,9 @@ pub struct ClusterSettings {
     pub token: Secret,
     /// Encode the ladder on transcoder workers (`kawa transcoder`) when one is alive.
     pub remote_transcoding: bool,
+    /// Keep the parts of each rendition's newest segments in Redis, so that a node
+    /// taking over a dead owner's stream lists the segment it had open.
+    pub replicate_parts: bool,
 }
 
 /// Webhooks: Kawa tells the operator's systems about publishes (and may be told no).

@@ -11,4 +11,4 @@ mod recording_tests;
 mod rendition;
 pub mod resume;
 #[cfg(test)]
-mod rules_tests;
+pub(crate) mod rules_tests;

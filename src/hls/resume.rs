@@ -63,7 +63,7 @@ pub enum StateError {
 }
 
 /// A file name Kawa writes: `{epoch}_{n}.m4s` / `.mp4`, nothing that leaves its folder.
-fn is_file_name(name: &str) -> bool {
+pub(crate) fn is_file_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_NAME
         && name

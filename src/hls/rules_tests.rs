@@ -23,7 +23,7 @@ use crate::media::frame::{AudioConfig, AudioFrame, Frame, VideoConfig, VideoForm
 const MS: i64 = 90;
 const TARGET: u64 = 2;
 
-fn keyframe_unit() -> Bytes {
+pub(crate) fn keyframe_unit() -> Bytes {
     let mut au = Vec::new();
     for ps in [SPS_320X240_HIGH, PPS] {
         au.extend_from_slice(&[0, 0, 0, 1]);
@@ -40,7 +40,7 @@ static BIG: LazyLock<Bytes> = LazyLock::new(|| {
     au.into()
 });
 
-fn packager() -> Packager {
+pub(crate) fn packager() -> Packager {
     let settings = SegmenterSettings::from_seconds(TARGET as f64, 0.2);
     let mut p = Packager::new(7, settings, 6);
     p.set_renditions(
@@ -56,7 +56,7 @@ fn packager() -> Packager {
     p
 }
 
-fn start() -> Start {
+pub(crate) fn start() -> Start {
     let asc = AudioSpecificConfig::parse(&[0x11, 0x90]).unwrap();
     Start {
         video: Some(VideoConfig::Avc(

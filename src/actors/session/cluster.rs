@@ -9,10 +9,22 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio::sync::watch;
 
+use super::super::uploader::Deliver;
 use super::{LeaseLost, StreamSession};
+use crate::cluster::parts::Replicator;
 use crate::cluster::restore::{Sources, fetch, keep_present};
 use crate::cluster::{Acquired, Cluster, ClusterError, Lease};
+use crate::hls::packager::Output;
 use crate::hls::resume::PathState;
+
+/// What a claim found to go on from.
+struct Continued {
+    state: Option<PathState>,
+    /// Segments listed as gaps.
+    dropped: usize,
+    /// Segments made again from the predecessor's parts in Redis, for S3.
+    rebuilt: Vec<Output>,
+}
 
 /// How often a publish waiting for a lease to lapse asks again.
 const RETRY: Duration = Duration::from_millis(250);
@@ -27,6 +39,8 @@ pub(super) struct Ownership {
     pub renewed: Instant,
     /// A renewal failed since (logged once).
     pub failing: bool,
+    /// Keeps the newest parts in Redis (`cluster.replicate_parts`).
+    pub parts: Option<Replicator>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,14 +88,16 @@ impl StreamSession {
                     None
                 }
             };
-            let mut dropped = 0;
+            let (mut dropped, mut rebuilt) = (0, Vec::new());
             if let Some(state) = state.as_mut() {
                 let sources = Sources {
                     local: local.clone(),
                     s3: deliveries.target().map(|t| (t, path.as_str())),
+                    parts: Some((&cluster, path.as_str())),
                 };
                 let restored = keep_present(state, &sources).await;
                 dropped = restored.dropped;
+                rebuilt = restored.rebuilt;
                 if !restored.to_fetch.is_empty() {
                     // Copies for this node's viewers, after the claim: until one lands,
                     // HTTP passes it on from S3.
@@ -90,18 +106,22 @@ impl StreamSession {
                         let sources = Sources {
                             local,
                             s3: deliveries.target().map(|t| (t, path.as_str())),
+                            parts: None,
                         };
                         fetch(restored.to_fetch, sources).await;
                     });
                 }
             }
             let took = (leased, began.elapsed());
-            Ok::<_, ClaimError>((cluster, lease, state, dropped, took))
+            let restored = Continued {
+                state,
+                dropped,
+                rebuilt,
+            };
+            Ok::<_, ClaimError>((cluster, lease, restored, took))
         };
         ctx.wait(claim.into_actor(self).map(|result, this, ctx| match result {
-            Ok((cluster, lease, state, dropped, took)) => {
-                this.owned(cluster, lease, state, dropped, took, ctx)
-            }
+            Ok((cluster, lease, restored, took)) => this.owned(cluster, lease, restored, took, ctx),
             Err(e) => {
                 tracing::warn!(parent: &this.span, error = %e, "publish refused: the path is not ours");
                 this.fenced = true;
@@ -114,11 +134,15 @@ impl StreamSession {
         &mut self,
         cluster: Arc<Cluster>,
         lease: Lease,
-        state: Option<PathState>,
-        dropped: usize,
+        restored: Continued,
         (leased, claimed): (Duration, Duration),
         ctx: &mut Context<Self>,
     ) {
+        let Continued {
+            state,
+            dropped,
+            rebuilt,
+        } = restored;
         // A takeover's viewers wait for all of the claim: the log says where it went.
         tracing::info!(
             parent: &self.span,
@@ -134,19 +158,30 @@ impl StreamSession {
                 .iter()
                 .map(|r| (r.name.clone(), r.next_msn()))
                 .collect();
-            tracing::info!(parent: &self.span, ?next, missing_segments = dropped, "continuing the path's playlists");
+            tracing::info!(parent: &self.span, ?next, missing_segments = dropped, rebuilt_segments = rebuilt.len(), "continuing the path's playlists");
             self.resumed_recording = state.recording;
             self.checkpoint.state = Some(state.clone());
             self.core.packager.resume(state);
         }
+        if let (Some(uploader), false) = (&self.uploader, rebuilt.is_empty()) {
+            // Before this session's first playlist: S3 lists them too.
+            uploader.do_send(Deliver {
+                outputs: rebuilt,
+                fence: Some(lease.token),
+                recording: None,
+            });
+        }
         let (state, saves) = watch::channel(None);
         spawn_saver(Arc::clone(&cluster), lease.clone(), saves, ctx.address());
+        let parts = (cluster.replicate_parts())
+            .then(|| Replicator::spawn(Arc::clone(&cluster), self.path.as_str().to_owned()));
         self.ownership = Some(Ownership {
             cluster,
             lease,
             state,
             renewed: Instant::now(),
             failing: false,
+            parts,
         });
         let every = self.ownership.as_ref().map(|o| o.cluster.renew_every());
         if let Some(every) = every {

@@ -347,6 +347,9 @@ impl StreamSession {
             // A newer session writes this path's playlists and series now.
             return;
         }
+        if let Some(parts) = self.ownership.as_mut().and_then(|o| o.parts.as_mut()) {
+            parts.send(&outputs);
+        }
         // The live edge first: LL-HLS viewers are waiting for this part.
         let outputs = self.edge.take(outputs);
         if outputs.is_empty() {
