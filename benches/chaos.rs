@@ -11,7 +11,8 @@
 //! load), and the actors and tasks alive at the end.
 //!
 //! `cargo bench --features fault-injection --bench chaos` (env: KAWA_CHAOS_SECONDS,
-//! default 600; KAWA_CHAOS_STREAMS, default 20). Figures are printed, never asserted.
+//! default 600; KAWA_CHAOS_STREAMS, default 20; KAWA_CHAOS_LOGS, a directory to keep
+//! the nodes' logs in). Figures are printed, never asserted.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -309,6 +310,15 @@ fn main() {
             }
         }
         let idle_after = memory_now(&nodes[0]).await;
+        // `KAWA_CHAOS_LOGS=dir` keeps every node's log (all its starts) for a closer look.
+        if let Ok(dir) = std::env::var("KAWA_CHAOS_LOGS") {
+            for (i, node) in nodes.iter().enumerate() {
+                let path = std::path::Path::new(&dir).join(format!("node{i}.log"));
+                if let Err(e) = std::fs::write(&path, node.logs()) {
+                    println!("  cannot keep node {i}'s log in {}: {e}", path.display());
+                }
+            }
+        }
         let seen = seen.lock().unwrap();
         println!("chaos: 3 nodes, {streams} streams with a small ladder and a reader each, {elapsed:.0} s");
         match settled {

@@ -63,6 +63,8 @@ pub struct Cluster {
     redis_outage: Duration,
     token: Secret,
     replicate_parts: bool,
+    /// See [`parts`]: shared by every session's replicated parts.
+    parts_connection: Mutex<Option<redis::aio::MultiplexedConnection>>,
     /// Addresses of transcoder workers that failed lately, and when.
     failed_workers: Mutex<Vec<(String, Instant)>>,
 }
@@ -113,6 +115,7 @@ impl Cluster {
             redis_outage: Duration::from_millis(cluster.redis_outage_ms),
             token: cluster.token.clone(),
             replicate_parts: cluster.replicate_parts,
+            parts_connection: Mutex::new(None),
             failed_workers: Mutex::new(Vec::new()),
         })))
     }

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use redis::aio::MultiplexedConnection;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
@@ -316,8 +317,35 @@ impl Cluster {
             let old = key(path, &part.rendition, part.msn - CLOSED_KEPT);
             pipe.del(old).ignore();
         }
-        let mut conn = self.conn().await?;
-        pipe.query_async::<()>(&mut conn).await.map_err(redis_error)
+        let mut conn = self.parts_connection().await?;
+        let pushed = pipe.query_async::<()>(&mut conn).await;
+        if pushed.is_err() {
+            // A new one next time (Redis may have restarted).
+            *self
+                .parts_connection
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = None;
+        }
+        pushed.map_err(redis_error)
+    }
+
+    /// The connection every session's parts go through. A part is one pipeline: taking
+    /// a connection from the pool for each would add a round trip (deadpool pings a
+    /// connection before it hands it out), and parts are most of Kawa's Redis traffic.
+    async fn parts_connection(&self) -> Result<MultiplexedConnection, ClusterError> {
+        let shared = (self.parts_connection.lock())
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(conn) = shared {
+            return Ok(conn);
+        }
+        // A clone of a pooled connection: multiplexed, it is made to be shared.
+        let conn: MultiplexedConnection = (*self.conn().await?).clone();
+        *self
+            .parts_connection
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(conn.clone());
+        Ok(conn)
     }
 
     /// The elements of segment `msn`'s list (at most [`MAX_PARTS`]).

@@ -56,6 +56,8 @@ pub struct Restored {
     pub to_fetch: Vec<(String, String)>,
     /// Segments made again from their parts (now in the data dir), for S3.
     pub rebuilt: Vec<Output>,
+    /// How long finding the files took (the local data dir and S3).
+    pub finding: std::time::Duration,
 }
 
 /// Where a rendition's file is.
@@ -188,18 +190,23 @@ pub async fn keep_present(state: &mut PathState, sources: &Sources<'_>) -> Resto
             names
         })
         .collect();
-    let deadline = tokio::time::Instant::now() + S3_WAIT;
+    let began = tokio::time::Instant::now();
+    let deadline = began + S3_WAIT;
     let found = futures_util::future::join_all(
         (state.renditions.iter().zip(&names))
             .map(|(r, names)| find(sources, &r.name, names, deadline)),
     )
     .await;
+    let finding = began.elapsed();
     let restored = futures_util::future::join_all(
         (state.renditions.iter_mut().zip(&names).zip(&found))
             .map(|((rendition, names), found)| restore(rendition, names, found, sources)),
     )
     .await;
-    let mut total = Restored::default();
+    let mut total = Restored {
+        finding,
+        ..Restored::default()
+    };
     for r in restored {
         total.dropped += r.dropped;
         total.to_fetch.extend(r.to_fetch);

@@ -26,6 +26,16 @@ struct Continued {
     rebuilt: Vec<Output>,
 }
 
+/// Where a claim's time went (its viewers wait for all of it).
+struct ClaimTimes {
+    lease: Duration,
+    /// Loading the path's state.
+    state: Duration,
+    /// Finding the predecessor's files (data dir, S3).
+    finding: Duration,
+    total: Duration,
+}
+
 /// How often a publish waiting for a lease to lapse asks again.
 const RETRY: Duration = Duration::from_millis(250);
 
@@ -88,7 +98,8 @@ impl StreamSession {
                     None
                 }
             };
-            let (mut dropped, mut rebuilt) = (0, Vec::new());
+            let loaded = began.elapsed();
+            let (mut dropped, mut rebuilt, mut finding) = (0, Vec::new(), Duration::ZERO);
             if let Some(state) = state.as_mut() {
                 let sources = Sources {
                     local: local.clone(),
@@ -98,6 +109,7 @@ impl StreamSession {
                 let restored = keep_present(state, &sources).await;
                 dropped = restored.dropped;
                 rebuilt = restored.rebuilt;
+                finding = restored.finding;
                 if !restored.to_fetch.is_empty() {
                     // Copies for this node's viewers, after the claim: until one lands,
                     // HTTP passes it on from S3.
@@ -112,7 +124,12 @@ impl StreamSession {
                     });
                 }
             }
-            let took = (leased, began.elapsed());
+            let took = ClaimTimes {
+                lease: leased,
+                state: loaded - leased,
+                finding,
+                total: began.elapsed(),
+            };
             let restored = Continued {
                 state,
                 dropped,
@@ -135,7 +152,7 @@ impl StreamSession {
         cluster: Arc<Cluster>,
         lease: Lease,
         restored: Continued,
-        (leased, claimed): (Duration, Duration),
+        took: ClaimTimes,
         ctx: &mut Context<Self>,
     ) {
         let Continued {
@@ -148,8 +165,10 @@ impl StreamSession {
             parent: &self.span,
             token = lease.token,
             node = cluster.node_id(),
-            lease_ms = leased.as_millis() as u64,
-            claim_ms = claimed.as_millis() as u64,
+            lease_ms = took.lease.as_millis() as u64,
+            state_ms = took.state.as_millis() as u64,
+            find_ms = took.finding.as_millis() as u64,
+            claim_ms = took.total.as_millis() as u64,
             "owns the path"
         );
         if let Some(state) = state {
