@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use common::cluster::{Balancer, ReconnectingPublisher, node_builder, owner};
@@ -20,7 +19,8 @@ fn is_gap(s: &m3u8_rs::MediaSegment) -> bool {
 /// owner's segments it has; S3 does not answer, and requests may take 10 s (the default
 /// `s3.request_timeout_ms`). The claim goes on without S3 after a bound: the stream is
 /// live on the successor while S3 is still frozen, the dead owner's segments it cannot
-/// vouch for are gaps, and once S3 is back its playlist lists only what it has.
+/// vouch for are gaps (those S3 is known to have, and those made again from their parts
+/// in Redis, are not), and once S3 is back its playlist lists only what it has.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_takeover_while_s3_hangs_does_not_wait_for_it() {
     const PATH: &str = "s3-frozen";
@@ -36,16 +36,17 @@ async fn a_takeover_while_s3_hangs_does_not_wait_for_it() {
     let balancer = Balancer::start(nodes.iter().map(|k| k.rtmp).collect()).await;
     let key = create_stream(&nodes[0], PATH).await;
     let publisher = ReconnectingPublisher::start(balancer.rtmp_url(&key));
-    wait_for("3 segments in S3", Duration::from_secs(40), || async {
+    // A whole window: more than the newest segments, whose parts are in Redis.
+    let before = wait_for("6 segments in S3", Duration::from_secs(40), || async {
         s3_rendition_playlist(&s3, PATH, "source")
             .await
-            .filter(|p| p.segments.len() >= 3)
+            .filter(|p| p.segments.len() >= 6)
     })
     .await;
+    let old_epoch = before.segments[0].uri.split('_').next().unwrap().to_owned();
     let first = owner(&redis, PATH).expect("the path's lease in Redis");
     let next = 1 - first;
     let starts = publisher.start_count();
-
     moto.freeze();
     nodes[first].kill();
     wait_for(
@@ -76,26 +77,35 @@ async fn a_takeover_while_s3_hangs_does_not_wait_for_it() {
         || async {
             let text = fetch_text(&nodes[next], &playlist).await?;
             let p = m3u8_rs::parse_media_playlist_res(text.as_bytes()).ok()?;
-            let inherited = p.segments.iter().filter(|s| is_gap(s)).count();
-            (inherited > 0 && text.contains("#EXT-X-PART:")).then_some(p)
+            let new_part = (text.lines())
+                .filter_map(|l| l.strip_prefix("#EXT-X-PART:"))
+                .filter_map(|l| l.split("URI=\"").nth(1))
+                .any(|uri| !uri.starts_with(&old_epoch));
+            new_part.then_some(p)
         },
     )
     .await;
-    // The dead owner's segments it listed: gaps, never a name S3 might lack.
-    let new_epoch = live
-        .segments
-        .last()
-        .map(|s| s.uri.split('_').next().unwrap_or("").to_owned());
-    for s in &live.segments {
-        let epoch = s.uri.split('_').next().map(str::to_owned);
+    // The dead owner's segments listed without a gap: only those S3 is known to have
+    // (noted in Redis after each playlist put) or that were made again from their parts
+    // in Redis (the successor uploads those); never one S3 might lack.
+    let inherited: Vec<String> = (live.segments.iter())
+        .filter(|s| !is_gap(s) && s.uri.starts_with(&old_epoch))
+        .map(|s| s.uri.clone())
+        .collect();
+    // With S3 frozen, the claim knew from Redis which of them S3 has: all that its
+    // playlist listed before the freeze (but the newest, whose note may have been late).
+    let stored = &before.segments[..before.segments.len() - 1];
+    for s in stored
+        .iter()
+        .filter(|s| live.segments.iter().any(|l| l.uri == s.uri))
+    {
         assert!(
-            is_gap(s) || epoch == new_epoch,
-            "an unchecked segment of the dead owner listed: {}",
+            inherited.contains(&s.uri),
+            "{} is in S3, yet listed as a gap:\n{live:?}",
             s.uri
         );
     }
     moto.thaw();
-
     // Back: S3's playlist goes on with the successor's segments, and lists nothing it
     // does not have.
     let after = wait_for(
@@ -103,14 +113,10 @@ async fn a_takeover_while_s3_hangs_does_not_wait_for_it() {
         Duration::from_secs(60),
         || async {
             let p = s3_rendition_playlist(&s3, PATH, "source").await?;
-            let epochs: HashSet<&str> = (p.segments.iter())
+            let new = (p.segments.iter())
                 .filter(|s| !is_gap(s))
-                .filter_map(|s| s.uri.split('_').next())
-                .collect();
-            new_epoch
-                .as_deref()
-                .is_some_and(|e| epochs.contains(e))
-                .then_some(p.clone())
+                .any(|s| !s.uri.starts_with(&old_epoch));
+            new.then_some(p)
         },
     )
     .await;
@@ -120,4 +126,14 @@ async fn a_takeover_while_s3_hangs_does_not_wait_for_it() {
             assert!(s3_has(&s3, &key).await, "S3 lists {name} but lacks it");
         }
     }
+    for name in &inherited {
+        let key = format!("{PREFIX}/{PATH}/source/{name}");
+        wait_for(
+            "the inherited segments in S3",
+            Duration::from_secs(30),
+            || async { s3_has(&s3, &key).await.then_some(()) },
+        )
+        .await;
+    }
+    drop(publisher);
 }

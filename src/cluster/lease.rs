@@ -83,6 +83,24 @@ pub(super) fn state_key(path: &str) -> String {
     format!("kawa:state:{path}")
 }
 
+/// KEYS: fence, stored. ARGV: token, rendition, segment name, ttl seconds. 1 = stored,
+/// 0 = fenced.
+pub(super) static SAVE_STORED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+        if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+        redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+        redis.call('EXPIRE', KEYS[2], ARGV[4])
+        return 1
+        "#,
+    )
+});
+
+/// Per rendition, the newest segment of a playlist the owner put in S3.
+pub(super) fn stored_key(path: &str) -> String {
+    format!("kawa:stored:{path}")
+}
+
 pub(super) fn node_key(node: &str) -> String {
     format!("kawa:node:{node}")
 }

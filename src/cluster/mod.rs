@@ -17,7 +17,10 @@ use deadpool_redis::Pool;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
-use lease::{ACQUIRE, RELEASE, RENEW, SAVE_STATE, fence_key, lease_key, node_key, state_key};
+use lease::{
+    ACQUIRE, RELEASE, RENEW, SAVE_STATE, SAVE_STORED, fence_key, lease_key, node_key, state_key,
+    stored_key,
+};
 pub use lease::{Acquired, Holder, Lease};
 
 use crate::config::{Secret, Settings};
@@ -271,6 +274,43 @@ impl Cluster {
         bytes
             .map(|b| PathState::from_json(&b).map_err(ClusterError::from))
             .transpose()
+    }
+
+    /// Notes that a playlist listing up to `segment` of `rendition` is in S3 (so all it
+    /// lists is): a successor then needs no S3 request to know it. `false` when fenced.
+    pub async fn save_stored(
+        &self,
+        path: &str,
+        token: u64,
+        rendition: &str,
+        segment: &str,
+    ) -> Result<bool, ClusterError> {
+        let mut conn = self.conn().await?;
+        let stored: i64 = SAVE_STORED
+            .key(fence_key(path))
+            .key(stored_key(path))
+            .arg(token)
+            .arg(rendition)
+            .arg(segment)
+            .arg(STATE_TTL_SECONDS)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        Ok(stored == 1)
+    }
+
+    /// Per rendition, the newest segment the path's owners noted as in S3.
+    pub async fn load_stored(
+        &self,
+        path: &str,
+    ) -> Result<std::collections::HashMap<String, String>, ClusterError> {
+        let mut conn = self.conn().await?;
+        // A hash of one field per rendition: bounded by the renditions Kawa makes.
+        let len: usize = conn.hlen(stored_key(path)).await.map_err(redis_error)?;
+        if len > 64 {
+            return Err(ClusterError::Answer("stored segments"));
+        }
+        conn.hgetall(stored_key(path)).await.map_err(redis_error)
     }
 
     /// Announces this node as alive, with its internal address.

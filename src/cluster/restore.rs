@@ -11,7 +11,7 @@
 //! stream goes on; until one lands, HTTP passes it on from S3. S3 gets [`S3_WAIT`] to
 //! answer.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 use futures_util::stream::{self, StreamExt};
@@ -21,7 +21,7 @@ use super::parts::{self, Rebuilt};
 use crate::delivery::local::write_atomic;
 use crate::delivery::s3::S3Target;
 use crate::hls::packager::Output;
-use crate::hls::resume::{PathState, RenditionState};
+use crate::hls::resume::{PathState, RenditionState, SegmentRecord};
 
 /// Larger than any segment Kawa cuts (8 MiB messages, a few seconds each).
 const MAX_SEGMENT_BYTES: usize = 256 * 1024 * 1024;
@@ -43,8 +43,9 @@ pub struct Sources<'a> {
     /// `DATA_DIR/hls/{path}`.
     pub local: PathBuf,
     pub s3: Option<(&'a S3Target, &'a str)>,
-    /// The path's replicated parts (`cluster.replicate_parts`).
-    pub parts: Option<(&'a Cluster, &'a str)>,
+    /// The path in the cluster: what its owners noted in Redis (the segments in S3,
+    /// their newest parts).
+    pub cluster: Option<(&'a Cluster, &'a str)>,
 }
 
 /// What a claim found of its predecessor's files.
@@ -56,7 +57,7 @@ pub struct Restored {
     pub to_fetch: Vec<(String, String)>,
     /// Segments made again from their parts (now in the data dir), for S3.
     pub rebuilt: Vec<Output>,
-    /// How long finding the files took (the local data dir and S3).
+    /// How long finding (and rebuilding) the predecessor's files took.
     pub finding: std::time::Duration,
 }
 
@@ -116,27 +117,23 @@ async fn find_one(s3: Option<(&S3Target, &str)>, rendition: &str, name: &str) ->
     }
 }
 
-/// Where each of `names` is, for one rendition. What S3 has not said by `deadline` is
-/// taken as nowhere.
-async fn find(
+/// Where each of `names` (files of one rendition not found otherwise) is in S3: one
+/// listing of the rendition's folder, or file by file if that fails. What S3 has not
+/// said by `deadline` is taken as nowhere.
+async fn find_in_s3(
     sources: &Sources<'_>,
     rendition: &str,
-    names: &[String],
+    names: Vec<String>,
     deadline: tokio::time::Instant,
-) -> Vec<Found> {
-    let here = local_names(sources.local.join(rendition)).await;
-    let missing = names.iter().any(|n| !here.contains(n));
-    let in_s3 = async {
-        let listed = match sources.s3 {
-            Some((s3, stream)) if missing => s3_names(s3, stream, rendition).await,
-            _ => Some(HashSet::new()),
-        };
+) -> HashMap<String, Found> {
+    let Some((s3, stream)) = sources.s3.filter(|_| !names.is_empty()) else {
+        return names.into_iter().map(|n| (n, Found::Nowhere)).collect();
+    };
+    let asked = async {
+        let listed = s3_names(s3, stream, rendition).await;
         let checks = names.iter().map(|name| {
-            let (here, listed) = (&here, &listed);
+            let listed = &listed;
             async move {
-                if here.contains(name) {
-                    return Found::Here;
-                }
                 match listed {
                     Some(listed) if listed.contains(name) => Found::InS3,
                     Some(_) => Found::Nowhere,
@@ -149,64 +146,53 @@ async fn find(
             .collect::<Vec<Found>>()
             .await
     };
-    match tokio::time::timeout_at(deadline, in_s3).await {
+    let found = match tokio::time::timeout_at(deadline, asked).await {
         Ok(found) => found,
         Err(_) => {
             tracing::warn!(
                 rendition,
                 "S3 did not answer in time: the predecessor's segments not here are left out"
             );
-            (names.iter())
-                .map(|n| {
-                    if here.contains(n) {
-                        Found::Here
-                    } else {
-                        Found::Nowhere
-                    }
-                })
-                .collect()
+            vec![Found::Nowhere; names.len()]
         }
-    }
+    };
+    names.into_iter().zip(found).collect()
 }
 
 /// Keeps, per rendition, the segments (and their init segments) that are present or in
 /// S3. One that is in neither is made again from its parts in Redis when they are all
-/// there ([`parts`](super::parts)); else it stays listed as a gap (`EXT-X-GAP`), so that
-/// no media sequence number a viewer saw names another segment. So does the segment the
-/// predecessor had open, unless its parts are in Redis: then it is listed whole, cut
-/// where the predecessor died.
+/// there ([`parts`](super::parts)); else it and every later one stay listed as gaps
+/// (`EXT-X-GAP`), so that no media sequence number a viewer saw names another segment.
+/// So does the segment the predecessor had open, unless its parts are in Redis: then it
+/// is listed, cut where the predecessor died.
+///
+/// What S3 has is known without asking it up to the newest segment of a playlist the
+/// predecessor put there (noted in Redis, `kawa:stored:{path}`): S3 is asked only about
+/// newer segments that are neither here nor in Redis, which happens when its uploads
+/// fell behind. A claim under load used to wait for S3 listings up to [`S3_WAIT`] and
+/// then leave the whole window out (the chaos benchmark).
 pub async fn keep_present(state: &mut PathState, sources: &Sources<'_>) -> Restored {
-    // Every file each rendition's window names, once, in order.
-    let names: Vec<Vec<String>> = (state.renditions.iter())
-        .map(|rendition| {
-            let mut names: Vec<String> = Vec::new();
-            for segment in &rendition.segments {
-                for name in [&segment.init, &segment.uri] {
-                    if !names.contains(name) {
-                        names.push(name.clone());
-                    }
-                }
-            }
-            names
-        })
-        .collect();
     let began = tokio::time::Instant::now();
     let deadline = began + S3_WAIT;
-    let found = futures_util::future::join_all(
-        (state.renditions.iter().zip(&names))
-            .map(|(r, names)| find(sources, &r.name, names, deadline)),
-    )
-    .await;
-    let finding = began.elapsed();
-    let restored = futures_util::future::join_all(
-        (state.renditions.iter_mut().zip(&names).zip(&found))
-            .map(|((rendition, names), found)| restore(rendition, names, found, sources)),
-    )
-    .await;
-    let mut total = Restored {
-        finding,
-        ..Restored::default()
+    let stored = match sources.cluster {
+        Some((cluster, path)) => {
+            match tokio::time::timeout(S3_WAIT, cluster.load_stored(path)).await {
+                Ok(Ok(stored)) => stored,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot read which segments S3 has; asking S3");
+                    HashMap::new()
+                }
+                Err(_) => HashMap::new(),
+            }
+        }
+        None => HashMap::new(),
     };
+    let restored = futures_util::future::join_all(state.renditions.iter_mut().map(|r| {
+        let mark = stored.get(&r.name).cloned();
+        restore(r, mark, sources, deadline)
+    }))
+    .await;
+    let mut total = Restored::default();
     for r in restored {
         total.dropped += r.dropped;
         total.to_fetch.extend(r.to_fetch);
@@ -214,40 +200,74 @@ pub async fn keep_present(state: &mut PathState, sources: &Sources<'_>) -> Resto
     }
     // Newest first across renditions: a player at the live edge asks for those.
     total.to_fetch = interleave(total.to_fetch);
+    total.finding = began.elapsed();
     total
 }
 
-/// One rendition's part of [`keep_present`].
+/// One rendition's part of [`keep_present`]; `stored`: the newest segment S3 has.
 async fn restore(
     rendition: &mut RenditionState,
-    names: &[String],
-    found: &[Found],
+    stored: Option<String>,
     sources: &Sources<'_>,
+    deadline: tokio::time::Instant,
 ) -> Restored {
-    let at =
-        |file: &String| (names.iter().position(|n| n == file)).map_or(Found::Nowhere, |i| found[i]);
-    let mut restored = Restored::default();
-    let mut kept = 0;
-    for (msn, segment) in (rendition.media_sequence..).zip(&rendition.segments) {
-        if at(&segment.init) == Found::Nowhere {
-            break;
-        }
-        if at(&segment.uri) == Found::Nowhere {
-            let whole = |r: &Rebuilt| {
-                r.closed && r.record.uri == segment.uri && r.record.init == segment.init
-            };
-            match rebuilt(sources, &rendition.name, msn).await {
-                Some(r) if whole(&r) && stored(&r, sources, &rendition.name).await => {
-                    restored.rebuilt.push(r.into_output(&rendition.name));
-                }
-                _ => break,
+    let here = local_names(sources.local.join(&rendition.name)).await;
+    let mut known: HashMap<String, Found> = HashMap::new();
+    let listed = |s: &&SegmentRecord| !s.gap;
+    for segment in rendition.segments.iter().filter(listed) {
+        for name in [&segment.init, &segment.uri] {
+            if here.contains(name) {
+                known.insert(name.clone(), Found::Here);
             }
         }
-        kept += 1;
     }
-    restored.dropped = rendition.segments.len() - kept;
+    let through = stored.and_then(|m| rendition.segments.iter().position(|s| s.uri == m));
+    if let Some(through) = through {
+        for segment in rendition.segments[..=through].iter().filter(listed) {
+            for name in [&segment.init, &segment.uri] {
+                known.entry(name.clone()).or_insert(Found::InS3);
+            }
+        }
+    }
+    // Segments not here and newer than what S3 is known to have: from their parts.
+    let mut restored = Restored::default();
+    for (msn, segment) in (rendition.media_sequence..).zip(&rendition.segments) {
+        if segment.gap || known.contains_key(&segment.uri) {
+            continue;
+        }
+        let whole =
+            |r: &Rebuilt| r.closed && r.record.uri == segment.uri && r.record.init == segment.init;
+        if let Some(r) = rebuilt(sources, &rendition.name, msn).await
+            && whole(&r)
+            && stored_here(&r, sources, &rendition.name).await
+        {
+            known.insert(segment.uri.clone(), Found::Here);
+            restored.rebuilt.push(r.into_output(&rendition.name));
+        }
+    }
+    // What is still not known, S3 is asked.
+    let mut unknown: Vec<String> = Vec::new();
+    for segment in rendition.segments.iter().filter(listed) {
+        for name in [&segment.init, &segment.uri] {
+            if !known.contains_key(name) && !unknown.contains(name) {
+                unknown.push(name.clone());
+            }
+        }
+    }
+    known.extend(find_in_s3(sources, &rendition.name, unknown, deadline).await);
+    let at = |name: &String| known.get(name).copied().unwrap_or(Found::Nowhere);
+    let present = |s: &SegmentRecord| {
+        s.gap || (at(&s.init) != Found::Nowhere && at(&s.uri) != Found::Nowhere)
+    };
+    let mut kept = rendition.segments.iter().take_while(|s| present(s)).count();
+    let gone = &rendition.segments[kept..];
+    restored.dropped = gone.iter().filter(listed).count();
+    restored.rebuilt.retain(|o| match o {
+        Output::Segment { name, .. } => !gone.iter().any(|s| s.uri == *name),
+        _ => false,
+    });
     let mut fetch: Vec<String> = Vec::new();
-    for segment in rendition.segments[..kept].iter().rev() {
+    for segment in rendition.segments[..kept].iter().filter(listed).rev() {
         for name in [&segment.init, &segment.uri] {
             if at(name) == Found::InS3 && !fetch.contains(name) {
                 fetch.push(name.clone());
@@ -267,7 +287,10 @@ async fn restore(
         let Some(r) = rebuilt(sources, &rendition.name, rendition.next_msn()).await else {
             break;
         };
-        if at(&r.record.init) == Found::Nowhere || !stored(&r, sources, &rendition.name).await {
+        let init = &r.record.init;
+        if !(here.contains(init) || at(init) != Found::Nowhere)
+            || !stored_here(&r, sources, &rendition.name).await
+        {
             break;
         }
         open_listed = !r.closed;
@@ -284,7 +307,7 @@ async fn restore(
 
 /// Segment `msn` of `rendition` made again from its parts in Redis, if they are there.
 async fn rebuilt(sources: &Sources<'_>, rendition: &str, msn: u64) -> Option<Rebuilt> {
-    let (cluster, path) = sources.parts?;
+    let (cluster, path) = sources.cluster?;
     match tokio::time::timeout(S3_WAIT, cluster.load_parts(path, rendition, msn)).await {
         Ok(Ok(elements)) => parts::rebuild(msn, &elements),
         Ok(Err(e)) => {
@@ -299,7 +322,7 @@ async fn rebuilt(sources: &Sources<'_>, rendition: &str, msn: u64) -> Option<Reb
 }
 
 /// Writes a rebuilt segment into the data dir, where the playlists will point.
-async fn stored(segment: &Rebuilt, sources: &Sources<'_>, rendition: &str) -> bool {
+async fn stored_here(segment: &Rebuilt, sources: &Sources<'_>, rendition: &str) -> bool {
     let dir = sources.local.join(rendition);
     let (name, data) = (segment.record.uri.clone(), segment.data.to_vec());
     let written = tokio::task::spawn_blocking(move || write_atomic(&dir, &name, &data)).await;

@@ -104,7 +104,7 @@ impl StreamSession {
                 let sources = Sources {
                     local: local.clone(),
                     s3: deliveries.target().map(|t| (t, path.as_str())),
-                    parts: Some((&cluster, path.as_str())),
+                    cluster: Some((&cluster, path.as_str())),
                 };
                 let restored = keep_present(state, &sources).await;
                 dropped = restored.dropped;
@@ -118,7 +118,7 @@ impl StreamSession {
                         let sources = Sources {
                             local,
                             s3: deliveries.target().map(|t| (t, path.as_str())),
-                            parts: None,
+                            cluster: None,
                         };
                         fetch(restored.to_fetch, sources).await;
                     });

@@ -282,10 +282,33 @@ impl Uploader {
             (Some(cluster), Some(token)) => Fence::Check(cluster, token),
             _ => Fence::None,
         };
+        // A media playlist in S3 is noted in Redis: a successor knows what S3 has
+        // without asking it (`cluster::restore`).
+        let note = match (&self.cluster, item.meta.fence, kind) {
+            (Some(cluster), Some(token), ItemKind::Playlist) => {
+                newest_segment(&item.meta.key, &body)
+                    .map(|(rendition, segment)| (Arc::clone(cluster), token, rendition, segment))
+            }
+            _ => None,
+        };
+        let stream = self.stream.clone();
         let upload = send(target, self.stream.clone(), key, kind, body, fence);
         let upload = async move {
             let started = Instant::now();
-            (upload.await, started.elapsed())
+            let result = upload.await;
+            let elapsed = started.elapsed();
+            let written = matches!(
+                result,
+                Ok(Sent::Done | Sent::Playlist(Fenced::Written { .. }))
+            );
+            if let (Some((cluster, token, rendition, segment)), true) = (note, written)
+                && let Err(e) = cluster
+                    .save_stored(&stream, token, &rendition, &segment)
+                    .await
+            {
+                tracing::debug!(error = %e, "cannot note a playlist in S3 in Redis");
+            }
+            (result, elapsed)
         };
         ctx.spawn(
             upload
@@ -439,4 +462,4 @@ mod send;
 pub use deliveries::Deliveries;
 use handlers::Kick;
 pub use handlers::{Deliver, StreamEnded};
-use send::{Fence, Sent, UploadError, backoff, send};
+use send::{Fence, Sent, UploadError, backoff, newest_segment, send};

@@ -33,6 +33,18 @@ pub(super) enum Sent {
     Missing,
 }
 
+/// A media playlist's rendition (from its key, `{rendition}/index.m3u8`) and the newest
+/// segment it lists: once it is in S3, so is every segment it lists.
+pub(super) fn newest_segment(key: &str, playlist: &[u8]) -> Option<(String, String)> {
+    let rendition = key.strip_suffix("/index.m3u8")?;
+    if rendition.contains('/') {
+        return None;
+    }
+    let text = std::str::from_utf8(playlist).ok()?;
+    let newest = (text.lines().map(str::trim)).rfind(|l| !l.is_empty() && !l.starts_with('#'))?;
+    Some((rendition.to_owned(), newest.to_owned()))
+}
+
 /// How a playlist is fenced against another node's writes.
 pub(super) enum Fence {
     /// Not in a cluster (or not a playlist).
@@ -87,5 +99,22 @@ pub(super) async fn send(
             }
             _ => target.put(&key, kind, body).await.map(|()| Sent::Done),
         }?),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::newest_segment;
+
+    #[test]
+    fn a_media_playlist_names_its_newest_segment() {
+        let playlist = b"#EXTM3U\n#EXT-X-MAP:URI=\"1_0.mp4\"\n#EXTINF:2.0,\n1_4.m4s\n#EXTINF:1.5,\n1_5.m4s\n#EXT-X-ENDLIST\n";
+        assert_eq!(
+            newest_segment("180p/index.m3u8", playlist),
+            Some(("180p".into(), "1_5.m4s".into()))
+        );
+        assert_eq!(newest_segment("master.m3u8", playlist), None);
+        assert_eq!(newest_segment("a/b/index.m3u8", playlist), None);
+        assert_eq!(newest_segment("source/index.m3u8", b"#EXTM3U\n"), None);
     }
 }
