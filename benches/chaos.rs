@@ -297,7 +297,7 @@ fn main() {
             let mut paths: Vec<String> = text
                     .lines()
                     .filter(|l| l.starts_with("kawa_stream"))
-                    .filter_map(|l| l.split("path=\"").nth(1)?.split('"').next().map(str::to_owned))
+                    .filter_map(|l| l.split("stream=\"").nth(1)?.split('"').next().map(str::to_owned))
                     .collect();
                 paths.sort();
                 paths.dedup();
@@ -444,6 +444,11 @@ fn main() {
             .map(|(now, then)| format!("{:+}", now - then))
             .collect();
         println!("  tasks left over per node (beyond the start and the Redis connections): {}", left.join(", "));
+        let series: Vec<String> = leftover.iter().map(|(_, paths)| paths.len().to_string()).collect();
+        println!("  streams with metric series left per node: {}", series.join(", "));
+        for (i, paths) in leftover.iter().filter(|(_, p)| !p.is_empty()) {
+            println!("    node {i}: {}", paths.join(", "));
+        }
         if settled.is_none() {
             // What the streams still alive said last: where to look for why they stay.
             for (i, paths) in &leftover {

@@ -382,6 +382,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         // Runs on each HTTP worker's thread: its tasks count too.
         crate::metrics::register_runtime("http");
         crate::memory::collect_on_this_thread();
+        crate::http::files::sweep_from_this_thread();
         let mut app = App::new()
             .app_data(state.clone())
             .app_data(hls_root.clone())

@@ -157,3 +157,57 @@ async fn past_cluster_redis_outage_ms_a_node_gives_its_stream_up() {
     assert_eq!(s3_playlist(&client, "bounded").await.unwrap(), stopped);
     redis.thaw();
 }
+
+/// A viewer of node 0 watching a stream node 1 owns (proxied) goes on watching while
+/// Redis is down: node 0 cannot ask who owns the path, and sends the viewer to the owner
+/// Redis named last. Before, it answered the viewer itself, without the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxied_viewer_keeps_the_stream_while_redis_is_down() {
+    let mut redis = RedisServer::start();
+    let moto = MotoServer::start();
+    moto.public_bucket(BUCKET).await;
+    let nodes = [0, 1].map(|i| {
+        node_builder(i, &redis, &moto)
+            .env("KAWA_HLS__PRESET", "passthrough")
+            .start()
+    });
+    let key = create_stream(&nodes[0], "elsewhere").await;
+    let _publisher = Publisher::start(&nodes[1].rtmp_url(&key), 40);
+    let url = nodes[0].url("/hls/elsewhere/source/index.m3u8");
+    let playlist = || async {
+        let answer = reqwest::get(&url).await.ok()?;
+        let status = answer.status();
+        let text = answer.text().await.ok()?;
+        Some((status, text))
+    };
+    let newest = |text: &str| {
+        m3u8_rs::parse_media_playlist_res(text.as_bytes())
+            .ok()
+            .map(|p| last_msn(&p))
+    };
+    let before = wait_for(
+        "the stream through node 0",
+        Duration::from_secs(30),
+        || async {
+            let (status, text) = playlist().await?;
+            (status == 200).then(|| newest(&text)).flatten()
+        },
+    )
+    .await;
+    redis.kill();
+    // 6 s without Redis (three segments), asked four times a second.
+    let down = Instant::now();
+    let mut last = before;
+    while down.elapsed() < Duration::from_secs(6) {
+        let (status, text) = playlist().await.expect("node 0 answers");
+        assert_eq!(status, 200, "node 0 without Redis answered:\n{text}");
+        last = newest(&text).expect("a media playlist");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        last >= before + 2,
+        "the stream stood still for a viewer of node 0: segment {before} -> {last}"
+    );
+    let logs = nodes[0].logs();
+    assert!(logs.contains("cannot look up a stream's owner"), "{logs}");
+}

@@ -4,12 +4,13 @@
 //! that lists it), so it and every later one are left out; the sequence numbers still
 //! only go forward.
 //!
-//! A takeover's viewers wait for this check, so it asks S3 for a listing of each
-//! rendition's folder (one request each, all at once), not for each file: fetching a
-//! whole window per stream, seven streams at once after a node died, took up to 2.9 s
-//! (the chaos benchmark). The files are fetched afterwards, newest first, while the
-//! stream goes on; until one lands, HTTP passes it on from S3. S3 gets [`S3_WAIT`] to
-//! answer.
+//! A takeover's viewers wait for this check, so S3 is asked as little as can be: Redis
+//! says up to which segment S3 has each rendition (the uploader notes every media
+//! playlist it puts), and the newest segments can be made again from their parts in
+//! Redis ([`super::parts`]). Only what is left goes to S3, as a listing of the
+//! rendition's folder (one request each, all at once), with [`S3_WAIT`] to answer. The
+//! files in S3 are copied here afterwards, newest first, while the stream goes on;
+//! until one lands, HTTP passes it on from S3.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;

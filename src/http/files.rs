@@ -55,18 +55,35 @@ pub(super) async fn read_at(path: PathBuf, offset: u64, len: u64) -> std::io::Re
 /// Bytes of file copies alive now.
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 
-/// A file's bytes, counted in [`LIVE`] until the last slice of them is dropped.
-struct Counted(Vec<u8>);
+/// Bytes counted in [`LIVE`] until this is dropped: from before a file is read (a read
+/// whose request is cancelled gives them back) until its last slice is dropped.
+struct Reserved(usize);
 
-impl AsRef<[u8]> for Counted {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
+impl Reserved {
+    fn take(len: usize) -> Option<Self> {
+        if LIVE.fetch_add(len, Ordering::Relaxed) + len > LIVE_BYTES {
+            LIVE.fetch_sub(len, Ordering::Relaxed);
+            return None;
+        }
+        Some(Self(len))
     }
 }
 
-impl Drop for Counted {
+impl Drop for Reserved {
     fn drop(&mut self) {
-        LIVE.fetch_sub(self.0.len(), Ordering::Relaxed);
+        LIVE.fetch_sub(self.0, Ordering::Relaxed);
+    }
+}
+
+/// A file's bytes, counted in [`LIVE`] until the last slice of them is dropped.
+struct Counted {
+    data: Vec<u8>,
+    _reserved: Reserved,
+}
+
+impl AsRef<[u8]> for Counted {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
     }
 }
 
@@ -193,6 +210,23 @@ impl Cache {
     }
 }
 
+/// Sweeps the shared copies every [`IDLE`] from this thread (an HTTP worker's), so that
+/// they leave memory when nothing is asked for: a sweep ran only when a file was asked
+/// for, and the last burst's copies stayed (a few MiB after the chaos benchmark).
+pub fn sweep_from_this_thread() {
+    thread_local!(static SWEEPING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
+    if SWEEPING.with(|s| s.replace(true)) {
+        return;
+    }
+    actix_web::rt::spawn(async {
+        let mut tick = actix_web::rt::time::interval(IDLE);
+        loop {
+            tick.tick().await;
+            SHARED.lock().sweep(Instant::now());
+        }
+    });
+}
+
 /// Recently served immutable files, shared by every answer that sends them.
 #[derive(Default)]
 pub struct SharedFiles {
@@ -256,19 +290,17 @@ impl SharedFiles {
             return Loaded::TooLarge;
         }
         let len = version.len as usize;
-        if LIVE.fetch_add(len, Ordering::Relaxed) + len > LIVE_BYTES {
-            LIVE.fetch_sub(len, Ordering::Relaxed);
+        let Some(reserved) = Reserved::take(len) else {
             return Loaded::Busy;
-        }
-        let data = match read_at(path.to_owned(), 0, len as u64).await {
-            Ok(data) => data,
-            // Changed or gone meanwhile: the next request reads it again.
-            _ => {
-                LIVE.fetch_sub(len, Ordering::Relaxed);
-                return Loaded::Missing;
-            }
         };
-        let data = Bytes::from_owner(Counted(data));
+        let Ok(data) = read_at(path.to_owned(), 0, len as u64).await else {
+            // Changed or gone meanwhile: the next request reads it again.
+            return Loaded::Missing;
+        };
+        let data = Bytes::from_owner(Counted {
+            data,
+            _reserved: reserved,
+        });
         self.lock()
             .insert(path.to_owned(), data.clone(), version, Instant::now());
         Loaded::File(data, version)

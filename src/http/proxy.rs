@@ -119,23 +119,32 @@ impl ClusterProxy {
                 return url.clone();
             }
         }
-        let url = match self.cluster.holder(path).await {
-            Ok(Some(holder)) if holder.node != self.cluster.node_id() => {
-                match self.cluster.node(&holder.node).await {
-                    Ok(info) => info.map(|i| i.url),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot look up a stream's owner");
-                        None
-                    }
-                }
-            }
-            Ok(_) => None,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot look up a stream's owner");
-                None
-            }
+        let looked_up = match self.cluster.holder(path).await {
+            Ok(Some(holder)) if holder.node != self.cluster.node_id() => self
+                .cluster
+                .node(&holder.node)
+                .await
+                .map(|info| info.map(|i| i.url)),
+            Ok(_) => Ok(None),
+            Err(e) => Err(e),
         };
         let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+        let url = match looked_up {
+            Ok(url) => url,
+            Err(e) => {
+                // Redis is away (restarting, say): the owner it named last is still the
+                // best guess, and owners go on publishing through an outage. Without
+                // it, every viewer of another node's stream got this node's answer
+                // (the chaos benchmark's readers waited 3.2 s at a Redis restart).
+                tracing::warn!(error = %e, "cannot look up a stream's owner");
+                let stale = owners.get(path).and_then(|(_, url)| url.clone());
+                if stale.is_some() {
+                    // Asked again after another OWNER_CACHE, not by every request.
+                    owners.insert(path.to_owned(), (Instant::now(), stale.clone()));
+                }
+                return stale;
+            }
+        };
         if owners.len() >= MAX_CACHED {
             owners.retain(|_, (at, _)| at.elapsed() < OWNER_CACHE);
             if owners.len() >= MAX_CACHED {
