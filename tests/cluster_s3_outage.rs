@@ -48,6 +48,8 @@ async fn a_takeover_while_s3_hangs_does_not_wait_for_it() {
     let next = 1 - first;
     let starts = publisher.start_count();
     moto.freeze();
+    // Three segments the owner cannot upload, then it dies.
+    tokio::time::sleep(Duration::from_secs(6)).await;
     nodes[first].kill();
     wait_for(
         "the encoder to reconnect",
@@ -105,6 +107,22 @@ async fn a_takeover_while_s3_hangs_does_not_wait_for_it() {
             s.uri
         );
     }
+    // Its newest segments, which S3 never got, were made again from their parts in
+    // Redis: listed after the gaps of older ones S3 lacks.
+    let old: Vec<bool> = (live.segments.iter())
+        .filter(|s| s.uri.starts_with(&old_epoch))
+        .map(is_gap)
+        .collect();
+    let first_gap = old.iter().position(|gap| *gap);
+    assert!(
+        first_gap.is_some_and(|g| old[g..].iter().any(|gap| !gap)),
+        "no segment after a gap (S3 lacks one in a 6 s freeze):\n{live:?}"
+    );
+    let logs = nodes[next].logs();
+    assert!(
+        logs.contains("rebuilt_segments=2") || logs.contains("rebuilt_segments=3"),
+        "{logs}"
+    );
     moto.thaw();
     // Back: S3's playlist goes on with the successor's segments, and lists nothing it
     // does not have.

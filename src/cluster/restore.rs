@@ -1,8 +1,7 @@
 //! Before a new owner lists its predecessor's segments, it makes sure each one is where
 //! its playlists point: in its own data dir or in S3. A segment that cannot be found was
 //! never in a playlist S3 viewers saw (the uploader puts a segment before the playlist
-//! that lists it), so it and every later one are left out; the sequence numbers still
-//! only go forward.
+//! that lists it), so it is listed as a gap; the sequence numbers still only go forward.
 //!
 //! A takeover's viewers wait for this check, so S3 is asked as little as can be: Redis
 //! says up to which segment S3 has each rendition (the uploader notes every media
@@ -162,8 +161,8 @@ async fn find_in_s3(
 
 /// Keeps, per rendition, the segments (and their init segments) that are present or in
 /// S3. One that is in neither is made again from its parts in Redis when they are all
-/// there ([`parts`](super::parts)); else it and every later one stay listed as gaps
-/// (`EXT-X-GAP`), so that no media sequence number a viewer saw names another segment.
+/// there ([`parts`](super::parts)); else it stays listed as a gap (`EXT-X-GAP`), so that
+/// no media sequence number a viewer saw names another segment.
 /// So does the segment the predecessor had open, unless its parts are in Redis: then it
 /// is listed, cut where the predecessor died.
 ///
@@ -260,15 +259,32 @@ async fn restore(
     let present = |s: &SegmentRecord| {
         s.gap || (at(&s.init) != Found::Nowhere && at(&s.uri) != Found::Nowhere)
     };
-    let mut kept = rendition.segments.iter().take_while(|s| present(s)).count();
-    let gone = &rendition.segments[kept..];
-    restored.dropped = gone.iter().filter(listed).count();
-    restored.rebuilt.retain(|o| match o {
-        Output::Segment { name, .. } => !gone.iter().any(|s| s.uri == *name),
-        _ => false,
-    });
+    // Each segment found nowhere is listed as a gap, alone: those after it that are
+    // found stay (an S3 backlog after an outage left whole windows of gaps, segments
+    // rebuilt from their parts included).
+    let missing: Vec<usize> = (rendition.segments.iter().enumerate())
+        .filter(|(_, s)| !present(s))
+        .map(|(i, _)| i)
+        .collect();
+    restored.dropped = missing.len();
+    if let Some(first) = missing.first().map(|i| &rendition.segments[*i]) {
+        // Why viewers behind the live edge lose these: where each place was asked.
+        let (segment, init) = (at(&first.uri), at(&first.init));
+        tracing::warn!(
+            rendition = %rendition.name,
+            segment = %first.uri,
+            ?segment,
+            ?init,
+            stored_through = ?through,
+            gaps = restored.dropped,
+            "a predecessor's segment is nowhere: listed as a gap"
+        );
+    }
     let mut fetch: Vec<String> = Vec::new();
-    for segment in rendition.segments[..kept].iter().filter(listed).rev() {
+    for (i, segment) in rendition.segments.iter().enumerate().rev() {
+        if segment.gap || missing.contains(&i) {
+            continue;
+        }
         for name in [&segment.init, &segment.uri] {
             if at(name) == Found::InS3 && !fetch.contains(name) {
                 fetch.push(name.clone());
@@ -278,13 +294,13 @@ async fn restore(
     restored.to_fetch = (fetch.into_iter())
         .map(|n| (rendition.name.clone(), n))
         .collect();
-    rendition.gaps_from(kept);
+    for i in missing {
+        rendition.segments[i].gap = true;
+    }
     // What the predecessor cut after its last saved state: a segment it closed (the
     // state not saved yet), then the one it had open.
     let mut open_listed = false;
-    let mut after_state = 0;
-    while kept == rendition.segments.len() && !open_listed && after_state < 2 {
-        after_state += 1;
+    for _ in 0..2 {
         let Some(r) = rebuilt(sources, &rendition.name, rendition.next_msn()).await else {
             break;
         };
@@ -294,10 +310,13 @@ async fn restore(
         {
             break;
         }
-        open_listed = !r.closed;
+        let closed = r.closed;
         rendition.segments.push(r.record.clone());
         restored.rebuilt.push(r.into_output(&rendition.name));
-        kept += 1;
+        if !closed {
+            open_listed = true;
+            break;
+        }
     }
     if !open_listed {
         rendition.skip_open_segment();

@@ -122,16 +122,6 @@ impl PathState {
 }
 
 impl RenditionState {
-    /// Keeps only the first `n` segments (the rest could not be found where the previous
-    /// owner stored them: they were never listed where viewers look).
-    /// Segments from the `n`th on were never stored: they stay listed as gaps, so their
-    /// media sequence numbers (which viewers of the dead owner saw) are never reused.
-    pub fn gaps_from(&mut self, n: usize) {
-        for segment in self.segments.iter_mut().skip(n) {
-            segment.gap = true;
-        }
-    }
-
     /// The predecessor died with a segment open: its live playlist announced that
     /// segment's number with parts. The number is listed as a gap (as long as the
     /// segment before it) so that it never names another segment.
@@ -216,7 +206,7 @@ mod tests {
         second.discontinuity = false;
         s.renditions[0].segments.push(second);
         let rendition = &mut s.renditions[0];
-        rendition.gaps_from(1);
+        rendition.segments[1].gap = true;
         rendition.skip_open_segment();
         let gaps: Vec<(&str, bool)> = rendition
             .segments

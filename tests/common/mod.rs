@@ -105,6 +105,10 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// Starts it again on the same port and data directory.
     pub fn restart(&mut self) {
         let child = Command::new("redis-server")
