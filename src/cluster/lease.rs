@@ -83,14 +83,15 @@ pub(super) fn state_key(path: &str) -> String {
     format!("kawa:state:{path}")
 }
 
-/// KEYS: fence, stored. ARGV: token, rendition, segment name, ttl seconds. 1 = stored,
-/// 0 = fenced.
+/// KEYS: fence, stored, then the parts lists of segments now in S3 (dropped). ARGV:
+/// token, rendition, segment name, ttl seconds. 1 = stored, 0 = fenced.
 pub(super) static SAVE_STORED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
         if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
         redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
         redis.call('EXPIRE', KEYS[2], ARGV[4])
+        for i = 3, #KEYS do redis.call('DEL', KEYS[i]) end
         return 1
         "#,
     )

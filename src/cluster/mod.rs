@@ -277,18 +277,23 @@ impl Cluster {
     }
 
     /// Notes that a playlist listing up to `segment` of `rendition` is in S3 (so all it
-    /// lists is): a successor then needs no S3 request to know it. `false` when fenced.
+    /// lists is): a successor then needs no S3 request to know it. The parts of the
+    /// segments it lists (`msns`) are dropped: S3 has them. `false` when fenced.
     pub async fn save_stored(
         &self,
         path: &str,
         token: u64,
         rendition: &str,
         segment: &str,
+        msns: &[u64],
     ) -> Result<bool, ClusterError> {
         let mut conn = self.conn().await?;
-        let stored: i64 = SAVE_STORED
-            .key(fence_key(path))
-            .key(stored_key(path))
+        let mut script = SAVE_STORED.key(fence_key(path));
+        script.key(stored_key(path));
+        for msn in msns.iter().take(parts::MAX_PARTS) {
+            script.key(parts::key(path, rendition, *msn));
+        }
+        let stored: i64 = script
             .arg(token)
             .arg(rendition)
             .arg(segment)

@@ -31,8 +31,11 @@ use crate::media::chunks::Chunks;
 /// How long a segment's parts stay in Redis after its last part, at most: longer than a
 /// lease takes to lapse and a claim to read them.
 pub const PARTS_TTL: Duration = Duration::from_secs(30);
-/// Segments whose parts are kept besides the open one: the one the saved state may not
-/// list yet, and one whose upload may still be under way.
+/// Without S3, segments whose parts are kept besides the open one: the one the saved
+/// state may not list yet, and the one before. With S3, a segment's parts are kept until
+/// a playlist listing it is in S3 (`Cluster::save_stored` drops them): a successor
+/// finds every segment either in S3 or here, however far the uploads fell behind (they
+/// lagged 8 s at a node kill in the chaos benchmark, and those segments were gaps).
 const CLOSED_KEPT: u64 = 2;
 /// More parts than a segment of Kawa's has (a 600 s segment of 4 s parts is 150).
 pub const MAX_PARTS: usize = 256;
@@ -242,14 +245,16 @@ pub struct Replicator {
 
 impl Replicator {
     /// Starts the task that writes `path`'s parts; it ends when this is dropped.
-    pub fn spawn(cluster: Arc<Cluster>, path: String) -> Self {
+    /// `uploaded`: segments go to S3, whose uploader drops their parts once listed there.
+    pub fn spawn(cluster: Arc<Cluster>, path: String, uploaded: bool) -> Self {
         let (parts, mut queue) = mpsc::channel::<ReplicatedPart>(QUEUED);
         tokio::spawn(async move {
             let mut failing = false;
             while let Some(part) = queue.recv().await {
                 // A frozen Redis answers nothing: give up on a part after a renewal's time.
                 let limit = cluster.renew_every();
-                match tokio::time::timeout(limit, cluster.push_part(&path, &part)).await {
+                match tokio::time::timeout(limit, cluster.push_part(&path, &part, !uploaded)).await
+                {
                     Ok(Ok(())) => failing = false,
                     _ if failing => {}
                     Ok(Err(e)) => {
@@ -304,16 +309,21 @@ impl Rebuilt {
 }
 
 impl Cluster {
-    /// Appends a part to its segment's list; the segment two before one this part
-    /// closes is dropped.
-    pub async fn push_part(&self, path: &str, part: &ReplicatedPart) -> Result<(), ClusterError> {
+    /// Appends a part to its segment's list; with `drop_closed`, the segment two before
+    /// one this part closes is dropped.
+    pub async fn push_part(
+        &self,
+        path: &str,
+        part: &ReplicatedPart,
+        drop_closed: bool,
+    ) -> Result<(), ClusterError> {
         let list = key(path, &part.rendition, part.msn);
         let mut pipe = redis::pipe();
         pipe.rpush(&list, encode(part))
             .ignore()
             .pexpire(&list, PARTS_TTL.as_millis() as i64)
             .ignore();
-        if part.header.closes && part.msn >= CLOSED_KEPT {
+        if drop_closed && part.header.closes && part.msn >= CLOSED_KEPT {
             let old = key(path, &part.rendition, part.msn - CLOSED_KEPT);
             pipe.del(old).ignore();
         }

@@ -2,8 +2,7 @@ use bytes::Bytes;
 use proptest::prelude::*;
 
 use super::*;
-use crate::hls::rules_tests::{keyframe_unit, packager, start};
-use crate::media::frame::{Frame, VideoForm, VideoFrame};
+use crate::hls::rules_tests::{keyframe_unit, packager, start, video};
 
 /// A packager's outputs, one batch per frame: 25 frames a second, a keyframe every
 /// `gop` frames, `frames` in all.
@@ -17,14 +16,7 @@ fn batches(gop: usize, frames: usize) -> Vec<Vec<Output>> {
         } else {
             Bytes::from(vec![0, 0, 0, 1, 0x41, 0x88, n as u8])
         };
-        let dts = n as i64 * 3600;
-        let frame = Frame::Video(VideoFrame {
-            dts,
-            pts: dts,
-            keyframe,
-            data,
-            form: VideoForm::AnnexB,
-        });
+        let frame = video(n as i64 * 3600, keyframe, data);
         batches.push(p.push("source", frame).unwrap());
     }
     batches

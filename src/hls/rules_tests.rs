@@ -40,6 +40,17 @@ static BIG: LazyLock<Bytes> = LazyLock::new(|| {
     au.into()
 });
 
+/// An Annex B video frame at `dts` (no B-frames).
+pub(crate) fn video(dts: i64, keyframe: bool, data: Bytes) -> Frame {
+    Frame::Video(VideoFrame {
+        dts,
+        pts: dts,
+        keyframe,
+        data,
+        form: VideoForm::AnnexB,
+    })
+}
+
 pub(crate) fn packager() -> Packager {
     let settings = SegmenterSettings::from_seconds(TARGET as f64, 0.2);
     let mut p = Packager::new(7, settings, 6);
@@ -349,14 +360,7 @@ fn run(publisher: &Publisher) -> Result<Checker, TestCaseError> {
             Some((_, size)) => BIG.slice(..*size),
             None => BIG.slice(..64),
         };
-        let frame = Frame::Video(VideoFrame {
-            dts,
-            pts: dts,
-            keyframe,
-            data,
-            form: VideoForm::AnnexB,
-        });
-        checker.outputs(packager.push("source", frame).unwrap())?;
+        checker.outputs(packager.push("source", video(dts, keyframe, data)).unwrap())?;
         // AAC at 48 kHz alongside, on its own clock.
         while audio_pts <= dts {
             let audio = Frame::Audio(AudioFrame {

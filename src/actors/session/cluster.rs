@@ -192,8 +192,14 @@ impl StreamSession {
         }
         let (state, saves) = watch::channel(None);
         spawn_saver(Arc::clone(&cluster), lease.clone(), saves, ctx.address());
-        let parts = (cluster.replicate_parts())
-            .then(|| Replicator::spawn(Arc::clone(&cluster), self.path.as_str().to_owned()));
+        let parts = (cluster.replicate_parts()).then(|| {
+            let uploaded = self.context.deliveries.target().is_some();
+            Replicator::spawn(
+                Arc::clone(&cluster),
+                self.path.as_str().to_owned(),
+                uploaded,
+            )
+        });
         self.ownership = Some(Ownership {
             cluster,
             lease,

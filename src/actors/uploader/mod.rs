@@ -286,8 +286,7 @@ impl Uploader {
         // without asking it (`cluster::restore`).
         let note = match (&self.cluster, item.meta.fence, kind) {
             (Some(cluster), Some(token), ItemKind::Playlist) => {
-                newest_segment(&item.meta.key, &body)
-                    .map(|(rendition, segment)| (Arc::clone(cluster), token, rendition, segment))
+                stored(&item.meta.key, &body).map(|note| (Arc::clone(cluster), token, note))
             }
             _ => None,
         };
@@ -301,9 +300,9 @@ impl Uploader {
                 result,
                 Ok(Sent::Done | Sent::Playlist(Fenced::Written { .. }))
             );
-            if let (Some((cluster, token, rendition, segment)), true) = (note, written)
+            if let (Some((cluster, token, note)), true) = (note, written)
                 && let Err(e) = cluster
-                    .save_stored(&stream, token, &rendition, &segment)
+                    .save_stored(&stream, token, &note.rendition, &note.newest, &note.msns)
                     .await
             {
                 tracing::debug!(error = %e, "cannot note a playlist in S3 in Redis");
@@ -462,4 +461,4 @@ mod send;
 pub use deliveries::Deliveries;
 use handlers::Kick;
 pub use handlers::{Deliver, StreamEnded};
-use send::{Fence, Sent, UploadError, backoff, newest_segment, send};
+use send::{Fence, Sent, UploadError, backoff, send, stored};

@@ -33,16 +33,34 @@ pub(super) enum Sent {
     Missing,
 }
 
-/// A media playlist's rendition (from its key, `{rendition}/index.m3u8`) and the newest
-/// segment it lists: once it is in S3, so is every segment it lists.
-pub(super) fn newest_segment(key: &str, playlist: &[u8]) -> Option<(String, String)> {
+/// What a media playlist in S3 says to note in Redis.
+#[derive(Debug, PartialEq)]
+pub(super) struct Stored {
+    /// From its key, `{rendition}/index.m3u8`.
+    pub rendition: String,
+    /// The newest segment it lists: once it is in S3, so is every segment it lists.
+    pub newest: String,
+    /// The media sequence numbers of the segments it lists (their parts can go).
+    pub msns: Vec<u64>,
+}
+
+pub(super) fn stored(key: &str, playlist: &[u8]) -> Option<Stored> {
     let rendition = key.strip_suffix("/index.m3u8")?;
     if rendition.contains('/') {
         return None;
     }
     let text = std::str::from_utf8(playlist).ok()?;
-    let newest = (text.lines().map(str::trim)).rfind(|l| !l.is_empty() && !l.starts_with('#'))?;
-    Some((rendition.to_owned(), newest.to_owned()))
+    let segments: Vec<&str> = (text.lines().map(str::trim))
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let msns = (segments.iter())
+        .filter_map(|s| s.strip_suffix(".m4s")?.rsplit_once('_')?.1.parse().ok())
+        .collect();
+    Some(Stored {
+        rendition: rendition.to_owned(),
+        newest: segments.last()?.to_string(),
+        msns,
+    })
 }
 
 /// How a playlist is fenced against another node's writes.
@@ -104,17 +122,21 @@ pub(super) async fn send(
 
 #[cfg(test)]
 mod tests {
-    use super::newest_segment;
+    use super::{Stored, stored};
 
     #[test]
     fn a_media_playlist_names_its_newest_segment() {
         let playlist = b"#EXTM3U\n#EXT-X-MAP:URI=\"1_0.mp4\"\n#EXTINF:2.0,\n1_4.m4s\n#EXTINF:1.5,\n1_5.m4s\n#EXT-X-ENDLIST\n";
         assert_eq!(
-            newest_segment("180p/index.m3u8", playlist),
-            Some(("180p".into(), "1_5.m4s".into()))
+            stored("180p/index.m3u8", playlist),
+            Some(Stored {
+                rendition: "180p".into(),
+                newest: "1_5.m4s".into(),
+                msns: vec![4, 5],
+            })
         );
-        assert_eq!(newest_segment("master.m3u8", playlist), None);
-        assert_eq!(newest_segment("a/b/index.m3u8", playlist), None);
-        assert_eq!(newest_segment("source/index.m3u8", b"#EXTM3U\n"), None);
+        assert_eq!(stored("master.m3u8", playlist), None);
+        assert_eq!(stored("a/b/index.m3u8", playlist), None);
+        assert_eq!(stored("source/index.m3u8", b"#EXTM3U\n"), None);
     }
 }
