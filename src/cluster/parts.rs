@@ -7,9 +7,9 @@
 //!
 //! A Redis list per segment, `kawa:parts:{path}:{rendition}:{msn}`, one element per part:
 //! a length-prefixed JSON header (what the playlist says of the part and its segment)
-//! and the part's bytes. The owner drops the list of the segment two before one it
-//! closes; a TTL bounds the rest. Writes never wait: a part that cannot be queued is
-//! dropped, and a segment missing a part is not rebuilt.
+//! and the part's bytes. A list is dropped once a playlist in S3 lists its segment (see
+//! [`CLOSED_KEPT`] for a cluster without S3); a TTL bounds the rest. Writes never wait:
+//! a part that cannot be queued is dropped, and a segment missing a part is not rebuilt.
 //!
 //! The encoding and the rebuilding are pure; the elements come from Redis, so they are
 //! size-capped and checked before use.
