@@ -89,7 +89,7 @@ pub fn key(path: &str, rendition: &str, msn: u64) -> String {
 }
 
 /// The media sequence number in a segment's name, `{epoch}_{msn}.m4s`.
-fn msn_of(segment: &str) -> Option<u64> {
+pub(crate) fn msn_of(segment: &str) -> Option<u64> {
     let stem = segment.strip_suffix(".m4s")?;
     stem.rsplit_once('_')?.1.parse().ok()
 }
@@ -276,9 +276,6 @@ impl Replicator {
 
     /// Queues the parts among `outputs`.
     pub fn send(&mut self, outputs: &[Output]) {
-        if !outputs.iter().any(|o| matches!(o, Output::Part { .. })) {
-            return;
-        }
         for part in parts_of(outputs) {
             match self.parts.try_send(part) {
                 Ok(()) => self.dropping = false,

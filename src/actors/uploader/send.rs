@@ -54,7 +54,7 @@ pub(super) fn stored(key: &str, playlist: &[u8]) -> Option<Stored> {
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .collect();
     let msns = (segments.iter())
-        .filter_map(|s| s.strip_suffix(".m4s")?.rsplit_once('_')?.1.parse().ok())
+        .filter_map(|s| crate::cluster::parts::msn_of(s))
         .collect();
     Some(Stored {
         rendition: rendition.to_owned(),
